@@ -1,0 +1,119 @@
+//! What a source offers ([`Catalog`], [`StreamDescriptor`]) and what a product asks of it
+//! ([`ConfiguredStream`]).
+
+use arrow_schema::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::StreamName;
+
+/// How a stream is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Read every row on every run.
+    FullRefresh,
+    /// Read the rows whose cursor moved past the last checkpoint.
+    Incremental,
+    /// Read changes (inserts, updates, deletes) from a change log.
+    Cdc,
+}
+
+/// How a stream is written to its product store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Replace the product table atomically when the run completes.
+    Overwrite,
+    /// Add the rows read.
+    Append,
+    /// Add the rows read and keep the latest row per primary key.
+    AppendDedup,
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::FullRefresh => "full_refresh",
+            SyncMode::Incremental => "incremental",
+            SyncMode::Cdc => "cdc",
+        })
+    }
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::Append => "append",
+            WriteMode::AppendDedup => "append_dedup",
+        })
+    }
+}
+
+/// One stream a source offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamDescriptor {
+    pub name: StreamName,
+    pub schema: SchemaRef,
+    /// Columns that identify a row, if the source knows them.
+    pub primary_key: Vec<String>,
+    /// Columns usable as an incremental cursor, best first.
+    pub cursor_candidates: Vec<String>,
+    pub supported_sync_modes: Vec<SyncMode>,
+    /// Estimated number of rows, when cheap to know.
+    pub row_estimate: Option<u64>,
+}
+
+/// Everything a source offers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Catalog {
+    pub streams: Vec<StreamDescriptor>,
+}
+
+impl Catalog {
+    pub fn stream(&self, name: &str) -> Option<&StreamDescriptor> {
+        self.streams.iter().find(|s| s.name.as_str() == name)
+    }
+
+    /// The catalog as JSON, with Arrow schemas in their serde form (for `weft connector discover`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.streams
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name,
+                        "fields": s.schema.fields().iter().map(|f| serde_json::json!({
+                            "name": f.name(),
+                            "type": f.data_type().to_string(),
+                            "nullable": f.is_nullable(),
+                        })).collect::<Vec<_>>(),
+                        "primary_key": s.primary_key,
+                        "cursor_candidates": s.cursor_candidates,
+                        "supported_sync_modes": s.supported_sync_modes,
+                        "row_estimate": s.row_estimate,
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A stream as a product configured it: the descriptor plus how to read and write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfiguredStream {
+    pub descriptor: StreamDescriptor,
+    pub sync_mode: SyncMode,
+    pub write_mode: WriteMode,
+    /// The cursor column, required for incremental reads.
+    pub cursor_field: Option<String>,
+    /// The key columns, required for `append_dedup`.
+    pub primary_key: Vec<String>,
+}
+
+impl ConfiguredStream {
+    pub fn name(&self) -> &StreamName {
+        &self.descriptor.name
+    }
+}

@@ -1,0 +1,74 @@
+//! The [`Destination`] and [`StreamWriter`] traits.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+
+use crate::catalog::ConfiguredStream;
+use crate::checkpoint::Checkpoint;
+use crate::error::{ConnectorError, Result};
+use crate::message::ChangeBatch;
+use crate::names::{DomainName, ProductName, StreamName};
+
+/// Where a stream lands: the product table of one stream of one product of one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamTarget {
+    pub domain: DomainName,
+    pub product: ProductName,
+    pub stream: StreamName,
+    /// The run writing, recorded with the data where the destination can.
+    pub run_id: String,
+}
+
+/// A configured destination (a domain's product store).
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Checks that the destination can be written with this config.
+    async fn check(&self) -> Result<()>;
+
+    /// Prepares one stream for writing in its write mode, with the schema the engine will
+    /// write (after mappers). Recovers from an earlier crash: uncommitted leftovers are dropped.
+    async fn open(
+        &self,
+        target: &StreamTarget,
+        stream: &ConfiguredStream,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn StreamWriter>>;
+}
+
+/// Writes one stream. Batches are buffered until [`StreamWriter::commit`] makes them durable.
+#[async_trait]
+pub trait StreamWriter: Send {
+    /// The checkpoint stored together with the data by the last commit, if this destination
+    /// stores checkpoints atomically with data. On restart it wins over the state store.
+    fn committed_checkpoint(&self) -> Option<Checkpoint>;
+
+    /// Buffers or writes a batch; nothing is visible or durable before a commit.
+    async fn write(&mut self, batch: RecordBatch) -> Result<()>;
+
+    /// Applies change rows (CDC). Destinations that cannot apply changes keep the default.
+    async fn write_changes(&mut self, _changes: ChangeBatch) -> Result<()> {
+        Err(ConnectorError::Unsupported(
+            "this destination does not apply change batches (CDC)".into(),
+        ))
+    }
+
+    /// The schema changed mid-stream: later batches have `schema`.
+    async fn schema_change(&mut self, schema: SchemaRef) -> Result<()> {
+        let _ = schema;
+        Err(ConnectorError::Unsupported(
+            "this destination does not handle schema changes mid-stream".into(),
+        ))
+    }
+
+    /// Makes everything written so far durable, together with `checkpoint`, and returns only
+    /// then. In overwrite mode the data is durable but not yet visible to readers.
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// The stream was read completely: commits with the final checkpoint and publishes
+    /// (overwrite swaps the table now; dedup modes settle to one row per key).
+    async fn finish(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// Drops everything written since the last commit (cancellation, failure).
+    async fn abort(&mut self) -> Result<()>;
+}

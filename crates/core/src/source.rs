@@ -1,0 +1,33 @@
+//! The [`Source`] trait.
+
+use async_trait::async_trait;
+
+use crate::catalog::{Catalog, ConfiguredStream};
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::message::MessageStream;
+
+/// A configured source: built by a [`crate::SourceFactory`] from a validated config.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Checks that the source can be reached and read with this config.
+    async fn check(&self) -> Result<()>;
+
+    /// Lists the streams the source offers.
+    async fn discover(&self) -> Result<Catalog>;
+
+    /// Reads one stream, resuming right after `state` when given.
+    ///
+    /// The stream yields record batches and, now and then, checkpoints; the last message of a
+    /// complete read is a checkpoint covering everything. It must yield batches that match the
+    /// descriptor's schema (or announce a [`crate::SourceMessage::SchemaChange`] first).
+    async fn read(&self, stream: &ConfiguredStream, state: Option<&Checkpoint>)
+        -> Result<MessageStream>;
+
+    /// Everything up to `checkpoint` is durable in the destination and recorded in the state
+    /// store. Sources holding server-side positions (replication slots) advance them here, and
+    /// never earlier.
+    async fn ack(&self, _stream: &ConfiguredStream, _checkpoint: &Checkpoint) -> Result<()> {
+        Ok(())
+    }
+}

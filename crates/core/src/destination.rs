@@ -43,6 +43,13 @@ pub trait StreamWriter: Send {
     /// stores checkpoints atomically with data. On restart it wins over the state store.
     fn committed_checkpoint(&self) -> Option<Checkpoint>;
 
+    /// Whether this destination stores checkpoints atomically with its data. When it does, an
+    /// empty [`StreamWriter::committed_checkpoint`] means "start from scratch" (the product table
+    /// was emptied or removed), whatever the state store remembers.
+    fn stores_checkpoints(&self) -> bool {
+        false
+    }
+
     /// Buffers or writes a batch; nothing is visible or durable before a commit.
     async fn write(&mut self, batch: RecordBatch) -> Result<()>;
 

@@ -1,1 +1,25 @@
-//! TODO
+//! weft's engine: one sync run, from the selected products' sources through their mappers into
+//! their product stores, with the checkpoint protocol of [`stream`] (commit → record → ack).
+//!
+//! - [`registry`]: the connectors a binary offers, by name;
+//! - `plan`: configured streams matched against the source's catalog, before any row moves;
+//! - [`mappers`]: select/drop/rename/hash/mask/filter on whole Arrow batches;
+//! - `stream`: one stream's run and the checkpoint protocol;
+//! - [`run`]: a whole run, streams concurrently and bounded, recorded in the run history;
+//! - [`progress`]: live counters for progress displays;
+//! - [`failpoint`]: crash injection for tests.
+
+pub mod error;
+pub mod failpoint;
+pub mod mappers;
+mod plan;
+pub mod progress;
+pub mod registry;
+pub mod run;
+mod stream;
+
+pub use error::EngineError;
+pub use mappers::{MapperChain, MapperError};
+pub use progress::{Phase, StreamProgress};
+pub use registry::Registry;
+pub use run::{prepare, PreparedRun, RunOptions, RunReport, StreamReport};

@@ -1,0 +1,38 @@
+//! Engine errors.
+
+use weft_core::ConnectorError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown {kind} connector `{name}`; available: {known}")]
+    UnknownConnector {
+        kind: &'static str,
+        name: String,
+        known: String,
+    },
+
+    /// A connector failed; `what` names it and the stream where known.
+    #[error("{what}: {source}")]
+    Connector {
+        what: String,
+        #[source]
+        source: ConnectorError,
+    },
+
+    /// The product file asks for something the source cannot give.
+    #[error("{file}: stream `{stream}`: {message}")]
+    Plan {
+        file: String,
+        stream: String,
+        message: String,
+    },
+
+    #[error("state store: {0}")]
+    State(#[from] weft_state::StateError),
+
+    #[error("stream `{stream}`: {message}")]
+    Stream { stream: String, message: String },
+
+    #[error("cancelled")]
+    Cancelled,
+}

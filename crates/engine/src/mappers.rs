@@ -1,0 +1,505 @@
+//! Per-stream mappers: select, drop, rename, hash, mask and filter, applied to whole Arrow
+//! batches between source and destination.
+//!
+//! A [`MapperChain`] is compiled once per stream against the source schema, so a mapper naming
+//! a column that does not exist fails before any row moves, and the destination learns the
+//! output schema up front.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, StringBuilder};
+use arrow::compute::kernels::cmp;
+use arrow::compute::{cast, filter_record_batch, is_not_null, is_null};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use sha2::{Digest, Sha256};
+use weft_mesh::{FilterOp, Mapper};
+
+/// A mapper that cannot be applied to a stream's schema or data.
+#[derive(Debug, thiserror::Error)]
+#[error("mapper #{index} ({kind}): {message}")]
+pub struct MapperError {
+    /// 1-based position in the stream's `mappers` list (0 for the `columns` selection).
+    pub index: usize,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// One compiled step.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Keep these column indices, in this order.
+    Project(Vec<usize>),
+    Rename { index: usize, to: String },
+    Hash { index: usize, salt: Vec<u8> },
+    Mask { index: usize, keep_last: usize, mask_char: char },
+    Filter { index: usize, op: FilterOp, value: Option<ArrayRef> },
+}
+
+/// The mappers of one stream, compiled against its source schema.
+#[derive(Debug, Clone)]
+pub struct MapperChain {
+    steps: Vec<Step>,
+    output: SchemaRef,
+    /// For each output column, the source column it came from.
+    origins: Vec<String>,
+    /// What the chain was compiled from, to recompile on a schema change.
+    columns: Option<Vec<String>>,
+    mappers: Vec<Mapper>,
+}
+
+fn kind_of(m: &Mapper) -> &'static str {
+    match m {
+        Mapper::Select(_) => "select",
+        Mapper::Drop(_) => "drop",
+        Mapper::Rename { .. } => "rename",
+        Mapper::Hash { .. } => "hash",
+        Mapper::Mask { .. } => "mask",
+        Mapper::Filter { .. } => "filter",
+    }
+}
+
+impl MapperChain {
+    /// Compiles `columns` (an optional selection) followed by `mappers` against `input`.
+    pub fn compile(
+        input: &SchemaRef,
+        columns: Option<&[String]>,
+        mappers: &[Mapper],
+    ) -> Result<Self, MapperError> {
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut origins: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let mut steps = Vec::new();
+
+        let find = |fields: &[Field], name: &str, index: usize, kind: &'static str| {
+            fields.iter().position(|f| f.name() == name).ok_or_else(|| MapperError {
+                index,
+                kind,
+                message: format!(
+                    "no column `{name}`; the columns at this point are: {}",
+                    fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })
+        };
+
+        let mut project = |fields: &mut Vec<Field>,
+                           origins: &mut Vec<String>,
+                           keep: Vec<usize>,
+                           steps: &mut Vec<Step>| {
+            *fields = keep.iter().map(|&i| fields[i].clone()).collect();
+            *origins = keep.iter().map(|&i| origins[i].clone()).collect();
+            steps.push(Step::Project(keep));
+        };
+
+        if let Some(columns) = columns {
+            let keep = columns
+                .iter()
+                .map(|c| find(&fields, c, 0, "columns"))
+                .collect::<Result<Vec<_>, _>>()?;
+            project(&mut fields, &mut origins, keep, &mut steps);
+        }
+
+        for (i, mapper) in mappers.iter().enumerate() {
+            let index = i + 1;
+            let kind = kind_of(mapper);
+            match mapper {
+                Mapper::Select(cols) => {
+                    let keep = cols
+                        .iter()
+                        .map(|c| find(&fields, c, index, kind))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    project(&mut fields, &mut origins, keep, &mut steps);
+                }
+                Mapper::Drop(cols) => {
+                    for c in cols {
+                        find(&fields, c, index, kind)?;
+                    }
+                    let keep = (0..fields.len())
+                        .filter(|&i| !cols.contains(fields[i].name()))
+                        .collect();
+                    project(&mut fields, &mut origins, keep, &mut steps);
+                }
+                Mapper::Rename { from, to } => {
+                    let at = find(&fields, from, index, kind)?;
+                    if fields.iter().any(|f| f.name() == to) {
+                        return Err(MapperError {
+                            index,
+                            kind,
+                            message: format!("a column `{to}` already exists"),
+                        });
+                    }
+                    fields[at] = fields[at].clone().with_name(to.clone());
+                    steps.push(Step::Rename {
+                        index: at,
+                        to: to.clone(),
+                    });
+                }
+                Mapper::Hash { column, salt } => {
+                    let at = find(&fields, column, index, kind)?;
+                    check_castable_to_text(&fields[at], index, kind)?;
+                    fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
+                    steps.push(Step::Hash {
+                        index: at,
+                        salt: salt.clone().unwrap_or_default().into_bytes(),
+                    });
+                }
+                Mapper::Mask {
+                    column,
+                    keep_last,
+                    mask_char,
+                } => {
+                    let at = find(&fields, column, index, kind)?;
+                    check_castable_to_text(&fields[at], index, kind)?;
+                    fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
+                    steps.push(Step::Mask {
+                        index: at,
+                        keep_last: *keep_last,
+                        mask_char: *mask_char,
+                    });
+                }
+                Mapper::Filter { column, op, value } => {
+                    let at = find(&fields, column, index, kind)?;
+                    let value = match (op, value) {
+                        (FilterOp::IsNull | FilterOp::IsNotNull, _) => None,
+                        (_, None) => {
+                            return Err(MapperError {
+                                index,
+                                kind,
+                                message: format!("`{op}` needs a `value` to compare `{column}` with"),
+                            })
+                        }
+                        (_, Some(v)) => Some(scalar_for(v, fields[at].data_type()).map_err(
+                            |e| MapperError {
+                                index,
+                                kind,
+                                message: format!(
+                                    "value {v} does not fit column `{column}` of type {}: {e}",
+                                    fields[at].data_type()
+                                ),
+                            },
+                        )?),
+                    };
+                    steps.push(Step::Filter {
+                        index: at,
+                        op: *op,
+                        value,
+                    });
+                }
+            }
+        }
+
+        Ok(Self {
+            steps,
+            output: Arc::new(Schema::new_with_metadata(fields, input.metadata().clone())),
+            origins,
+            columns: columns.map(<[String]>::to_vec),
+            mappers: mappers.to_vec(),
+        })
+    }
+
+    /// The same chain compiled against a new source schema (after a schema change).
+    pub fn recompile(&self, input: &SchemaRef) -> Result<Self, MapperError> {
+        Self::compile(input, self.columns.as_deref(), &self.mappers)
+    }
+
+    /// The schema of mapped batches.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output
+    }
+
+    /// The output name of source column `source`, if it survives the mappers.
+    pub fn output_name(&self, source: &str) -> Option<&str> {
+        self.origins
+            .iter()
+            .position(|o| o == source)
+            .map(|i| self.output.field(i).name().as_str())
+    }
+
+    /// Whether any step changes data (as opposed to a plain pass-through).
+    pub fn is_identity(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Applies the chain to one batch of the source schema.
+    pub fn apply(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        if self.steps.is_empty() {
+            return Ok(batch);
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut num_rows = batch.num_rows();
+        for step in &self.steps {
+            match step {
+                Step::Project(keep) => {
+                    columns = keep.iter().map(|&i| columns[i].clone()).collect();
+                }
+                Step::Rename { .. } => {}
+                Step::Hash { index, salt } => {
+                    columns[*index] = hash_column(&columns[*index], salt)?;
+                }
+                Step::Mask {
+                    index,
+                    keep_last,
+                    mask_char,
+                } => {
+                    columns[*index] = mask_column(&columns[*index], *keep_last, *mask_char)?;
+                }
+                Step::Filter { index, op, value } => {
+                    let keep = predicate(&columns[*index], *op, value.as_ref())?;
+                    // Filter all columns at once through a temporary batch of the current shape.
+                    let fields: Vec<Field> = columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+                        .collect();
+                    let tmp = RecordBatch::try_new_with_options(
+                        Arc::new(Schema::new(fields)),
+                        columns,
+                        &arrow::array::RecordBatchOptions::new().with_row_count(Some(num_rows)),
+                    )?;
+                    let filtered = filter_record_batch(&tmp, &keep)?;
+                    num_rows = filtered.num_rows();
+                    columns = filtered.columns().to_vec();
+                }
+            }
+        }
+        RecordBatch::try_new_with_options(
+            self.output.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(num_rows)),
+        )
+    }
+}
+
+fn check_castable_to_text(field: &Field, index: usize, kind: &'static str) -> Result<(), MapperError> {
+    if arrow::compute::can_cast_types(field.data_type(), &DataType::Utf8) {
+        Ok(())
+    } else {
+        Err(MapperError {
+            index,
+            kind,
+            message: format!(
+                "column `{}` of type {} has no text form to {kind}",
+                field.name(),
+                field.data_type()
+            ),
+        })
+    }
+}
+
+/// A one-element array of `data_type` holding `value`, cast from its text form so that every
+/// type with a text representation (dates, timestamps, decimals) can be compared.
+fn scalar_for(value: &serde_json::Value, data_type: &DataType) -> Result<ArrayRef, ArrowError> {
+    let text = match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => {
+            return Err(ArrowError::CastError(
+                "null is not a value; use op is_null".into(),
+            ))
+        }
+        other => other.to_string(),
+    };
+    let text: ArrayRef = Arc::new(StringArray::from(vec![text]));
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow::compute::cast_with_options(&text, data_type, &options)
+}
+
+fn predicate(
+    column: &ArrayRef,
+    op: FilterOp,
+    value: Option<&ArrayRef>,
+) -> Result<BooleanArray, ArrowError> {
+    use arrow::array::Scalar;
+    let scalar = || {
+        value
+            .map(|v| Scalar::new(v.clone()))
+            .ok_or_else(|| ArrowError::InvalidArgumentError("filter value missing".into()))
+    };
+    match op {
+        FilterOp::IsNull => is_null(column),
+        FilterOp::IsNotNull => is_not_null(column),
+        FilterOp::Eq => cmp::eq(column, &scalar()?),
+        FilterOp::Ne => cmp::neq(column, &scalar()?),
+        FilterOp::Lt => cmp::lt(column, &scalar()?),
+        FilterOp::Le => cmp::lt_eq(column, &scalar()?),
+        FilterOp::Gt => cmp::gt(column, &scalar()?),
+        FilterOp::Ge => cmp::gt_eq(column, &scalar()?),
+    }
+}
+
+fn as_text(column: &ArrayRef) -> Result<StringArray, ArrowError> {
+    let text = cast(column, &DataType::Utf8)?;
+    Ok(text
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("cast to Utf8 gives a StringArray")
+        .clone())
+}
+
+/// SHA-256 of `salt ‖ value` as lowercase hex; nulls stay null.
+fn hash_column(column: &ArrayRef, salt: &[u8]) -> Result<ArrayRef, ArrowError> {
+    let text = as_text(column)?;
+    let mut out = StringBuilder::with_capacity(text.len(), text.len() * 64);
+    let mut hex_buf = [0u8; 64];
+    for value in text.iter() {
+        match value {
+            None => out.append_null(),
+            Some(v) => {
+                let mut hasher = Sha256::new();
+                hasher.update(salt);
+                hasher.update(v.as_bytes());
+                let digest = hasher.finalize();
+                hex::encode_to_slice(digest, &mut hex_buf).expect("64 bytes hold a SHA-256 in hex");
+                out.append_value(std::str::from_utf8(&hex_buf).expect("hex is ASCII"));
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Replaces every character but the last `keep_last` with `mask_char`; nulls stay null.
+fn mask_column(column: &ArrayRef, keep_last: usize, mask_char: char) -> Result<ArrayRef, ArrowError> {
+    let text = as_text(column)?;
+    let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
+    let mut buf = String::new();
+    for value in text.iter() {
+        match value {
+            None => out.append_null(),
+            Some(v) => {
+                buf.clear();
+                let n = v.chars().count();
+                for (i, c) in v.chars().enumerate() {
+                    buf.push(if i + keep_last < n { mask_char } else { c });
+                }
+                out.append_value(&buf);
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("email", DataType::Utf8, true),
+            Field::new("status", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a@x.org"), None, Some("c@x.org")])),
+                Arc::new(StringArray::from(vec!["open", "cancelled", "open"])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn chain_of_all_mappers() {
+        let b = batch();
+        let mappers = vec![
+            Mapper::Hash {
+                column: "email".into(),
+                salt: Some("pepper".into()),
+            },
+            Mapper::Filter {
+                column: "status".into(),
+                op: FilterOp::Ne,
+                value: Some(serde_json::json!("cancelled")),
+            },
+            Mapper::Rename {
+                from: "status".into(),
+                to: "state".into(),
+            },
+            Mapper::Mask {
+                column: "state".into(),
+                keep_last: 1,
+                mask_char: '*',
+            },
+            Mapper::Filter {
+                column: "id".into(),
+                op: FilterOp::Gt,
+                value: Some(serde_json::json!(1)),
+            },
+        ];
+        let chain = MapperChain::compile(&b.schema(), None, &mappers).unwrap();
+        assert_eq!(chain.output_name("status"), Some("state"));
+        let out = chain.apply(b).unwrap();
+        assert_eq!(out.num_rows(), 1);
+        let ids = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.value(0), 3);
+        let email = out.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let expected = hex::encode(Sha256::digest(b"pepperc@x.org"));
+        assert_eq!(email.value(0), expected);
+        let state = out.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(state.value(0), "***n");
+        assert_eq!(out.schema().field(2).name(), "state");
+    }
+
+    #[test]
+    fn select_drop_and_columns() {
+        let b = batch();
+        let cols = vec!["status".to_string(), "id".to_string(), "email".to_string()];
+        let chain =
+            MapperChain::compile(&b.schema(), Some(&cols), &[Mapper::Drop(vec!["email".into()])])
+                .unwrap();
+        let out = chain.apply(b).unwrap();
+        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["status", "id"]);
+        assert_eq!(chain.output_name("email"), None);
+    }
+
+    #[test]
+    fn unknown_column_is_named_with_what_exists() {
+        let b = batch();
+        let err = MapperChain::compile(
+            &b.schema(),
+            None,
+            &[Mapper::Drop(vec!["nope".into()])],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mapper #1 (drop): no column `nope`; the columns at this point are: id, email, status"
+        );
+    }
+
+    #[test]
+    fn filter_value_must_fit_the_column_type() {
+        let b = batch();
+        let err = MapperChain::compile(
+            &b.schema(),
+            None,
+            &[Mapper::Filter {
+                column: "id".into(),
+                op: FilterOp::Eq,
+                value: Some(serde_json::json!("abc")),
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not fit column `id` of type Int64"), "{err}");
+    }
+
+    #[test]
+    fn is_null_filter() {
+        let b = batch();
+        let chain = MapperChain::compile(
+            &b.schema(),
+            None,
+            &[Mapper::Filter {
+                column: "email".into(),
+                op: FilterOp::IsNull,
+                value: None,
+            }],
+        )
+        .unwrap();
+        assert_eq!(chain.apply(b).unwrap().num_rows(), 1);
+    }
+}

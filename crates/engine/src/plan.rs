@@ -1,0 +1,131 @@
+//! Planning: matching a product's configured streams against what its source offers, before
+//! any row moves.
+
+use weft_core::{Catalog, ConfiguredStream, SyncMode, WriteMode};
+use weft_mesh::{Product, StreamConfig};
+
+use crate::mappers::MapperChain;
+
+/// A stream ready to run: how the source reads it, how the destination writes it, and the
+/// mappers in between.
+pub(crate) struct StreamPlan {
+    pub source_stream: ConfiguredStream,
+    pub destination_stream: ConfiguredStream,
+    pub mappers: MapperChain,
+}
+
+/// Plans one configured stream; the error is worded for the product file's author.
+pub(crate) fn plan_stream(
+    product: &Product,
+    config: &StreamConfig,
+    catalog: &Catalog,
+) -> Result<StreamPlan, String> {
+    let Some(descriptor) = catalog.stream(config.name.as_str()) else {
+        return Err(format!(
+            "the source has no stream `{}`; it offers: {}",
+            config.name,
+            catalog
+                .streams
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    if !descriptor.supported_sync_modes.is_empty()
+        && !descriptor.supported_sync_modes.contains(&config.mode)
+    {
+        return Err(format!(
+            "the source cannot read it in `{}` mode; supported: {}",
+            config.mode,
+            descriptor
+                .supported_sync_modes
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let schema = &descriptor.schema;
+    let has = |c: &str| schema.field_with_name(c).is_ok();
+
+    let cursor = match (config.mode, &config.cursor) {
+        (SyncMode::Incremental, None) => {
+            return Err(format!(
+                "incremental mode needs a `cursor`; candidates: {}",
+                descriptor.cursor_candidates.join(", ")
+            ))
+        }
+        (_, Some(c)) if !has(c) => {
+            return Err(format!("cursor column `{c}` does not exist in the source"))
+        }
+        (_, c) => c.clone(),
+    };
+    let primary_key = match &config.primary_key {
+        Some(pk) => pk.clone(),
+        None => descriptor.primary_key.clone(),
+    };
+    if let Some(missing) = primary_key.iter().find(|c| !has(c)) {
+        return Err(format!(
+            "primary key column `{missing}` does not exist in the source"
+        ));
+    }
+    if config.write == WriteMode::AppendDedup && primary_key.is_empty() {
+        return Err(
+            "append_dedup needs a primary key and the source defines none; set `primary_key`"
+                .into(),
+        );
+    }
+
+    let mappers = MapperChain::compile(schema, config.columns.as_deref(), &config.mappers)
+        .map_err(|e| e.to_string())?;
+
+    // The destination sees the mapped names; keys and cursor must survive the mappers.
+    let rename = |c: &String, role: &str| {
+        mappers.output_name(c).map(str::to_string).ok_or_else(|| {
+            format!(
+                "the {role} column `{c}` is removed by `columns` or the mappers; {} needs it",
+                config.write
+            )
+        })
+    };
+    let needs_keys = config.write == WriteMode::AppendDedup;
+    let destination_pk = if needs_keys {
+        primary_key
+            .iter()
+            .map(|c| rename(c, "primary key"))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        primary_key
+            .iter()
+            .filter_map(|c| mappers.output_name(c).map(str::to_string))
+            .collect()
+    };
+    let destination_cursor = match &cursor {
+        Some(c) => mappers.output_name(c).map(str::to_string),
+        None => None,
+    };
+
+    let _ = product;
+    let source_stream = ConfiguredStream {
+        descriptor: descriptor.clone(),
+        sync_mode: config.mode,
+        write_mode: config.write,
+        cursor_field: cursor,
+        primary_key,
+    };
+    let mut destination_descriptor = descriptor.clone();
+    destination_descriptor.schema = mappers.output_schema().clone();
+    let destination_stream = ConfiguredStream {
+        descriptor: destination_descriptor,
+        sync_mode: config.mode,
+        write_mode: config.write,
+        cursor_field: destination_cursor,
+        primary_key: destination_pk,
+    };
+    Ok(StreamPlan {
+        source_stream,
+        destination_stream,
+        mappers,
+    })
+}

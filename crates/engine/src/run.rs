@@ -1,0 +1,363 @@
+//! One sync run over a selection of products: build connectors, plan streams, run them
+//! concurrently (bounded), and record the run in the state store's history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use weft_core::{ConnectorContext, Destination, Source};
+use weft_mesh::{Project, Selection};
+use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
+
+use crate::error::EngineError;
+use crate::plan::plan_stream;
+use crate::progress::{Phase, StreamProgress};
+use crate::registry::Registry;
+use crate::stream::{StreamJob, StreamStop};
+
+/// Knobs of a run (from `weft.yaml`'s defaults).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Commit at most this often during a stream (and always at its end).
+    pub commit_interval: Duration,
+    pub max_concurrent_streams: usize,
+    /// Batches buffered between source and destination, per stream.
+    pub channel_capacity: usize,
+}
+
+impl RunOptions {
+    pub fn from_project(project: &Project) -> Self {
+        Self {
+            commit_interval: project.settings.commit_interval,
+            max_concurrent_streams: project.settings.max_concurrent_streams.max(1),
+            channel_capacity: project.settings.channel_capacity.max(1),
+        }
+    }
+}
+
+struct ProductRun {
+    label: String,
+    file: String,
+    source: Arc<dyn Source>,
+    destination: Arc<dyn Destination>,
+    streams: Vec<(weft_mesh::StreamConfig, StreamKey, Arc<StreamProgress>)>,
+    product_index: usize,
+}
+
+/// A run whose connectors are built and whose configs are valid, ready to execute.
+pub struct PreparedRun {
+    run_id: String,
+    selectors: Vec<String>,
+    products: Vec<ProductRun>,
+    project_products: Vec<weft_mesh::Product>,
+    state: Arc<dyn StateStore>,
+    options: RunOptions,
+}
+
+/// How one stream ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamReport {
+    /// `domain/product/stream`.
+    pub stream: String,
+    pub status: RunStatus,
+    pub rows: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub commits: u64,
+    pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub streams: Vec<StreamReport>,
+}
+
+impl RunReport {
+    pub fn rows(&self) -> u64 {
+        self.streams.iter().map(|s| s.rows).sum()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Builds the connectors of every selected product: invalid connector configs fail here,
+/// before anything runs.
+pub fn prepare(
+    project: &Project,
+    selections: &[Selection<'_>],
+    selectors: Vec<String>,
+    registry: &Registry,
+    state: Arc<dyn StateStore>,
+    options: RunOptions,
+) -> Result<PreparedRun, EngineError> {
+    let ctx = ConnectorContext {
+        project_dir: project.root.clone(),
+    };
+    let mut products = Vec::new();
+    for selection in selections {
+        let product = selection.product;
+        let file = product
+            .file
+            .strip_prefix(&project.root)
+            .unwrap_or(&product.file)
+            .display()
+            .to_string();
+        let label = format!("{}/{}", product.domain, product.name);
+        let wrap = |e: EngineError| match e {
+            EngineError::Connector { what, source } => EngineError::Connector {
+                what: format!("{file}: {what}"),
+                source,
+            },
+            EngineError::UnknownConnector { kind, name, known } => EngineError::Plan {
+                file: file.clone(),
+                stream: "*".into(),
+                message: format!("unknown {kind} connector `{name}`; available: {known}"),
+            },
+            other => other,
+        };
+        let source = registry
+            .build_source(&product.source.connector, &product.source.config, &ctx)
+            .map_err(wrap)?;
+        let destination = registry
+            .build_destination(
+                &product.destination.connector,
+                &product.destination.config,
+                &ctx,
+            )
+            .map_err(wrap)?;
+        let streams = product
+            .streams
+            .iter()
+            .filter(|s| selection.streams.contains(&s.name))
+            .map(|s| {
+                let key = StreamKey {
+                    domain: product.domain.clone(),
+                    product: product.name.clone(),
+                    stream: s.name.clone(),
+                };
+                let progress = Arc::new(StreamProgress::new(key.to_string()));
+                (s.clone(), key, progress)
+            })
+            .collect();
+        let product_index = project
+            .products
+            .iter()
+            .position(|p| p.domain == product.domain && p.name == product.name)
+            .unwrap_or(0);
+        products.push(ProductRun {
+            label,
+            file,
+            source: Arc::from(source),
+            destination: Arc::from(destination),
+            streams,
+            product_index,
+        });
+    }
+    Ok(PreparedRun {
+        run_id: new_run_id(),
+        selectors,
+        products,
+        project_products: project.products.clone(),
+        state,
+        options,
+    })
+}
+
+fn new_run_id() -> String {
+    let now = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let short = uuid::Uuid::new_v4().simple().to_string();
+    format!("{now}-{}", &short[..8])
+}
+
+impl PreparedRun {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Live counters of every stream of the run, in order.
+    pub fn progress(&self) -> Vec<Arc<StreamProgress>> {
+        self.products
+            .iter()
+            .flat_map(|p| p.streams.iter().map(|(_, _, progress)| progress.clone()))
+            .collect()
+    }
+
+    /// Runs every stream; fails only if the state store itself fails. Stream failures are in
+    /// the report.
+    pub async fn execute(self, cancel: CancellationToken) -> Result<RunReport, EngineError> {
+        let started_at = Utc::now();
+        self.state.start_run(&RunStart {
+            run_id: self.run_id.clone(),
+            selectors: self.selectors.clone(),
+            started_at,
+        })?;
+        info!(run_id = %self.run_id, "sync run started");
+
+        let semaphore = Arc::new(Semaphore::new(self.options.max_concurrent_streams));
+        let mut tasks = Vec::new();
+        for product in &self.products {
+            let catalog = match product.source.discover().await {
+                Ok(catalog) => Some(catalog),
+                Err(e) => {
+                    let message = format!("{}: source discovery failed: {e}", product.file);
+                    error!(product = %product.label, "{message}");
+                    for (_, key, progress) in &product.streams {
+                        progress.set_phase(Phase::Failed);
+                        tasks.push(tokio::spawn(ready_outcome(
+                            key.clone(),
+                            progress.clone(),
+                            Err(StreamStop::Failed(message.clone())),
+                        )));
+                    }
+                    None
+                }
+            };
+            let Some(catalog) = catalog else { continue };
+            let product_config = &self.project_products[product.product_index];
+            for (config, key, progress) in &product.streams {
+                let plan = match plan_stream(product_config, config, &catalog) {
+                    Ok(plan) => plan,
+                    Err(message) => {
+                        let message = format!("{}: stream `{}`: {message}", product.file, config.name);
+                        progress.set_phase(Phase::Failed);
+                        tasks.push(tokio::spawn(ready_outcome(
+                            key.clone(),
+                            progress.clone(),
+                            Err(StreamStop::Failed(message)),
+                        )));
+                        continue;
+                    }
+                };
+                let job = StreamJob {
+                    key: key.clone(),
+                    run_id: self.run_id.clone(),
+                    source_stream: plan.source_stream,
+                    destination_stream: plan.destination_stream,
+                    mappers: plan.mappers,
+                    source: product.source.clone(),
+                    destination: product.destination.clone(),
+                    state: self.state.clone(),
+                    commit_interval: self.options.commit_interval,
+                    channel_capacity: self.options.channel_capacity,
+                    progress: progress.clone(),
+                };
+                let semaphore = semaphore.clone();
+                let cancel = cancel.clone();
+                let progress = progress.clone();
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    let Ok(_permit) = semaphore.acquire_owned().await else {
+                        return (key, progress, Err(StreamStop::Cancelled), Utc::now());
+                    };
+                    let started = Utc::now();
+                    let outcome = if cancel.is_cancelled() {
+                        Err(StreamStop::Cancelled)
+                    } else {
+                        job.run(cancel).await
+                    };
+                    (key, progress, outcome, started)
+                }));
+            }
+        }
+
+        let mut reports = Vec::new();
+        let mut seen = HashMap::new();
+        for joined in join_all(tasks).await {
+            let (key, progress, outcome, started) = match joined {
+                Ok(v) => v,
+                Err(join_error) => {
+                    // A panic in a connector: report it rather than take the run down.
+                    error!("a stream task panicked: {join_error}");
+                    continue;
+                }
+            };
+            let (status, error) = match outcome {
+                Ok(()) => (RunStatus::Succeeded, None),
+                Err(StreamStop::Cancelled) => (RunStatus::Cancelled, None),
+                Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
+            };
+            progress.set_phase(match status {
+                RunStatus::Succeeded => Phase::Succeeded,
+                RunStatus::Cancelled => Phase::Cancelled,
+                _ => Phase::Failed,
+            });
+            if let Some(e) = &error {
+                error!(stream = %key, "{e}");
+            }
+            self.state.finish_stream(
+                &self.run_id,
+                &StreamRun {
+                    key: key.clone(),
+                    status,
+                    rows: progress.rows(),
+                    bytes: progress.bytes(),
+                    error: error.clone(),
+                    started_at: started,
+                    ended_at: Utc::now(),
+                },
+            )?;
+            seen.insert(key.to_string(), ());
+            reports.push(StreamReport {
+                stream: key.to_string(),
+                status,
+                rows: progress.rows(),
+                bytes: progress.bytes(),
+                seconds: progress.elapsed_secs(),
+                commits: progress.commits(),
+                error,
+            });
+        }
+
+        let status = if reports.iter().any(|r| r.status == RunStatus::Failed) {
+            RunStatus::Failed
+        } else if cancel.is_cancelled() || reports.iter().any(|r| r.status == RunStatus::Cancelled)
+        {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Succeeded
+        };
+        let report = RunReport {
+            run_id: self.run_id.clone(),
+            status,
+            streams: reports,
+        };
+        let failures: Vec<String> = report
+            .streams
+            .iter()
+            .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.stream)))
+            .collect();
+        let error = (!failures.is_empty()).then(|| failures.join("; "));
+        self.state.finish_run(
+            &self.run_id,
+            status,
+            report.rows(),
+            report.bytes(),
+            error.as_deref(),
+            Utc::now(),
+        )?;
+        info!(run_id = %self.run_id, status = %status, rows = report.rows(), "sync run ended");
+        Ok(report)
+    }
+}
+
+async fn ready_outcome(
+    key: StreamKey,
+    progress: Arc<StreamProgress>,
+    outcome: Result<(), StreamStop>,
+) -> (
+    StreamKey,
+    Arc<StreamProgress>,
+    Result<(), StreamStop>,
+    chrono::DateTime<Utc>,
+) {
+    (key, progress, outcome, Utc::now())
+}

@@ -1,0 +1,273 @@
+//! One stream's run, and the checkpoint protocol at its heart:
+//!
+//! 1. batches flow source → mappers → bounded channel → destination writer;
+//! 2. at a checkpoint (at most every `commit_interval`), the writer commits: it returns only
+//!    once everything before the checkpoint is durable (and, for destinations that can, the
+//!    checkpoint is stored with the data in the same atomic step);
+//! 3. only then is the checkpoint recorded in the state store, with a compare-and-set on its
+//!    generation;
+//! 4. only then is the source told (`ack`).
+//!
+//! On start the destination's own checkpoint wins over the state store's. A failure or a
+//! cancellation aborts the writer: nothing since the last commit becomes visible.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weft_core::{
+    Checkpoint, ConfiguredStream, ConnectorError, Destination, Source, SourceMessage,
+    StreamTarget, StreamWriter,
+};
+use weft_state::{StateStore, StreamKey};
+
+use crate::mappers::MapperChain;
+use crate::progress::{Phase, StreamProgress};
+
+/// Everything needed to run one stream.
+pub(crate) struct StreamJob {
+    pub key: StreamKey,
+    pub run_id: String,
+    /// The stream as the source reads it.
+    pub source_stream: ConfiguredStream,
+    /// The stream as the destination writes it (names after mappers).
+    pub destination_stream: ConfiguredStream,
+    pub mappers: MapperChain,
+    pub source: Arc<dyn Source>,
+    pub destination: Arc<dyn Destination>,
+    pub state: Arc<dyn StateStore>,
+    pub commit_interval: Duration,
+    pub channel_capacity: usize,
+    pub progress: Arc<StreamProgress>,
+}
+
+/// Why a stream stopped early.
+#[derive(Debug)]
+pub(crate) enum StreamStop {
+    Failed(String),
+    Cancelled,
+}
+
+enum Item {
+    Batch(RecordBatch),
+    Checkpoint(Checkpoint),
+}
+
+impl StreamJob {
+    fn fail(&self, what: &str, err: impl std::fmt::Display) -> StreamStop {
+        StreamStop::Failed(format!("{what}: {err}"))
+    }
+
+    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<(), StreamStop> {
+        let target = StreamTarget {
+            domain: self.key.domain.clone(),
+            product: self.key.product.clone(),
+            stream: self.key.stream.clone(),
+            run_id: self.run_id.clone(),
+        };
+        let mut writer = self
+            .destination
+            .open(
+                &target,
+                &self.destination_stream,
+                self.mappers.output_schema().clone(),
+            )
+            .await
+            .map_err(|e| self.fail("destination", e))?;
+
+        let (resume, mut generation) = self.resume_point(writer.as_ref())?;
+        debug!(stream = %self.key, resume = ?resume.as_ref().map(|c| c.position()), "starting");
+
+        let messages = self
+            .source
+            .read(&self.source_stream, resume.as_ref())
+            .await
+            .map_err(|e| self.fail("source", e))?;
+        self.progress.set_phase(Phase::Reading);
+
+        let (tx, mut rx) = mpsc::channel::<Result<Item, StreamStop>>(self.channel_capacity.max(1));
+        let reader = tokio::spawn(read_and_map(
+            messages,
+            self.mappers.clone(),
+            self.progress.clone(),
+            tx,
+        ));
+
+        let result = self
+            .write_loop(&mut rx, writer.as_mut(), &mut generation, &cancel)
+            .await;
+        drop(rx);
+        reader.abort();
+        if result.is_err() {
+            if let Err(e) = writer.abort().await {
+                warn!(stream = %self.key, "could not clean up after the failure: {e}");
+            }
+        }
+        result
+    }
+
+    /// The checkpoint to resume from and the state store generation to compare-and-set.
+    fn resume_point(
+        &self,
+        writer: &dyn StreamWriter,
+    ) -> Result<(Option<Checkpoint>, Option<i64>), StreamStop> {
+        let stored = self
+            .state
+            .get_state(&self.key)
+            .map_err(|e| self.fail("state store", e))?;
+        let generation = stored.as_ref().map(|s| s.generation);
+        match (writer.committed_checkpoint(), stored) {
+            (Some(dest), Some(stored)) if dest != stored.checkpoint => {
+                info!(stream = %self.key, "the destination committed past the state store (a crash between the two); resuming from the destination's checkpoint");
+                Ok((Some(dest), generation))
+            }
+            (Some(dest), _) => Ok((Some(dest), generation)),
+            (None, Some(_)) if writer.stores_checkpoints() => {
+                warn!(stream = %self.key, "the destination holds no data for this stream although the state store has a checkpoint; reading from the start");
+                Ok((None, generation))
+            }
+            (None, stored) => Ok((stored.map(|s| s.checkpoint), generation)),
+        }
+    }
+
+    async fn write_loop(
+        &self,
+        rx: &mut mpsc::Receiver<Result<Item, StreamStop>>,
+        writer: &mut dyn StreamWriter,
+        generation: &mut Option<i64>,
+        cancel: &CancellationToken,
+    ) -> Result<(), StreamStop> {
+        let mut pending: Option<Checkpoint> = None;
+        let mut last_commit = Instant::now();
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(StreamStop::Cancelled),
+                item = rx.recv() => item,
+            };
+            match item {
+                None => break,
+                Some(Err(stop)) => return Err(stop),
+                Some(Ok(Item::Batch(batch))) => {
+                    writer
+                        .write(batch)
+                        .await
+                        .map_err(|e| self.fail("destination", e))?;
+                }
+                Some(Ok(Item::Checkpoint(checkpoint))) => {
+                    if last_commit.elapsed() >= self.commit_interval {
+                        self.commit(writer, &checkpoint, generation, false).await?;
+                        last_commit = Instant::now();
+                        pending = None;
+                    } else {
+                        pending = Some(checkpoint);
+                    }
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(StreamStop::Cancelled);
+        }
+        self.progress.set_phase(Phase::Finishing);
+        let last = match pending {
+            Some(cp) => cp,
+            None => match self.state.get_state(&self.key) {
+                // Everything was committed at the last checkpoint already.
+                Ok(Some(s)) if generation.is_some() => s.checkpoint,
+                _ => {
+                    return Err(StreamStop::Failed(
+                        "source: the read ended without a final checkpoint (a connector bug); nothing was published".into(),
+                    ))
+                }
+            },
+        };
+        self.commit(writer, &last, generation, true).await
+    }
+
+    /// Commit → record → ack, in that order and only in that order.
+    async fn commit(
+        &self,
+        writer: &mut dyn StreamWriter,
+        checkpoint: &Checkpoint,
+        generation: &mut Option<i64>,
+        finish: bool,
+    ) -> Result<(), StreamStop> {
+        let committed = if finish {
+            writer.finish(checkpoint).await
+        } else {
+            writer.commit(checkpoint).await
+        };
+        committed.map_err(|e| self.fail("destination commit", e))?;
+        crate::failpoint::hit("after_destination_commit");
+        let new_generation = self
+            .state
+            .put_state(&self.key, checkpoint, &self.run_id, *generation)
+            .map_err(|e| self.fail("state store", e))?;
+        *generation = Some(new_generation);
+        self.progress.committed();
+        self.source
+            .ack(&self.source_stream, checkpoint)
+            .await
+            .map_err(|e| self.fail("source ack", e))?;
+        Ok(())
+    }
+}
+
+/// Pulls the source, applies the mappers and hands batches on through the bounded channel.
+async fn read_and_map(
+    mut messages: weft_core::MessageStream,
+    mut mappers: MapperChain,
+    progress: Arc<StreamProgress>,
+    tx: mpsc::Sender<Result<Item, StreamStop>>,
+) {
+    while let Some(message) = messages.next().await {
+        let item = match message {
+            Ok(SourceMessage::Records(batch)) => {
+                let rows = batch.num_rows() as u64;
+                match mappers.apply(batch) {
+                    Ok(mapped) => {
+                        progress.add(rows, mapped.get_array_memory_size() as u64);
+                        Ok(Item::Batch(mapped))
+                    }
+                    Err(e) => Err(StreamStop::Failed(format!("mappers: {e}"))),
+                }
+            }
+            Ok(SourceMessage::Checkpoint(cp)) => Ok(Item::Checkpoint(cp)),
+            Ok(SourceMessage::Estimate { rows }) => {
+                progress.set_estimate(rows);
+                continue;
+            }
+            Ok(SourceMessage::SchemaChange(schema)) => {
+                // Mappers are recompiled; the destination must accept the new output schema.
+                match MapperChain::recompile(&mappers, &schema) {
+                    Ok(next) if next.output_schema() == mappers.output_schema() => {
+                        mappers = next;
+                        continue;
+                    }
+                    Ok(_) => Err(StreamStop::Failed(
+                        "source: the stream's schema changed mid-read in a way that changes the product's columns; schema evolution is not supported by this destination yet".into(),
+                    )),
+                    Err(e) => Err(StreamStop::Failed(format!(
+                        "source: the stream's schema changed mid-read and the mappers no longer apply: {e}"
+                    ))),
+                }
+            }
+            Ok(SourceMessage::Changes(_)) => Err(StreamStop::Failed(
+                "source: change batches (CDC) are not supported by this engine version yet".into(),
+            )),
+            Err(e) => Err(StreamStop::Failed(format!("source: {}", source_error(e)))),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            break;
+        }
+    }
+}
+
+fn source_error(e: ConnectorError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,134 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "weft moves data from where it is made into the data products of a data mesh",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The project folder (default: the nearest folder upward holding weft.yaml).
+    #[arg(long, global = true, env = "WEFT_PROJECT")]
+    pub project: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a runnable example project in DIR.
+    Init {
+        /// The folder to create the project in (created if missing; must not hold a project).
+        dir: PathBuf,
+    },
+    /// Run syncs and look at their state and history.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Work with connectors: list them, print their config spec, check configs, discover streams.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// Project configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Sync the selected products (default: all).
+    Run {
+        /// `domain`, `domain/product` or `domain/product/stream`; several allowed.
+        selectors: Vec<String>,
+        /// Never draw a live progress display, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+        /// Print the final report as JSON on stdout instead of a table.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// The state of every stream: last checkpoint and last run.
+    Status {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Past runs, newest first.
+    History {
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// The connectors this binary offers.
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// The JSON Schema of a connector's config.
+    Spec {
+        /// Connector name, as in `weft connector list`.
+        name: String,
+    },
+    /// Check that a connector can reach and use what its config names.
+    Check(ConnectorTarget),
+    /// List the streams a source offers, with their schemas.
+    Discover(ConnectorTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorTarget {
+    /// A connector name (with --config), or a product `domain/product` of the project.
+    pub target: String,
+    /// A JSON or YAML file holding the connector's config (with a connector name).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// With a product: check its destination instead of its source.
+    #[arg(long)]
+    pub destination: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of product files (or of weft.yaml), for editor autocompletion.
+    Schema {
+        #[arg(long, value_enum, default_value_t = SchemaKind::Product)]
+        kind: SchemaKind,
+    },
+    /// Load and validate the project, and say what it holds.
+    Validate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Product,
+    Project,
+}

@@ -1,0 +1,50 @@
+//! One module per top-level command.
+
+mod config;
+mod connector;
+mod init;
+mod sync;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use weft_mesh::Project;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Failure;
+use crate::logging;
+
+pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let project_arg = cli.project;
+    match cli.command {
+        Command::Init { dir } => init::run(&dir),
+        Command::Sync(cmd) => sync::run(project_arg, cmd).await,
+        Command::Connector(cmd) => connector::run(project_arg, cmd).await,
+        Command::Config(cmd) => config::run(project_arg, cmd),
+    }
+}
+
+/// Finds and loads the project, registering its secrets for redaction.
+pub fn load_project(project_arg: Option<PathBuf>) -> Result<Project, Failure> {
+    let root = match project_arg {
+        Some(dir) => {
+            if !dir.join("weft.yaml").is_file() {
+                return Err(Failure::config(format!(
+                    "{} holds no weft.yaml; create a project there with `weft init {}`",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            dir
+        }
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|e| Failure::config(format!("cannot read the current folder: {e}")))?;
+            Project::find_root(&cwd).map_err(Failure::config)?
+        }
+    };
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let project = Project::load(&root).map_err(Failure::config)?;
+    logging::set_redactor(project.secrets.clone());
+    Ok(project)
+}

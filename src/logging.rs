@@ -1,0 +1,72 @@
+//! Log setup: text or JSON lines on stderr, scrubbed of every secret the project loaded.
+
+use std::io::{self, Write};
+use std::sync::OnceLock;
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+use weft_mesh::Redactor;
+
+use crate::cli::LogFormat;
+
+static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+
+/// Registers the project's secrets: from now on they are scrubbed from logs and errors.
+pub fn set_redactor(redactor: Redactor) {
+    let _ = REDACTOR.set(redactor);
+}
+
+/// `text` with every known secret replaced.
+pub fn redact(text: &str) -> String {
+    match REDACTOR.get() {
+        Some(r) => r.redact(text),
+        None => text.to_string(),
+    }
+}
+
+pub fn init(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(RedactingStderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// A stderr writer that scrubs secrets from each formatted event before it is written.
+struct RedactingStderr;
+
+struct LineBuffer(Vec<u8>);
+
+impl Write for LineBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineBuffer {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = io::stderr().write_all(redact(&text).as_bytes());
+    }
+}
+
+impl<'a> MakeWriter<'a> for RedactingStderr {
+    type Writer = LineBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        LineBuffer(Vec::with_capacity(256))
+    }
+}

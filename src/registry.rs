@@ -1,0 +1,14 @@
+//! The one place connectors are registered: a domain team adds a crate and one line here.
+
+use weft_engine::Registry;
+
+pub fn registry() -> Registry {
+    let registry = Registry::new();
+    #[cfg(feature = "source-sample")]
+    let registry = registry.with_source(weft_source_sample::SampleSourceFactory);
+    #[cfg(feature = "source-files")]
+    let registry = registry.with_source(weft_source_files::FilesSourceFactory);
+    #[cfg(feature = "destination-parquet")]
+    let registry = registry.with_destination(weft_destination_parquet::ParquetLakeFactory);
+    registry
+}

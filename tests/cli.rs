@@ -1,0 +1,132 @@
+//! The CLI's other faces: init (the quickstart), status, history, connectors, config schema.
+
+use weft_testkit::{read_committed, TestProject};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weft");
+
+fn weft(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("shop");
+    let out = weft(&["init", project.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A second init into the same folder is refused.
+    assert_eq!(weft(&["init", project.to_str().unwrap()]).status.code(), Some(2));
+
+    let run = |args: &[&str]| {
+        let mut all = vec!["--project", project.to_str().unwrap()];
+        all.extend_from_slice(args);
+        weft(&all)
+    };
+    let out = run(&["sync", "run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sales/shop/orders") && stdout.contains("succeeded"), "{stdout}");
+
+    let lake = project.join("lake/sales/shop");
+    assert_eq!(read_committed(&lake.join("orders")).num_rows(), 1_000_000);
+    assert_eq!(read_committed(&lake.join("customers")).num_rows(), 100_000);
+    assert_eq!(read_committed(&lake.join("products")).num_rows(), 10_000);
+
+    // Emails are hashed by the quickstart's mapper: 64 hex characters, never an address.
+    let customers = read_committed(&lake.join("customers"));
+    let email = customers
+        .column_by_name("email")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    assert!(email.iter().flatten().all(|e| e.len() == 64 && !e.contains('@')));
+
+    // The second run picks up the sample's changes: 1000 new orders, one row per id.
+    let out = run(&["sync", "run", "sales/shop/orders", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["streams"][0]["rows"], 2000, "1000 updated + 1000 new orders");
+    assert_eq!(read_committed(&lake.join("orders")).num_rows(), 1_001_000);
+
+    let status = run(&["sync", "status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let orders = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "sales/shop/orders")
+        .unwrap();
+    assert_eq!(orders["last_status"], "succeeded");
+    assert_eq!(orders["last_rows"], 2000);
+
+    let history = run(&["sync", "history", "--format", "json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(history[0]["selectors"][0], "sales/shop/orders");
+}
+
+#[test]
+fn connector_list_spec_and_discover() {
+    let out = weft(&["connector", "list", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in ["sample", "files", "parquet"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+
+    let out = weft(&["connector", "spec", "parquet"]);
+    let spec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(spec["properties"]["path"].is_object(), "{spec}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sample.yaml");
+    std::fs::write(&cfg, "scale: 500\n").unwrap();
+    let out = weft(&["connector", "discover", "sample", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let catalog: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orders = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["primary_key"][0], "id");
+    assert_eq!(orders["row_estimate"], 500);
+
+    let out = weft(&["connector", "spec", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn connector_check_of_a_product_destination() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.file("blocked", "a file");
+    p.product(
+        "sales",
+        "shop",
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\nstreams:\n  - name: orders\ndestination:\n  connector: parquet\n  config: { path: blocked/lake }\n",
+    );
+    let out = p.run(["connector", "check", "sales/shop"]);
+    out.expect_code(0);
+    let out = p.run(["connector", "check", "sales/shop", "--destination"]);
+    out.expect_code(1);
+    assert!(out.stderr().contains("blocked"), "{}", out.stderr());
+}
+
+#[test]
+fn config_schema_describes_product_files() {
+    let out = weft(&["config", "schema"]);
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = schema.to_string();
+    for field in ["domain", "owner", "streams", "mappers", "primary_key"] {
+        assert!(text.contains(field), "{field} missing from the schema");
+    }
+}

@@ -28,9 +28,8 @@ pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T
 /// shape, drop the value.
 fn scrub_value(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut chars = message.chars().peekable();
     let mut in_quote = false;
-    while let Some(c) = chars.next() {
+    for c in message.chars() {
         if c == '"' {
             if in_quote {
                 out.push_str("\"…\"");

@@ -13,7 +13,7 @@ pub enum SourceMessage {
     /// Rows of the stream (snapshot, full refresh or incremental reads).
     Records(RecordBatch),
     /// Change rows from a change log (CDC), carrying operation, position and ordinal.
-    Changes(ChangeBatch),
+    Changes(Box<ChangeBatch>),
     /// Everything yielded before this message is covered by the checkpoint.
     Checkpoint(Checkpoint),
     /// From here on batches have this schema (a column was added, a type widened).

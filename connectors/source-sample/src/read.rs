@@ -1,0 +1,231 @@
+//! One read of one stream: the checkpoint state, what a state means for the next read, and the
+//! blocking generator feeding a bounded channel.
+
+use serde::{Deserialize, Serialize};
+use weft_core::arrow_array::{Array, Int64Array, TimestampMicrosecondArray};
+use weft_core::{Checkpoint, ConnectorError, MessageStream, Result, SourceMessage, SyncMode};
+
+use crate::config::SampleConfig;
+use crate::model::SampleStream;
+use crate::rows::RowWalk;
+
+/// Versions × changes a state may ask for: a full read replays every version's updates.
+const MAX_TOTAL_CHANGES: u128 = 10_000_000_000;
+
+/// The sample source's checkpoint state for one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleState {
+    /// The version being (or last) read.
+    pub version: u64,
+    /// Which rows of the version the read covers.
+    pub rows: RowsRead,
+    /// The last id yielded in this version (0 before the first).
+    pub last_id: u64,
+    /// Incremental reads: `updated_at` of the last row yielded, µs since the epoch. Together
+    /// with `last_id` it is the (cursor, id) position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<i64>,
+    /// Whether the version was read to its end.
+    pub complete: bool,
+}
+
+/// The rows a read of one version yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowsRead {
+    /// The whole table at the version (full refresh; the first incremental read).
+    All,
+    /// Only rows updated or added in the version (later incremental reads).
+    Changed,
+}
+
+/// What a read will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Generate `rows` of `version` after `after_id`.
+    Read {
+        version: u64,
+        rows: RowsRead,
+        after_id: u64,
+        cursor: Option<i64>,
+    },
+    /// Nothing new: yield the given (complete) state again.
+    UpToDate(SampleState),
+}
+
+pub(crate) fn plan(
+    stream: SampleStream,
+    config: &SampleConfig,
+    mode: SyncMode,
+    state: Option<&Checkpoint>,
+) -> Result<Plan> {
+    let Some(checkpoint) = state else {
+        return Ok(Plan::Read {
+            version: 0,
+            rows: RowsRead::All,
+            after_id: 0,
+            cursor: None,
+        });
+    };
+    let state: SampleState = checkpoint.decode().map_err(|err| {
+        ConnectorError::Other(format!(
+            "stream `{}`: the saved state is not a sample-source checkpoint ({err}); \
+             reset the stream's state to read it from the start",
+            stream.name()
+        ))
+    })?;
+    let plan = if !state.complete {
+        match (mode, state.rows) {
+            // A partial change read cannot complete a full table: start the version over.
+            (SyncMode::FullRefresh, RowsRead::Changed) => Plan::Read {
+                version: state.version,
+                rows: RowsRead::All,
+                after_id: 0,
+                cursor: None,
+            },
+            (_, rows) => Plan::Read {
+                version: state.version,
+                rows: if state.version == 0 {
+                    RowsRead::All
+                } else {
+                    rows
+                },
+                after_id: state.last_id,
+                cursor: state.cursor,
+            },
+        }
+    } else if config.changes_per_run > 0 {
+        Plan::Read {
+            version: state.version.saturating_add(1),
+            rows: match mode {
+                SyncMode::Incremental => RowsRead::Changed,
+                _ => RowsRead::All,
+            },
+            after_id: 0,
+            cursor: None,
+        }
+    } else if mode == SyncMode::Incremental {
+        Plan::UpToDate(state)
+    } else {
+        Plan::Read {
+            version: state.version,
+            rows: RowsRead::All,
+            after_id: 0,
+            cursor: None,
+        }
+    };
+    if let Plan::Read { version, .. } = &plan {
+        let total = *version as u128 * config.changes_per_run as u128;
+        if total > MAX_TOTAL_CHANGES {
+            return Err(ConnectorError::Other(format!(
+                "stream `{}`: the saved state asks for version {version}, beyond what the sample \
+                 source generates with changes_per_run {}; reset the stream's state",
+                stream.name(),
+                config.changes_per_run
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+/// Starts the read: a blocking thread generates batches into a bounded channel.
+pub(crate) fn start(
+    stream: SampleStream,
+    config: &SampleConfig,
+    mode: SyncMode,
+    plan: Plan,
+) -> MessageStream {
+    // Two messages in flight: generation stays a batch ahead without piling up memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(2);
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        // A failed send means the reader dropped the stream: stop generating.
+        let send = |msg| tx.blocking_send(msg).is_ok();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            generate(stream, &config, mode, plan, send)
+        }));
+        // A panic must end the read with an error, never as a silently short stream.
+        if outcome.is_err() {
+            let _ = tx.blocking_send(Err(ConnectorError::Other(format!(
+                "stream `{}`: generating sample data failed unexpectedly (a bug in weft)",
+                stream.name()
+            ))));
+        }
+    });
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// Runs a plan, handing each message to `send` until it returns false. Returns whether the
+/// read ran to its end.
+pub(crate) fn generate(
+    stream: SampleStream,
+    config: &SampleConfig,
+    mode: SyncMode,
+    plan: Plan,
+    mut send: impl FnMut(Result<SourceMessage>) -> bool,
+) -> bool {
+    let (version, rows, after_id, cursor) = match plan {
+        Plan::UpToDate(state) => {
+            return send(Ok(SourceMessage::Estimate { rows: 0 }))
+                && send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))));
+        }
+        Plan::Read {
+            version,
+            rows,
+            after_id,
+            cursor,
+        } => (version, rows, after_id, cursor),
+    };
+    let mut walk = match rows {
+        RowsRead::All => RowWalk::table(stream, config, version, after_id),
+        RowsRead::Changed => RowWalk::changes(stream, config, version, after_id),
+    };
+    if !send(Ok(SourceMessage::Estimate {
+        rows: walk.remaining(),
+    })) {
+        return false;
+    }
+    let incremental = mode == SyncMode::Incremental;
+    let mut state = SampleState {
+        version,
+        rows,
+        last_id: after_id,
+        cursor: if incremental { cursor } else { None },
+        complete: false,
+    };
+    let mut sent_final = false;
+    while let Some(batch) = walk.next_batch() {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                send(Err(err.into()));
+                return false;
+            }
+        };
+        let last = batch.num_rows() - 1;
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        let updated_at = batch
+            .column(batch.num_columns() - 1)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>();
+        if let (Some(ids), Some(updated_at)) = (ids, updated_at) {
+            state.last_id = ids.value(last) as u64;
+            if incremental {
+                state.cursor = Some(updated_at.value(last));
+            }
+        }
+        state.complete = walk.remaining() == 0;
+        sent_final = state.complete;
+        if !send(Ok(SourceMessage::Records(batch)))
+            || !send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))))
+        {
+            return false;
+        }
+    }
+    if !sent_final {
+        state.complete = true;
+        return send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))));
+    }
+    true
+}

@@ -96,8 +96,8 @@ impl Rng {
     }
 }
 
-/// Starts `weft sync run` and SIGKILLs it after a random delay, `kills` times (fewer if a run
-/// finishes first), calling `between` after each kill; then runs it to completion.
+/// Starts `weft sync run` and SIGKILLs it after a random delay, `kills` times, calling `between`
+/// after each kill; then runs it to completion. Returns early if a run completes on its own.
 fn run_with_kills(p: &TestProject, rng: &mut Rng, kills: usize, mut between: impl FnMut()) -> usize {
     let mut killed = 0;
     for _ in 0..kills {
@@ -109,16 +109,13 @@ fn run_with_kills(p: &TestProject, rng: &mut Rng, kills: usize, mut between: imp
             .unwrap();
         let delay = Duration::from_millis(150 + rng.next(2500));
         let start = Instant::now();
-        let mut finished = false;
         while start.elapsed() < delay {
-            if child.try_wait().unwrap().is_some() {
-                finished = true;
-                break;
+            if let Some(status) = child.try_wait().unwrap() {
+                // It finished before the kill: that run is the completing one.
+                assert!(status.success(), "a run ended on its own with {status}");
+                return killed;
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        if finished {
-            break;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

@@ -1,1 +1,35 @@
-//! TODO
+//! weft's local Parquet lake (`parquet` destination): the embedded default product store.
+//!
+//! Each stream is a folder `<root>/<domain>/<product>/<stream>/` of zstd-compressed Parquet
+//! files (`part-<seq>-<uuid>.parquet`), and `_weft/manifest.json`, the commit record listing
+//! exactly the files readers should read, with the stream's schema and the source checkpoint
+//! the data covers. See [`layout`] for the folder, [`manifest`] for the record.
+//!
+//! How writes become visible:
+//! - batches are encoded on a dedicated thread into files in `_weft/staging/`, rolled past
+//!   `file_bytes`, row groups capped by `row_group_bytes`;
+//! - `commit` closes and fsyncs the files, moves them into the stream folder and atomically
+//!   replaces the manifest, checkpoint included; it returns once all of it is durable;
+//! - `overwrite` keeps the new generation in `_weft/staging/<generation>/` and records it in
+//!   the manifest as `pending_overwrite` at each commit, so readers keep the old table and a
+//!   crashed run resumes; `finish` swaps it in with one manifest write;
+//! - `append_dedup` compacts to the latest row per key in `finish` (see [`dedup`]);
+//! - opening a stream removes whatever no manifest lists: the leftovers of a crash.
+
+mod config;
+pub mod dedup;
+mod destination;
+mod encoder;
+pub mod layout;
+pub mod manifest;
+mod recovery;
+mod table;
+mod writer;
+
+pub use config::LakeConfig;
+pub use destination::{ParquetLake, ParquetLakeFactory};
+pub use layout::stream_dir;
+pub use manifest::{
+    committed_files, read_manifest, ColumnSpec, DataFile, Manifest, PendingOverwrite,
+};
+pub use writer::LakeWriter;

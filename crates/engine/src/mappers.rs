@@ -30,7 +30,6 @@ pub struct MapperError {
 enum Step {
     /// Keep these column indices, in this order.
     Project(Vec<usize>),
-    Rename { index: usize, to: String },
     Hash { index: usize, salt: Vec<u8> },
     Mask { index: usize, keep_last: usize, mask_char: char },
     Filter { index: usize, op: FilterOp, value: Option<ArrayRef> },
@@ -81,7 +80,7 @@ impl MapperChain {
             })
         };
 
-        let mut project = |fields: &mut Vec<Field>,
+        let project = |fields: &mut Vec<Field>,
                            origins: &mut Vec<String>,
                            keep: Vec<usize>,
                            steps: &mut Vec<Step>| {
@@ -127,11 +126,8 @@ impl MapperChain {
                             message: format!("a column `{to}` already exists"),
                         });
                     }
+                    // Renames only change the output schema; no data step is needed.
                     fields[at] = fields[at].clone().with_name(to.clone());
-                    steps.push(Step::Rename {
-                        index: at,
-                        to: to.clone(),
-                    });
                 }
                 Mapper::Hash { column, salt } => {
                     let at = find(&fields, column, index, kind)?;
@@ -231,7 +227,6 @@ impl MapperChain {
                 Step::Project(keep) => {
                     columns = keep.iter().map(|&i| columns[i].clone()).collect();
                 }
-                Step::Rename { .. } => {}
                 Step::Hash { index, salt } => {
                     columns[*index] = hash_column(&columns[*index], salt)?;
                 }

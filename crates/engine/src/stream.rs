@@ -142,6 +142,7 @@ impl StreamJob {
         cancel: &CancellationToken,
     ) -> Result<(), StreamStop> {
         let mut pending: Option<Checkpoint> = None;
+        let mut last_committed: Option<Checkpoint> = None;
         let mut last_commit = Instant::now();
         loop {
             let item = tokio::select! {
@@ -163,6 +164,7 @@ impl StreamJob {
                         self.commit(writer, &checkpoint, generation, false).await?;
                         last_commit = Instant::now();
                         pending = None;
+                        last_committed = Some(checkpoint);
                     } else {
                         pending = Some(checkpoint);
                     }
@@ -173,17 +175,12 @@ impl StreamJob {
             return Err(StreamStop::Cancelled);
         }
         self.progress.set_phase(Phase::Finishing);
-        let last = match pending {
-            Some(cp) => cp,
-            None => match self.state.get_state(&self.key) {
-                // Everything was committed at the last checkpoint already.
-                Ok(Some(s)) if generation.is_some() => s.checkpoint,
-                _ => {
-                    return Err(StreamStop::Failed(
-                        "source: the read ended without a final checkpoint (a connector bug); nothing was published".into(),
-                    ))
-                }
-            },
+        // The final commit publishes (overwrite swaps, dedup settles) even when the last
+        // checkpoint was already committed.
+        let Some(last) = pending.or(last_committed) else {
+            return Err(StreamStop::Failed(
+                "source: the read ended without a final checkpoint (a connector bug); nothing was published".into(),
+            ));
         };
         self.commit(writer, &last, generation, true).await
     }

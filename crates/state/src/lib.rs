@@ -1,1 +1,69 @@
-//! TODO
+//! The state store: where weft remembers how far each stream got, and what each run did.
+//!
+//! [`StateStore`] is the contract the engine and CLI use; [`SqliteStateStore`] is the default
+//! implementation (one SQLite file per project). Checkpoints are recorded with a compare-and-set
+//! on a per-stream generation, so a stale worker can never overwrite newer progress.
+
+mod error;
+mod model;
+mod sqlite;
+
+pub use error::{StateError, StateResult};
+pub use model::{RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun};
+pub use sqlite::SqliteStateStore;
+
+use chrono::{DateTime, Utc};
+use weft_core::Checkpoint;
+
+/// Per-stream checkpoints and run history.
+///
+/// Methods are synchronous: each is one short SQLite transaction. Callers on an async runtime
+/// that cannot afford a few milliseconds of blocking may wrap calls in `spawn_blocking`.
+pub trait StateStore: Send + Sync {
+    /// The last recorded checkpoint of a stream, if any.
+    fn get_state(&self, key: &StreamKey) -> StateResult<Option<StoredState>>;
+
+    /// Records `checkpoint` for `key` if the stored generation is `expected_generation`
+    /// (`None`: no state may exist yet) and returns the new generation. On a mismatch nothing
+    /// is written and [`StateError::Conflict`] is returned.
+    fn put_state(
+        &self,
+        key: &StreamKey,
+        checkpoint: &Checkpoint,
+        run_id: &str,
+        expected_generation: Option<i64>,
+    ) -> StateResult<i64>;
+
+    /// Every stored stream state, ordered by key.
+    fn list_states(&self) -> StateResult<Vec<(StreamKey, StoredState)>>;
+
+    /// Forgets a stream's state (its next run starts from scratch). Returns whether one existed.
+    fn delete_state(&self, key: &StreamKey) -> StateResult<bool>;
+
+    /// Records the start of a run (status `running`).
+    fn start_run(&self, run: &RunStart) -> StateResult<()>;
+
+    /// Records how one stream of a run ended.
+    fn finish_stream(&self, run_id: &str, stream: &StreamRun) -> StateResult<()>;
+
+    /// Records how a run ended.
+    fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        rows: u64,
+        bytes: u64,
+        error: Option<&str>,
+        ended_at: DateTime<Utc>,
+    ) -> StateResult<()>;
+
+    /// The latest `limit` runs, newest first, each with its streams.
+    fn runs(&self, limit: usize) -> StateResult<Vec<RunRecord>>;
+
+    /// The latest run of every stream, with its run id, ordered by key.
+    fn last_stream_runs(&self) -> StateResult<Vec<(StreamRun, String)>>;
+
+    /// Marks runs still `running` as `interrupted` (their process died): call it under the
+    /// project lock before starting a new run. Returns how many were marked.
+    fn mark_interrupted_runs(&self, now: DateTime<Utc>) -> StateResult<usize>;
+}

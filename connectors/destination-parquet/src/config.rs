@@ -1,0 +1,125 @@
+//! The lake's typed config and the Parquet writer properties derived from it.
+
+use std::path::PathBuf;
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use weft_core::{ConnectorError, Result};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Config of the `parquet` destination (a domain's local Parquet lake).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Root folder of the lake; relative paths are relative to the project folder. Streams land
+    /// in `<path>/<domain>/<product>/<stream>/`.
+    pub path: PathBuf,
+    /// Cap of one row group, in encoded bytes (default 128 MiB). Bounds the memory a writer
+    /// holds per stream.
+    #[serde(default = "default_row_group_bytes")]
+    pub row_group_bytes: u64,
+    /// A data file is closed and a new one started past this size, in bytes (default 512 MiB).
+    #[serde(default = "default_file_bytes")]
+    pub file_bytes: u64,
+    /// zstd compression level (default 3; 1 to 22, negative levels are faster still).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+}
+
+fn default_row_group_bytes() -> u64 {
+    128 * MIB
+}
+
+fn default_file_bytes() -> u64 {
+    512 * MIB
+}
+
+fn default_zstd_level() -> i32 {
+    3
+}
+
+impl LakeConfig {
+    /// Checks the values serde cannot: sizes above zero, a zstd level zstd accepts.
+    pub fn validate(&self) -> Result<()> {
+        if self.row_group_bytes == 0 {
+            return Err(ConnectorError::config(
+                "row_group_bytes",
+                "must be above 0 (the default is 134217728, 128 MiB)",
+            ));
+        }
+        if self.file_bytes == 0 {
+            return Err(ConnectorError::config(
+                "file_bytes",
+                "must be above 0 (the default is 536870912, 512 MiB)",
+            ));
+        }
+        self.zstd()?;
+        Ok(())
+    }
+
+    fn zstd(&self) -> Result<ZstdLevel> {
+        ZstdLevel::try_new(self.zstd_level).map_err(|_| {
+            ConnectorError::config(
+                "zstd_level",
+                format!(
+                    "{} is not a zstd level; use 1 (fast) to 22 (small), default 3",
+                    self.zstd_level
+                ),
+            )
+        })
+    }
+
+    /// Writer properties: zstd, page statistics, row groups capped by bytes instead of the
+    /// parquet default of 1M rows (which can hold gigabytes in memory for wide rows).
+    pub(crate) fn writer_properties(&self) -> Result<WriterProperties> {
+        Ok(WriterProperties::builder()
+            .set_compression(Compression::ZSTD(self.zstd()?))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(Some(
+                usize::try_from(self.row_group_bytes).unwrap_or(usize::MAX),
+            ))
+            .build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_apply() {
+        let cfg: LakeConfig = weft_core::parse_config(&json!({"path": "lake"})).unwrap();
+        assert_eq!(cfg.row_group_bytes, 128 * MIB);
+        assert_eq!(cfg.file_bytes, 512 * MIB);
+        assert_eq!(cfg.zstd_level, 3);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let err = weft_core::parse_config::<LakeConfig>(&json!({"path": "x", "rowgroup": 1}))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `rowgroup`"),
+            "{err}"
+        );
+
+        let cfg: LakeConfig =
+            weft_core::parse_config(&json!({"path": "x", "zstd_level": 99})).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("`zstd_level`") && err.contains("99"), "{err}");
+
+        let cfg: LakeConfig =
+            weft_core::parse_config(&json!({"path": "x", "file_bytes": 0})).unwrap();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`file_bytes`"));
+    }
+}

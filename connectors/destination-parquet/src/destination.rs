@@ -1,0 +1,109 @@
+//! [`ParquetLakeFactory`] and [`ParquetLake`]: the destination as the registry builds it.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use parquet::file::properties::WriterProperties;
+use weft_core::arrow_schema::SchemaRef;
+use weft_core::{
+    parse_config, spec_of, ConfiguredStream, ConnectorContext, ConnectorError, Destination,
+    DestinationFactory, Result, StreamTarget, StreamWriter,
+};
+
+use crate::config::LakeConfig;
+use crate::encoder::{Encoder, PartWriter};
+use crate::layout::{self, lake_io};
+use crate::table::Table;
+use crate::writer::LakeWriter;
+
+/// Registers the `parquet` destination.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ParquetLakeFactory;
+
+impl DestinationFactory for ParquetLakeFactory {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn description(&self) -> &'static str {
+        "Local Parquet lake: one folder of zstd Parquet files per stream, committed atomically"
+    }
+
+    fn spec(&self) -> serde_json::Value {
+        spec_of::<LakeConfig>()
+    }
+
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        ctx: &ConnectorContext,
+    ) -> Result<Box<dyn Destination>> {
+        let config: LakeConfig = parse_config(config)?;
+        Ok(Box::new(ParquetLake::new(config, ctx)?))
+    }
+}
+
+/// A Parquet lake rooted at one folder.
+#[derive(Debug, Clone)]
+pub struct ParquetLake {
+    root: PathBuf,
+    props: WriterProperties,
+    file_bytes: u64,
+}
+
+impl ParquetLake {
+    /// Validates `config`; relative paths are resolved against the project folder.
+    pub fn new(config: LakeConfig, ctx: &ConnectorContext) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            root: ctx.resolve(&config.path),
+            props: config.writer_properties()?,
+            file_bytes: config.file_bytes,
+        })
+    }
+
+    /// The lake root.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+}
+
+#[async_trait]
+impl Destination for ParquetLake {
+    async fn check(&self) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            layout::create_dirs(&root)?;
+            let probe = root.join(format!(".weft-probe-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&probe, b"weft").map_err(|e| lake_io("writing", &probe, e))?;
+            std::fs::remove_file(&probe).map_err(|e| lake_io("removing", &probe, e))
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("checking the lake: {e}")))?
+    }
+
+    async fn open(
+        &self,
+        target: &StreamTarget,
+        stream: &ConfiguredStream,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn StreamWriter>> {
+        let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
+        let (props, file_bytes) = (self.props.clone(), self.file_bytes);
+        let opened = tokio::task::spawn_blocking(move || {
+            Table::open(&root, &target, &stream, schema, props, file_bytes)
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("opening a lake stream: {e}")))??;
+        let table = opened.table;
+        let encoder = Encoder::spawn(PartWriter::new(
+            table.label.clone(),
+            opened.encoder_dir,
+            table.schema.clone(),
+            table.props.clone(),
+            table.file_bytes,
+            opened.next_seq,
+        ))?;
+        Ok(Box::new(LakeWriter::new(table, encoder, opened.committed)))
+    }
+}

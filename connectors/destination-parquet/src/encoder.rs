@@ -1,0 +1,295 @@
+//! Encoding batches into Parquet files, off the async runtime.
+//!
+//! [`PartWriter`] is the synchronous part: it writes batches into `part-*.parquet` files in one
+//! folder, rolls to a new file past `file_bytes`, and seals files (footer + fsync) on demand.
+//! [`Encoder`] runs a `PartWriter` on a dedicated thread fed through a bounded channel: encoding
+//! and compression are CPU heavy and must not block tokio workers, and the channel lets the
+//! next batch be read and mapped while the previous one is encoded.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use tokio::sync::{mpsc, oneshot};
+use weft_core::{ConnectorError, Result};
+
+use crate::layout;
+
+/// A data file closed, fsynced and waiting in a staging folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+struct OpenPart {
+    name: String,
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+}
+
+/// Writes batches into rolling Parquet files in one folder.
+pub(crate) struct PartWriter {
+    /// `stream `x`` — prefixes error messages.
+    label: String,
+    dir: PathBuf,
+    schema: SchemaRef,
+    props: WriterProperties,
+    file_bytes: u64,
+    next_seq: u64,
+    current: Option<OpenPart>,
+    sealed: Vec<StagedFile>,
+}
+
+impl PartWriter {
+    pub fn new(
+        label: String,
+        dir: PathBuf,
+        schema: SchemaRef,
+        props: WriterProperties,
+        file_bytes: u64,
+        next_seq: u64,
+    ) -> Self {
+        Self {
+            label,
+            dir,
+            schema,
+            props,
+            file_bytes,
+            next_seq,
+            current: None,
+            sealed: Vec::new(),
+        }
+    }
+
+    fn parquet_err(&self, path: &Path, err: parquet::errors::ParquetError) -> ConnectorError {
+        ConnectorError::Other(format!("{}: writing {}: {err}", self.label, path.display()))
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let part = match &mut self.current {
+            Some(part) => part,
+            slot => {
+                let name = layout::part_name(self.next_seq);
+                self.next_seq += 1;
+                let path = self.dir.join(&name);
+                let file = File::create_new(&path)
+                    .map_err(|e| ConnectorError::io("creating", &path, e))?;
+                let writer =
+                    ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
+                        .map_err(|e| {
+                            ConnectorError::Other(format!(
+                                "{}: writing {}: {e}",
+                                self.label,
+                                path.display()
+                            ))
+                        })?;
+                slot.insert(OpenPart {
+                    name,
+                    path,
+                    writer,
+                    rows: 0,
+                })
+            }
+        };
+        if let Err(e) = part.writer.write(batch) {
+            let path = part.path.clone();
+            return Err(self.parquet_err(&path, e));
+        }
+        part.rows += batch.num_rows() as u64;
+        let size = part.writer.bytes_written() + part.writer.in_progress_size();
+        if size as u64 >= self.file_bytes {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer of the open file and fsyncs it.
+    fn close_current(&mut self) -> Result<()> {
+        let Some(part) = self.current.take() else {
+            return Ok(());
+        };
+        let file = match part.writer.into_inner() {
+            Ok(file) => file,
+            Err(e) => return Err(self.parquet_err(&part.path, e)),
+        };
+        file.sync_all()
+            .map_err(|e| ConnectorError::io("syncing", &part.path, e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| ConnectorError::io("reading", &part.path, e))?
+            .len();
+        self.sealed.push(StagedFile {
+            name: part.name,
+            path: part.path,
+            rows: part.rows,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Closes the open file; returns every file finished since the last seal, durable on disk
+    /// (the folder entry too).
+    pub fn seal(&mut self) -> Result<Vec<StagedFile>> {
+        self.close_current()?;
+        if !self.sealed.is_empty() {
+            layout::fsync_dir(&self.dir)?;
+        }
+        Ok(std::mem::take(&mut self.sealed))
+    }
+
+    /// Drops every file not handed out by [`PartWriter::seal`] yet.
+    pub fn discard(&mut self) -> Result<()> {
+        let open = self.current.take().map(|p| p.path);
+        let sealed = self.sealed.drain(..).map(|f| f.path);
+        for path in open.into_iter().chain(sealed).collect::<Vec<_>>() {
+            layout::remove_file(&path)?;
+        }
+        Ok(())
+    }
+}
+
+enum Command {
+    Batch(RecordBatch),
+    Seal(oneshot::Sender<Result<Vec<StagedFile>>>),
+    Discard(oneshot::Sender<Result<()>>),
+}
+
+/// A [`PartWriter`] on its own thread.
+pub(crate) struct Encoder {
+    label: String,
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    /// The first write error, reported by the next `write` instead of waiting for a commit.
+    error: Arc<Mutex<Option<ConnectorError>>>,
+}
+
+/// Batches queued ahead of the encoder; small, as each may be large.
+const QUEUE: usize = 4;
+
+impl Encoder {
+    pub fn spawn(writer: PartWriter) -> Result<Self> {
+        let label = writer.label.clone();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let error = Arc::new(Mutex::new(None));
+        let slot = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("weft-parquet-encoder".into())
+            .spawn(move || run(writer, rx, slot))
+            .map_err(|e| {
+                ConnectorError::Other(format!("{label}: starting the encoder thread: {e}"))
+            })?;
+        Ok(Self {
+            label,
+            tx: Some(tx),
+            thread: Some(thread),
+            error,
+        })
+    }
+
+    fn gone(&self) -> ConnectorError {
+        ConnectorError::Other(format!(
+            "{}: the Parquet encoder thread stopped",
+            self.label
+        ))
+    }
+
+    fn take_error(&self) -> Option<ConnectorError> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+
+    pub async fn write(&self, batch: RecordBatch) -> Result<()> {
+        if let Some(err) = self.take_error() {
+            return Err(err);
+        }
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(Command::Batch(batch))
+            .await
+            .map_err(|_| self.gone())
+    }
+
+    pub async fn seal(&self) -> Result<Vec<StagedFile>> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(Command::Seal(reply))
+            .await
+            .map_err(|_| self.gone())?;
+        let result = rx.await.map_err(|_| self.gone())?;
+        // A failed batch was already reported through `result`; do not report it twice.
+        let _ = self.take_error();
+        result
+    }
+
+    pub async fn discard(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(Command::Discard(reply))
+            .await
+            .map_err(|_| self.gone())?;
+        let _ = self.take_error();
+        rx.await.map_err(|_| self.gone())?
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; joining makes sure it creates no file after the
+        // writer is gone (a reopened writer's recovery would otherwise race with it).
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut writer: PartWriter,
+    mut rx: mpsc::Receiver<Command>,
+    slot: Arc<Mutex<Option<ConnectorError>>>,
+) {
+    // After a failed batch, later batches are dropped and the next seal fails: a commit must
+    // never make a file with a hole in it durable.
+    let mut failed: Option<String> = None;
+    while let Some(command) = rx.blocking_recv() {
+        match command {
+            Command::Batch(batch) => {
+                if failed.is_some() {
+                    continue;
+                }
+                if let Err(err) = writer.write(&batch) {
+                    failed = Some(err.to_string());
+                    if let Ok(mut slot) = slot.lock() {
+                        slot.get_or_insert(err);
+                    }
+                }
+            }
+            Command::Seal(reply) => {
+                let result = match &failed {
+                    Some(msg) => Err(ConnectorError::Other(format!(
+                        "nothing was committed: an earlier write failed ({msg})"
+                    ))),
+                    None => writer.seal(),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Discard(reply) => {
+                failed = None;
+                let _ = reply.send(writer.discard());
+            }
+        }
+    }
+    // The writer is gone without a commit: files left here are uncommitted and are removed by
+    // the next open's recovery (or right now, best effort).
+    let _ = writer.discard();
+}

@@ -1,0 +1,86 @@
+//! Crash recovery: bring a stream folder back to exactly what its manifest says.
+//!
+//! A crash can leave data files in the stream folder that no manifest lists (moved there by a
+//! commit that never published its manifest, or by a compaction or overwrite publish cut
+//! short), files in `_weft/staging/`, and a `manifest.json.tmp`. None of it is visible to
+//! readers; all of it is removed here, except the committed files of a pending overwrite
+//! generation, which the run resumes.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use weft_core::Result;
+
+use crate::layout::{self, is_part_file};
+use crate::manifest::Manifest;
+
+/// What recovery removed or put back, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    pub removed: usize,
+    pub restored: usize,
+}
+
+/// Removes everything `manifest` does not account for. Pending overwrite files found in the
+/// stream folder (a publish cut short before its manifest) are moved back to their generation.
+pub(crate) fn recover(stream_dir: &Path, manifest: Option<&Manifest>) -> Result<Recovered> {
+    let mut done = Recovered::default();
+    let published: HashSet<&str> = manifest
+        .map(|m| m.files.iter().map(|f| f.path.as_str()).collect())
+        .unwrap_or_default();
+    let pending = manifest.and_then(|m| m.pending_overwrite.as_ref());
+    let pending_files: HashSet<&str> = pending
+        .map(|p| p.files.iter().map(|f| f.path.as_str()).collect())
+        .unwrap_or_default();
+
+    let staging = layout::staging_dir(stream_dir);
+    for (name, is_dir) in layout::list_dir(stream_dir)? {
+        if is_dir || !is_part_file(&name) || published.contains(name.as_str()) {
+            continue;
+        }
+        let path = stream_dir.join(&name);
+        match pending {
+            Some(p) if pending_files.contains(name.as_str()) => {
+                let gen_dir = layout::generation_dir(stream_dir, &p.generation);
+                layout::create_dirs(&gen_dir)?;
+                layout::rename(&path, &gen_dir.join(&name))?;
+                done.restored += 1;
+            }
+            _ => {
+                layout::remove_file(&path)?;
+                done.removed += 1;
+            }
+        }
+    }
+
+    for (name, is_dir) in layout::list_dir(&staging)? {
+        let path = staging.join(&name);
+        match pending {
+            Some(p) if is_dir && name == p.generation => {
+                for (file, _) in layout::list_dir(&path)? {
+                    if !pending_files.contains(file.as_str()) {
+                        layout::remove_file(&path.join(file))?;
+                        done.removed += 1;
+                    }
+                }
+            }
+            _ if is_dir => {
+                layout::remove_dir_all(&path)?;
+                done.removed += 1;
+            }
+            _ => {
+                layout::remove_file(&path)?;
+                done.removed += 1;
+            }
+        }
+    }
+
+    layout::remove_file(&layout::weft_dir(stream_dir).join(layout::MANIFEST_TMP))?;
+    if done.restored > 0 {
+        layout::fsync_dir(stream_dir)?;
+        if let Some(p) = pending {
+            layout::fsync_dir(&layout::generation_dir(stream_dir, &p.generation))?;
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,279 @@
+//! One stream's product table, synchronously: opening (validation + recovery), commits,
+//! overwrite publishing. Everything here blocks on the file system; the async writer runs it
+//! on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use parquet::file::properties::WriterProperties;
+use weft_core::arrow_schema::SchemaRef;
+use weft_core::{Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, WriteMode};
+
+use crate::encoder::StagedFile;
+use crate::layout;
+use crate::manifest::{
+    column_differences, columns_of, read_manifest, write_manifest, ColumnSpec, DataFile, Manifest,
+    PendingOverwrite,
+};
+use crate::recovery::recover;
+
+/// The state of one open stream. `manifest` always equals what is on disk (version 0: nothing
+/// on disk yet); it is replaced only after a new manifest was published.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub dir: PathBuf,
+    /// `stream `x`` — prefixes messages.
+    pub label: String,
+    pub mode: WriteMode,
+    pub run_id: String,
+    pub schema: SchemaRef,
+    pub columns: Vec<ColumnSpec>,
+    pub manifest: Manifest,
+    /// Overwrite mode: the generation this writer fills.
+    pub generation: Option<String>,
+    pub primary_key: Vec<String>,
+    pub cursor: Option<String>,
+    pub props: WriterProperties,
+    pub file_bytes: u64,
+}
+
+/// What opening a table yields besides the table.
+pub(crate) struct Opened {
+    pub table: Table,
+    pub committed: Option<Checkpoint>,
+    /// Where the encoder writes new files.
+    pub encoder_dir: PathBuf,
+    pub next_seq: u64,
+}
+
+impl Table {
+    /// Validates the stream against its folder, recovers from a crash, and picks up an
+    /// unfinished overwrite generation.
+    pub fn open(
+        root: &Path,
+        target: &StreamTarget,
+        stream: &ConfiguredStream,
+        schema: SchemaRef,
+        props: WriterProperties,
+        file_bytes: u64,
+    ) -> Result<Opened> {
+        let dir = layout::stream_dir(root, &target.domain, &target.product, &target.stream);
+        layout::ensure_under(root, &dir)?;
+        let label = format!("stream `{}`", target.stream);
+        let columns = columns_of(&schema);
+        check_key_columns(&label, stream, &columns)?;
+
+        layout::create_dirs(&layout::staging_dir(&dir))?;
+        let on_disk = read_manifest(&dir)?;
+        let mut manifest = on_disk
+            .clone()
+            .unwrap_or_else(|| Manifest::empty(stream.write_mode, &target.run_id));
+
+        if stream.write_mode != WriteMode::Overwrite && !manifest.files.is_empty() {
+            let diff = column_differences(&manifest.fields, &columns);
+            if !diff.is_empty() {
+                return Err(ConnectorError::Schema(format!(
+                    "{label}: the schema does not match the data already in {}: {}. Schema \
+                     evolution is not supported yet: use write mode `overwrite` to replace the \
+                     table, or write to a new stream",
+                    dir.display(),
+                    diff.join("; ")
+                )));
+            }
+        }
+
+        // A pending overwrite generation is resumed only by an overwrite run with the same
+        // schema; anything else restarts from scratch, so the generation is dropped first from
+        // the manifest, then (by recovery) from the disk.
+        if let Some(pending) = &manifest.pending_overwrite {
+            let resumable = stream.write_mode == WriteMode::Overwrite && pending.fields == columns;
+            if !resumable {
+                tracing::info!(
+                    stream = %target.stream,
+                    generation = %pending.generation,
+                    "dropping an unfinished overwrite generation"
+                );
+                manifest.pending_overwrite = None;
+                manifest.version += 1;
+                manifest.committed_at = Utc::now();
+                write_manifest(&dir, &manifest)?;
+            }
+        }
+
+        let recovered = recover(&dir, Some(&manifest))?;
+        if recovered.removed + recovered.restored > 0 {
+            tracing::info!(
+                stream = %target.stream,
+                removed = recovered.removed,
+                restored = recovered.restored,
+                "recovered the stream folder from an interrupted run"
+            );
+        }
+
+        let (committed, generation) = match (&manifest.pending_overwrite, stream.write_mode) {
+            (Some(p), WriteMode::Overwrite) => (p.checkpoint.clone(), Some(p.generation.clone())),
+            (None, WriteMode::Overwrite) => (
+                manifest.checkpoint.clone(),
+                Some(uuid::Uuid::new_v4().simple().to_string()),
+            ),
+            _ => (manifest.checkpoint.clone(), None),
+        };
+        let encoder_dir = match &generation {
+            Some(g) => layout::generation_dir(&dir, g),
+            None => layout::staging_dir(&dir),
+        };
+        layout::create_dirs(&encoder_dir)?;
+        let next_seq = manifest.max_seq() + 1;
+
+        Ok(Opened {
+            table: Table {
+                dir,
+                label,
+                mode: stream.write_mode,
+                run_id: target.run_id.clone(),
+                schema,
+                columns,
+                manifest,
+                generation,
+                primary_key: stream.primary_key.clone(),
+                cursor: stream.cursor_field.clone(),
+                props,
+                file_bytes,
+            },
+            committed,
+            encoder_dir,
+            next_seq,
+        })
+    }
+
+    /// Where the encoder writes.
+    pub fn encoder_dir(&self) -> PathBuf {
+        match &self.generation {
+            Some(g) => layout::generation_dir(&self.dir, g),
+            None => layout::staging_dir(&self.dir),
+        }
+    }
+
+    fn next_manifest(&self) -> Manifest {
+        let mut next = self.manifest.clone();
+        next.version += 1;
+        next.run_id = self.run_id.clone();
+        next.committed_at = Utc::now();
+        next
+    }
+
+    /// Makes `staged` (already fsynced) part of the table together with `checkpoint`.
+    pub fn commit(&mut self, staged: Vec<StagedFile>, checkpoint: &Checkpoint) -> Result<()> {
+        let mut next = self.next_manifest();
+        let new_files = staged.iter().map(|f| DataFile {
+            path: f.name.clone(),
+            rows: f.rows,
+            bytes: f.bytes,
+            compacted: false,
+        });
+        match &self.generation {
+            Some(generation) => {
+                // Overwrite: record the generation, leave the published table alone.
+                let mut files = match &self.manifest.pending_overwrite {
+                    Some(p) if &p.generation == generation => p.files.clone(),
+                    _ => Vec::new(),
+                };
+                files.extend(new_files);
+                next.pending_overwrite = Some(PendingOverwrite {
+                    generation: generation.clone(),
+                    files,
+                    fields: self.columns.clone(),
+                    checkpoint: Some(checkpoint.clone()),
+                    run_id: self.run_id.clone(),
+                    updated_at: Utc::now(),
+                });
+            }
+            None => {
+                for f in &staged {
+                    layout::rename(&f.path, &self.dir.join(&f.name))?;
+                }
+                if !staged.is_empty() {
+                    layout::fsync_dir(&self.dir)?;
+                    layout::fsync_dir(&layout::staging_dir(&self.dir))?;
+                }
+                next.files.extend(new_files);
+                next.fields = self.columns.clone();
+                next.write_mode = self.mode;
+                next.checkpoint = Some(checkpoint.clone());
+            }
+        }
+        write_manifest(&self.dir, &next)?;
+        self.manifest = next;
+        Ok(())
+    }
+
+    /// Overwrite: swaps the committed generation in as the table, then deletes the old files.
+    pub fn publish_overwrite(&mut self) -> Result<()> {
+        let Some(pending) = self.manifest.pending_overwrite.clone() else {
+            return Ok(());
+        };
+        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
+        for f in &pending.files {
+            layout::rename(&gen_dir.join(&f.path), &self.dir.join(&f.path))?;
+        }
+        layout::fsync_dir(&self.dir)?;
+
+        let mut next = self.next_manifest();
+        next.files = pending.files;
+        next.fields = pending.fields;
+        next.checkpoint = pending.checkpoint;
+        next.write_mode = WriteMode::Overwrite;
+        next.pending_overwrite = None;
+        write_manifest(&self.dir, &next)?;
+        let old = std::mem::replace(&mut self.manifest, next);
+
+        // Readers now see the new files only; the old ones are garbage (a crash here leaves
+        // them to the next recovery).
+        for f in &old.files {
+            layout::remove_file(&self.dir.join(&f.path))?;
+        }
+        layout::remove_dir_all(&gen_dir)?;
+        self.generation = None;
+        Ok(())
+    }
+
+    /// Drops whatever is not committed (files of the encoder, files moved by a failed commit).
+    pub fn discard_uncommitted(&self) -> Result<()> {
+        recover(&self.dir, Some(&self.manifest))?;
+        layout::create_dirs(&self.encoder_dir())
+    }
+}
+
+/// `append_dedup` needs a key; key and cursor columns must exist in the written schema.
+fn check_key_columns(label: &str, stream: &ConfiguredStream, columns: &[ColumnSpec]) -> Result<()> {
+    let has = |name: &str| columns.iter().any(|c| c.name == name);
+    if stream.write_mode == WriteMode::AppendDedup {
+        if stream.primary_key.is_empty() {
+            return Err(ConnectorError::config(
+                "primary_key",
+                format!(
+                    "{label} is written with `append_dedup`, which keeps the latest row per \
+                     primary key: set `primary_key` for the stream"
+                ),
+            ));
+        }
+        if let Some(missing) = stream.primary_key.iter().find(|k| !has(k)) {
+            return Err(ConnectorError::Schema(format!(
+                "{label}: primary key column `{missing}` is not among the columns written ({}); \
+                 fix `primary_key` or the stream's mappers",
+                columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if let Some(cursor) = stream.cursor_field.as_deref().filter(|c| !has(c)) {
+            return Err(ConnectorError::Schema(format!(
+                "{label}: cursor column `{cursor}` is not among the columns written; fix \
+                 `cursor_field` or the stream's mappers"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! The file formats: `weft.yaml` ([`ProjectFile`]) and product files ([`ProductFile`]), as
+//! written by users. Doc comments become descriptions in the generated JSON Schemas.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use weft_core::{SyncMode, WriteMode};
+
+/// `weft.yaml`: project-wide settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    /// Version of this file's format; must be 1.
+    #[schemars(with = "u32")]
+    pub version: Spanned<u32>,
+    /// Where weft keeps checkpoints and run history.
+    #[serde(default)]
+    pub state: StateSection,
+    /// Defaults for every product of the project.
+    #[serde(default)]
+    pub defaults: DefaultsSection,
+}
+
+/// Where weft keeps checkpoints and run history.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The SQLite file, relative to the project folder (or absolute).
+    #[serde(default = "default_state_path")]
+    pub path: String,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            path: default_state_path(),
+        }
+    }
+}
+
+fn default_state_path() -> String {
+    ".weft/state.db".to_string()
+}
+
+/// Defaults for every product of the project.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSection {
+    /// The product store used by products that name no `destination`.
+    #[serde(default)]
+    pub destination: Option<ConnectorRef>,
+    /// How often the engine commits during a stream (humantime: `10s`, `1m`).
+    #[serde(with = "humantime_serde", default = "default_commit_interval")]
+    #[schemars(with = "String")]
+    pub commit_interval: Duration,
+    /// How many streams run at once.
+    #[serde(default = "default_max_concurrent_streams")]
+    #[schemars(with = "usize")]
+    pub max_concurrent_streams: Spanned<usize>,
+    /// Batches buffered between source and destination, per stream.
+    #[serde(default = "default_channel_capacity")]
+    #[schemars(with = "usize")]
+    pub channel_capacity: Spanned<usize>,
+}
+
+impl Default for DefaultsSection {
+    fn default() -> Self {
+        Self {
+            destination: None,
+            commit_interval: default_commit_interval(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            channel_capacity: default_channel_capacity(),
+        }
+    }
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_max_concurrent_streams() -> Spanned<usize> {
+    unspanned(4)
+}
+
+fn default_channel_capacity() -> Spanned<usize> {
+    unspanned(8)
+}
+
+/// A connector and its config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorRef {
+    /// The connector's name, as listed by `weft connector list`.
+    pub connector: String,
+    /// The connector's config: a mapping checked by the connector (`weft connector spec NAME`).
+    /// String values may use `${VAR}`, `${VAR:-default}` and `${file:PATH}`.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A data product file: `domains/<domain>/<product>.yaml`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFile {
+    /// The product's name; must equal the file name without `.yaml`.
+    #[schemars(with = "String")]
+    pub product: Spanned<String>,
+    /// The owning domain; must equal the name of the folder holding the file.
+    #[schemars(with = "String")]
+    pub domain: Spanned<String>,
+    /// Who answers for this product (an email or a team handle).
+    pub owner: String,
+    /// What the product holds, for its consumers.
+    #[serde(default)]
+    pub description: String,
+    /// Where the data comes from.
+    pub source: ConnectorRef,
+    /// The streams to sync.
+    #[schemars(with = "Vec<StreamFile>")]
+    pub streams: Spanned<Vec<Spanned<StreamFile>>>,
+    /// The domain's product store; `defaults.destination` of weft.yaml when absent.
+    #[serde(default)]
+    pub destination: Option<ConnectorRef>,
+    /// A cron expression (`0 * * * *`) for `weft daemon`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+}
+
+/// One stream of a product.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFile {
+    /// The stream's name in the source (`weft connector discover` lists them).
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// How the stream is read; `full_refresh` when absent.
+    #[serde(default)]
+    #[schemars(with = "Option<SyncMode>")]
+    pub mode: Option<Spanned<SyncMode>>,
+    /// How the stream is written: `overwrite` for full refresh, `append_dedup` for incremental
+    /// when absent.
+    #[serde(default)]
+    #[schemars(with = "Option<WriteMode>")]
+    pub write: Option<Spanned<WriteMode>>,
+    /// The column whose growth marks new or changed rows; required for incremental reads.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// The columns identifying a row; required for `append_dedup`.
+    #[serde(default)]
+    pub primary_key: Option<Vec<String>>,
+    /// The columns to read (all when absent).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Transformations applied in order to every batch before it is written.
+    #[serde(default)]
+    #[schemars(with = "Vec<Mapper>")]
+    pub mappers: Vec<Spanned<Mapper>>,
+}
+
+/// A transformation of a stream's batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Mapper {
+    /// Keep only these columns, in this order.
+    Select(Vec<String>),
+    /// Remove these columns.
+    Drop(Vec<String>),
+    /// Rename a column.
+    Rename {
+        /// The current name.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// Replace a column's values with a salted SHA-256 hash (hex).
+    Hash {
+        /// The column to hash.
+        column: String,
+        /// A secret salt; use `${VAR}` to keep it out of the file.
+        #[serde(default)]
+        salt: Option<String>,
+    },
+    /// Replace all but the last characters of a column's values.
+    Mask {
+        /// The column to mask.
+        column: String,
+        /// How many trailing characters stay visible.
+        #[serde(default)]
+        keep_last: usize,
+        /// The character shown instead of the hidden ones.
+        #[serde(default = "default_mask_char")]
+        mask_char: char,
+    },
+    /// Keep only the rows matching a condition.
+    Filter {
+        /// The column to test.
+        column: String,
+        /// The comparison.
+        op: FilterOp,
+        /// The value compared with; required except for `is_null` and `is_not_null`.
+        #[serde(default)]
+        value: Option<serde_json::Value>,
+    },
+}
+
+fn default_mask_char() -> char {
+    '*'
+}
+
+/// A comparison of a [`Mapper::Filter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    IsNull,
+    IsNotNull,
+}
+
+impl FilterOp {
+    /// Whether the comparison needs a `value`.
+    pub fn needs_value(self) -> bool {
+        !matches!(self, FilterOp::IsNull | FilterOp::IsNotNull)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterOp::Eq => "eq",
+            FilterOp::Ne => "ne",
+            FilterOp::Lt => "lt",
+            FilterOp::Le => "le",
+            FilterOp::Gt => "gt",
+            FilterOp::Ge => "ge",
+            FilterOp::IsNull => "is_null",
+            FilterOp::IsNotNull => "is_not_null",
+        }
+    }
+}
+
+impl std::fmt::Display for FilterOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,499 @@
+//! Reading a project folder: `weft.yaml`, then every `domains/<domain>/<product>.yaml`, each
+//! checked as it is read. Rules that need the source (do streams and columns exist?) are the
+//! engine's business, not this module's.
+
+use std::path::{Path, PathBuf};
+
+use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
+
+use crate::config::{ConnectorRef, Mapper, ProductFile, ProjectFile, StreamFile};
+use crate::error::{Position, ProjectError};
+use crate::interpolate::{EnvLookup, InterpError, Interpolator};
+use crate::project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
+use crate::redact::Redactor;
+use crate::yaml::{self, at, at_span, at_text};
+
+pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectError> {
+    let root = std::path::absolute(root).map_err(|source| ProjectError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let config_path = root.join(CONFIG_FILE);
+    if !config_path.is_file() {
+        return Err(ProjectError::MissingConfig { root });
+    }
+    let mut interp = Interpolator::new(&root, env);
+    let file = SourceFile::read(&root, PathBuf::from(CONFIG_FILE))?;
+    let (settings, default_destination) = load_settings(&root, &file, &mut interp)?;
+
+    let mut products: Vec<Product> = Vec::new();
+    for product_file in product_files(&root)? {
+        let file = SourceFile::read(&root, product_file.rel)?;
+        let product = load_product(
+            &file,
+            &product_file.domain,
+            &product_file.stem,
+            default_destination.as_ref(),
+            &mut interp,
+        )?;
+        if let Some(first) = products
+            .iter()
+            .find(|p| p.domain == product.domain && p.name == product.name)
+        {
+            return Err(ProjectError::invalid(
+                file.at(None, "product"),
+                format!(
+                    "product `{}` is also defined in {}; keep one file per product",
+                    product.label(),
+                    first
+                        .file
+                        .strip_prefix(&root)
+                        .unwrap_or(&first.file)
+                        .display()
+                ),
+            ));
+        }
+        products.push(product);
+    }
+    products.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+    let secrets = Redactor::new(interp.into_secrets());
+
+    Ok(Project {
+        root,
+        settings,
+        products,
+        secrets,
+    })
+}
+
+/// A project file's text and its path relative to the project folder.
+struct SourceFile {
+    abs: PathBuf,
+    rel: PathBuf,
+    text: String,
+}
+
+impl SourceFile {
+    fn read(root: &Path, rel: PathBuf) -> Result<Self, ProjectError> {
+        let abs = root.join(&rel);
+        let text = std::fs::read_to_string(&abs).map_err(|source| ProjectError::Io {
+            path: rel.clone(),
+            source,
+        })?;
+        Ok(Self { abs, rel, text })
+    }
+
+    fn at(&self, location: Option<serde_saphyr::Location>, field: impl Into<String>) -> Position {
+        at(&self.rel, location, field)
+    }
+
+    fn at_span<T>(&self, span: &serde_saphyr::Spanned<T>, field: impl Into<String>) -> Position {
+        at_span(&self.rel, span, field)
+    }
+
+    /// The first line mentioning `needle`: for values without a recorded span.
+    fn at_text(&self, needle: &str, field: impl Into<String>) -> Position {
+        at_text(&self.rel, &self.text, needle, field)
+    }
+
+    fn interp_error(&self, field: String, err: InterpError) -> ProjectError {
+        ProjectError::invalid(self.at_text(&err.reference, field), err.message)
+    }
+
+    /// Expands `${...}` in a connector config and checks it is a mapping.
+    fn connector(
+        &self,
+        mut connector: ConnectorRef,
+        field: &str,
+        interp: &mut Interpolator<'_>,
+    ) -> Result<ConnectorRef, ProjectError> {
+        match &connector.config {
+            serde_json::Value::Object(_) => {}
+            serde_json::Value::Null => connector.config = serde_json::json!({}),
+            other => {
+                return Err(ProjectError::invalid(
+                    self.at_text("config", format!("{field}.config")),
+                    format!(
+                        "must be a mapping of settings (`config: {{ key: value }}`), not {}",
+                        json_kind(other)
+                    ),
+                ))
+            }
+        }
+        if connector.connector.trim().is_empty() {
+            return Err(ProjectError::invalid(
+                self.at_text("connector", format!("{field}.connector")),
+                "is empty; name a connector (`weft connector list` shows them)",
+            ));
+        }
+        interp
+            .expand_json(&mut connector.config)
+            .map_err(|(path, e)| self.interp_error(format!("{field}.config{path}"), e))?;
+        Ok(connector)
+    }
+
+    fn expand(
+        &self,
+        value: &str,
+        field: impl Into<String>,
+        interp: &mut Interpolator<'_>,
+    ) -> Result<String, ProjectError> {
+        interp
+            .expand(value)
+            .map_err(|e| self.interp_error(field.into(), e))
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+fn load_settings(
+    root: &Path,
+    file: &SourceFile,
+    interp: &mut Interpolator<'_>,
+) -> Result<(ProjectSettings, Option<ConnectorRef>), ProjectError> {
+    let config: ProjectFile = yaml::parse(&file.text, &file.rel)?;
+    if config.version.value != 1 {
+        return Err(ProjectError::invalid(
+            file.at_span(&config.version, "version"),
+            format!(
+                "version {} is not supported; this weft reads version 1",
+                config.version.value
+            ),
+        ));
+    }
+    let defaults = config.defaults;
+    for (span, field) in [
+        (
+            &defaults.max_concurrent_streams,
+            "defaults.max_concurrent_streams",
+        ),
+        (&defaults.channel_capacity, "defaults.channel_capacity"),
+    ] {
+        if span.value == 0 {
+            return Err(ProjectError::invalid(
+                file.at_span(span, field),
+                "must be at least 1",
+            ));
+        }
+    }
+    if defaults.commit_interval.is_zero() {
+        return Err(ProjectError::invalid(
+            file.at_text("commit_interval", "defaults.commit_interval"),
+            "must be longer than 0s (for example `10s`)",
+        ));
+    }
+    let state_path = file.expand(&config.state.path, "state.path", interp)?;
+    if state_path.trim().is_empty() {
+        return Err(ProjectError::invalid(
+            file.at_text("path", "state.path"),
+            "is empty; name the SQLite file, for example `.weft/state.db`",
+        ));
+    }
+    let destination = defaults
+        .destination
+        .map(|d| file.connector(d, "defaults.destination", interp))
+        .transpose()?;
+    let settings = ProjectSettings {
+        state_path: root.join(state_path),
+        commit_interval: defaults.commit_interval,
+        max_concurrent_streams: defaults.max_concurrent_streams.value,
+        channel_capacity: defaults.channel_capacity.value,
+    };
+    Ok((settings, destination))
+}
+
+/// A product file found under `domains/`.
+struct FoundProduct {
+    domain: String,
+    stem: String,
+    rel: PathBuf,
+}
+
+/// Every `domains/<domain>/<product>.yaml` (or `.yml`), sorted; dot files are skipped.
+fn product_files(root: &Path) -> Result<Vec<FoundProduct>, ProjectError> {
+    let domains_dir = root.join(DOMAINS_DIR);
+    if !domains_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for (name, path) in sorted_entries(&domains_dir, Path::new(DOMAINS_DIR))? {
+        let rel = Path::new(DOMAINS_DIR).join(&name);
+        if path.is_file() {
+            if yaml_stem(&name).is_some() {
+                return Err(ProjectError::invalid(
+                    at(&rel, None, ""),
+                    format!(
+                        "product files belong in a domain folder; move it to {DOMAINS_DIR}/<domain>/{name}"
+                    ),
+                ));
+            }
+            continue;
+        }
+        if !path.is_dir() {
+            continue;
+        }
+        if let Err(e) = DomainName::new(name.as_str()) {
+            return Err(ProjectError::invalid(
+                at(&rel, None, ""),
+                format!("the folder name is not a valid domain name ({e}); rename the folder"),
+            ));
+        }
+        for (file_name, file_path) in sorted_entries(&path, &rel)? {
+            let Some(stem) = yaml_stem(&file_name) else {
+                continue;
+            };
+            if file_path.is_file() {
+                found.push(FoundProduct {
+                    domain: name.clone(),
+                    stem: stem.to_string(),
+                    rel: rel.join(&file_name),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn yaml_stem(file_name: &str) -> Option<&str> {
+    file_name
+        .strip_suffix(".yaml")
+        .or_else(|| file_name.strip_suffix(".yml"))
+}
+
+/// The entries of a folder by name, skipping dot files and names that are not UTF-8.
+fn sorted_entries(dir: &Path, rel: &Path) -> Result<Vec<(String, PathBuf)>, ProjectError> {
+    let io = |source| ProjectError::Io {
+        path: rel.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            entries.push((name, entry.path()));
+        }
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+fn load_product(
+    file: &SourceFile,
+    folder: &str,
+    stem: &str,
+    default_destination: Option<&ConnectorRef>,
+    interp: &mut Interpolator<'_>,
+) -> Result<Product, ProjectError> {
+    let raw: ProductFile = yaml::parse(&file.text, &file.rel)?;
+
+    let domain = DomainName::new(raw.domain.value.as_str()).map_err(|e| {
+        ProjectError::invalid(
+            file.at_span(&raw.domain, "domain"),
+            format!("{e}; it must be the name of the folder holding this file (`{folder}`)"),
+        )
+    })?;
+    if domain.as_str() != folder {
+        return Err(ProjectError::invalid(
+            file.at_span(&raw.domain, "domain"),
+            format!(
+                "the file is in folder `{DOMAINS_DIR}/{folder}` but says `domain: {domain}`; set `domain: {folder}` or move the file to {DOMAINS_DIR}/{domain}/"
+            ),
+        ));
+    }
+    let name = ProductName::new(raw.product.value.as_str()).map_err(|e| {
+        ProjectError::invalid(
+            file.at_span(&raw.product, "product"),
+            format!("{e}; it must be the file name without `.yaml` (`{stem}`)"),
+        )
+    })?;
+    if name.as_str() != stem {
+        return Err(ProjectError::invalid(
+            file.at_span(&raw.product, "product"),
+            format!(
+                "the file is named `{stem}` but says `product: {name}`; set `product: {stem}` or rename the file to {name}.yaml"
+            ),
+        ));
+    }
+
+    if raw.streams.value.is_empty() {
+        return Err(ProjectError::invalid(
+            file.at_span(&raw.streams, "streams"),
+            "a product needs at least one stream; add `- name: <stream>` entries (`weft connector discover` lists them)",
+        ));
+    }
+    let mut streams: Vec<StreamConfig> = Vec::with_capacity(raw.streams.value.len());
+    for (i, stream) in raw.streams.value.iter().enumerate() {
+        let config = load_stream(file, i, stream, interp)?;
+        if let Some(first) = streams.iter().position(|s| s.name == config.name) {
+            return Err(ProjectError::invalid(
+                file.at_span(&stream.value.name, format!("streams[{i}].name")),
+                format!(
+                    "stream `{}` is already defined at streams[{first}]; each stream may appear once per product",
+                    config.name
+                ),
+            ));
+        }
+        streams.push(config);
+    }
+
+    let source = file.connector(raw.source, "source", interp)?;
+    let destination = match raw.destination {
+        Some(d) => file.connector(d, "destination", interp)?,
+        None => match default_destination {
+            Some(d) => d.clone(),
+            None => {
+                return Err(ProjectError::invalid(
+                    file.at(None, "destination"),
+                    format!(
+                        "the product names no destination and {CONFIG_FILE} has no `defaults.destination`; add `destination: {{ connector: ..., config: {{...}} }}` to this file or a default to {CONFIG_FILE}"
+                    ),
+                ))
+            }
+        },
+    };
+
+    Ok(Product {
+        domain,
+        name,
+        owner: file.expand(&raw.owner, "owner", interp)?,
+        description: file.expand(&raw.description, "description", interp)?,
+        source,
+        streams,
+        destination,
+        schedule: raw
+            .schedule
+            .map(|s| file.expand(&s, "schedule", interp))
+            .transpose()?,
+        file: file.abs.clone(),
+    })
+}
+
+fn load_stream(
+    file: &SourceFile,
+    i: usize,
+    stream: &serde_saphyr::Spanned<StreamFile>,
+    interp: &mut Interpolator<'_>,
+) -> Result<StreamConfig, ProjectError> {
+    let raw = &stream.value;
+    let field = |name: &str| format!("streams[{i}].{name}");
+    let name = StreamName::new(raw.name.value.as_str()).map_err(|e| {
+        ProjectError::invalid(
+            file.at_span(&raw.name, field("name")),
+            format!("{e}; use the stream's name as `weft connector discover` shows it"),
+        )
+    })?;
+    let mode = raw.mode.as_ref().map_or(SyncMode::FullRefresh, |m| m.value);
+    let write = raw.write.as_ref().map_or(
+        match mode {
+            SyncMode::FullRefresh => WriteMode::Overwrite,
+            SyncMode::Incremental | SyncMode::Cdc => WriteMode::AppendDedup,
+        },
+        |w| w.value,
+    );
+    // Point at the most specific line we know: the `write:` or `mode:` line, else the stream.
+    let write_at = |name: String| match (&raw.write, &raw.mode) {
+        (Some(w), _) => file.at_span(w, name),
+        (None, Some(m)) => file.at_span(m, name),
+        (None, None) => file.at_span(stream, name),
+    };
+
+    if mode != SyncMode::FullRefresh && write == WriteMode::Overwrite {
+        return Err(ProjectError::invalid(
+            write_at(field("write")),
+            format!(
+                "{mode} streams cannot use write mode overwrite (each run would replace the table with only the rows read since the last one); use `write: append` or `write: append_dedup`"
+            ),
+        ));
+    }
+    let cursor = raw.cursor.clone().filter(|c| !c.trim().is_empty());
+    if mode == SyncMode::Incremental && cursor.is_none() {
+        let at = match &raw.mode {
+            Some(m) => file.at_span(m, field("cursor")),
+            None => file.at_span(stream, field("cursor")),
+        };
+        return Err(ProjectError::invalid(
+            at,
+            "incremental streams need a cursor column; add `cursor: <column>` (for example `updated_at`) or use `mode: full_refresh`",
+        ));
+    }
+    let primary_key = raw.primary_key.clone().filter(|k| !k.is_empty());
+    if write == WriteMode::AppendDedup && primary_key.is_none() {
+        return Err(ProjectError::invalid(
+            write_at(field("primary_key")),
+            "write mode append_dedup needs a primary key to keep the latest row per key; add `primary_key: [<column>]` or use `write: append`",
+        ));
+    }
+
+    let mut mappers = Vec::with_capacity(raw.mappers.len());
+    for (j, mapper) in raw.mappers.iter().enumerate() {
+        let mapper_field = |name: &str| format!("streams[{i}].mappers[{j}].{name}");
+        let invalid = |name: &str, message: String| {
+            ProjectError::invalid(file.at_span(mapper, mapper_field(name)), message)
+        };
+        let mapper = match mapper.value.clone() {
+            Mapper::Select(columns) if columns.is_empty() => {
+                return Err(invalid(
+                    "select",
+                    "lists no column; name the columns to keep".into(),
+                ))
+            }
+            Mapper::Filter { op, value, .. } if op.needs_value() && value.is_none() => {
+                return Err(invalid(
+                    "value",
+                    format!("filter op `{op}` needs a `value` to compare with; add one, or use `is_null` / `is_not_null`"),
+                ))
+            }
+            Mapper::Filter { op, value: Some(_), .. } if !op.needs_value() => {
+                return Err(invalid(
+                    "value",
+                    format!("filter op `{op}` takes no `value`; remove it"),
+                ))
+            }
+            Mapper::Filter {
+                column,
+                op,
+                value: Some(mut value),
+            } => {
+                interp
+                    .expand_json(&mut value)
+                    .map_err(|(path, e)| file.interp_error(format!("{}{path}", mapper_field("value")), e))?;
+                Mapper::Filter {
+                    column,
+                    op,
+                    value: Some(value),
+                }
+            }
+            Mapper::Hash {
+                column,
+                salt: Some(salt),
+            } => Mapper::Hash {
+                column,
+                salt: Some(file.expand(&salt, mapper_field("salt"), interp)?),
+            },
+            other => other,
+        };
+        mappers.push(mapper);
+    }
+
+    Ok(StreamConfig {
+        name,
+        mode,
+        write,
+        cursor,
+        primary_key,
+        columns: raw.columns.clone(),
+        mappers,
+    })
+}

@@ -1,0 +1,110 @@
+//! The values the state store keeps: stream keys, stored checkpoints, runs.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use weft_core::{Checkpoint, DomainName, ProductName, StreamName};
+
+/// Identifies one stream of one product of one domain. Displays as `domain/product/stream`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StreamKey {
+    pub domain: DomainName,
+    pub product: ProductName,
+    pub stream: StreamName,
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.domain, self.product, self.stream)
+    }
+}
+
+/// A stream's last recorded checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredState {
+    pub checkpoint: Checkpoint,
+    /// Grows by one with every write; the compare-and-set token.
+    pub generation: i64,
+    pub updated_at: DateTime<Utc>,
+    /// The run that recorded it.
+    pub run_id: String,
+}
+
+/// How a run or a stream of a run ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// The process died while the run was running.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The start of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStart {
+    pub run_id: String,
+    /// The selectors given on the command line (empty: everything).
+    pub selectors: Vec<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How one stream of a run went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamRun {
+    pub key: StreamKey,
+    pub status: RunStatus,
+    pub rows: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+}
+
+/// One run of the history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub selectors: Vec<String>,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    /// `None` while running (or if the process died; see [`RunStatus::Interrupted`]).
+    pub ended_at: Option<DateTime<Utc>>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+    /// Streams in the order they finished.
+    pub streams: Vec<StreamRun>,
+}

@@ -1,0 +1,565 @@
+//! [`SqliteStateStore`]: the state store in one SQLite file (WAL, `synchronous=FULL`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use weft_core::{Checkpoint, DomainName, ProductName, StreamName};
+
+use crate::error::{StateError, StateResult};
+use crate::model::{RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun};
+use crate::StateStore;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the ones applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE stream_state (
+    domain      TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    checkpoint  TEXT NOT NULL,
+    generation  INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    PRIMARY KEY (domain, product, stream)
+);
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY,
+    selectors   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    rows        INTEGER NOT NULL DEFAULT 0,
+    bytes       INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+);
+CREATE INDEX runs_started ON runs (started_at);
+CREATE INDEX runs_status ON runs (status);
+CREATE TABLE stream_runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    domain      TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    rows        INTEGER NOT NULL,
+    bytes       INTEGER NOT NULL,
+    error       TEXT,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT NOT NULL
+);
+CREATE INDEX stream_runs_run ON stream_runs (run_id);
+CREATE INDEX stream_runs_key ON stream_runs (domain, product, stream);
+"#];
+
+/// How long a writer waits for another process holding the database (a `weft sync status`
+/// reading while a sync writes) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state store in one SQLite file.
+///
+/// One connection behind a mutex: every method is one short transaction.
+pub struct SqliteStateStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStateStore {
+    /// Opens (creating it and its folders if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub fn open(path: &Path) -> StateResult<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StateError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // WAL lets readers (status commands) run beside a writing sync; FULL makes every
+        // recorded checkpoint survive a power loss, which the engine's guarantees rely on.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        move |source| StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: &'static str, message: impl ToString) -> StateError {
+        StateError::Corrupt {
+            path: self.path.clone(),
+            what,
+            message: message.to_string(),
+        }
+    }
+
+    fn time(&self, text: &str) -> StateResult<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| self.corrupt("timestamp", format!("{text:?}: {e}")))
+    }
+
+    fn status(&self, text: &str) -> StateResult<RunStatus> {
+        RunStatus::parse(text).ok_or_else(|| self.corrupt("run status", format!("{text:?}")))
+    }
+
+    fn key(&self, domain: String, product: String, stream: String) -> StateResult<StreamKey> {
+        Ok(StreamKey {
+            domain: DomainName::new(domain).map_err(|e| self.corrupt("stream key", e))?,
+            product: ProductName::new(product).map_err(|e| self.corrupt("stream key", e))?,
+            stream: StreamName::new(stream).map_err(|e| self.corrupt("stream key", e))?,
+        })
+    }
+
+    fn stored_state(&self, raw: RawState) -> StateResult<StoredState> {
+        let checkpoint = serde_json::from_str(&raw.checkpoint)
+            .map(Checkpoint)
+            .map_err(|e| self.corrupt("checkpoint", e))?;
+        Ok(StoredState {
+            checkpoint,
+            generation: raw.generation,
+            updated_at: self.time(&raw.updated_at)?,
+            run_id: raw.run_id,
+        })
+    }
+
+    fn stream_run(&self, raw: RawStreamRun) -> StateResult<StreamRun> {
+        Ok(StreamRun {
+            key: self.key(raw.domain, raw.product, raw.stream)?,
+            status: self.status(&raw.status)?,
+            rows: from_db_count(raw.rows),
+            bytes: from_db_count(raw.bytes),
+            error: raw.error,
+            started_at: self.time(&raw.started_at)?,
+            ended_at: self.time(&raw.ended_at)?,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
+    let open_err = |source| StateError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(open_err)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(open_err)?;
+    }
+    tx.commit().map_err(open_err)
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
+fn db_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// SQLite integers are signed; counts beyond `i64::MAX` cannot happen in practice.
+fn to_db_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_db_count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+struct RawState {
+    checkpoint: String,
+    generation: i64,
+    updated_at: String,
+    run_id: String,
+}
+
+struct RawStreamRun {
+    domain: String,
+    product: String,
+    stream: String,
+    status: String,
+    rows: i64,
+    bytes: i64,
+    error: Option<String>,
+    started_at: String,
+    ended_at: String,
+}
+
+const STREAM_RUN_COLUMNS: &str =
+    "domain, product, stream, status, rows, bytes, error, started_at, ended_at";
+
+fn raw_stream_run(row: &Row<'_>) -> rusqlite::Result<RawStreamRun> {
+    Ok(RawStreamRun {
+        domain: row.get(0)?,
+        product: row.get(1)?,
+        stream: row.get(2)?,
+        status: row.get(3)?,
+        rows: row.get(4)?,
+        bytes: row.get(5)?,
+        error: row.get(6)?,
+        started_at: row.get(7)?,
+        ended_at: row.get(8)?,
+    })
+}
+
+impl StateStore for SqliteStateStore {
+    fn get_state(&self, key: &StreamKey) -> StateResult<Option<StoredState>> {
+        let raw = self
+            .conn()
+            .query_row(
+                "SELECT checkpoint, generation, updated_at, run_id FROM stream_state
+                 WHERE domain = ?1 AND product = ?2 AND stream = ?3",
+                params![
+                    key.domain.as_str(),
+                    key.product.as_str(),
+                    key.stream.as_str()
+                ],
+                |r| {
+                    Ok(RawState {
+                        checkpoint: r.get(0)?,
+                        generation: r.get(1)?,
+                        updated_at: r.get(2)?,
+                        run_id: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())?;
+        raw.map(|raw| self.stored_state(raw)).transpose()
+    }
+
+    fn put_state(
+        &self,
+        key: &StreamKey,
+        checkpoint: &Checkpoint,
+        run_id: &str,
+        expected_generation: Option<i64>,
+    ) -> StateResult<i64> {
+        let json = serde_json::to_string(checkpoint).map_err(|e| self.corrupt("checkpoint", e))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        let ids = params![
+            key.domain.as_str(),
+            key.product.as_str(),
+            key.stream.as_str()
+        ];
+        let found: Option<i64> = tx
+            .query_row(
+                "SELECT generation FROM stream_state
+                 WHERE domain = ?1 AND product = ?2 AND stream = ?3",
+                ids,
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        if found != expected_generation {
+            return Err(StateError::Conflict {
+                key: key.to_string(),
+                expected: expected_generation,
+                found,
+            });
+        }
+        let generation = found.map_or(1, |g| g + 1);
+        tx.execute(
+            "INSERT INTO stream_state (domain, product, stream, checkpoint, generation, updated_at, run_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (domain, product, stream) DO UPDATE SET
+                checkpoint = excluded.checkpoint, generation = excluded.generation,
+                updated_at = excluded.updated_at, run_id = excluded.run_id",
+            params![
+                key.domain.as_str(),
+                key.product.as_str(),
+                key.stream.as_str(),
+                json,
+                generation,
+                db_time(&Utc::now()),
+                run_id
+            ],
+        )
+        .map_err(self.sql())?;
+        tx.commit().map_err(self.sql())?;
+        Ok(generation)
+    }
+
+    fn list_states(&self) -> StateResult<Vec<(StreamKey, StoredState)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT domain, product, stream, checkpoint, generation, updated_at, run_id
+                 FROM stream_state ORDER BY domain, product, stream",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?),
+                    RawState {
+                        checkpoint: r.get(3)?,
+                        generation: r.get(4)?,
+                        updated_at: r.get(5)?,
+                        run_id: r.get(6)?,
+                    },
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.sql())?;
+        rows.into_iter()
+            .map(|((d, p, s), raw)| Ok((self.key(d, p, s)?, self.stored_state(raw)?)))
+            .collect()
+    }
+
+    fn delete_state(&self, key: &StreamKey) -> StateResult<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM stream_state WHERE domain = ?1 AND product = ?2 AND stream = ?3",
+                params![
+                    key.domain.as_str(),
+                    key.product.as_str(),
+                    key.stream.as_str()
+                ],
+            )
+            .map_err(self.sql())?;
+        Ok(n > 0)
+    }
+
+    fn start_run(&self, run: &RunStart) -> StateResult<()> {
+        let selectors =
+            serde_json::to_string(&run.selectors).map_err(|e| self.corrupt("selectors", e))?;
+        self.conn()
+            .execute(
+                "INSERT INTO runs (run_id, selectors, status, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    run.run_id,
+                    selectors,
+                    RunStatus::Running.as_str(),
+                    db_time(&run.started_at)
+                ],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    fn finish_stream(&self, run_id: &str, stream: &StreamRun) -> StateResult<()> {
+        let conn = self.conn();
+        let known: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?1)",
+                [run_id],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())?;
+        if !known {
+            return Err(StateError::UnknownRun {
+                path: self.path.clone(),
+                run_id: run_id.to_string(),
+            });
+        }
+        conn.execute(
+            &format!(
+                "INSERT INTO stream_runs (run_id, {STREAM_RUN_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            params![
+                run_id,
+                stream.key.domain.as_str(),
+                stream.key.product.as_str(),
+                stream.key.stream.as_str(),
+                stream.status.as_str(),
+                to_db_count(stream.rows),
+                to_db_count(stream.bytes),
+                stream.error,
+                db_time(&stream.started_at),
+                db_time(&stream.ended_at)
+            ],
+        )
+        .map_err(self.sql())?;
+        Ok(())
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        rows: u64,
+        bytes: u64,
+        error: Option<&str>,
+        ended_at: DateTime<Utc>,
+    ) -> StateResult<()> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE runs SET status = ?2, rows = ?3, bytes = ?4, error = ?5, ended_at = ?6
+                 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    status.as_str(),
+                    to_db_count(rows),
+                    to_db_count(bytes),
+                    error,
+                    db_time(&ended_at)
+                ],
+            )
+            .map_err(self.sql())?;
+        if n == 0 {
+            return Err(StateError::UnknownRun {
+                path: self.path.clone(),
+                run_id: run_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn runs(&self, limit: usize) -> StateResult<Vec<RunRecord>> {
+        let conn = self.conn();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, selectors, status, started_at, ended_at, rows, bytes, error
+                 FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+            )
+            .map_err(self.sql())?;
+        type RawRun = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            Option<String>,
+        );
+        let raw: Vec<RawRun> = stmt
+            .query_map([limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql())?;
+        let mut streams_stmt = conn
+            .prepare(&format!(
+                "SELECT {STREAM_RUN_COLUMNS} FROM stream_runs WHERE run_id = ?1 ORDER BY id"
+            ))
+            .map_err(self.sql())?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (run_id, selectors, status, started_at, ended_at, rows, bytes, error) in raw {
+            let streams = streams_stmt
+                .query_map([&run_id], raw_stream_run)
+                .map_err(self.sql())?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self.sql())?
+                .into_iter()
+                .map(|s| self.stream_run(s))
+                .collect::<StateResult<Vec<_>>>()?;
+            out.push(RunRecord {
+                selectors: serde_json::from_str(&selectors)
+                    .map_err(|e| self.corrupt("selector list", e))?,
+                status: self.status(&status)?,
+                started_at: self.time(&started_at)?,
+                ended_at: ended_at.map(|t| self.time(&t)).transpose()?,
+                rows: from_db_count(rows),
+                bytes: from_db_count(bytes),
+                error,
+                streams,
+                run_id,
+            });
+        }
+        Ok(out)
+    }
+
+    fn last_stream_runs(&self) -> StateResult<Vec<(StreamRun, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {STREAM_RUN_COLUMNS}, run_id FROM (
+                    SELECT *, ROW_NUMBER() OVER (
+                        PARTITION BY domain, product, stream ORDER BY ended_at DESC, id DESC
+                    ) AS n FROM stream_runs
+                 ) WHERE n = 1 ORDER BY domain, product, stream"
+            ))
+            .map_err(self.sql())?;
+        let raw = stmt
+            .query_map([], |r| Ok((raw_stream_run(r)?, r.get::<_, String>(9)?)))
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.sql())?;
+        raw.into_iter()
+            .map(|(s, run_id)| Ok((self.stream_run(s)?, run_id)))
+            .collect()
+    }
+
+    fn mark_interrupted_runs(&self, now: DateTime<Utc>) -> StateResult<usize> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = ?1, ended_at = ?2,
+                    error = COALESCE(error, 'the weft process stopped before the run finished')
+                 WHERE status = ?3",
+                params![
+                    RunStatus::Interrupted.as_str(),
+                    db_time(&now),
+                    RunStatus::Running.as_str()
+                ],
+            )
+            .map_err(self.sql())
+    }
+}

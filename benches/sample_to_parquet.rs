@@ -86,7 +86,10 @@ fn main() {
         "reference ArrowWriter: {reference:>8.2} s  {:>12.0} rows/s",
         rate(reference)
     );
-    println!("weft sync run:         {weft:>8.2} s  {:>12.0} rows/s", rate(weft));
+    println!(
+        "weft sync run:         {weft:>8.2} s  {:>12.0} rows/s",
+        rate(weft)
+    );
     println!("weft peak RSS:         {rss:>8.1} MiB");
     println!(
         "ratio weft / reference: {:.3}  (goal ≤ 1.20)",

@@ -30,11 +30,11 @@ pub fn init(format: LogFormat, verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(RedactingStderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -15,7 +15,9 @@ use crate::logging::redact;
 
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();
-    table.load_preset(presets::UTF8_BORDERS_ONLY).set_header(header);
+    table
+        .load_preset(presets::UTF8_BORDERS_ONLY)
+        .set_header(header);
     table
 }
 
@@ -57,10 +59,8 @@ impl ProgressDisplay {
             } else {
                 ProgressDrawTarget::hidden()
             });
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix:<32} {msg}",
-            )
-            .expect("a valid template");
+            let style = ProgressStyle::with_template("{spinner} {prefix:<32} {msg}")
+                .expect("a valid template");
             let bars: Vec<ProgressBar> = streams
                 .iter()
                 .map(|s| {
@@ -126,7 +126,9 @@ pub fn report(report: &RunReport, format: OutputFormat) {
             println!("{}", redact(&json));
         }
         OutputFormat::Table => {
-            let mut t = table(["stream", "status", "rows", "size", "time", "rows/s", "error"]);
+            let mut t = table([
+                "stream", "status", "rows", "size", "time", "rows/s", "error",
+            ]);
             for s in &report.streams {
                 t.add_row([
                     s.stream.clone(),
@@ -161,7 +163,10 @@ pub fn status(
     for product in &project.products {
         for stream in &product.streams {
             let label = format!("{}/{}/{}", product.domain, product.name, stream.name);
-            let st = states.iter().find(|(k, _)| k.to_string() == label).map(|(_, s)| s);
+            let st = states
+                .iter()
+                .find(|(k, _)| k.to_string() == label)
+                .map(|(_, s)| s);
             let run = last.iter().find(|(r, _)| r.key.to_string() == label);
             rows.push(serde_json::json!({
                 "stream": label,
@@ -177,9 +182,19 @@ pub fn status(
         }
     }
     match format {
-        OutputFormat::Json => println!("{}", redact(&serde_json::to_string_pretty(&rows).expect("JSON"))),
+        OutputFormat::Json => println!(
+            "{}",
+            redact(&serde_json::to_string_pretty(&rows).expect("JSON"))
+        ),
         OutputFormat::Table => {
-            let mut t = table(["stream", "mode", "last run", "status", "rows", "checkpoint at"]);
+            let mut t = table([
+                "stream",
+                "mode",
+                "last run",
+                "status",
+                "rows",
+                "checkpoint at",
+            ]);
             for r in &rows {
                 let s = |k: &str| match &r[k] {
                     serde_json::Value::Null => "-".to_string(),
@@ -203,9 +218,21 @@ pub fn status(
 
 pub fn history(runs: &[RunRecord], format: OutputFormat) {
     match format {
-        OutputFormat::Json => println!("{}", redact(&serde_json::to_string_pretty(runs).expect("JSON"))),
+        OutputFormat::Json => println!(
+            "{}",
+            redact(&serde_json::to_string_pretty(runs).expect("JSON"))
+        ),
         OutputFormat::Table => {
-            let mut t = table(["run", "status", "started", "ended", "rows", "size", "selectors", "error"]);
+            let mut t = table([
+                "run",
+                "status",
+                "started",
+                "ended",
+                "rows",
+                "size",
+                "selectors",
+                "error",
+            ]);
             for r in runs {
                 t.add_row([
                     r.run_id.clone(),
@@ -216,7 +243,11 @@ pub fn history(runs: &[RunRecord], format: OutputFormat) {
                         .unwrap_or_else(|| "-".into()),
                     r.rows.to_string(),
                     human_bytes(r.bytes),
-                    if r.selectors.is_empty() { "(all)".into() } else { r.selectors.join(" ") },
+                    if r.selectors.is_empty() {
+                        "(all)".into()
+                    } else {
+                        r.selectors.join(" ")
+                    },
                     r.error.as_deref().map(redact).unwrap_or_default(),
                 ]);
             }

@@ -13,9 +13,16 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("shop");
     let out = weft(&["init", project.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A second init into the same folder is refused.
-    assert_eq!(weft(&["init", project.to_str().unwrap()]).status.code(), Some(2));
+    assert_eq!(
+        weft(&["init", project.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
 
     let run = |args: &[&str]| {
         let mut all = vec!["--project", project.to_str().unwrap()];
@@ -23,9 +30,16 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         weft(&all)
     };
     let out = run(&["sync", "run"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("sales/shop/orders") && stdout.contains("succeeded"), "{stdout}");
+    assert!(
+        stdout.contains("sales/shop/orders") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
 
     let lake = project.join("lake/sales/shop");
     assert_eq!(read_committed(&lake.join("orders")).num_rows(), 1_000_000);
@@ -40,14 +54,24 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         .as_any()
         .downcast_ref::<arrow::array::StringArray>()
         .unwrap();
-    assert!(email.iter().flatten().all(|e| e.len() == 64 && !e.contains('@')));
+    assert!(email
+        .iter()
+        .flatten()
+        .all(|e| e.len() == 64 && !e.contains('@')));
 
     // The second run picks up the sample's changes: 1000 new orders, one row per id.
     let out = run(&["sync", "run", "sales/shop/orders", "--format", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["status"], "succeeded");
-    assert_eq!(report["streams"][0]["rows"], 2000, "1000 updated + 1000 new orders");
+    assert_eq!(
+        report["streams"][0]["rows"], 2000,
+        "1000 updated + 1000 new orders"
+    );
     assert_eq!(read_committed(&lake.join("orders")).num_rows(), 1_001_000);
 
     let status = run(&["sync", "status", "--format", "json"]);
@@ -88,8 +112,18 @@ fn connector_list_spec_and_discover() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sample.yaml");
     std::fs::write(&cfg, "scale: 500\n").unwrap();
-    let out = weft(&["connector", "discover", "sample", "--config", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft(&[
+        "connector",
+        "discover",
+        "sample",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let catalog: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let orders = catalog
         .as_array()

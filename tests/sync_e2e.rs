@@ -10,7 +10,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch, sort_to_indices, take_record_batch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use weft_source_sample::{expected_rows, SampleConfig};
-use weft_testkit::{committed_files, visible_files, TestProject};
+use weft_testkit::{committed_files, manifest_checkpoint, visible_files, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -43,8 +43,15 @@ fn assert_same_rows(actual: &RecordBatch, expected: &RecordBatch) {
     let (a, e) = (sorted_by_id(actual), sorted_by_id(expected));
     assert_eq!(a.num_columns(), e.num_columns(), "column count");
     for (i, field) in e.schema().fields().iter().enumerate() {
-        let col = a.column_by_name(field.name()).unwrap_or_else(|| panic!("column {}", field.name()));
-        assert_eq!(col.data_type(), field.data_type(), "type of {}", field.name());
+        let col = a
+            .column_by_name(field.name())
+            .unwrap_or_else(|| panic!("column {}", field.name()));
+        assert_eq!(
+            col.data_type(),
+            field.data_type(),
+            "type of {}",
+            field.name()
+        );
         if col.as_ref() != e.column(i).as_ref() {
             let ids_a = a.column_by_name("id").unwrap().as_primitive::<Int64Type>();
             for row in 0..a.num_rows() {
@@ -63,7 +70,10 @@ fn assert_same_rows(actual: &RecordBatch, expected: &RecordBatch) {
 }
 
 fn assert_unique_ids(batch: &RecordBatch) {
-    let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     let mut v: Vec<i64> = ids.values().to_vec();
     v.sort_unstable();
     let before = v.len();
@@ -96,18 +106,35 @@ impl Rng {
     }
 }
 
+/// The sample version the lake's published checkpoint says is completely read, if any.
+fn completed_version(p: &TestProject, stream: &str) -> Option<u64> {
+    let cp = manifest_checkpoint(&p.stream_dir("sales", "shop", stream))?;
+    (cp["complete"] == true).then(|| cp["version"].as_u64().unwrap())
+}
+
 /// Starts `weft sync run` and SIGKILLs it after a random delay, `kills` times, calling `between`
-/// after each kill; then runs it to completion. Returns early if a run completes on its own.
-fn run_with_kills(p: &TestProject, rng: &mut Rng, kills: usize, mut between: impl FnMut()) -> usize {
+/// after each kill; then runs it to completion. Returns as soon as the lake has published
+/// `target` version completely (a kill can land just after a run finished its work), so no run
+/// starts a version beyond it.
+fn run_with_kills(
+    p: &TestProject,
+    rng: &mut Rng,
+    kills: usize,
+    target: u64,
+    mut between: impl FnMut(),
+) -> usize {
     let mut killed = 0;
     for _ in 0..kills {
+        if completed_version(p, "orders") == Some(target) {
+            return killed;
+        }
         let mut child = p
             .weft(["sync", "run", "--no-progress"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let delay = Duration::from_millis(150 + rng.next(2500));
+        let delay = Duration::from_millis(50 + rng.next(700));
         let start = Instant::now();
         while start.elapsed() < delay {
             if let Some(status) = child.try_wait().unwrap() {
@@ -115,14 +142,17 @@ fn run_with_kills(p: &TestProject, rng: &mut Rng, kills: usize, mut between: imp
                 assert!(status.success(), "a run ended on its own with {status}");
                 return killed;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         killed += 1;
         between();
     }
-    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    if completed_version(p, "orders") != Some(target) {
+        p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    }
+    assert_eq!(completed_version(p, "orders"), Some(target));
     killed
 }
 
@@ -154,26 +184,41 @@ const CHANGES: u64 = 5_000;
 fn overwrite_survives_kills_and_readers_never_see_half() {
     let mut rng = Rng::new("overwrite");
     let p = TestProject::with_lake(BIN, "100ms");
-    p.product("sales", "shop", &product(SCALE, CHANGES, "orders", "full_refresh", "overwrite"));
+    p.product(
+        "sales",
+        "shop",
+        &product(SCALE, CHANGES, "orders", "full_refresh", "overwrite"),
+    );
     // Version 0, killed a few times, then completed.
-    let killed = run_with_kills(&p, &mut rng, 3, || {});
+    let killed = run_with_kills(&p, &mut rng, 3, 0, || {});
     eprintln!("killed {killed} times");
     let v0 = expected(SCALE, CHANGES, "orders", 0);
     assert_same_rows(&p.read_stream("sales", "shop", "orders"), &v0);
 
-    // Version 1: while it is interrupted, readers keep seeing exactly version 0.
+    // Version 1: while it is interrupted, readers keep seeing exactly the published version.
     let dir = p.stream_dir("sales", "shop", "orders");
-    let v0_rows = v0.num_rows();
-    run_with_kills(&p, &mut rng, 3, || {
-        let visible = p.read_stream("sales", "shop", "orders");
-        assert_eq!(visible.num_rows(), v0_rows, "readers saw a half-written overwrite");
+    run_with_kills(&p, &mut rng, 3, 1, || {
+        let visible = p.read_stream("sales", "shop", "orders").num_rows() as u64;
+        let published = completed_version(&p, "orders").unwrap();
+        let config = SampleConfig::new(SCALE).with_changes_per_run(CHANGES);
+        let want: u64 = expected_rows(&config, "orders", published)
+            .map(|b| b.num_rows() as u64)
+            .sum();
+        assert_eq!(visible, want, "readers saw a half-written overwrite");
     });
-    assert_same_rows(&p.read_stream("sales", "shop", "orders"), &expected(SCALE, CHANGES, "orders", 1));
-    assert_eq!(visible_files(&dir), {
-        let mut c = committed_files(&dir);
-        c.sort();
-        c
-    }, "only committed files remain in the stream folder");
+    assert_same_rows(
+        &p.read_stream("sales", "shop", "orders"),
+        &expected(SCALE, CHANGES, "orders", 1),
+    );
+    assert_eq!(
+        visible_files(&dir),
+        {
+            let mut c = committed_files(&dir);
+            c.sort();
+            c
+        },
+        "only committed files remain in the stream folder"
+    );
     assert!(staging_is_empty(&dir));
 }
 
@@ -181,8 +226,12 @@ fn overwrite_survives_kills_and_readers_never_see_half() {
 fn full_refresh_append_resumes_into_exactly_one_copy() {
     let mut rng = Rng::new("append");
     let p = TestProject::with_lake(BIN, "100ms");
-    p.product("sales", "shop", &product(SCALE, 0, "orders", "full_refresh", "append"));
-    run_with_kills(&p, &mut rng, 4, || {});
+    p.product(
+        "sales",
+        "shop",
+        &product(SCALE, 0, "orders", "full_refresh", "append"),
+    );
+    run_with_kills(&p, &mut rng, 4, 0, || {});
     let lake = p.read_stream("sales", "shop", "orders");
     assert_unique_ids(&lake);
     assert_same_rows(&lake, &expected(SCALE, 0, "orders", 0));
@@ -192,7 +241,11 @@ fn full_refresh_append_resumes_into_exactly_one_copy() {
 fn incremental_dedup_survives_kills_and_crashes_between_commit_and_record() {
     let mut rng = Rng::new("dedup");
     let p = TestProject::with_lake(BIN, "100ms");
-    p.product("sales", "shop", &product(SCALE, CHANGES, "orders", "incremental", "append_dedup"));
+    p.product(
+        "sales",
+        "shop",
+        &product(SCALE, CHANGES, "orders", "incremental", "append_dedup"),
+    );
 
     // Crash right after the lake's third commit, before the state store hears of it.
     let out = p
@@ -201,11 +254,14 @@ fn incremental_dedup_survives_kills_and_crashes_between_commit_and_record() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "the failpoint must abort weft");
-    run_with_kills(&p, &mut rng, 3, || {});
-    assert_same_rows(&p.read_stream("sales", "shop", "orders"), &expected(SCALE, CHANGES, "orders", 0));
+    run_with_kills(&p, &mut rng, 3, 0, || {});
+    assert_same_rows(
+        &p.read_stream("sales", "shop", "orders"),
+        &expected(SCALE, CHANGES, "orders", 0),
+    );
 
     // The next run reads version 1: updated and new rows, settled to one row per id.
-    run_with_kills(&p, &mut rng, 2, || {});
+    run_with_kills(&p, &mut rng, 2, 1, || {});
     let lake = p.read_stream("sales", "shop", "orders");
     assert_unique_ids(&lake);
     assert_same_rows(&lake, &expected(SCALE, CHANGES, "orders", 1));
@@ -216,15 +272,21 @@ fn incremental_append_adds_exactly_the_changed_rows() {
     let mut rng = Rng::new("incremental-append");
     let scale = 1_000_000;
     let p = TestProject::with_lake(BIN, "100ms");
-    p.product("sales", "shop", &product(scale, CHANGES, "orders", "incremental", "append"));
+    p.product(
+        "sales",
+        "shop",
+        &product(scale, CHANGES, "orders", "incremental", "append"),
+    );
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let v0 = expected(scale, CHANGES, "orders", 0);
-    run_with_kills(&p, &mut rng, 3, || {});
+    run_with_kills(&p, &mut rng, 3, 1, || {});
 
     // Version 1's changes are the rows whose cursor moved past everything in version 0.
     let v1 = expected(scale, CHANGES, "orders", 1);
     let max_v0 = arrow::compute::max(
-        v0.column_by_name("updated_at").unwrap().as_primitive::<TimestampMicrosecondType>(),
+        v0.column_by_name("updated_at")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>(),
     )
     .unwrap();
     let moved = arrow::compute::kernels::cmp::gt(
@@ -235,7 +297,11 @@ fn incremental_append_adds_exactly_the_changed_rows() {
     )
     .unwrap();
     let changed = filter_record_batch(&v1, &moved).unwrap();
-    assert_eq!(changed.num_rows() as u64, 2 * CHANGES, "updated + added rows of version 1");
+    assert_eq!(
+        changed.num_rows() as u64,
+        2 * CHANGES,
+        "updated + added rows of version 1"
+    );
     let want = concat_batches(&v0.schema(), &[v0.clone(), changed]).unwrap();
 
     let lake = p.read_stream("sales", "shop", "orders");
@@ -269,14 +335,23 @@ fn incremental_append_adds_exactly_the_changed_rows() {
 #[test]
 fn ctrl_c_stops_cleanly_and_commits_nothing_half_done() {
     let p = TestProject::with_lake(BIN, "300ms");
-    p.product("sales", "shop", &product(SCALE, 0, "orders", "full_refresh", "append"));
+    p.product(
+        "sales",
+        "shop",
+        &product(CTRL_C_SCALE, 0, "orders", "full_refresh", "append"),
+    );
     let child = p
         .weft(["sync", "run", "--no-progress"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Interrupt right after the first commit, while most of the copy is still to come.
+    let dir = p.stream_dir("sales", "shop", "orders");
+    let start = Instant::now();
+    while manifest_checkpoint(&dir).is_none() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -286,7 +361,6 @@ fn ctrl_c_stops_cleanly_and_commits_nothing_half_done() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    let dir = p.stream_dir("sales", "shop", "orders");
     assert!(staging_is_empty(&dir), "uncommitted files were left behind");
     // What is visible is exactly what the manifest committed.
     let mut committed = committed_files(&dir);
@@ -298,8 +372,13 @@ fn ctrl_c_stops_cleanly_and_commits_nothing_half_done() {
 
     // The next run completes the copy from the last commit.
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
-    assert_same_rows(&p.read_stream("sales", "shop", "orders"), &expected(SCALE, 0, "orders", 0));
+    assert_same_rows(
+        &p.read_stream("sales", "shop", "orders"),
+        &expected(CTRL_C_SCALE, 0, "orders", 0),
+    );
 }
+
+const CTRL_C_SCALE: u64 = 5_000_000;
 
 use std::process::Command;
 
@@ -313,7 +392,11 @@ fn every_sample_stream_lands_with_its_logical_types() {
     );
     let out = p.run(["sync", "run", "--no-progress"]);
     out.expect_code(0);
-    assert!(out.stdout().contains("sales/shop/orders"), "{}", out.stdout());
+    assert!(
+        out.stdout().contains("sales/shop/orders"),
+        "{}",
+        out.stdout()
+    );
     for (stream, rows) in [("customers", 2000), ("orders", 20000), ("products", 200)] {
         let lake = p.read_stream("sales", "shop", stream);
         assert_eq!(lake.num_rows(), rows, "{stream}");

@@ -22,7 +22,11 @@ pub fn run(project: Option<PathBuf>, cmd: ConfigCommand) -> Result<ExitCode, Fai
                 "{}: {} product(s), {} stream(s): valid",
                 project.root.display(),
                 project.products.len(),
-                project.products.iter().map(|p| p.streams.len()).sum::<usize>()
+                project
+                    .products
+                    .iter()
+                    .map(|p| p.streams.len())
+                    .sum::<usize>()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -26,7 +26,9 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
                 OutputFormat::Json => {
                     let json: Vec<_> = rows
                         .iter()
-                        .map(|(k, n, d)| serde_json::json!({"kind": k, "name": n, "description": d}))
+                        .map(
+                            |(k, n, d)| serde_json::json!({"kind": k, "name": n, "description": d}),
+                        )
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&json).expect("JSON"));
                 }
@@ -69,7 +71,10 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
                     println!("{}: check succeeded", resolved.label);
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => Err(Failure::failed(format!("{}: check failed: {e}", resolved.label))),
+                Err(e) => Err(Failure::failed(format!(
+                    "{}: check failed: {e}",
+                    resolved.label
+                ))),
             }
         }
         ConnectorCommand::Discover(target) => {
@@ -80,11 +85,13 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             let source = registry
                 .build_source(&resolved.connector, &resolved.config, &resolved.ctx)
                 .map_err(Failure::config)?;
-            let catalog = source
-                .discover()
-                .await
-                .map_err(|e| Failure::failed(format!("{}: discover failed: {e}", resolved.label)))?;
-            println!("{}", serde_json::to_string_pretty(&catalog.to_json()).expect("JSON"));
+            let catalog = source.discover().await.map_err(|e| {
+                Failure::failed(format!("{}: discover failed: {e}", resolved.label))
+            })?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&catalog.to_json()).expect("JSON")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -130,7 +137,11 @@ fn resolve(project: Option<PathBuf>, target: &ConnectorTarget) -> Result<Resolve
                 "{}/{} {} `{}`",
                 product.domain,
                 product.name,
-                if kind == Kind::Source { "source" } else { "destination" },
+                if kind == Kind::Source {
+                    "source"
+                } else {
+                    "destination"
+                },
                 r.connector
             ),
         });

@@ -7,7 +7,10 @@ use crate::exit::Failure;
 
 /// The quickstart project, compiled in so `weft init` works from any installed binary.
 const FILES: &[(&str, &str)] = &[
-    ("weft.yaml", include_str!("../../configs/quickstart/weft.yaml")),
+    (
+        "weft.yaml",
+        include_str!("../../configs/quickstart/weft.yaml"),
+    ),
     (
         "domains/sales/shop.yaml",
         include_str!("../../configs/quickstart/domains/sales/shop.yaml"),
@@ -25,9 +28,8 @@ pub fn run(dir: &Path) -> Result<ExitCode, Failure> {
     for (name, content) in FILES {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                Failure::failed(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Failure::failed(format!("cannot create {}: {e}", parent.display())))?;
         }
         std::fs::write(&path, content)
             .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display())))?;

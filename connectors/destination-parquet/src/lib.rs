@@ -11,9 +11,11 @@
 //! - `commit` closes and fsyncs the files, moves them into the stream folder and atomically
 //!   replaces the manifest, checkpoint included; it returns once all of it is durable;
 //! - `overwrite` keeps the new generation in `_weft/staging/<generation>/` and records it in
-//!   the manifest as `pending_overwrite` at each commit, so readers keep the old table and a
+//!   the manifest as `pending` at each commit, so readers keep the old table and a
 //!   crashed run resumes; `finish` swaps it in with one manifest write;
-//! - `append_dedup` compacts to the latest row per key in `finish` (see [`dedup`]);
+//! - `append_dedup` stages its commits the same way and publishes in `finish`, compacted with
+//!   the published files to the latest row per key in the same manifest swap (see [`dedup`]),
+//!   so readers never see two rows for one key;
 //! - opening a stream removes whatever no manifest lists: the leftovers of a crash.
 
 mod config;
@@ -30,6 +32,6 @@ pub use config::LakeConfig;
 pub use destination::{ParquetLake, ParquetLakeFactory};
 pub use layout::stream_dir;
 pub use manifest::{
-    committed_files, read_manifest, ColumnSpec, DataFile, Manifest, PendingOverwrite,
+    committed_files, read_manifest, ColumnSpec, DataFile, Manifest, PendingGeneration,
 };
 pub use writer::LakeWriter;

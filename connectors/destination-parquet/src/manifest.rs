@@ -35,7 +35,7 @@ pub struct Manifest {
     pub committed_at: DateTime<Utc>,
     /// An overwrite generation committed but not yet published (its run has not finished).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_overwrite: Option<PendingOverwrite>,
+    pub pending: Option<PendingGeneration>,
 }
 
 /// A committed data file.
@@ -60,15 +60,23 @@ pub struct ColumnSpec {
     pub nullable: bool,
 }
 
-/// An overwrite run in progress: its files sit in `_weft/staging/<generation>/`.
+/// A run in progress whose commits are durable but not yet published (overwrite and
+/// append_dedup): its files sit in `_weft/staging/<generation>/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingOverwrite {
+pub struct PendingGeneration {
     pub generation: String,
+    /// The write mode that will publish it.
+    #[serde(default = "overwrite")]
+    pub write_mode: WriteMode,
     pub files: Vec<DataFile>,
     pub fields: Vec<ColumnSpec>,
     pub checkpoint: Option<Checkpoint>,
     pub run_id: String,
     pub updated_at: DateTime<Utc>,
+}
+
+fn overwrite() -> WriteMode {
+    WriteMode::Overwrite
 }
 
 impl Manifest {
@@ -83,13 +91,13 @@ impl Manifest {
             checkpoint: None,
             run_id: run_id.to_string(),
             committed_at: Utc::now(),
-            pending_overwrite: None,
+            pending: None,
         }
     }
 
     /// The highest data file sequence number in use, published or pending.
     pub(crate) fn max_seq(&self) -> u64 {
-        let pending = self.pending_overwrite.iter().flat_map(|p| p.files.iter());
+        let pending = self.pending.iter().flat_map(|p| p.files.iter());
         self.files
             .iter()
             .chain(pending)
@@ -174,12 +182,9 @@ pub fn read_manifest(stream_dir: &Path) -> Result<Option<Manifest>> {
             FORMAT_VERSION
         )));
     }
-    let pending = manifest
-        .pending_overwrite
-        .iter()
-        .flat_map(|p| p.files.iter());
+    let pending = manifest.pending.iter().flat_map(|p| p.files.iter());
     let generation_ok = manifest
-        .pending_overwrite
+        .pending
         .as_ref()
         .is_none_or(|p| is_plain_file_name(&p.generation));
     if let Some(bad) = manifest

@@ -28,7 +28,7 @@ pub(crate) fn recover(stream_dir: &Path, manifest: Option<&Manifest>) -> Result<
     let published: HashSet<&str> = manifest
         .map(|m| m.files.iter().map(|f| f.path.as_str()).collect())
         .unwrap_or_default();
-    let pending = manifest.and_then(|m| m.pending_overwrite.as_ref());
+    let pending = manifest.and_then(|m| m.pending.as_ref());
     let pending_files: HashSet<&str> = pending
         .map(|p| p.files.iter().map(|f| f.path.as_str()).collect())
         .unwrap_or_default();

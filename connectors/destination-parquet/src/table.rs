@@ -9,11 +9,12 @@ use parquet::file::properties::WriterProperties;
 use weft_core::arrow_schema::SchemaRef;
 use weft_core::{Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, WriteMode};
 
+use crate::dedup::Compaction;
 use crate::encoder::StagedFile;
 use crate::layout;
 use crate::manifest::{
     column_differences, columns_of, read_manifest, write_manifest, ColumnSpec, DataFile, Manifest,
-    PendingOverwrite,
+    PendingGeneration,
 };
 use crate::recovery::recover;
 
@@ -85,15 +86,17 @@ impl Table {
         // A pending overwrite generation is resumed only by an overwrite run with the same
         // schema; anything else restarts from scratch, so the generation is dropped first from
         // the manifest, then (by recovery) from the disk.
-        if let Some(pending) = &manifest.pending_overwrite {
-            let resumable = stream.write_mode == WriteMode::Overwrite && pending.fields == columns;
+        if let Some(pending) = &manifest.pending {
+            let resumable = stages(stream.write_mode)
+                && pending.write_mode == stream.write_mode
+                && pending.fields == columns;
             if !resumable {
                 tracing::info!(
                     stream = %target.stream,
                     generation = %pending.generation,
                     "dropping an unfinished overwrite generation"
                 );
-                manifest.pending_overwrite = None;
+                manifest.pending = None;
                 manifest.version += 1;
                 manifest.committed_at = Utc::now();
                 write_manifest(&dir, &manifest)?;
@@ -110,9 +113,11 @@ impl Table {
             );
         }
 
-        let (committed, generation) = match (&manifest.pending_overwrite, stream.write_mode) {
-            (Some(p), WriteMode::Overwrite) => (p.checkpoint.clone(), Some(p.generation.clone())),
-            (None, WriteMode::Overwrite) => (
+        let (committed, generation) = match &manifest.pending {
+            Some(p) if stages(stream.write_mode) => {
+                (p.checkpoint.clone(), Some(p.generation.clone()))
+            }
+            None if stages(stream.write_mode) => (
                 manifest.checkpoint.clone(),
                 Some(uuid::Uuid::new_v4().simple().to_string()),
             ),
@@ -164,6 +169,44 @@ impl Table {
 
     /// Makes `staged` (already fsynced) part of the table together with `checkpoint`.
     pub fn commit(&mut self, staged: Vec<StagedFile>, checkpoint: &Checkpoint) -> Result<()> {
+        let next = self.next_commit(staged, checkpoint)?;
+        write_manifest(&self.dir, &next)?;
+        self.manifest = next;
+        Ok(())
+    }
+
+    /// The end of a run: commits `staged` with the final `checkpoint` and publishes, with a
+    /// single manifest write. A crash before it leaves the previous commit as the truth, so the
+    /// final checkpoint never becomes durable without its publication.
+    pub fn finish(
+        &mut self,
+        staged: Vec<StagedFile>,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<Compaction>> {
+        if self.generation.is_none() {
+            self.commit(staged, checkpoint)?;
+            return Ok(None);
+        }
+        let on_disk = self.manifest.clone();
+        // Overwrite and append_dedup: the final commit stays in memory; the publish writes it.
+        self.manifest = self.next_commit(staged, checkpoint)?;
+        let published = match self.mode {
+            WriteMode::AppendDedup => self.publish_dedup(),
+            _ => self.publish_overwrite().map(|()| None),
+        };
+        if published.is_err() {
+            self.manifest = on_disk;
+        }
+        published
+    }
+
+    /// The manifest that commits `staged` with `checkpoint` (moving files into the stream
+    /// folder for modes that publish at each commit).
+    fn next_commit(
+        &mut self,
+        staged: Vec<StagedFile>,
+        checkpoint: &Checkpoint,
+    ) -> Result<Manifest> {
         let mut next = self.next_manifest();
         let new_files = staged.iter().map(|f| DataFile {
             path: f.name.clone(),
@@ -173,14 +216,16 @@ impl Table {
         });
         match &self.generation {
             Some(generation) => {
-                // Overwrite: record the generation, leave the published table alone.
-                let mut files = match &self.manifest.pending_overwrite {
+                // Overwrite and append_dedup: record the generation, leave the published table
+                // alone until the run publishes it.
+                let mut files = match &self.manifest.pending {
                     Some(p) if &p.generation == generation => p.files.clone(),
                     _ => Vec::new(),
                 };
                 files.extend(new_files);
-                next.pending_overwrite = Some(PendingOverwrite {
+                next.pending = Some(PendingGeneration {
                     generation: generation.clone(),
+                    write_mode: self.mode,
                     files,
                     fields: self.columns.clone(),
                     checkpoint: Some(checkpoint.clone()),
@@ -202,14 +247,12 @@ impl Table {
                 next.checkpoint = Some(checkpoint.clone());
             }
         }
-        write_manifest(&self.dir, &next)?;
-        self.manifest = next;
-        Ok(())
+        Ok(next)
     }
 
     /// Overwrite: swaps the committed generation in as the table, then deletes the old files.
     pub fn publish_overwrite(&mut self) -> Result<()> {
-        let Some(pending) = self.manifest.pending_overwrite.clone() else {
+        let Some(pending) = self.manifest.pending.clone() else {
             return Ok(());
         };
         let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
@@ -223,7 +266,7 @@ impl Table {
         next.fields = pending.fields;
         next.checkpoint = pending.checkpoint;
         next.write_mode = WriteMode::Overwrite;
-        next.pending_overwrite = None;
+        next.pending = None;
         write_manifest(&self.dir, &next)?;
         let old = std::mem::replace(&mut self.manifest, next);
 
@@ -237,11 +280,50 @@ impl Table {
         Ok(())
     }
 
+    /// append_dedup: publishes the committed generation together with the published files,
+    /// settled to the latest row per key, in one manifest swap.
+    pub fn publish_dedup(&mut self) -> Result<Option<Compaction>> {
+        let Some(pending) = self.manifest.pending.clone() else {
+            return Ok(None);
+        };
+        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
+        for f in &pending.files {
+            layout::rename(&gen_dir.join(&f.path), &self.dir.join(&f.path))?;
+        }
+        layout::fsync_dir(&self.dir)?;
+
+        // The manifest compaction starts from: published plus pending files, the pending
+        // checkpoint, no pending generation. Written only by the compaction's single swap (a
+        // crash before it leaves the on-disk manifest, whose recovery moves the files back).
+        let mut combined = self.next_manifest();
+        combined.files.extend(pending.files.iter().cloned());
+        combined.fields = pending.fields.clone();
+        combined.checkpoint = pending.checkpoint.clone();
+        combined.write_mode = WriteMode::AppendDedup;
+        combined.pending = None;
+        self.manifest = combined;
+        let compaction = match crate::dedup::compact(self)? {
+            Some(stats) => Some(stats),
+            None => {
+                write_manifest(&self.dir, &self.manifest)?;
+                None
+            }
+        };
+        layout::remove_dir_all(&gen_dir)?;
+        self.generation = None;
+        Ok(compaction)
+    }
+
     /// Drops whatever is not committed (files of the encoder, files moved by a failed commit).
     pub fn discard_uncommitted(&self) -> Result<()> {
         recover(&self.dir, Some(&self.manifest))?;
         layout::create_dirs(&self.encoder_dir())
     }
+}
+
+/// Whether a write mode stages its commits in a generation published at the end of the run.
+fn stages(mode: WriteMode) -> bool {
+    matches!(mode, WriteMode::Overwrite | WriteMode::AppendDedup)
 }
 
 /// `append_dedup` needs a key; key and cursor columns must exist in the written schema.

@@ -4,9 +4,8 @@
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use weft_core::arrow_schema::SchemaRef;
-use weft_core::{Checkpoint, ConnectorError, Result, StreamWriter, WriteMode};
+use weft_core::{Checkpoint, ConnectorError, Result, StreamWriter};
 
-use crate::dedup;
 use crate::encoder::Encoder;
 use crate::manifest::{column_differences, columns_of};
 use crate::table::Table;
@@ -129,26 +128,29 @@ impl StreamWriter for LakeWriter {
     }
 
     async fn finish(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.commit_inner(checkpoint).await?;
-        let mode = self.table.as_ref().map(|t| t.mode);
-        match mode {
-            Some(WriteMode::Overwrite) => self.blocking(|t| t.publish_overwrite()).await?,
-            Some(WriteMode::AppendDedup) => {
-                let label = self.label.clone();
-                if let Some(stats) = self.blocking(dedup::compact).await? {
+        self.usable()?;
+        let staged = self.encoder.seal().await?;
+        let cp = checkpoint.clone();
+        match self.blocking(move |t| t.finish(staged, &cp)).await {
+            Ok(compaction) => {
+                if let Some(stats) = compaction {
                     tracing::info!(
-                        stream = %label,
+                        stream = %self.label,
                         rows_before = stats.rows_before,
                         rows_after = stats.rows_after,
                         files_rewritten = stats.files_rewritten,
                         "compacted to the latest row per key"
                     );
                 }
+                self.committed = Some(checkpoint.clone());
+                self.finished = true;
+                Ok(())
             }
-            _ => {}
+            Err(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
         }
-        self.finished = true;
-        Ok(())
     }
 
     async fn abort(&mut self) -> Result<()> {

@@ -234,11 +234,7 @@ async fn overwrite_survives_a_crash_mid_generation_and_publishes_on_finish() {
         "readers still see the old table"
     );
     assert_eq!(read_rows(&old_files), rows(&[(1, "old1"), (2, "old2")]));
-    let pending = read_manifest(&dir)
-        .unwrap()
-        .unwrap()
-        .pending_overwrite
-        .unwrap();
+    let pending = read_manifest(&dir).unwrap().unwrap().pending.unwrap();
     assert_eq!(pending.checkpoint, Some(cp(10)));
     assert_eq!(pending.files.len(), 1);
 
@@ -272,7 +268,7 @@ async fn overwrite_survives_a_crash_mid_generation_and_publishes_on_finish() {
         );
     }
     let manifest = read_manifest(&dir).unwrap().unwrap();
-    assert_eq!(manifest.pending_overwrite, None);
+    assert_eq!(manifest.pending, None);
     assert_eq!(manifest.checkpoint, Some(cp(12)));
     assert_eq!(
         data_files(&dir).len(),
@@ -636,6 +632,71 @@ async fn append_dedup_keeps_the_latest_row_per_multi_column_key() {
 }
 
 #[tokio::test]
+async fn append_dedup_publishes_settled_at_finish_and_resumes_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = dir_of(root);
+    let s = dedup_schema();
+    let stream = configured(
+        &s,
+        WriteMode::AppendDedup,
+        &["region", "id"],
+        Some("updated"),
+    );
+    let dest = lake(root, json!({}));
+
+    // Run 1 publishes two keys.
+    let mut w = dest.open(&target("r1"), &stream, s.clone()).await.unwrap();
+    w.write(dedup_batch(&[
+        ("eu", 1, Some(1), "a"),
+        ("eu", 2, Some(1), "b"),
+    ]))
+    .await
+    .unwrap();
+    w.finish(&cp(1)).await.unwrap();
+    drop(w);
+    let published = committed_files(&dir).unwrap();
+
+    // Run 2 commits an update mid-run, then "crashes" (dropped without finish): readers still
+    // see run 1's rows only, never a duplicate key, and the commit is not lost.
+    let mut w = dest.open(&target("r2"), &stream, s.clone()).await.unwrap();
+    w.write(dedup_batch(&[("eu", 1, Some(2), "a2")]))
+        .await
+        .unwrap();
+    w.commit(&cp(2)).await.unwrap();
+    drop(w);
+    assert_eq!(committed_files(&dir).unwrap(), published);
+    assert_eq!(read_dedup(&published).len(), 2);
+
+    // The rerun resumes from the pending checkpoint and publishes everything settled.
+    let mut w = dest.open(&target("r3"), &stream, s.clone()).await.unwrap();
+    assert_eq!(w.committed_checkpoint(), Some(cp(2)));
+    w.write(dedup_batch(&[("eu", 3, Some(2), "c")]))
+        .await
+        .unwrap();
+    w.finish(&cp(3)).await.unwrap();
+    drop(w);
+    let got = read_dedup(&committed_files(&dir).unwrap());
+    assert_eq!(
+        got,
+        vec![
+            ("eu".to_string(), 1, Some(2), "a2".to_string()),
+            ("eu".to_string(), 2, Some(1), "b".to_string()),
+            ("eu".to_string(), 3, Some(2), "c".to_string()),
+        ]
+    );
+    let manifest = read_manifest(&dir).unwrap().unwrap();
+    assert_eq!(manifest.pending, None);
+    assert_eq!(manifest.checkpoint, Some(cp(3)));
+    assert_eq!(
+        data_files(&dir).len(),
+        manifest.files.len(),
+        "{:?}",
+        all_files(&dir)
+    );
+}
+
+#[tokio::test]
 async fn append_dedup_without_cursor_keeps_the_last_arrival() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -893,10 +954,7 @@ async fn an_unfinished_overwrite_is_dropped_when_the_stream_is_reopened_in_appen
         None,
         "the generation was never published"
     );
-    assert_eq!(
-        read_manifest(&dir).unwrap().unwrap().pending_overwrite,
-        None
-    );
+    assert_eq!(read_manifest(&dir).unwrap().unwrap().pending, None);
     assert!(data_files(&dir).is_empty(), "{:?}", all_files(&dir));
     w.write(batch(&[2], &["append"])).await.unwrap();
     w.finish(&cp(2)).await.unwrap();

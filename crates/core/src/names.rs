@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn rejects_names_that_could_escape_a_folder() {
-        for bad in ["", ".", "..", "../../x", "a/b", "a\\b", "x\0y", "_weft", ".hidden", "a\nb"] {
+        for bad in [
+            "", ".", "..", "../../x", "a/b", "a\\b", "x\0y", "_weft", ".hidden", "a\nb",
+        ] {
             let err = StreamName::new(bad).unwrap_err();
             assert_eq!(err.kind, "stream", "{bad:?}");
         }
@@ -145,6 +147,9 @@ mod tests {
     #[test]
     fn deserialising_validates() {
         let err = serde_json::from_str::<DomainName>("\"..\"").unwrap_err();
-        assert!(err.to_string().contains("`.` and `..` are not names"), "{err}");
+        assert!(
+            err.to_string().contains("`.` and `..` are not names"),
+            "{err}"
+        );
     }
 }

@@ -21,8 +21,11 @@ pub trait Source: Send + Sync {
     /// The stream yields record batches and, now and then, checkpoints; the last message of a
     /// complete read is a checkpoint covering everything. It must yield batches that match the
     /// descriptor's schema (or announce a [`crate::SourceMessage::SchemaChange`] first).
-    async fn read(&self, stream: &ConfiguredStream, state: Option<&Checkpoint>)
-        -> Result<MessageStream>;
+    async fn read(
+        &self,
+        stream: &ConfiguredStream,
+        state: Option<&Checkpoint>,
+    ) -> Result<MessageStream>;
 
     /// Everything up to `checkpoint` is durable in the destination and recorded in the state
     /// store. Sources holding server-side positions (replication slots) advance them here, and

@@ -30,9 +30,20 @@ pub struct MapperError {
 enum Step {
     /// Keep these column indices, in this order.
     Project(Vec<usize>),
-    Hash { index: usize, salt: Vec<u8> },
-    Mask { index: usize, keep_last: usize, mask_char: char },
-    Filter { index: usize, op: FilterOp, value: Option<ArrayRef> },
+    Hash {
+        index: usize,
+        salt: Vec<u8>,
+    },
+    Mask {
+        index: usize,
+        keep_last: usize,
+        mask_char: char,
+    },
+    Filter {
+        index: usize,
+        op: FilterOp,
+        value: Option<ArrayRef>,
+    },
 }
 
 /// The mappers of one stream, compiled against its source schema.
@@ -70,20 +81,27 @@ impl MapperChain {
         let mut steps = Vec::new();
 
         let find = |fields: &[Field], name: &str, index: usize, kind: &'static str| {
-            fields.iter().position(|f| f.name() == name).ok_or_else(|| MapperError {
-                index,
-                kind,
-                message: format!(
-                    "no column `{name}`; the columns at this point are: {}",
-                    fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            })
+            fields
+                .iter()
+                .position(|f| f.name() == name)
+                .ok_or_else(|| MapperError {
+                    index,
+                    kind,
+                    message: format!(
+                        "no column `{name}`; the columns at this point are: {}",
+                        fields
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })
         };
 
         let project = |fields: &mut Vec<Field>,
-                           origins: &mut Vec<String>,
-                           keep: Vec<usize>,
-                           steps: &mut Vec<Step>| {
+                       origins: &mut Vec<String>,
+                       keep: Vec<usize>,
+                       steps: &mut Vec<Step>| {
             *fields = keep.iter().map(|&i| fields[i].clone()).collect();
             *origins = keep.iter().map(|&i| origins[i].clone()).collect();
             steps.push(Step::Project(keep));
@@ -160,19 +178,23 @@ impl MapperChain {
                             return Err(MapperError {
                                 index,
                                 kind,
-                                message: format!("`{op}` needs a `value` to compare `{column}` with"),
+                                message: format!(
+                                    "`{op}` needs a `value` to compare `{column}` with"
+                                ),
                             })
                         }
-                        (_, Some(v)) => Some(scalar_for(v, fields[at].data_type()).map_err(
-                            |e| MapperError {
-                                index,
-                                kind,
-                                message: format!(
-                                    "value {v} does not fit column `{column}` of type {}: {e}",
-                                    fields[at].data_type()
-                                ),
-                            },
-                        )?),
+                        (_, Some(v)) => {
+                            Some(scalar_for(v, fields[at].data_type()).map_err(|e| {
+                                MapperError {
+                                    index,
+                                    kind,
+                                    message: format!(
+                                        "value {v} does not fit column `{column}` of type {}: {e}",
+                                        fields[at].data_type()
+                                    ),
+                                }
+                            })?)
+                        }
                     };
                     steps.push(Step::Filter {
                         index: at,
@@ -264,7 +286,11 @@ impl MapperChain {
     }
 }
 
-fn check_castable_to_text(field: &Field, index: usize, kind: &'static str) -> Result<(), MapperError> {
+fn check_castable_to_text(
+    field: &Field,
+    index: usize,
+    kind: &'static str,
+) -> Result<(), MapperError> {
     if arrow::compute::can_cast_types(field.data_type(), &DataType::Utf8) {
         Ok(())
     } else {
@@ -354,7 +380,11 @@ fn hash_column(column: &ArrayRef, salt: &[u8]) -> Result<ArrayRef, ArrowError> {
 }
 
 /// Replaces every character but the last `keep_last` with `mask_char`; nulls stay null.
-fn mask_column(column: &ArrayRef, keep_last: usize, mask_char: char) -> Result<ArrayRef, ArrowError> {
+fn mask_column(
+    column: &ArrayRef,
+    keep_last: usize,
+    mask_char: char,
+) -> Result<ArrayRef, ArrowError> {
     let text = as_text(column)?;
     let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
     let mut buf = String::new();
@@ -389,7 +419,11 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 3])),
-                Arc::new(StringArray::from(vec![Some("a@x.org"), None, Some("c@x.org")])),
+                Arc::new(StringArray::from(vec![
+                    Some("a@x.org"),
+                    None,
+                    Some("c@x.org"),
+                ])),
                 Arc::new(StringArray::from(vec!["open", "cancelled", "open"])),
             ],
         )
@@ -430,10 +464,18 @@ mod tests {
         assert_eq!(out.num_rows(), 1);
         let ids = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(ids.value(0), 3);
-        let email = out.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let email = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         let expected = hex::encode(Sha256::digest(b"pepperc@x.org"));
         assert_eq!(email.value(0), expected);
-        let state = out.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let state = out
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(state.value(0), "***n");
         assert_eq!(out.schema().field(2).name(), "state");
     }
@@ -442,11 +484,19 @@ mod tests {
     fn select_drop_and_columns() {
         let b = batch();
         let cols = vec!["status".to_string(), "id".to_string(), "email".to_string()];
-        let chain =
-            MapperChain::compile(&b.schema(), Some(&cols), &[Mapper::Drop(vec!["email".into()])])
-                .unwrap();
+        let chain = MapperChain::compile(
+            &b.schema(),
+            Some(&cols),
+            &[Mapper::Drop(vec!["email".into()])],
+        )
+        .unwrap();
         let out = chain.apply(b).unwrap();
-        let names: Vec<_> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = out
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, ["status", "id"]);
         assert_eq!(chain.output_name("email"), None);
     }
@@ -454,12 +504,8 @@ mod tests {
     #[test]
     fn unknown_column_is_named_with_what_exists() {
         let b = batch();
-        let err = MapperChain::compile(
-            &b.schema(),
-            None,
-            &[Mapper::Drop(vec!["nope".into()])],
-        )
-        .unwrap_err();
+        let err = MapperChain::compile(&b.schema(), None, &[Mapper::Drop(vec!["nope".into()])])
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "mapper #1 (drop): no column `nope`; the columns at this point are: id, email, status"
@@ -479,7 +525,11 @@ mod tests {
             }],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("does not fit column `id` of type Int64"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not fit column `id` of type Int64"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,18 +35,23 @@ impl Registry {
     }
 
     pub fn source(&self, name: &str) -> Result<&dyn SourceFactory, EngineError> {
-        self.sources().find(|f| f.name() == name).ok_or_else(|| {
-            EngineError::UnknownConnector {
+        self.sources()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| EngineError::UnknownConnector {
                 kind: "source",
                 name: name.to_string(),
-                known: self.sources().map(|f| f.name()).collect::<Vec<_>>().join(", "),
-            }
-        })
+                known: self
+                    .sources()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     pub fn destination(&self, name: &str) -> Result<&dyn DestinationFactory, EngineError> {
-        self.destinations().find(|f| f.name() == name).ok_or_else(|| {
-            EngineError::UnknownConnector {
+        self.destinations()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| EngineError::UnknownConnector {
                 kind: "destination",
                 name: name.to_string(),
                 known: self
@@ -54,8 +59,7 @@ impl Registry {
                     .map(|f| f.name())
                     .collect::<Vec<_>>()
                     .join(", "),
-            }
-        })
+            })
     }
 
     pub fn build_source(

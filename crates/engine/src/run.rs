@@ -227,7 +227,8 @@ impl PreparedRun {
                 let plan = match plan_stream(product_config, config, &catalog) {
                     Ok(plan) => plan,
                     Err(message) => {
-                        let message = format!("{}: stream `{}`: {message}", product.file, config.name);
+                        let message =
+                            format!("{}: stream `{}`: {message}", product.file, config.name);
                         progress.set_phase(Phase::Failed);
                         tasks.push(tokio::spawn(ready_outcome(
                             key.clone(),
@@ -264,6 +265,7 @@ impl PreparedRun {
                     } else {
                         job.run(cancel).await
                     };
+                    progress.set_phase(phase_of(&outcome));
                     (key, progress, outcome, started)
                 }));
             }
@@ -285,11 +287,6 @@ impl PreparedRun {
                 Err(StreamStop::Cancelled) => (RunStatus::Cancelled, None),
                 Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
             };
-            progress.set_phase(match status {
-                RunStatus::Succeeded => Phase::Succeeded,
-                RunStatus::Cancelled => Phase::Cancelled,
-                _ => Phase::Failed,
-            });
             if let Some(e) = &error {
                 error!(stream = %key, "{e}");
             }
@@ -346,6 +343,14 @@ impl PreparedRun {
         )?;
         info!(run_id = %self.run_id, status = %status, rows = report.rows(), "sync run ended");
         Ok(report)
+    }
+}
+
+fn phase_of(outcome: &Result<(), StreamStop>) -> Phase {
+    match outcome {
+        Ok(()) => Phase::Succeeded,
+        Err(StreamStop::Cancelled) => Phase::Cancelled,
+        Err(StreamStop::Failed(_)) => Phase::Failed,
     }
 }
 

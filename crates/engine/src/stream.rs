@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorError, Destination, Source, SourceMessage,
-    StreamTarget, StreamWriter,
+    Checkpoint, ConfiguredStream, ConnectorError, Destination, Source, SourceMessage, StreamTarget,
+    StreamWriter,
 };
 use weft_state::{StateStore, StreamKey};
 
@@ -141,7 +141,12 @@ impl StreamJob {
         generation: &mut Option<i64>,
         cancel: &CancellationToken,
     ) -> Result<(), StreamStop> {
+        // The latest checkpoint not yet committed, and whether its commit is due. A due commit
+        // waits for the next message: if the stream ends instead, the checkpoint is the final
+        // one and goes to `finish`, so a final checkpoint never becomes durable without the
+        // publication that goes with it (overwrite swaps, dedup settles).
         let mut pending: Option<Checkpoint> = None;
+        let mut due = false;
         let mut last_committed: Option<Checkpoint> = None;
         let mut last_commit = Instant::now();
         loop {
@@ -150,6 +155,14 @@ impl StreamJob {
                 _ = cancel.cancelled() => return Err(StreamStop::Cancelled),
                 item = rx.recv() => item,
             };
+            if item.is_some() && due {
+                if let Some(checkpoint) = pending.take() {
+                    self.commit(writer, &checkpoint, generation, false).await?;
+                    last_commit = Instant::now();
+                    last_committed = Some(checkpoint);
+                }
+                due = false;
+            }
             match item {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
@@ -160,14 +173,8 @@ impl StreamJob {
                         .map_err(|e| self.fail("destination", e))?;
                 }
                 Some(Ok(Item::Checkpoint(checkpoint))) => {
-                    if last_commit.elapsed() >= self.commit_interval {
-                        self.commit(writer, &checkpoint, generation, false).await?;
-                        last_commit = Instant::now();
-                        pending = None;
-                        last_committed = Some(checkpoint);
-                    } else {
-                        pending = Some(checkpoint);
-                    }
+                    due = last_commit.elapsed() >= self.commit_interval;
+                    pending = Some(checkpoint);
                 }
             }
         }

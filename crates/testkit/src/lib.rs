@@ -2,6 +2,8 @@
 //! binary against them, and reading a Parquet lake back with the parquet crate alone (an
 //! independent reader: nothing of weft's writer is used to read).
 
+pub mod pg;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,5 @@
+//! Placeholder: the benchmark is being written.
+
+fn main() {
+    println!("not yet measured");
+}

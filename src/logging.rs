@@ -1,7 +1,9 @@
 //! Log setup: text or JSON lines on stderr, scrubbed of every secret the project loaded.
 
 use std::io::{self, Write};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+use indicatif::MultiProgress;
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -10,6 +12,22 @@ use weft_mesh::Redactor;
 use crate::cli::LogFormat;
 
 static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+
+/// While a live progress display is drawn, log lines are printed above it rather than
+/// through it.
+static PROGRESS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+pub fn route_logs_through(multi: MultiProgress) {
+    if let Ok(mut p) = PROGRESS.lock() {
+        *p = Some(multi);
+    }
+}
+
+pub fn stop_routing_logs() {
+    if let Ok(mut p) = PROGRESS.lock() {
+        *p = None;
+    }
+}
 
 /// Registers the project's secrets: from now on they are scrubbed from logs and errors.
 pub fn set_redactor(redactor: Redactor) {
@@ -60,7 +78,16 @@ impl Write for LineBuffer {
 impl Drop for LineBuffer {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.0);
-        let _ = io::stderr().write_all(redact(&text).as_bytes());
+        let text = redact(&text);
+        let progress = PROGRESS.lock().ok().and_then(|p| p.clone());
+        match progress {
+            Some(multi) => {
+                let _ = multi.println(text.trim_end());
+            }
+            None => {
+                let _ = io::stderr().write_all(text.as_bytes());
+            }
+        }
     }
 }
 

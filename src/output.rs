@@ -59,8 +59,12 @@ impl ProgressDisplay {
             } else {
                 ProgressDrawTarget::hidden()
             });
-            let style = ProgressStyle::with_template("{spinner} {prefix:<32} {msg}")
-                .expect("a valid template");
+            if tty {
+                crate::logging::route_logs_through(multi.clone());
+            }
+            let style = ProgressStyle::with_template("{spinner} {prefix:<30} {bar:24} {msg}")
+                .expect("a valid template")
+                .progress_chars("█▌ ");
             let bars: Vec<ProgressBar> = streams
                 .iter()
                 .map(|s| {
@@ -83,6 +87,10 @@ impl ProgressDisplay {
                 for (s, bar) in streams.iter().zip(&bars) {
                     let line = progress_line(s);
                     if tty {
+                        if let Some(estimate) = s.estimate() {
+                            bar.set_length(estimate);
+                            bar.set_position(s.rows().min(estimate));
+                        }
                         bar.set_message(line);
                         bar.tick();
                     } else if s.phase() == Phase::Reading || s.phase() == Phase::Finishing {
@@ -93,6 +101,7 @@ impl ProgressDisplay {
             for bar in bars {
                 bar.finish_and_clear();
             }
+            crate::logging::stop_routing_logs();
         });
         Self { stop, task }
     }
@@ -109,14 +118,13 @@ fn progress_line(s: &StreamProgress) -> String {
         .estimate()
         .map(|e| format!(" of ~{e}"))
         .unwrap_or_default();
+    let phase = format!("{:?}", s.phase()).to_lowercase();
     format!(
-        "{:?}: {} rows{of}, {}, {} rows/s",
-        s.phase(),
+        "{phase}: {} rows{of}, {}, {} rows/s",
         s.rows(),
         human_bytes(s.bytes()),
         rate(s.rows(), secs)
     )
-    .to_lowercase()
 }
 
 pub fn report(report: &RunReport, format: OutputFormat) {

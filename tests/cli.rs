@@ -164,3 +164,23 @@ fn config_schema_describes_product_files() {
         assert!(text.contains(field), "{field} missing from the schema");
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product(
+        "sales",
+        "shop",
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: orders\n",
+    );
+    let out = p.run(["--log-format", "json", "sync", "run", "--no-progress"]);
+    out.expect_code(0);
+    let lines: Vec<serde_json::Value> = out
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|l| l["fields"]["message"] == "sync run ended" && l["fields"]["status"] == "succeeded"));
+}

@@ -2,7 +2,7 @@
 //! any row moves.
 
 use weft_core::{Catalog, ConfiguredStream, SyncMode, WriteMode};
-use weft_mesh::{Product, StreamConfig};
+use weft_mesh::StreamConfig;
 
 use crate::mappers::MapperChain;
 
@@ -16,7 +16,6 @@ pub(crate) struct StreamPlan {
 
 /// Plans one configured stream; the error is worded for the product file's author.
 pub(crate) fn plan_stream(
-    product: &Product,
     config: &StreamConfig,
     catalog: &Catalog,
 ) -> Result<StreamPlan, String> {
@@ -106,7 +105,6 @@ pub(crate) fn plan_stream(
         None => None,
     };
 
-    let _ = product;
     let source_stream = ConfiguredStream {
         descriptor: descriptor.clone(),
         sync_mode: config.mode,

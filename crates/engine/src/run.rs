@@ -46,7 +46,6 @@ struct ProductRun {
     source: Arc<dyn Source>,
     destination: Arc<dyn Destination>,
     streams: Vec<(weft_mesh::StreamConfig, StreamKey, Arc<StreamProgress>)>,
-    product_index: usize,
 }
 
 /// A run whose connectors are built and whose configs are valid, ready to execute.
@@ -54,7 +53,6 @@ pub struct PreparedRun {
     run_id: String,
     selectors: Vec<String>,
     products: Vec<ProductRun>,
-    project_products: Vec<weft_mesh::Product>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
 }
@@ -148,25 +146,18 @@ pub fn prepare(
                 (s.clone(), key, progress)
             })
             .collect();
-        let product_index = project
-            .products
-            .iter()
-            .position(|p| p.domain == product.domain && p.name == product.name)
-            .unwrap_or(0);
         products.push(ProductRun {
             label,
             file,
             source: Arc::from(source),
             destination: Arc::from(destination),
             streams,
-            product_index,
         });
     }
     Ok(PreparedRun {
         run_id: new_run_id(),
         selectors,
         products,
-        project_products: project.products.clone(),
         state,
         options,
     })
@@ -222,9 +213,8 @@ impl PreparedRun {
                 }
             };
             let Some(catalog) = catalog else { continue };
-            let product_config = &self.project_products[product.product_index];
             for (config, key, progress) in &product.streams {
-                let plan = match plan_stream(product_config, config, &catalog) {
+                let plan = match plan_stream(config, &catalog) {
                     Ok(plan) => plan,
                     Err(message) => {
                         let message =

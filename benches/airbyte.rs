@@ -1,5 +1,99 @@
-//! Placeholder: the benchmark is being written.
+//! Airbyte faker → Parquet lake, against the faker writing the same records to /dev/null,
+//! measured in the same run.
+//!
+//! `cargo bench --bench airbyte` (records: `WEFT_BENCH_ROWS`, default 1,000,000, of the faker's
+//! `users` stream). Installs `airbyte-source-faker==7.2.1` through weft into
+//! `target/weft-test-venvs` first (not timed), then times the connector alone (`read` to
+//! /dev/null) and `weft sync run` of the same stream, and prints the ratio (weft's overhead:
+//! goal ≤ 1.10).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 fn main() {
-    println!("not yet measured");
+    let rows: u64 = std::env::var("WEFT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/weft-test-venvs");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        project.join("weft.yaml"),
+        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
+    )
+    .expect("weft.yaml");
+    let faker = serde_json::json!({"count": rows, "seed": 1, "records_per_slice": 10000, "always_updated": true, "parallelism": 1});
+    std::fs::write(
+        project.join("domains/bench/fake.yaml"),
+        format!(
+            "product: fake\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: airbyte\n  config:\n    package: airbyte-source-faker==7.2.1\n    config: {faker}\nstreams:\n  - name: users\n    mode: full_refresh\n    write: overwrite\n"
+        ),
+    )
+    .expect("product");
+    let weft = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .arg("--project")
+            .arg(&project)
+            .args(args)
+            .env("WEFT_CONNECTOR_CACHE", &cache)
+            .output()
+            .expect("run weft");
+        assert!(
+            out.status.success(),
+            "weft {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Installs the package (untimed) and checks the connector runs.
+    weft(&["connector", "check", "bench/fake"]);
+    let exe = std::fs::read_dir(&cache)
+        .expect("venv cache")
+        .flatten()
+        .map(|e| e.path().join("bin/source-faker"))
+        .find(|p| p.exists() && p.to_string_lossy().contains("airbyte-source-faker-__7.2.1"))
+        .expect("source-faker installed");
+    println!("airbyte faker → parquet, users stream, {rows} records");
+
+    // Reference: the connector alone, its output thrown away.
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, faker.to_string()).expect("config");
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(
+        &catalog,
+        serde_json::json!({"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["full_refresh"]}, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}).to_string(),
+    )
+    .expect("catalog");
+    let start = Instant::now();
+    let status = Command::new(&exe)
+        .args(["read", "--config"])
+        .arg(&config)
+        .arg("--catalog")
+        .arg(&catalog)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the faker");
+    let reference = start.elapsed().as_secs_f64();
+    assert!(status.success());
+
+    let start = Instant::now();
+    weft(&["sync", "run", "bench/fake/users", "--no-progress"]);
+    let synced = start.elapsed().as_secs_f64();
+
+    let rate = |secs: f64| rows as f64 / secs;
+    println!(
+        "faker read > /dev/null: {reference:>8.2} s  {:>10.0} records/s",
+        rate(reference)
+    );
+    println!(
+        "weft sync run:          {synced:>8.2} s  {:>10.0} records/s",
+        rate(synced)
+    );
+    println!(
+        "ratio weft / faker alone: {:.3}  (goal ≤ 1.10)",
+        synced / reference
+    );
 }

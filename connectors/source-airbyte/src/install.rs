@@ -1,0 +1,460 @@
+//! Installing PyPI connectors: one virtualenv per requirement and Python version, cached and
+//! shared between projects, created under a file lock so concurrent runs install once.
+//!
+//! Without a pinned `python`, interpreters on PATH (`python3.N`) are tried newest first: a
+//! version pip refuses (Requires-Python) or on which the connector fails to start (`spec`) is
+//! skipped, and the error lists every attempt.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weft_core::{ConnectorError, Result};
+
+/// File written last into a complete virtualenv, naming its connector executable.
+const MARKER: &str = "weft-installed.json";
+/// How long the `spec` smoke test may take (a cold start imports a lot of Python).
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A PyPI requirement: a distribution name plus an optional version specifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub name: String,
+    pub spec: String,
+}
+
+impl Requirement {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let end = text
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            .unwrap_or(text.len());
+        let (name, spec) = text.split_at(end);
+        let spec = spec.trim();
+        let bad = || {
+            Err(format!(
+                "`{text}` is not a PyPI requirement; write a package name with an optional \
+                 version, e.g. `airbyte-source-faker==7.2.1`"
+            ))
+        };
+        if name.is_empty() || name.starts_with(['-', '.', '_']) {
+            return bad();
+        }
+        // Only version specifiers: no URLs, paths, options or environment markers.
+        if !spec
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=<>!~.,* ".contains(c))
+        {
+            return bad();
+        }
+        Ok(Self {
+            name: name.to_string(),
+            spec: spec.replace(' ', ""),
+        })
+    }
+
+    /// PEP 503 normalised name (`Airbyte_Source.Faker` → `airbyte-source-faker`).
+    pub fn normalised_name(&self) -> String {
+        normalise(&self.name)
+    }
+
+    fn cache_key(&self) -> String {
+        let mut key = self.normalised_name();
+        if !self.spec.is_empty() {
+            key.push('-');
+            key.extend(self.spec.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            }));
+        }
+        key
+    }
+
+    fn as_pip_arg(&self) -> String {
+        format!("{}{}", self.name, self.spec)
+    }
+}
+
+fn normalise(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = if matches!(c, '.' | '_' | '-') {
+            '-'
+        } else {
+            c.to_ascii_lowercase()
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `"3.10"` into its minor version.
+pub fn parse_python_version(text: &str) -> Result<u32, String> {
+    text.trim()
+        .strip_prefix("3.")
+        .and_then(|m| m.parse::<u32>().ok())
+        .ok_or_else(|| format!("`{text}` is not a Python version; write it like \"3.10\""))
+}
+
+/// Where connector virtualenvs live.
+pub fn cache_root() -> Result<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("WEFT_CONNECTOR_CACHE") {
+        return Ok(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return Ok(dir.join("weft").join("connectors"));
+    }
+    if let Some(home) = var("HOME") {
+        return Ok(home.join(".cache").join("weft").join("connectors"));
+    }
+    Err(ConnectorError::Other(
+        "no cache folder for connector virtualenvs: set WEFT_CONNECTOR_CACHE (or HOME)".into(),
+    ))
+}
+
+/// An installed connector.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    /// The connector's console script.
+    pub executable: PathBuf,
+    /// The Python version of its virtualenv (`3.11`).
+    pub python: String,
+}
+
+/// The `python3.N` interpreters on PATH, newest first.
+pub fn interpreters() -> Vec<u32> {
+    let mut found: Vec<u32> = (6..=30)
+        .rev()
+        .filter(|minor| find_on_path(&format!("python3.{minor}")).is_some())
+        .collect();
+    found.dedup();
+    found
+}
+
+/// The first executable file called `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Installs `requirement` (once) and returns its executable.
+pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Installed> {
+    let req = Requirement::parse(requirement).map_err(|e| ConnectorError::config("package", e))?;
+    let root = cache_root()?;
+    fs::create_dir_all(&root).map_err(|e| ConnectorError::io("creating", &root, e))?;
+    let candidates: Vec<u32> = match python {
+        Some(v) => vec![parse_python_version(v).map_err(|e| ConnectorError::config("python", e))?],
+        None => interpreters(),
+    };
+    let venv_of = |minor: u32| root.join(format!("{}-py3.{minor}", req.cache_key()));
+    let ready = |candidates: &[u32]| {
+        candidates
+            .iter()
+            .find_map(|&minor| read_marker(&venv_of(minor)))
+    };
+    if let Some(done) = ready(&candidates) {
+        return Ok(done);
+    }
+    if candidates.is_empty() {
+        return Err(ConnectorError::Other(format!(
+            "cannot install `{requirement}`: no Python 3 interpreter (`python3.N`) found on \
+             PATH; install Python 3.10 or newer, or run an installed connector with `command`"
+        )));
+    }
+    let lock_path = root.join(format!("{}.lock", req.cache_key()));
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| ConnectorError::io("creating", &lock_path, e))?;
+    lock.lock()
+        .map_err(|e| ConnectorError::io("locking", &lock_path, e))?;
+    // Another process may have installed it while we waited for the lock.
+    if let Some(done) = ready(&candidates) {
+        return Ok(done);
+    }
+    let mut attempts = Vec::new();
+    for &minor in &candidates {
+        let interpreter = format!("python3.{minor}");
+        let Some(interpreter_path) = find_on_path(&interpreter) else {
+            return Err(ConnectorError::Other(format!(
+                "cannot install `{requirement}`: {interpreter} is not on PATH; install Python \
+                 3.{minor}, or remove `python` to use another installed version (found: {})",
+                list_versions(&interpreters())
+            )));
+        };
+        let venv = venv_of(minor);
+        tracing::info!(package = %requirement, python = %interpreter, venv = %venv.display(), "installing the Airbyte connector");
+        match install_into(&req, &interpreter_path, &venv) {
+            Ok(executable) => {
+                let installed = Installed {
+                    executable,
+                    python: format!("3.{minor}"),
+                };
+                let marker = venv.join(MARKER);
+                fs::write(&marker, serde_json::to_vec(&installed).expect("JSON"))
+                    .map_err(|e| ConnectorError::io("writing", &marker, e))?;
+                return Ok(installed);
+            }
+            Err(Attempt::Fatal(message)) => {
+                let _ = fs::remove_dir_all(&venv);
+                return Err(ConnectorError::Other(format!(
+                    "cannot install `{requirement}` with Python 3.{minor}: {message}"
+                )));
+            }
+            Err(Attempt::TryAnother(message)) => {
+                let _ = fs::remove_dir_all(&venv);
+                tracing::info!(package = %requirement, "Python 3.{minor} does not work: {message}");
+                attempts.push(format!("Python 3.{minor}: {message}"));
+            }
+        }
+    }
+    let hint = if python.is_some() {
+        format!(
+            "set `python` to another installed version ({}), or remove it to try them all",
+            list_versions(&interpreters())
+        )
+    } else {
+        "install a Python version the package supports (see its Requires-Python on PyPI) and \
+         set `python`, e.g. `python: \"3.10\"`"
+            .to_string()
+    };
+    Err(ConnectorError::Other(format!(
+        "cannot install `{requirement}`: {}; {hint}",
+        attempts.join("; ")
+    )))
+}
+
+fn list_versions(minors: &[u32]) -> String {
+    if minors.is_empty() {
+        return "none".into();
+    }
+    minors
+        .iter()
+        .map(|m| format!("3.{m}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn read_marker(venv: &Path) -> Option<Installed> {
+    let installed: Installed = serde_json::from_slice(&fs::read(venv.join(MARKER)).ok()?).ok()?;
+    is_executable(&installed.executable).then_some(installed)
+}
+
+enum Attempt {
+    /// This interpreter does not fit; another may.
+    TryAnother(String),
+    /// No interpreter will help (the package does not exist, the network is down…).
+    Fatal(String),
+}
+
+fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<PathBuf, Attempt> {
+    let _ = fs::remove_dir_all(venv);
+    let out = run_quiet(
+        Command::new(interpreter).arg("-m").arg("venv").arg(venv),
+        Duration::from_secs(300),
+    )
+    .map_err(Attempt::Fatal)?;
+    if !out.0 {
+        let text = out.1;
+        let hint = if text.contains("ensurepip") || text.contains("No module named venv") {
+            " (this Python lacks venv/pip support; on Debian/Ubuntu install the python3.N-venv \
+             package)"
+        } else {
+            ""
+        };
+        return Err(Attempt::TryAnother(format!(
+            "creating the virtualenv failed: {}{hint}",
+            last_lines(&text, 3)
+        )));
+    }
+    let python = venv.join("bin").join("python");
+    let out = run_quiet(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+            ])
+            .arg(req.as_pip_arg()),
+        Duration::from_secs(1800),
+    )
+    .map_err(Attempt::Fatal)?;
+    if !out.0 {
+        let text = out.1;
+        if text.contains("require a different python version") || text.contains("Requires-Python") {
+            return Err(Attempt::TryAnother(
+                "the package does not support this Python version (Requires-Python)".into(),
+            ));
+        }
+        if text.contains("No matching distribution found")
+            || text.contains("Could not find a version")
+        {
+            return Err(Attempt::Fatal(format!(
+                "pip found no such package on PyPI; check the name and version (pip: {})",
+                last_lines(&text, 2)
+            )));
+        }
+        if text.contains("Failed to establish a new connection")
+            || text.contains("Temporary failure in name resolution")
+            || text.contains("Max retries exceeded")
+        {
+            return Err(Attempt::Fatal(format!(
+                "PyPI is unreachable; check the network or a pip proxy (pip: {})",
+                last_lines(&text, 2)
+            )));
+        }
+        return Err(Attempt::TryAnother(format!(
+            "pip install failed: {}",
+            last_lines(&text, 4)
+        )));
+    }
+    let executable = console_script(req, venv).ok_or_else(|| {
+        Attempt::Fatal(format!(
+            "the package installs no console script to run; is `{}` an Airbyte connector?",
+            req.name
+        ))
+    })?;
+    // A connector that cannot even print its spec (an import error on this Python) is no use.
+    let out =
+        run_quiet(Command::new(&executable).arg("spec"), SMOKE_TIMEOUT).map_err(Attempt::Fatal)?;
+    if !out.0 || !out.1.contains("\"SPEC\"") {
+        return Err(Attempt::TryAnother(format!(
+            "the connector does not start (`{} spec`): {}",
+            executable.display(),
+            last_lines(&out.1, 3)
+        )));
+    }
+    Ok(executable)
+}
+
+/// The package's console script: from its `entry_points.txt`, preferring the name without the
+/// `airbyte-` prefix (`airbyte-source-faker` → `source-faker`).
+fn console_script(req: &Requirement, venv: &Path) -> Option<PathBuf> {
+    let bin = venv.join("bin");
+    let wanted = req.normalised_name();
+    let short = wanted
+        .strip_prefix("airbyte-")
+        .unwrap_or(&wanted)
+        .to_string();
+    let mut scripts = Vec::new();
+    for lib in fs::read_dir(venv.join("lib")).ok()?.flatten() {
+        let site = lib.path().join("site-packages");
+        for entry in fs::read_dir(&site).into_iter().flatten().flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file_name.strip_suffix(".dist-info") else {
+                continue;
+            };
+            let dist = stem.rsplit_once('-').map_or(stem, |(n, _)| n);
+            if normalise(dist) != wanted {
+                continue;
+            }
+            let text =
+                fs::read_to_string(entry.path().join("entry_points.txt")).unwrap_or_default();
+            let mut in_scripts = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with('[') {
+                    in_scripts = line == "[console_scripts]";
+                } else if in_scripts {
+                    if let Some((name, _)) = line.split_once('=') {
+                        scripts.push(name.trim().to_string());
+                    }
+                }
+            }
+        }
+    }
+    scripts.sort_by_key(|s| s != &short);
+    scripts
+        .into_iter()
+        .chain([short])
+        .map(|s| bin.join(s))
+        .find(|p| is_executable(p))
+}
+
+/// Runs a command with stdout+stderr captured; (success, output), or an error if it cannot
+/// start or outlives `timeout`.
+fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(bool, String), String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+    let log = dir.path().join("out.log");
+    let file = fs::File::create(&log).map_err(|e| format!("cannot create a temp file: {e}"))?;
+    let file2 = file.try_clone().map_err(|e| e.to_string())?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(file2)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{program} took longer than {}s and was stopped",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    Ok((status.success(), text))
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_are_names_and_version_specifiers_only() {
+        let r = Requirement::parse("Airbyte_Source.Faker == 7.2.1").unwrap();
+        assert_eq!(r.normalised_name(), "airbyte-source-faker");
+        assert_eq!(r.as_pip_arg(), "Airbyte_Source.Faker==7.2.1");
+        assert_eq!(r.cache_key(), "airbyte-source-faker-__7.2.1");
+        for bad in [
+            "",
+            "--index-url=http://x",
+            "./local",
+            "x @ https://evil",
+            "x; os_name",
+        ] {
+            assert!(Requirement::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn python_versions() {
+        assert_eq!(parse_python_version("3.10"), Ok(10));
+        assert!(parse_python_version("2.7").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Running a connector: its input files in a private temp dir, stdout read line by line, stderr
+//! captured into the log, and a watchdog that kills it when it stalls or nobody reads anymore.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weft_core::{ConnectorError, Result};
+
+use crate::redact::Redactor;
+
+/// How many stderr lines are kept for error messages.
+const STDERR_TAIL: usize = 20;
+
+/// The connector to run: an executable plus leading arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub argv: Vec<String>,
+    /// The Python version of a package's virtualenv, for hints on import errors.
+    pub python: Option<String>,
+    /// Where it runs: the project folder, so relative paths in `command` work.
+    pub cwd: Option<PathBuf>,
+}
+
+impl Program {
+    /// A short name for messages (`source-faker`).
+    pub fn label(&self) -> String {
+        let first = self.argv.first().map(String::as_str).unwrap_or("?");
+        let base = std::path::Path::new(first)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| first.to_string());
+        match self.argv.get(1) {
+            Some(script) if base.starts_with("python") => format!("{base} {script}"),
+            _ => base,
+        }
+    }
+}
+
+/// Input files (config, catalog, state) in a private temp dir, removed on drop.
+pub struct Inputs {
+    dir: tempfile::TempDir,
+}
+
+impl Inputs {
+    pub fn new() -> Result<Self> {
+        // tempfile creates the folder 0700: configs hold secrets.
+        let dir = tempfile::Builder::new()
+            .prefix("weft-airbyte-")
+            .tempdir()
+            .map_err(|e| ConnectorError::io("creating", std::env::temp_dir(), e))?;
+        Ok(Self { dir })
+    }
+
+    /// Writes `value` as `name` (mode 0600) and returns its path.
+    pub fn write(&self, name: &str, value: &serde_json::Value) -> Result<PathBuf> {
+        use std::io::Write;
+        let path = self.dir.path().join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| ConnectorError::io("creating", &path, e))?;
+        file.write_all(&serde_json::to_vec(value).expect("JSON serialises"))
+            .map_err(|e| ConnectorError::io("writing", &path, e))?;
+        Ok(path)
+    }
+}
+
+/// Whether to keep reading after a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Option<ExitStatus>,
+    /// The watchdog killed it: no output for longer than the timeout.
+    pub stalled: bool,
+    /// Killed because the reader went away or `on_line` asked to stop.
+    pub stopped: bool,
+    /// Lines read from stdout.
+    pub lines: u64,
+    /// The last stderr lines, redacted.
+    pub stderr_tail: Vec<String>,
+}
+
+struct Watch {
+    last: Mutex<Instant>,
+    busy: AtomicBool,
+    done: AtomicBool,
+    stalled: AtomicBool,
+    stopped: AtomicBool,
+}
+
+/// Runs `program args…`, handing each stdout line (1-based number, bytes without the line
+/// end) to `on_line`. `abandoned` is polled by the watchdog: when it says yes, the connector is
+/// killed. Time spent inside `on_line` (waiting for the engine) never counts as a stall.
+pub fn run(
+    program: &Program,
+    args: &[OsString],
+    timeout: Duration,
+    redactor: &Redactor,
+    abandoned: Box<dyn Fn() -> bool + Send>,
+    mut on_line: impl FnMut(u64, &[u8]) -> Flow,
+) -> Result<Outcome> {
+    let label = program.label();
+    let mut command = Command::new(&program.argv[0]);
+    if let Some(dir) = &program.cwd {
+        command.current_dir(dir);
+    }
+    let mut child = command
+        .args(&program.argv[1..])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("PYTHONUNBUFFERED", "1")
+        .spawn()
+        .map_err(|e| {
+            ConnectorError::Other(format!(
+                "cannot run the Airbyte connector `{}`: {e}; check that `command` names an \
+                 installed executable",
+                program.argv[0]
+            ))
+        })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let child = Arc::new(Mutex::new(child));
+
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let (stderr_done_tx, stderr_done) = std::sync::mpsc::channel::<()>();
+    {
+        let tail = tail.clone();
+        let redactor = redactor.clone();
+        let label = label.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = redactor.redact(String::from_utf8_lossy(&line).trim_end());
+                line.clear();
+                if text.trim().is_empty() {
+                    continue;
+                }
+                tracing::info!(connector = %label, "stderr: {text}");
+                let mut tail = tail.lock().expect("stderr tail lock");
+                if tail.len() == STDERR_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(text);
+            }
+            let _ = stderr_done_tx.send(());
+        });
+    }
+
+    let watch = Arc::new(Watch {
+        last: Mutex::new(Instant::now()),
+        busy: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+        stalled: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+    });
+    let watchdog = {
+        let watch = watch.clone();
+        let child = child.clone();
+        let tick = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        std::thread::spawn(move || {
+            while !watch.done.load(Ordering::SeqCst) {
+                std::thread::sleep(tick);
+                let idle = watch.last.lock().expect("watch lock").elapsed();
+                let stalled = !watch.busy.load(Ordering::SeqCst) && idle > timeout;
+                let gone = abandoned();
+                if (stalled || gone) && !watch.done.load(Ordering::SeqCst) {
+                    let flag = if stalled {
+                        &watch.stalled
+                    } else {
+                        &watch.stopped
+                    };
+                    flag.store(true, Ordering::SeqCst);
+                    let _ = child.lock().expect("child lock").kill();
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut reader = BufReader::with_capacity(1 << 20, stdout);
+    let mut line = Vec::with_capacity(64 * 1024);
+    let mut lines = 0u64;
+    let mut read_error = None;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+        lines += 1;
+        *watch.last.lock().expect("watch lock") = Instant::now();
+        let mut end = line.len();
+        while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        if line[..end].iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        watch.busy.store(true, Ordering::SeqCst);
+        let flow = on_line(lines, &line[..end]);
+        watch.busy.store(false, Ordering::SeqCst);
+        *watch.last.lock().expect("watch lock") = Instant::now();
+        if flow == Flow::Stop {
+            watch.stopped.store(true, Ordering::SeqCst);
+            let _ = child.lock().expect("child lock").kill();
+            break;
+        }
+    }
+    // The watchdog keeps running until the connector has exited, so a connector that closes
+    // stdout but never exits is killed too.
+    let status = loop {
+        if let Some(status) = child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .map_err(|e| ConnectorError::Other(format!("waiting for `{label}` failed: {e}")))?
+        {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    watch.done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    // A grandchild may hold stderr open; do not wait for it forever.
+    let _ = stderr_done.recv_timeout(Duration::from_secs(2));
+    if let Some(e) = read_error {
+        tracing::warn!(connector = %label, "reading the connector's output failed: {e}");
+    }
+    let stderr_tail = tail
+        .lock()
+        .expect("stderr tail lock")
+        .iter()
+        .cloned()
+        .collect();
+    Ok(Outcome {
+        status: Some(status),
+        stalled: watch.stalled.load(Ordering::SeqCst),
+        stopped: watch.stopped.load(Ordering::SeqCst),
+        lines,
+        stderr_tail,
+    })
+}

@@ -1,0 +1,505 @@
+//! The binary COPY format decoded straight into Arrow builders: no text round trip, no per-row
+//! allocation. [`CopyDecoder::feed`] takes the byte stream in whatever chunks it arrives,
+//! parses complete tuples and cuts a [`RecordBatch`] every `batch_size` rows.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder,
+    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder, UInt32Builder,
+};
+use arrow_array::types::IntervalMonthDayNano;
+use arrow_array::{ArrayRef, ListArray, RecordBatch};
+use arrow_schema::{Field, SchemaRef};
+use bytes::{Buf, BytesMut};
+
+use crate::numeric::Numeric;
+use crate::types::Kind;
+
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+
+/// Where a row's resume position comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// No position (unsplit reads).
+    None,
+    /// An integer key column of the output (its index).
+    Column(usize),
+    /// A leading `ctid` field, not part of the output; as `block << 16 | offset`.
+    LeadingCtid,
+}
+
+/// One finished batch and the position of its last row.
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub last_position: Option<i64>,
+}
+
+/// Parses one COPY's bytes into batches.
+pub struct CopyDecoder {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    names: Vec<String>,
+    position: Position,
+    batch_size: usize,
+    rows: usize,
+    header_done: bool,
+    finished: bool,
+    buf: BytesMut,
+    last_position: Option<i64>,
+    /// Per column: whether a ±infinity value has been turned into NULL (warned once).
+    infinities: Vec<bool>,
+    pub ready: Vec<Decoded>,
+}
+
+impl CopyDecoder {
+    pub fn new(schema: SchemaRef, kinds: &[Kind], position: Position, batch_size: usize) -> Self {
+        let cap = batch_size.min(8192);
+        Self {
+            names: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            columns: kinds.iter().map(|k| Column::new(k, cap)).collect(),
+            infinities: vec![false; kinds.len()],
+            schema,
+            position,
+            batch_size,
+            rows: 0,
+            header_done: false,
+            finished: false,
+            buf: BytesMut::new(),
+            last_position: None,
+            ready: Vec::new(),
+        }
+    }
+
+    /// Columns in which ±infinity was read as NULL so far.
+    pub fn infinity_columns(&self) -> impl Iterator<Item = &str> {
+        self.names
+            .iter()
+            .zip(&self.infinities)
+            .filter(|(_, seen)| **seen)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Adds bytes of the COPY stream; complete batches land in [`CopyDecoder::ready`].
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.buf.extend_from_slice(chunk);
+        if !self.header_done {
+            if self.buf.len() < SIGNATURE.len() + 8 {
+                return Ok(());
+            }
+            if &self.buf[..SIGNATURE.len()] != SIGNATURE {
+                return Err("the server did not send a binary COPY header".into());
+            }
+            let ext = u32::from_be_bytes(self.buf[15..19].try_into().unwrap()) as usize;
+            if self.buf.len() < 19 + ext {
+                return Ok(());
+            }
+            self.buf.advance(19 + ext);
+            self.header_done = true;
+        }
+        let mut pos = 0;
+        let buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            match self.tuple(&buf[pos..]) {
+                Ok(Some(0)) => break Ok(()), // after the trailer
+                Ok(Some(used)) => pos += used,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+            if self.rows == self.batch_size {
+                if let Err(e) = self.cut() {
+                    break Err(e);
+                }
+            }
+        };
+        self.buf = buf;
+        self.buf.advance(pos);
+        result
+    }
+
+    /// Decodes one tuple at the start of `data`: `Some(bytes used)`, `None` when incomplete,
+    /// `Some(0)` at the trailer.
+    fn tuple(&mut self, data: &[u8]) -> Result<Option<usize>, String> {
+        if self.finished {
+            return Ok(Some(0));
+        }
+        if data.len() < 2 {
+            return Ok(None);
+        }
+        let nfields = i16::from_be_bytes([data[0], data[1]]);
+        if nfields == -1 {
+            self.finished = true;
+            return Ok(Some(2));
+        }
+        let lead = usize::from(self.position == Position::LeadingCtid);
+        if nfields as usize != self.columns.len() + lead {
+            return Err(format!(
+                "the server sent {nfields} fields per row, expected {}",
+                self.columns.len() + lead
+            ));
+        }
+        // First make sure the whole tuple is here, so a half tuple is never appended.
+        let mut end = 2;
+        for _ in 0..nfields {
+            if data.len() < end + 4 {
+                return Ok(None);
+            }
+            let len = i32::from_be_bytes(data[end..end + 4].try_into().unwrap());
+            end += 4 + len.max(0) as usize;
+        }
+        if data.len() < end {
+            return Ok(None);
+        }
+        let mut at = 2;
+        let field = |at: &mut usize| -> Option<&[u8]> {
+            let len = i32::from_be_bytes(data[*at..*at + 4].try_into().unwrap());
+            *at += 4;
+            if len < 0 {
+                return None;
+            }
+            let v = &data[*at..*at + len as usize];
+            *at += len as usize;
+            Some(v)
+        };
+        if lead == 1 {
+            let tid = field(&mut at).ok_or("a row without a ctid")?;
+            if tid.len() != 6 {
+                return Err("a malformed ctid".into());
+            }
+            let block = u32::from_be_bytes(tid[..4].try_into().unwrap()) as i64;
+            let offset = u16::from_be_bytes(tid[4..6].try_into().unwrap()) as i64;
+            self.advance_position(block << 16 | offset)?;
+        }
+        for i in 0..self.columns.len() {
+            let value = field(&mut at);
+            if let Position::Column(key) = self.position {
+                if key == i {
+                    let v = value.ok_or("a NULL key")?;
+                    self.advance_position(be_int(v)?)?;
+                }
+            }
+            match self.columns[i].append(value) {
+                Ok(false) => {}
+                Ok(true) => self.infinities[i] = true,
+                Err(e) => return Err(format!("column `{}`: {e}", self.names[i])),
+            }
+        }
+        self.rows += 1;
+        Ok(Some(end))
+    }
+
+    /// Rows of a range arrive in position order; anything else would make resuming unsafe.
+    fn advance_position(&mut self, p: i64) -> Result<(), String> {
+        if let Some(last) = self.last_position {
+            if p <= last {
+                return Err(format!(
+                    "rows arrived out of position order ({p} after {last}); resuming would be unsafe"
+                ));
+            }
+        }
+        self.last_position = Some(p);
+        Ok(())
+    }
+
+    fn cut(&mut self) -> Result<(), String> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
+        self.ready.push(Decoded {
+            batch,
+            last_position: self.last_position,
+        });
+        self.rows = 0;
+        Ok(())
+    }
+
+    /// The COPY ended: checks it was complete and cuts the last batch.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if !self.finished || !self.buf.is_empty() {
+            return Err("the COPY stream ended in the middle of a row".into());
+        }
+        self.cut()
+    }
+}
+
+fn be_int(v: &[u8]) -> Result<i64, String> {
+    Ok(match v.len() {
+        2 => i16::from_be_bytes(v.try_into().unwrap()) as i64,
+        4 => i32::from_be_bytes(v.try_into().unwrap()) as i64,
+        8 => i64::from_be_bytes(v.try_into().unwrap()),
+        n => return Err(format!("an integer of {n} bytes")),
+    })
+}
+
+fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
+    v.try_into()
+        .map_err(|_| format!("a value of {} bytes where {N} were expected", v.len()))
+}
+
+fn utf8(v: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(v).map_err(|_| "text that is not valid UTF-8".to_string())
+}
+
+/// A typed Arrow builder per column.
+enum Column {
+    Bool(BooleanBuilder),
+    Int2(Int16Builder),
+    Int4(Int32Builder),
+    Int8(Int64Builder),
+    Oid(UInt32Builder),
+    Float4(Float32Builder),
+    Float8(Float64Builder),
+    Decimal(Decimal128Builder, i8),
+    NumericText(StringBuilder, String),
+    Text(StringBuilder),
+    Jsonb(StringBuilder),
+    Uuid(StringBuilder, String),
+    Bytea(BinaryBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
+    List {
+        field: Arc<Field>,
+        child: Box<Column>,
+        offsets: Vec<i32>,
+        validity: arrow_buffer::NullBufferBuilder,
+    },
+}
+
+impl Column {
+    fn new(kind: &Kind, cap: usize) -> Self {
+        match kind {
+            Kind::Bool => Column::Bool(BooleanBuilder::with_capacity(cap)),
+            Kind::Int2 => Column::Int2(Int16Builder::with_capacity(cap)),
+            Kind::Int4 => Column::Int4(Int32Builder::with_capacity(cap)),
+            Kind::Int8 => Column::Int8(Int64Builder::with_capacity(cap)),
+            Kind::Oid => Column::Oid(UInt32Builder::with_capacity(cap)),
+            Kind::Float4 => Column::Float4(Float32Builder::with_capacity(cap)),
+            Kind::Float8 => Column::Float8(Float64Builder::with_capacity(cap)),
+            Kind::Decimal(p, s) => Column::Decimal(
+                Decimal128Builder::with_capacity(cap)
+                    .with_precision_and_scale(*p, *s)
+                    .expect("precision ≤ 38 and 0 ≤ scale ≤ precision, checked in types"),
+                *s,
+            ),
+            Kind::NumericText => Column::NumericText(StringBuilder::new(), String::new()),
+            Kind::Text => Column::Text(StringBuilder::new()),
+            Kind::Jsonb => Column::Jsonb(StringBuilder::new()),
+            Kind::Uuid => Column::Uuid(StringBuilder::new(), String::with_capacity(36)),
+            Kind::Bytea => Column::Bytea(BinaryBuilder::new()),
+            Kind::Date => Column::Date(Date32Builder::with_capacity(cap)),
+            Kind::Time => Column::Time(Time64MicrosecondBuilder::with_capacity(cap)),
+            Kind::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap)),
+            Kind::TimestampTz => Column::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"),
+            ),
+            Kind::Interval => Column::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
+            Kind::List(elem) => Column::List {
+                field: Arc::new(Field::new("item", elem.data_type(), true)),
+                child: Box::new(Column::new(elem, cap)),
+                offsets: vec![0],
+                validity: arrow_buffer::NullBufferBuilder::new(cap),
+            },
+        }
+    }
+
+    /// Appends one value (`None` is NULL). `Ok(true)` means a ±infinity became NULL.
+    fn append(&mut self, value: Option<&[u8]>) -> Result<bool, String> {
+        let Some(v) = value else {
+            self.append_null();
+            return Ok(false);
+        };
+        match self {
+            Column::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            Column::Int2(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            Column::Int4(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            Column::Int8(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Column::Oid(b) => b.append_value(u32::from_be_bytes(fixed(v)?)),
+            Column::Float4(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            Column::Float8(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            Column::Decimal(b, scale) => {
+                let n = Numeric::parse(v)?;
+                if let Some(special) = n.special() {
+                    return Err(format!(
+                        "the value {special} has no Decimal128 form; exclude it (a mapper \
+                         `filter`), or alter the column to plain `numeric` to read it as text"
+                    ));
+                }
+                b.append_value(
+                    n.to_i128(*scale)
+                        .ok_or("a numeric value too large for its declared precision")?,
+                );
+            }
+            Column::NumericText(b, scratch) => {
+                scratch.clear();
+                Numeric::parse(v)?.write_text(scratch);
+                b.append_value(scratch.as_str());
+            }
+            Column::Text(b) => b.append_value(utf8(v)?),
+            Column::Jsonb(b) => match v.split_first() {
+                Some((1, json)) => b.append_value(utf8(json)?),
+                _ => return Err("a jsonb value of an unknown binary version".into()),
+            },
+            Column::Uuid(b, scratch) => {
+                use std::fmt::Write;
+                let bytes = fixed::<16>(v)?;
+                scratch.clear();
+                for (i, byte) in bytes.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        scratch.push('-');
+                    }
+                    let _ = write!(scratch, "{byte:02x}");
+                }
+                b.append_value(scratch.as_str());
+            }
+            Column::Bytea(b) => b.append_value(v),
+            Column::Date(b) => {
+                let days = i32::from_be_bytes(fixed(v)?);
+                if days == i32::MAX || days == i32::MIN {
+                    b.append_null();
+                    return Ok(true);
+                }
+                b.append_value(days + PG_EPOCH_DAYS);
+            }
+            Column::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Column::Timestamp(b) => {
+                let us = i64::from_be_bytes(fixed(v)?);
+                if us == i64::MAX || us == i64::MIN {
+                    b.append_null();
+                    return Ok(true);
+                }
+                b.append_value(us + PG_EPOCH_US);
+            }
+            Column::Interval(b) => {
+                let raw = fixed::<16>(v)?;
+                let us = i64::from_be_bytes(raw[..8].try_into().unwrap());
+                let days = i32::from_be_bytes(raw[8..12].try_into().unwrap());
+                let months = i32::from_be_bytes(raw[12..].try_into().unwrap());
+                let nanos = us
+                    .checked_mul(1000)
+                    .ok_or("an interval too long for nanoseconds")?;
+                b.append_value(IntervalMonthDayNano::new(months, days, nanos));
+            }
+            Column::List {
+                child,
+                offsets,
+                validity,
+                ..
+            } => {
+                let mut infinity = false;
+                let count = append_array(child, v, &mut infinity)?;
+                let last = *offsets.last().unwrap();
+                offsets.push(last + count);
+                validity.append_non_null();
+                return Ok(infinity);
+            }
+        }
+        Ok(false)
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Column::Bool(b) => b.append_null(),
+            Column::Int2(b) => b.append_null(),
+            Column::Int4(b) => b.append_null(),
+            Column::Int8(b) => b.append_null(),
+            Column::Oid(b) => b.append_null(),
+            Column::Float4(b) => b.append_null(),
+            Column::Float8(b) => b.append_null(),
+            Column::Decimal(b, _) => b.append_null(),
+            Column::NumericText(b, _) | Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b, _) => {
+                b.append_null()
+            }
+            Column::Bytea(b) => b.append_null(),
+            Column::Date(b) => b.append_null(),
+            Column::Time(b) => b.append_null(),
+            Column::Timestamp(b) => b.append_null(),
+            Column::Interval(b) => b.append_null(),
+            Column::List {
+                offsets, validity, ..
+            } => {
+                let last = *offsets.last().unwrap();
+                offsets.push(last);
+                validity.append_null();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Int2(b) => Arc::new(b.finish()),
+            Column::Int4(b) => Arc::new(b.finish()),
+            Column::Int8(b) => Arc::new(b.finish()),
+            Column::Oid(b) => Arc::new(b.finish()),
+            Column::Float4(b) => Arc::new(b.finish()),
+            Column::Float8(b) => Arc::new(b.finish()),
+            Column::Decimal(b, _) => Arc::new(b.finish()),
+            Column::NumericText(b, _) | Column::Text(b) | Column::Jsonb(b) | Column::Uuid(b, _) => {
+                Arc::new(b.finish())
+            }
+            Column::Bytea(b) => Arc::new(b.finish()),
+            Column::Date(b) => Arc::new(b.finish()),
+            Column::Time(b) => Arc::new(b.finish()),
+            Column::Timestamp(b) => Arc::new(b.finish()),
+            Column::Interval(b) => Arc::new(b.finish()),
+            Column::List {
+                field,
+                child,
+                offsets,
+                validity,
+            } => {
+                let values = child.finish();
+                let offsets = std::mem::replace(offsets, vec![0]);
+                Arc::new(ListArray::new(
+                    field.clone(),
+                    arrow_buffer::OffsetBuffer::new(offsets.into()),
+                    values,
+                    validity.finish(),
+                ))
+            }
+        }
+    }
+}
+
+/// Appends the elements of a binary array value to `child`; returns how many.
+fn append_array(child: &mut Column, v: &[u8], infinity: &mut bool) -> Result<i32, String> {
+    let word = |at: usize| -> Result<i32, String> {
+        v.get(at..at + 4)
+            .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| "a truncated array value".to_string())
+    };
+    let ndim = word(0)?;
+    if ndim == 0 {
+        return Ok(0);
+    }
+    if ndim != 1 {
+        return Err(format!(
+            "a {ndim}-dimensional array; weft reads one-dimensional arrays as lists (select \
+             the column as text with a view, or flatten it)"
+        ));
+    }
+    let count = word(12)?;
+    let mut at = 20;
+    for _ in 0..count {
+        let len = word(at)?;
+        at += 4;
+        if len < 0 {
+            child.append(None)?;
+            continue;
+        }
+        let end = at + len as usize;
+        let elem = v.get(at..end).ok_or("a truncated array element")?;
+        *infinity |= child.append(Some(elem))?;
+        at = end;
+    }
+    Ok(count)
+}

@@ -1,0 +1,180 @@
+//! How each PostgreSQL column becomes an Arrow column: decoded from the binary COPY format
+//! ([`Kind`]), or selected as `col::text` when weft has no binary decoder for its type.
+//!
+//! | PostgreSQL | Arrow |
+//! | --- | --- |
+//! | bool | Boolean |
+//! | int2 / int4 / int8 / oid | Int16 / Int32 / Int64 / UInt32 |
+//! | float4 / float8 | Float32 / Float64 |
+//! | numeric(p,s), 0 ≤ s ≤ p ≤ 38 | Decimal128(p,s); a `NaN` value is an error naming the column |
+//! | numeric (no precision, or p > 38) | Utf8, the exact text (`NaN`, `Infinity`, `-Infinity` as PostgreSQL writes them) |
+//! | text / varchar / char(n) / name / enums | Utf8 |
+//! | json / jsonb | Utf8 holding the JSON text |
+//! | uuid | Utf8, lower-case hyphenated (readable by any Parquet consumer) |
+//! | bytea | Binary |
+//! | date | Date32; `±infinity` becomes NULL (with a warning naming the column) |
+//! | time | Time64(µs) |
+//! | timestamp | Timestamp(µs); `±infinity` becomes NULL (with a warning) |
+//! | timestamptz | Timestamp(µs, "UTC"); `±infinity` becomes NULL (with a warning) |
+//! | interval | Interval(MonthDayNano) |
+//! | one-dimensional arrays of the above | List of the element type (a multi-dimensional value is an error naming the column) |
+//! | domains | as their base type |
+//! | everything else (timetz, inet, cidr, macaddr, money, bit, varbit, xml, tsvector, ranges, composites, "char", extension types…) | Utf8, selected as `col::text` (a warning names the column) |
+
+use arrow_schema::{DataType, Field, TimeUnit};
+
+/// Built-in type OIDs (stable across PostgreSQL versions).
+pub mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const JSON: u32 = 114;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const NUMERIC: u32 = 1700;
+    pub const UUID: u32 = 2950;
+    pub const JSONB: u32 = 3802;
+}
+
+/// How a value in the binary COPY format is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Oid,
+    Float4,
+    Float8,
+    /// numeric with a declared precision ≤ 38 and 0 ≤ scale ≤ precision.
+    Decimal(u8, i8),
+    /// numeric without a usable precision: its exact text.
+    NumericText,
+    /// text-like types whose binary form is the UTF-8 text (also `col::text` casts, enums, json).
+    Text,
+    Jsonb,
+    Uuid,
+    Bytea,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    /// A one-dimensional array of the element kind.
+    List(Box<Kind>),
+}
+
+impl Kind {
+    pub fn data_type(&self) -> DataType {
+        match self {
+            Kind::Bool => DataType::Boolean,
+            Kind::Int2 => DataType::Int16,
+            Kind::Int4 => DataType::Int32,
+            Kind::Int8 => DataType::Int64,
+            Kind::Oid => DataType::UInt32,
+            Kind::Float4 => DataType::Float32,
+            Kind::Float8 => DataType::Float64,
+            Kind::Decimal(p, s) => DataType::Decimal128(*p, *s),
+            Kind::NumericText | Kind::Text | Kind::Jsonb | Kind::Uuid => DataType::Utf8,
+            Kind::Bytea => DataType::Binary,
+            Kind::Date => DataType::Date32,
+            Kind::Time => DataType::Time64(TimeUnit::Microsecond),
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Interval => DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano),
+            Kind::List(elem) => DataType::List(Field::new("item", elem.data_type(), true).into()),
+        }
+    }
+
+    /// The kind of a (non-array) base type, if weft decodes it in binary.
+    fn scalar(type_oid: u32, typmod: i32, is_enum: bool) -> Option<Kind> {
+        if is_enum {
+            return Some(Kind::Text);
+        }
+        Some(match type_oid {
+            oid::BOOL => Kind::Bool,
+            oid::INT2 => Kind::Int2,
+            oid::INT4 => Kind::Int4,
+            oid::INT8 => Kind::Int8,
+            oid::OID => Kind::Oid,
+            oid::FLOAT4 => Kind::Float4,
+            oid::FLOAT8 => Kind::Float8,
+            oid::NUMERIC => numeric_kind(typmod),
+            oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME | oid::JSON => Kind::Text,
+            oid::JSONB => Kind::Jsonb,
+            oid::UUID => Kind::Uuid,
+            oid::BYTEA => Kind::Bytea,
+            oid::DATE => Kind::Date,
+            oid::TIME => Kind::Time,
+            oid::TIMESTAMP => Kind::Timestamp,
+            oid::TIMESTAMPTZ => Kind::TimestampTz,
+            oid::INTERVAL => Kind::Interval,
+            _ => return None,
+        })
+    }
+}
+
+/// numeric(p,s) → Decimal128 when it fits, else exact text. The typmod is `((p << 16) | s) + 4`,
+/// with `s` an 11-bit signed number since PostgreSQL 15.
+fn numeric_kind(typmod: i32) -> Kind {
+    if typmod < 4 {
+        return Kind::NumericText;
+    }
+    let t = typmod - 4;
+    let precision = (t >> 16) & 0xffff;
+    let scale = ((t & 0x7ff) ^ 0x400) - 0x400;
+    if (1..=38).contains(&precision) && (0..=precision).contains(&scale) {
+        Kind::Decimal(precision as u8, scale as i8)
+    } else {
+        Kind::NumericText
+    }
+}
+
+/// What discovery knows of a column's type (domains resolved one level to their base type).
+#[derive(Debug, Clone)]
+pub struct PgType {
+    pub base_oid: u32,
+    pub base_typmod: i32,
+    pub base_is_enum: bool,
+    /// For arrays: the element type and whether it is an enum / a domain.
+    pub elem_oid: Option<u32>,
+    pub elem_is_enum: bool,
+}
+
+/// The kind a column is decoded with, or `None` when it is read as `col::text`.
+pub fn kind_of(t: &PgType) -> Option<Kind> {
+    match t.elem_oid {
+        // Element typmods are the column's typmod (numeric(10,2)[] keeps its precision).
+        Some(elem) => {
+            Kind::scalar(elem, t.base_typmod, t.elem_is_enum).map(|k| Kind::List(Box::new(k)))
+        }
+        None => Kind::scalar(t.base_oid, t.base_typmod, t.base_is_enum),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_typmods() {
+        let tm = |p: i32, s: i32| ((p << 16) | (s & 0x7ff)) + 4;
+        assert_eq!(numeric_kind(-1), Kind::NumericText);
+        assert_eq!(numeric_kind(tm(12, 2)), Kind::Decimal(12, 2));
+        assert_eq!(numeric_kind(tm(38, 0)), Kind::Decimal(38, 0));
+        assert_eq!(numeric_kind(tm(39, 2)), Kind::NumericText);
+        assert_eq!(numeric_kind(tm(5, -2)), Kind::NumericText);
+    }
+}

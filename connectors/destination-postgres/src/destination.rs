@@ -1,0 +1,96 @@
+//! [`PostgresDestinationFactory`] and [`PostgresDestination`]: the destination as the registry
+//! builds it.
+
+use async_trait::async_trait;
+use weft_core::arrow_schema::SchemaRef;
+use weft_core::{
+    parse_config, spec_of, ConfiguredStream, ConnectorContext, Destination, DestinationFactory,
+    Result, StreamTarget, StreamWriter,
+};
+
+use crate::config::PgConfig;
+use crate::connect::{check, connect};
+use crate::naming::{check_identifier, TableNames};
+use crate::table::{prepare, Layout};
+use crate::writer::PgWriter;
+
+/// Builds `postgres` destinations.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PostgresDestinationFactory;
+
+impl DestinationFactory for PostgresDestinationFactory {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn description(&self) -> &'static str {
+        "a domain's product store in PostgreSQL: binary COPY, atomic overwrite, upsert dedup"
+    }
+
+    fn spec(&self) -> serde_json::Value {
+        spec_of::<PgConfig>()
+    }
+
+    fn build(
+        &self,
+        config: &serde_json::Value,
+        _ctx: &ConnectorContext,
+    ) -> Result<Box<dyn Destination>> {
+        Ok(Box::new(PostgresDestination::new(parse_config(config)?)?))
+    }
+}
+
+/// A PostgreSQL database holding product tables.
+#[derive(Debug, Clone)]
+pub struct PostgresDestination {
+    config: PgConfig,
+}
+
+impl PostgresDestination {
+    pub fn new(config: PgConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    /// The tables `target` lands in.
+    pub fn tables(&self, target: &StreamTarget) -> Result<TableNames> {
+        let schema = self
+            .config
+            .schema
+            .clone()
+            .unwrap_or_else(|| target.domain.as_str().to_string());
+        check_identifier(&schema).map_err(|why| {
+            weft_core::ConnectorError::config(
+                "schema",
+                format!("the domain's schema name {why}; set `schema` to a shorter name"),
+            )
+        })?;
+        Ok(TableNames::new(&schema, target))
+    }
+}
+
+#[async_trait]
+impl Destination for PostgresDestination {
+    async fn check(&self) -> Result<()> {
+        check(&self.config).await
+    }
+
+    async fn open(
+        &self,
+        target: &StreamTarget,
+        stream: &ConfiguredStream,
+        schema: SchemaRef,
+    ) -> Result<Box<dyn StreamWriter>> {
+        let names = self.tables(target)?;
+        let layout = Layout::new(names, target, stream, &schema, self.config.metadata_columns)?;
+        let client = connect(&self.config).await?;
+        let committed = prepare(&client, &layout).await?;
+        Ok(Box::new(PgWriter::new(
+            client,
+            layout,
+            schema,
+            target.clone(),
+            committed,
+        )))
+    }
+}

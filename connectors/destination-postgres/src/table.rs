@@ -1,0 +1,490 @@
+//! Preparing a stream's tables when it opens: the domain schema, the control table, the
+//! product table (created from the Arrow schema, or evolved), the `__weft_next` table of an
+//! overwrite run, and recovery of an interrupted overwrite.
+//!
+//! Everything runs in one transaction under an advisory lock on the schema, so streams opening
+//! side by side do not race to create the same schema or control table.
+
+use tokio_postgres::Client;
+use weft_core::arrow_schema::SchemaRef;
+use weft_core::{Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, WriteMode};
+
+use crate::connect::db_message;
+use crate::naming::{check_identifier, quote, TableNames};
+use crate::types::{change_for, pg_type_of, Change, PgType};
+
+/// The metadata columns and their types.
+pub const SYNCED_AT: &str = "_weft_synced_at";
+pub const RUN_ID: &str = "_weft_run_id";
+
+/// What a writer needs to know about its tables.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub names: TableNames,
+    pub mode: WriteMode,
+    /// The stream's columns, in batch order.
+    pub columns: Vec<(String, PgType)>,
+    pub metadata: bool,
+    pub key: Vec<String>,
+    pub cursor: Option<String>,
+    /// `stream "<stream>" → table "<schema>"."<table>"`, for messages.
+    pub label: String,
+    pub domain: String,
+    pub product: String,
+    pub stream: String,
+}
+
+impl Layout {
+    /// Checks the stream's columns, keys and cursor against what PostgreSQL can hold.
+    pub fn new(
+        names: TableNames,
+        target: &StreamTarget,
+        stream: &ConfiguredStream,
+        schema: &SchemaRef,
+        metadata: bool,
+    ) -> Result<Self> {
+        let label = format!("stream `{}` (table {})", target.stream, names.qualified());
+        let bad = |why: String| ConnectorError::Schema(format!("{label}: {why}"));
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            check_identifier(field.name())
+                .map_err(|why| bad(format!("column {why}; rename it with a mapper")))?;
+            if metadata && (field.name() == SYNCED_AT || field.name() == RUN_ID) {
+                return Err(bad(format!(
+                    "column {:?} is weft's metadata column; rename it with a mapper or set \
+                     `metadata_columns: false`",
+                    field.name()
+                )));
+            }
+            columns.push((field.name().clone(), pg_type_of(field).map_err(bad)?));
+        }
+        let has = |c: &str| columns.iter().any(|(name, _)| name == c);
+        if stream.write_mode == WriteMode::AppendDedup {
+            if stream.primary_key.is_empty() {
+                return Err(bad(
+                    "write mode `append_dedup` needs a `primary_key`; set one in the product \
+                     file"
+                        .into(),
+                ));
+            }
+            for key in &stream.primary_key {
+                if !has(key) {
+                    return Err(bad(format!(
+                        "primary key column {key:?} is not among the stream's columns"
+                    )));
+                }
+            }
+        }
+        if let Some(cursor) = &stream.cursor_field {
+            if stream.write_mode == WriteMode::AppendDedup && !has(cursor) {
+                return Err(bad(format!(
+                    "cursor column {cursor:?} is not among the stream's columns"
+                )));
+            }
+        }
+        Ok(Self {
+            names,
+            mode: stream.write_mode,
+            columns,
+            metadata,
+            key: stream.primary_key.clone(),
+            cursor: stream.cursor_field.clone(),
+            label,
+            domain: target.domain.to_string(),
+            product: target.product.to_string(),
+            stream: target.stream.to_string(),
+        })
+    }
+
+    /// The columns of the product table: the stream's, then the metadata columns.
+    pub fn table_columns(&self) -> Vec<(String, PgType)> {
+        let mut columns = self.columns.clone();
+        if self.metadata {
+            columns.push((SYNCED_AT.into(), PgType::Timestamptz));
+            columns.push((RUN_ID.into(), PgType::Text));
+        }
+        columns
+    }
+
+    fn sql_error(&self, what: &str, e: tokio_postgres::Error) -> ConnectorError {
+        ConnectorError::Other(format!("{}: {what}: {}", self.label, db_message(&e)))
+    }
+}
+
+/// The control table's row of one stream.
+struct ControlRow {
+    domain: String,
+    product: String,
+    stream: String,
+    checkpoint: Option<String>,
+    pending: Option<String>,
+    write_mode: String,
+}
+
+/// Prepares the tables of `layout` and returns the checkpoint the stream resumes from.
+pub async fn prepare(client: &Client, layout: &Layout) -> Result<Option<Checkpoint>> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| layout.sql_error("starting a transaction", e))?;
+    match prepare_in_transaction(client, layout).await {
+        Ok(checkpoint) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| layout.sql_error("committing the table setup", e))?;
+            Ok(checkpoint)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Option<Checkpoint>> {
+    let names = &layout.names;
+    let err = |what: &'static str| move |e| layout.sql_error(what, e);
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("weft:{}", names.schema)],
+        )
+        .await
+        .map_err(err("locking the schema"))?;
+    // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists.
+    let schema_exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&names.schema],
+        )
+        .await
+        .map_err(err("looking up the schema"))?
+        .get(0);
+    if !schema_exists {
+        client
+            .batch_execute(&format!("CREATE SCHEMA {}", quote(&names.schema)))
+            .await
+            .map_err(err("creating the schema"))?;
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                table_name text PRIMARY KEY,
+                domain text NOT NULL,
+                product text NOT NULL,
+                stream text NOT NULL,
+                write_mode text NOT NULL,
+                checkpoint jsonb,
+                pending_checkpoint jsonb,
+                run_id text,
+                committed_at timestamptz NOT NULL DEFAULT now()
+            )",
+            names.control()
+        ))
+        .await
+        .map_err(err("creating the control table"))?;
+
+    let control = client
+        .query_opt(
+            &format!(
+                "SELECT checkpoint::text, pending_checkpoint::text, write_mode, domain, product, \
+                 stream FROM {} WHERE table_name = $1",
+                names.control()
+            ),
+            &[&names.table],
+        )
+        .await
+        .map_err(err("reading the control table"))?
+        .map(|row| ControlRow {
+            checkpoint: row.get(0),
+            pending: row.get(1),
+            write_mode: row.get(2),
+            domain: row.get(3),
+            product: row.get(4),
+            stream: row.get(5),
+        });
+    if let Some(row) = &control {
+        // Two streams can meet in one table only when `schema` is shared across domains (or
+        // long names were hashed): never let one overwrite the other.
+        if (
+            row.domain.as_str(),
+            row.product.as_str(),
+            row.stream.as_str(),
+        ) != (
+            layout.domain.as_str(),
+            layout.product.as_str(),
+            layout.stream.as_str(),
+        ) {
+            return Err(ConnectorError::Other(format!(
+                "{}: the table already holds stream `{}` of product `{}` in domain `{}`; give \
+                 each domain its own schema (leave `schema` unset) or rename the product",
+                layout.label, row.stream, row.product, row.domain
+            )));
+        }
+    }
+    let table_exists = exists(client, layout, &names.table).await?;
+    let next_exists = exists(client, layout, &names.next).await?;
+    let decode = |text: &Option<String>| -> Result<Option<Checkpoint>> {
+        text.as_deref()
+            .map(|t| {
+                serde_json::from_str(t).map(Checkpoint::new).map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "{}: the checkpoint in {} is not valid JSON ({e}); delete its row to \
+                         start over",
+                        layout.label,
+                        names.control()
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let published = if table_exists {
+        decode(&control.as_ref().and_then(|c| c.checkpoint.clone()))?
+    } else {
+        // The product table is gone (dropped by someone): start from scratch.
+        None
+    };
+    let columns = layout.table_columns();
+
+    match layout.mode {
+        WriteMode::Overwrite => {
+            let pending = control
+                .as_ref()
+                .filter(|c| c.write_mode == WriteMode::Overwrite.to_string())
+                .and_then(|c| c.pending.clone());
+            if let (Some(pending), true) = (pending, next_exists) {
+                // Resume the interrupted generation if its columns are still the stream's.
+                let existing = table_columns(client, layout, &names.next).await?;
+                if existing == columns {
+                    tracing::info!(table = %names.qualified_next(), "resuming an interrupted overwrite");
+                    return decode(&Some(pending));
+                }
+                tracing::info!(table = %names.qualified_next(), "the stream's columns changed: restarting the interrupted overwrite");
+            }
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
+                .await
+                .map_err(err("dropping the leftover next table"))?;
+            clear_pending(client, layout).await?;
+            create_table(client, layout, &names.next, &columns).await?;
+            Ok(published)
+        }
+        WriteMode::Append | WriteMode::AppendDedup => {
+            if next_exists {
+                // A leftover of an interrupted overwrite run, before the mode changed.
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
+                    .await
+                    .map_err(err("dropping the leftover next table"))?;
+                clear_pending(client, layout).await?;
+            }
+            if table_exists {
+                evolve(client, layout, &names.table, &columns).await?;
+                if layout.mode == WriteMode::AppendDedup {
+                    ensure_unique_key(client, layout).await?;
+                }
+            } else {
+                create_table(client, layout, &names.table, &columns).await?;
+            }
+            if layout.mode == WriteMode::AppendDedup {
+                create_staging(client, layout).await?;
+            }
+            Ok(published)
+        }
+    }
+}
+
+async fn exists(client: &Client, layout: &Layout, table: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = \
+             c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))",
+            &[&layout.names.schema, &table],
+        )
+        .await
+        .map_err(|e| layout.sql_error("looking up a table", e))?
+        .get(0))
+}
+
+/// The columns of an existing table, as `format_type` prints their types.
+async fn table_columns(
+    client: &Client,
+    layout: &Layout,
+    table: &str,
+) -> Result<Vec<(String, PgType)>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = \
+             c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT \
+             a.attisdropped ORDER BY a.attnum",
+            &[&layout.names.schema, &table],
+        )
+        .await
+        .map_err(|e| layout.sql_error("reading the table's columns", e))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), PgType::parse(row.get(1))))
+        .collect())
+}
+
+async fn create_table(
+    client: &Client,
+    layout: &Layout,
+    table: &str,
+    columns: &[(String, PgType)],
+) -> Result<()> {
+    let dedup = layout.mode == WriteMode::AppendDedup;
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| {
+            let not_null = if dedup && layout.key.contains(name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{} {}{not_null}", quote(name), ty.sql())
+        })
+        .collect();
+    let qualified = format!("{}.{}", quote(&layout.names.schema), quote(table));
+    let mut sql = format!("CREATE TABLE {qualified} ({})", defs.join(", "));
+    if dedup {
+        sql.push_str(&format!("; {}", unique_index_sql(layout, &qualified)));
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| layout.sql_error("creating the table", e))
+}
+
+fn unique_index_sql(layout: &Layout, qualified_table: &str) -> String {
+    // Index names share the schema's namespace: a random one never collides (and survives
+    // the rename of an overwrite swap).
+    let index = format!("weft_key_{}", uuid::Uuid::new_v4().simple());
+    format!(
+        "CREATE UNIQUE INDEX {} ON {qualified_table} ({})",
+        quote(&index),
+        quoted_list(&layout.key)
+    )
+}
+
+/// `"a", "b"`.
+pub fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds missing columns and widens the ones the stream now sends wider; refuses the rest.
+async fn evolve(
+    client: &Client,
+    layout: &Layout,
+    table: &str,
+    columns: &[(String, PgType)],
+) -> Result<()> {
+    let existing = table_columns(client, layout, table).await?;
+    let qualified = format!("{}.{}", quote(&layout.names.schema), quote(table));
+    let mut alters = Vec::new();
+    for (name, wanted) in columns {
+        match existing.iter().find(|(n, _)| n == name) {
+            None => alters.push(format!("ADD COLUMN {} {}", quote(name), wanted.sql())),
+            Some((_, have)) => match change_for(have, wanted) {
+                Change::Keep => {}
+                Change::Widen(to) => {
+                    alters.push(format!("ALTER COLUMN {} TYPE {}", quote(name), to.sql()))
+                }
+                Change::Refuse => {
+                    return Err(ConnectorError::Schema(format!(
+                        "table {qualified}: column {} is {} but the stream now sends {}; weft \
+                         only adds columns and widens types (smallint → integer → bigint, real \
+                         → double precision, more numeric digits, varchar → text). Cast the \
+                         column with a mapper, alter the table yourself, or drop it so the next \
+                         run recreates it",
+                        quote(name),
+                        have.sql(),
+                        wanted.sql()
+                    )))
+                }
+            },
+        }
+    }
+    if !alters.is_empty() {
+        tracing::info!(table = %qualified, changes = %alters.join(", "), "evolving the table");
+        client
+            .batch_execute(&format!("ALTER TABLE {qualified} {}", alters.join(", ")))
+            .await
+            .map_err(|e| layout.sql_error("evolving the table", e))?;
+    }
+    Ok(())
+}
+
+/// `append_dedup` merges with `ON CONFLICT (key)`: the table needs a unique index on it.
+async fn ensure_unique_key(client: &Client, layout: &Layout) -> Result<()> {
+    let mut key = layout.key.clone();
+    key.sort();
+    let found: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = \
+             $2 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND (SELECT \
+             array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a WHERE \
+             a.attrelid = c.oid AND a.attnum = ANY (i.indkey)) = $3::text[])",
+            &[&layout.names.schema, &layout.names.table, &key],
+        )
+        .await
+        .map_err(|e| layout.sql_error("looking up the key's unique index", e))?
+        .get(0);
+    if !found {
+        client
+            .batch_execute(&unique_index_sql(layout, &layout.names.qualified()))
+            .await
+            .map_err(|e| {
+                layout.sql_error(
+                    "creating a unique index on the primary key (does the table hold duplicate \
+                     keys from an earlier append? remove them or drop the table)",
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// The session's staging table of `append_dedup`: each commit copies into it, merges, and
+/// the commit empties it. `_weft_ord` numbers rows in arrival order, so the later of two rows
+/// with the same key and cursor wins.
+async fn create_staging(client: &Client, layout: &Layout) -> Result<()> {
+    let defs: Vec<String> = layout
+        .columns
+        .iter()
+        .map(|(name, ty)| format!("{} {}", quote(name), ty.sql()))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.{stage}; CREATE TEMP TABLE {stage} ({}, _weft_ord \
+             bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
+            defs.join(", "),
+            stage = quote(STAGING_TABLE)
+        ))
+        .await
+        .map_err(|e| layout.sql_error("creating the staging table", e))
+}
+
+/// The temporary table `append_dedup` copies into.
+pub const STAGING_TABLE: &str = "_weft_stage";
+
+async fn clear_pending(client: &Client, layout: &Layout) -> Result<()> {
+    client
+        .execute(
+            &format!(
+                "UPDATE {} SET pending_checkpoint = NULL WHERE table_name = $1",
+                layout.names.control()
+            ),
+            &[&layout.names.table],
+        )
+        .await
+        .map_err(|e| layout.sql_error("updating the control table", e))?;
+    Ok(())
+}

@@ -180,7 +180,7 @@ fn json_logs_are_one_object_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
         .collect();
-    assert!(lines
-        .iter()
-        .any(|l| l["fields"]["message"] == "sync run ended" && l["fields"]["status"] == "succeeded"));
+    assert!(lines.iter().any(
+        |l| l["fields"]["message"] == "sync run ended" && l["fields"]["status"] == "succeeded"
+    ));
 }

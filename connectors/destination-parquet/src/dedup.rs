@@ -1,6 +1,6 @@
 //! `append_dedup` compaction: settle a stream to the latest row per primary key.
 //!
-//! Commits only append; [`compact`] runs once the stream was read completely. It scans the
+//! Commits only append; `compact` runs once the stream was read completely. It scans the
 //! committed files reading only the key and cursor columns, finds the winning row of every key
 //! (highest cursor; on equal cursors, or without a cursor, the row that arrived last, in commit
 //! order then row order), rewrites only the files that hold losing rows, and publishes the new

@@ -1,5 +1,5 @@
 //! weft's engine: one sync run, from the selected products' sources through their mappers into
-//! their product stores, with the checkpoint protocol of [`stream`] (commit → record → ack).
+//! their product stores, with the checkpoint protocol of its `stream` module (commit → record → ack).
 //!
 //! - [`registry`]: the connectors a binary offers, by name;
 //! - `plan`: configured streams matched against the source's catalog, before any row moves;

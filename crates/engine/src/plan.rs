@@ -15,10 +15,7 @@ pub(crate) struct StreamPlan {
 }
 
 /// Plans one configured stream; the error is worded for the product file's author.
-pub(crate) fn plan_stream(
-    config: &StreamConfig,
-    catalog: &Catalog,
-) -> Result<StreamPlan, String> {
+pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<StreamPlan, String> {
     let Some(descriptor) = catalog.stream(config.name.as_str()) else {
         return Err(format!(
             "the source has no stream `{}`; it offers: {}",

@@ -23,12 +23,11 @@ impl PgTestDb {
     /// Creates a database named `weft_<prefix>_<random>`.
     pub fn create(prefix: &str) -> Self {
         let db = Self {
-            name: format!(
-                "weft_{prefix}_{}",
-                &uuid_like()[..12]
-            ),
+            name: format!("weft_{prefix}_{}", &uuid_like()[..12]),
             host: env_or("WEFT_TEST_PG_HOST", "127.0.0.1"),
-            port: env_or("WEFT_TEST_PG_PORT", "5432").parse().expect("a port number"),
+            port: env_or("WEFT_TEST_PG_PORT", "5432")
+                .parse()
+                .expect("a port number"),
             user: env_or("WEFT_TEST_PG_USER", "postgres"),
         };
         db.admin_sql(&format!("CREATE DATABASE \"{}\"", db.name));
@@ -76,7 +75,10 @@ impl Drop for PgTestDb {
         let _ = Command::new("psql")
             .args(["-X", "-tA", "-h", &self.host, "-p", &self.port.to_string()])
             .args(["-U", &self.user, "-d", "postgres", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }

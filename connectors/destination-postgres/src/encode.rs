@@ -1,6 +1,6 @@
 //! Arrow arrays → PostgreSQL's binary COPY format, written straight into a `BytesMut`.
 //!
-//! Each batch's columns are downcast once into [`Col`]s holding typed slices; rows are then
+//! Each batch's columns are downcast once into `Col`s holding typed slices; rows are then
 //! encoded field by field with no allocation per row or value. Types follow
 //! [`crate::types`]. Formats: big-endian integers and floats; `date` as days and `timestamp`
 //! as µs since 2000-01-01; `numeric` as base-10000 digits; arrays as one dimension with the

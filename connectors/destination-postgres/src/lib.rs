@@ -6,7 +6,7 @@
 //! `_weft_run_id` when `metadata_columns` is on. `"<schema>"."_weft_checkpoints"` holds each
 //! stream's checkpoint, written in the same transaction as the data it covers.
 //!
-//! How writes become visible (see [`writer`]):
+//! How writes become visible (see the `writer` module):
 //! - rows stream into a binary `COPY … FROM STDIN` encoded straight from Arrow ([`encode`]),
 //!   inside the commit's transaction; `commit` records the checkpoint and commits;
 //! - `overwrite` fills `"<table>__weft_next"` across the run's commits, each recording its

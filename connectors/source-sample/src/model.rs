@@ -5,7 +5,7 @@
 //! `changes_per_run > 0`) updates `changes_per_run` distinct existing ids, chosen by a seeded
 //! affine permutation of the ids that existed before it, and appends as many new ids. A row's
 //! values are a pure function of (seed, stream, id, version in which it last changed), see
-//! [`crate::generate`].
+//! the `generate` module.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -124,3 +124,103 @@ pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<St
         mappers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use weft_core::{StreamDescriptor, StreamName};
+    use weft_mesh::Mapper;
+
+    use super::*;
+
+    fn catalog(primary_key: &[&str]) -> Catalog {
+        Catalog {
+            streams: vec![StreamDescriptor {
+                name: StreamName::new("events").unwrap(),
+                schema: Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("at", DataType::Int64, false),
+                ])),
+                primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
+                cursor_candidates: vec!["at".into()],
+                supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
+                row_estimate: None,
+            }],
+        }
+    }
+
+    fn config(write: WriteMode, cursor: Option<&str>, mappers: Vec<Mapper>) -> StreamConfig {
+        StreamConfig {
+            name: StreamName::new("events").unwrap(),
+            mode: SyncMode::Incremental,
+            write,
+            cursor: cursor.map(str::to_string),
+            primary_key: None,
+            columns: None,
+            mappers,
+        }
+    }
+
+    #[test]
+    fn the_source_key_is_used_and_followed_through_renames() {
+        let plan = plan_stream(
+            &config(
+                WriteMode::AppendDedup,
+                Some("at"),
+                vec![Mapper::Rename {
+                    from: "id".into(),
+                    to: "event_id".into(),
+                }],
+            ),
+            &catalog(&["id"]),
+        )
+        .unwrap();
+        assert_eq!(plan.source_stream.primary_key, ["id"]);
+        assert_eq!(plan.destination_stream.primary_key, ["event_id"]);
+        assert_eq!(plan.destination_stream.cursor_field.as_deref(), Some("at"));
+    }
+
+    #[test]
+    fn dedup_without_any_key_is_refused() {
+        let err = plan_stream(
+            &config(WriteMode::AppendDedup, Some("at"), vec![]),
+            &catalog(&[]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err,
+            "append_dedup needs a primary key and the source defines none; set `primary_key`"
+        );
+    }
+
+    #[test]
+    fn a_key_dropped_by_mappers_is_refused() {
+        let err = plan_stream(
+            &config(
+                WriteMode::AppendDedup,
+                Some("at"),
+                vec![Mapper::Drop(vec!["id".into()])],
+            ),
+            &catalog(&["id"]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err,
+            "the primary key column `id` is removed by `columns` or the mappers; append_dedup needs it"
+        );
+    }
+
+    #[test]
+    fn unknown_stream_and_cursor_are_named() {
+        let mut c = config(WriteMode::Append, Some("nope"), vec![]);
+        let err = plan_stream(&c, &catalog(&["id"])).err().unwrap();
+        assert_eq!(err, "cursor column `nope` does not exist in the source");
+        c.name = StreamName::new("other").unwrap();
+        let err = plan_stream(&c, &catalog(&["id"])).err().unwrap();
+        assert_eq!(err, "the source has no stream `other`; it offers: events");
+    }
+}

@@ -428,13 +428,9 @@ fn load_stream(
             "incremental streams need a cursor column; add `cursor: <column>` (for example `updated_at`) or use `mode: full_refresh`",
         ));
     }
+    // append_dedup without `primary_key` uses the key the source defines (a table's primary
+    // key); the engine checks that one exists once it has the source's catalog.
     let primary_key = raw.primary_key.clone().filter(|k| !k.is_empty());
-    if write == WriteMode::AppendDedup && primary_key.is_none() {
-        return Err(ProjectError::invalid(
-            write_at(field("primary_key")),
-            "write mode append_dedup needs a primary key to keep the latest row per key; add `primary_key: [<column>]` or use `write: append`",
-        ));
-    }
 
     let mut mappers = Vec::with_capacity(raw.mappers.len());
     for (j, mapper) in raw.mappers.iter().enumerate() {

@@ -271,11 +271,14 @@ fn incremental_needs_a_cursor() {
 }
 
 #[test]
-fn append_dedup_needs_a_primary_key() {
-    assert_eq!(
-        product_error(&orders_with("    primary_key: [id]\n", "")),
-        "domains/sales/orders.yaml:11:12: streams[0].primary_key: write mode append_dedup needs a primary key to keep the latest row per key; add `primary_key: [<column>]` or use `write: append`"
+fn append_dedup_may_leave_the_key_to_the_source() {
+    let p = TempProject::new(WEFT_YAML);
+    p.write(
+        "domains/sales/orders.yaml",
+        &orders_with("    primary_key: [id]\n", ""),
     );
+    let project = p.load().unwrap();
+    assert_eq!(project.products[0].streams[0].primary_key, None);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! End to end: the real `weft` binary syncing the sample source (2M orders) into PostgreSQL in
 //! each write mode, SIGKILLed at random points and rerun, then the table compared row by row
 //! with `weft_source_sample::expected_rows`: no loss, no duplicates, readers never see half.
+//! Password authentication on a private cluster: a wrong password refused by `check` and
+//! `sync run` with a message that never holds a password; the right one from `${PG_PASSWORD}`.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,7 +12,7 @@ use arrow::datatypes::{
     Date32Type, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use weft_source_sample::{expected_rows, SampleConfig};
-use weft_testkit::pg::PgTestDb;
+use weft_testkit::pg::{ClusterOptions, PgTestDb, PrivateCluster};
 use weft_testkit::TestProject;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -348,5 +350,67 @@ fn every_sample_stream_lands_side_by_side_with_its_types() {
     assert_eq!(
         db.sql("SELECT count(*) FROM sales._weft_checkpoints WHERE checkpoint IS NOT NULL"),
         "3"
+    );
+}
+
+#[test]
+fn password_auth_on_a_private_cluster() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    let right = cluster.password().to_string();
+    let wrong = "Wr0ng-pass-Zq9";
+    let p = TestProject::new(
+        BIN,
+        &format!(
+            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: postgres\n    config:\n      host: {}\n      port: {}\n      user: {}\n      password: ${{PG_PASSWORD}}\n      database: postgres\n",
+            cluster.host, cluster.port, cluster.user
+        ),
+    );
+    p.product("sales", "shop", &product(1000, 0, "full_refresh", "append"));
+    let with = |password: &str, args: &[&str]| {
+        weft_testkit::Outcome(p.weft(args).env("PG_PASSWORD", password).output().unwrap())
+    };
+    let rejected = format!(
+        "PostgreSQL at {}:{} rejected the password of user `{}`; check `password`",
+        cluster.host, cluster.port, cluster.user
+    );
+    for args in [
+        &["connector", "check", "sales/shop", "--destination"][..],
+        &["sync", "run", "--no-progress"][..],
+    ] {
+        let out = with(wrong, args);
+        out.expect_code(1);
+        let all = format!("{}{}", out.stdout(), out.stderr());
+        assert!(all.contains(&rejected), "{args:?}: {all}");
+        assert!(
+            !all.contains(wrong),
+            "{args:?} printed the wrong password: {all}"
+        );
+        assert!(!all.contains(&right), "{args:?} printed the password");
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    assert_eq!(
+        cluster.sql(
+            "postgres",
+            "SELECT to_regclass('sales.shop__orders') IS NULL"
+        ),
+        "t"
+    );
+
+    with(
+        &right,
+        &["connector", "check", "sales/shop", "--destination"],
+    )
+    .expect_code(0);
+    let out = with(&right, &["sync", "run", "--no-progress"]);
+    out.expect_code(0);
+    assert!(!format!("{}{}", out.stdout(), out.stderr()).contains(&right));
+    assert_eq!(
+        cluster.sql(
+            "postgres",
+            "SELECT count(*), count(DISTINCT id) FROM sales.shop__orders"
+        ),
+        "1000|1000"
     );
 }

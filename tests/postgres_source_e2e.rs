@@ -1,14 +1,16 @@
 //! End to end: the real `weft` binary syncing PostgreSQL tables into the Parquet lake. A
 //! multi-million-row full refresh SIGKILLed at random points and rerun, then compared with the
 //! table row by row; incremental with cursor ties; bad input (wrong password, a table dropped
-//! mid-sync, a hostile table name).
+//! mid-sync, a hostile table name); password authentication on a private cluster (wrong
+//! password refused with a clear message that never holds a password, the right one from
+//! `${PG_PASSWORD}`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
-use weft_testkit::pg::PgTestDb;
+use weft_testkit::pg::{ClusterOptions, PgTestDb, PrivateCluster};
 use weft_testkit::{manifest_checkpoint, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -234,4 +236,212 @@ fn wrong_password_and_dropped_table_fail_clearly() {
     assert!(!all.contains("panicked"), "{all}");
     assert!(manifest_checkpoint(&p.stream_dir("ops", "db", "public.doomed")).is_none());
     assert_eq!(p.read_stream("ops", "db", "public.keep").num_rows(), 1000);
+}
+
+#[test]
+fn password_auth_on_a_private_cluster() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    cluster.sql(
+        "postgres",
+        "CREATE TABLE accounts (id int8 PRIMARY KEY, name text);
+         INSERT INTO accounts SELECT g, 'n' || g FROM generate_series(1, 500) g;",
+    );
+    let right = cluster.password().to_string();
+    let wrong = "Wr0ng-pass-Zq9";
+    let p = TestProject::with_lake(BIN, "1ms");
+    p.product(
+        "ops",
+        "db",
+        &format!(
+            "product: db\ndomain: ops\nowner: test@example.com\ndescription: private cluster\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: postgres }}\nstreams:\n  - name: public.accounts\n",
+            cluster.host, cluster.port, cluster.user
+        ),
+    );
+    let with = |password: &str, args: &[&str]| {
+        weft_testkit::Outcome(p.weft(args).env("PG_PASSWORD", password).output().unwrap())
+    };
+    let rejected = format!(
+        "password authentication failed for user `{}` at {}:{}; check `password` (and `user`) in the source config",
+        cluster.user, cluster.host, cluster.port
+    );
+    for args in [
+        &["connector", "check", "ops/db"][..],
+        &["sync", "run", "--no-progress"][..],
+    ] {
+        let out = with(wrong, args);
+        out.expect_code(1);
+        let all = format!("{}{}", out.stdout(), out.stderr());
+        assert!(all.contains(&rejected), "{args:?}: {all}");
+        assert!(
+            !all.contains(wrong),
+            "{args:?} printed the wrong password: {all}"
+        );
+        assert!(!all.contains(&right), "{args:?} printed the password");
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    assert!(manifest_checkpoint(&p.stream_dir("ops", "db", "public.accounts")).is_none());
+
+    // The right password, from the environment.
+    with(&right, &["connector", "check", "ops/db"]).expect_code(0);
+    let out = with(&right, &["sync", "run", "--no-progress"]);
+    out.expect_code(0);
+    assert!(!format!("{}{}", out.stdout(), out.stderr()).contains(&right));
+    let batch = p.read_stream("ops", "db", "public.accounts");
+    assert_eq!(batch.num_rows(), 500);
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!(ids.iter().flatten().sum::<i64>(), 500 * 501 / 2);
+}
+
+/// `id|a|t|updated_at µs` lines of the lake, sorted by id.
+fn event_lines(batch: &RecordBatch) -> Vec<(i64, String)> {
+    let mut rows: Vec<(i64, String)> = lake_lines(batch);
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let at = batch
+        .column_by_name("updated_at")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let mut cursor: Vec<(i64, i64)> = (0..batch.num_rows())
+        .map(|i| (ids.value(i), at.value(i)))
+        .collect();
+    cursor.sort_unstable();
+    for ((id, line), (cid, us)) in rows.iter_mut().zip(cursor) {
+        assert_eq!(*id, cid);
+        line.push_str(&format!("|{us}"));
+    }
+    rows
+}
+
+#[test]
+fn incremental_dedup_of_a_million_rows_with_cursor_ties_survives_sigkills() {
+    let rows: u64 = std::env::var("WEFT_E2E_PG_INCR_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let db = PgTestDb::create("pgsrc_e2e_incr_kill");
+    // 20 rows per cursor value, and cursor order unrelated to id order.
+    db.sql(&format!(
+        "CREATE TABLE events (id int8 PRIMARY KEY, a int4 NOT NULL, t text, updated_at timestamptz NOT NULL);
+         INSERT INTO events SELECT g, (g % 1000)::int4, CASE WHEN g % 7 = 0 THEN NULL ELSE md5(g::text) END,
+           '2024-01-01'::timestamptz + ((g::int8 * 7919) % ({rows} / 20)) * interval '1 second'
+         FROM generate_series(1, {rows}) g;
+         CREATE INDEX ON events (updated_at, id);
+         ANALYZE events;"
+    ));
+    let p = TestProject::with_lake(BIN, "150ms");
+    p.product(
+        "ops",
+        "db",
+        &product(
+            &db,
+            "  - name: public.events\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n",
+            ", batch_size: 20000",
+        ),
+    );
+    let seed = seed();
+    eprintln!("WEFT_TEST_SEED={seed}");
+    let mut rng = seed | 1;
+    let mut next = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
+    let dir = p.stream_dir("ops", "db", "public.events");
+    let pending_cp = || {
+        std::fs::read_to_string(dir.join("_weft/manifest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|m| m["pending"]["checkpoint"].is_object())
+            .unwrap_or(false)
+    };
+    // Up to `kills` SIGKILLs per phase, the first only once a mid-read commit is durable.
+    let mut run_with_kills = |phase: &str, kills: usize| {
+        let (mut killed, mut after_commit) = (0, false);
+        for _ in 0..kills {
+            let mut child = p
+                .weft(["sync", "run", "--no-progress"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            if killed == 0 {
+                while !pending_cp() && start.elapsed() < Duration::from_secs(60) {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let delay = start.elapsed() + Duration::from_millis(next(300));
+            let mut finished = false;
+            while start.elapsed() < delay {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(
+                        status.success(),
+                        "{phase}: a run ended on its own with {status}"
+                    );
+                    finished = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if finished {
+                break;
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            killed += 1;
+            after_commit |= pending_cp();
+        }
+        eprintln!("{phase}: {killed} kills, one after a mid-read commit: {after_commit}");
+        assert!(killed >= 1, "{phase}: no run was killed (seed {seed})");
+        assert!(
+            after_commit,
+            "{phase}: no kill landed after a mid-read commit (seed {seed})"
+        );
+        p.run(["sync", "run", "--no-progress"]).expect_code(0);
+        assert!(!pending_cp(), "{phase}: the last run left a pending commit");
+    };
+    let compare = |phase: &str| {
+        let lake = event_lines(&p.read_stream("ops", "db", "public.events"));
+        let table = db.sql(
+            "SELECT id || '|' || a || '|' || coalesce(t, 'NULL') || '|' || \
+             (extract(epoch FROM updated_at) * 1000000)::int8 FROM events ORDER BY id",
+        );
+        let mut n = 0;
+        for (line, (id, got)) in table.lines().zip(&lake) {
+            assert_eq!(
+                got, line,
+                "{phase}: row with id {id} differs (or a row is missing/duplicated)"
+            );
+            n += 1;
+        }
+        assert_eq!(
+            n,
+            lake.len(),
+            "{phase}: the lake has more rows than the table"
+        );
+        n
+    };
+
+    run_with_kills("initial read", 3);
+    assert_eq!(compare("initial read") as u64, rows);
+
+    // Updates to later cursors, new rows tying with the last cursor (higher ids), later rows.
+    db.sql(&format!(
+        "UPDATE events SET a = a + 1, t = 'updated', updated_at = '2030-01-01'::timestamptz + (id % 977) * interval '1 second' WHERE id % 25 = 0;
+         INSERT INTO events SELECT {rows} + g, -1, 'tie', (SELECT max(updated_at) FROM events WHERE updated_at < '2030-01-01') FROM generate_series(1, 1000) g;
+         INSERT INTO events SELECT {rows} + 1000 + g, g % 5, NULL, '2031-01-01'::timestamptz + (g / 50) * interval '1 second' FROM generate_series(1, {rows} / 5) g;"
+    ));
+    run_with_kills("changes", 2);
+    assert_eq!(compare("changes") as u64, rows + 1000 + rows / 5);
 }

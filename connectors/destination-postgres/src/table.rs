@@ -170,16 +170,16 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Opti
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {} (
-                table_name text PRIMARY KEY,
-                domain text NOT NULL,
-                product text NOT NULL,
-                stream text NOT NULL,
-                write_mode text NOT NULL,
-                checkpoint jsonb,
-                pending_checkpoint jsonb,
-                run_id text,
-                committed_at timestamptz NOT NULL DEFAULT now()
-            )",
+               table_name text PRIMARY KEY,
+               domain text NOT NULL,
+               product text NOT NULL,
+               stream text NOT NULL,
+               write_mode text NOT NULL,
+               checkpoint jsonb,
+               pending_checkpoint jsonb,
+               run_id text,
+               committed_at timestamptz NOT NULL DEFAULT now()
+             )",
             names.control()
         ))
         .await
@@ -410,6 +410,41 @@ async fn evolve(
                 }
             },
         }
+    }
+    // A column the table has but the stream no longer sends was renamed or dropped in the
+    // source: appending without it would leave it NULL (append) or stale (append_dedup) for
+    // every later row, so the stream stops before anything is written.
+    let sent = |name: &str| columns.iter().any(|(n, _)| n == name);
+    let missing: Vec<&str> = existing
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !sent(n) && *n != SYNCED_AT && *n != RUN_ID)
+        .collect();
+    if let Some(gone) = missing.first() {
+        let new: Vec<&str> = columns
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !existing.iter().any(|(e, _)| e == n))
+            .collect();
+        let fix = match new.as_slice() {
+            [renamed] => format!(
+                "the stream now sends column {} instead: if it was renamed, run ALTER TABLE \
+                 {qualified} RENAME COLUMN {} TO {}; ",
+                quote(renamed),
+                quote(gone),
+                quote(renamed)
+            ),
+            _ => String::new(),
+        };
+        return Err(ConnectorError::Schema(format!(
+            "{}: the stream no longer sends column {} of the table (renamed or dropped in the \
+             source?); weft never drops or renames columns. {fix}otherwise drop the column \
+             (ALTER TABLE {qualified} DROP COLUMN {}), or drop the table so the next run \
+             recreates it",
+            layout.label,
+            quote(gone),
+            quote(gone)
+        )));
     }
     if !alters.is_empty() {
         tracing::info!(table = %qualified, changes = %alters.join(", "), "evolving the table");

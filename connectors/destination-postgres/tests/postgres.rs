@@ -1091,3 +1091,74 @@ async fn a_shared_schema_never_mixes_two_domains_in_one_table() {
          `schema` unset) or rename the product"
     );
 }
+
+#[tokio::test]
+async fn a_column_the_stream_no_longer_sends_stops_it_before_any_write() {
+    let db = PgTestDb::create("pgdest_gone_col");
+    let dest = destination(&db);
+    let t = target("sales", "shop", "people");
+    let v1 = id_name_schema();
+    for mode in [WriteMode::AppendDedup, WriteMode::Append] {
+        let mut w = open(dest.as_ref(), &t, &v1, mode, &["id"], None).await;
+        w.write(ids_batch(&v1, 1..4)).await.unwrap();
+        w.finish(&cp(1)).await.unwrap();
+
+        // Renamed: the fix names both columns.
+        let renamed: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("full_name", DataType::Utf8, true),
+        ]));
+        let err = dest
+            .open(
+                &t,
+                &stream("people", &renamed, mode, &["id"], None),
+                renamed.clone(),
+            )
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "stream `people` (table \"sales\".\"shop__people\"): the stream no longer sends \
+             column \"name\" of the table (renamed or dropped in the source?); weft never drops \
+             or renames columns. the stream now sends column \"full_name\" instead: if it was \
+             renamed, run ALTER TABLE \"sales\".\"shop__people\" RENAME COLUMN \"name\" TO \
+             \"full_name\"; otherwise drop the column (ALTER TABLE \"sales\".\"shop__people\" \
+             DROP COLUMN \"name\"), or drop the table so the next run recreates it",
+            "{mode:?}"
+        );
+        // Dropped: no rename to suggest.
+        let dropped: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let err = dest
+            .open(
+                &t,
+                &stream("people", &dropped, mode, &["id"], None),
+                dropped.clone(),
+            )
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("weft never drops or renames columns. otherwise drop the column"),
+            "{err}"
+        );
+        // Nothing changed: same columns, same rows, same checkpoint.
+        assert_eq!(
+            db.sql(
+                "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE \
+                 attrelid = 'sales.shop__people'::regclass AND attnum > 0 AND NOT attisdropped"
+            ),
+            "id,name,_weft_synced_at,_weft_run_id"
+        );
+        assert_eq!(
+            column_text(&db, "sales.shop__people", "name", "id"),
+            some(&["row 1", "row 2", "row 3"])
+        );
+        let w = open(dest.as_ref(), &t, &v1, mode, &["id"], None).await;
+        assert_eq!(w.committed_checkpoint(), Some(cp(1)));
+        db.sql("DROP TABLE sales.shop__people");
+    }
+}

@@ -1,6 +1,8 @@
 //! The binary COPY format decoded straight into Arrow builders: no text round trip, no per-row
 //! allocation. [`CopyDecoder::feed`] takes the byte stream in whatever chunks it arrives,
-//! parses complete tuples and cuts a [`RecordBatch`] every `batch_size` rows.
+//! parses complete tuples and cuts a [`RecordBatch`] every `batch_size` rows or `batch_bytes`
+//! bytes, whichever comes first: rows alone would let a table of wide rows make batches of
+//! hundreds of MiB, and every channel between here and the writer holds a few of them.
 
 use std::sync::Arc;
 
@@ -44,10 +46,15 @@ pub struct Decoded {
 pub struct CopyDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
+    kinds: Vec<Kind>,
     names: Vec<String>,
     position: Position,
     batch_size: usize,
+    batch_bytes: usize,
     rows: usize,
+    /// Wire bytes of the rows since the last cut: a cheap, slightly high estimate of their
+    /// size in Arrow buffers.
+    bytes: usize,
     header_done: bool,
     finished: bool,
     buf: BytesMut,
@@ -58,16 +65,25 @@ pub struct CopyDecoder {
 }
 
 impl CopyDecoder {
-    pub fn new(schema: SchemaRef, kinds: &[Kind], position: Position, batch_size: usize) -> Self {
+    pub fn new(
+        schema: SchemaRef,
+        kinds: &[Kind],
+        position: Position,
+        batch_size: usize,
+        batch_bytes: usize,
+    ) -> Self {
         let cap = batch_size.min(8192);
         Self {
             names: schema.fields().iter().map(|f| f.name().clone()).collect(),
-            columns: kinds.iter().map(|k| Column::new(k, cap)).collect(),
+            columns: kinds.iter().map(|k| Column::new(k, cap, 0)).collect(),
+            kinds: kinds.to_vec(),
             infinities: vec![false; kinds.len()],
             schema,
             position,
             batch_size,
+            batch_bytes: batch_bytes.max(1),
             rows: 0,
+            bytes: 0,
             header_done: false,
             finished: false,
             buf: BytesMut::new(),
@@ -111,7 +127,7 @@ impl CopyDecoder {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
-            if self.rows == self.batch_size {
+            if self.rows == self.batch_size || self.bytes >= self.batch_bytes {
                 if let Err(e) = self.cut() {
                     break Err(e);
                 }
@@ -190,6 +206,7 @@ impl CopyDecoder {
             }
         }
         self.rows += 1;
+        self.bytes += end;
         Ok(Some(end))
     }
 
@@ -211,12 +228,25 @@ impl CopyDecoder {
             return Ok(());
         }
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        // Finished builders start over empty and grow by doubling, leaving batches with up to
+        // twice the memory they use while they wait in channels. Batches cut by bytes are
+        // alike, so the next one's builders are sized from this one, with a little headroom.
+        let rows = (self.rows + self.rows / 16).min(self.batch_size);
+        for ((column, kind), array) in self.columns.iter_mut().zip(&self.kinds).zip(&arrays) {
+            let data = array.to_data();
+            let bytes = match data.buffers() {
+                [_offsets, values] => values.len() + values.len() / 16,
+                _ => 0,
+            };
+            *column = Column::new(kind, rows, bytes);
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| e.to_string())?;
         self.ready.push(Decoded {
             batch,
             last_position: self.last_position,
         });
         self.rows = 0;
+        self.bytes = 0;
         Ok(())
     }
 
@@ -275,7 +305,8 @@ enum Column {
 }
 
 impl Column {
-    fn new(kind: &Kind, cap: usize) -> Self {
+    /// A builder for `cap` rows and, for text and binary columns, `bytes` bytes of values.
+    fn new(kind: &Kind, cap: usize, bytes: usize) -> Self {
         match kind {
             Kind::Bool => Column::Bool(BooleanBuilder::with_capacity(cap)),
             Kind::Int2 => Column::Int2(Int16Builder::with_capacity(cap)),
@@ -290,11 +321,16 @@ impl Column {
                     .expect("precision ≤ 38 and 0 ≤ scale ≤ precision, checked in types"),
                 *s,
             ),
-            Kind::NumericText => Column::NumericText(StringBuilder::new(), String::new()),
-            Kind::Text => Column::Text(StringBuilder::new()),
-            Kind::Jsonb => Column::Jsonb(StringBuilder::new()),
-            Kind::Uuid => Column::Uuid(StringBuilder::new(), String::with_capacity(36)),
-            Kind::Bytea => Column::Bytea(BinaryBuilder::new()),
+            Kind::NumericText => {
+                Column::NumericText(StringBuilder::with_capacity(cap, bytes), String::new())
+            }
+            Kind::Text => Column::Text(StringBuilder::with_capacity(cap, bytes)),
+            Kind::Jsonb => Column::Jsonb(StringBuilder::with_capacity(cap, bytes)),
+            Kind::Uuid => Column::Uuid(
+                StringBuilder::with_capacity(cap, bytes),
+                String::with_capacity(36),
+            ),
+            Kind::Bytea => Column::Bytea(BinaryBuilder::with_capacity(cap, bytes)),
             Kind::Date => Column::Date(Date32Builder::with_capacity(cap)),
             Kind::Time => Column::Time(Time64MicrosecondBuilder::with_capacity(cap)),
             Kind::Timestamp => Column::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap)),
@@ -304,7 +340,7 @@ impl Column {
             Kind::Interval => Column::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
             Kind::List(elem) => Column::List {
                 field: Arc::new(Field::new("item", elem.data_type(), true)),
-                child: Box::new(Column::new(elem, cap)),
+                child: Box::new(Column::new(elem, cap, 0)),
                 offsets: vec![0],
                 validity: arrow_buffer::NullBufferBuilder::new(cap),
             },
@@ -376,7 +412,11 @@ impl Column {
                     b.append_null();
                     return Ok(true);
                 }
-                b.append_value(us + PG_EPOCH_US);
+                // PostgreSQL reaches 294276 AD; Arrow's µs since 1970 end in 294247 AD.
+                let unix = us
+                    .checked_add(PG_EPOCH_US)
+                    .ok_or("a timestamp after 294247-01-10 is beyond Arrow's microsecond range")?;
+                b.append_value(unix);
             }
             Column::Interval(b) => {
                 let raw = fixed::<16>(v)?;
@@ -502,4 +542,52 @@ fn append_array(child: &mut Column, v: &[u8], infinity: &mut bool) -> Result<i32
         at = end;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_schema::{DataType, Schema};
+
+    use super::*;
+
+    /// A binary COPY stream of `rows` rows `(i int8, note text)`, each note 100 bytes.
+    fn copy_stream(rows: i64) -> Vec<u8> {
+        let mut out = SIGNATURE.to_vec();
+        out.extend_from_slice(&[0; 8]); // flags, header extension length
+        for i in 0..rows {
+            out.extend_from_slice(&2i16.to_be_bytes());
+            out.extend_from_slice(&8i32.to_be_bytes());
+            out.extend_from_slice(&i.to_be_bytes());
+            out.extend_from_slice(&100i32.to_be_bytes());
+            out.extend_from_slice(&[b'x'; 100]);
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    fn decode(rows: i64, batch_size: usize, batch_bytes: usize) -> Vec<usize> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let mut d = CopyDecoder::new(
+            schema,
+            &[Kind::Int8, Kind::Text],
+            Position::Column(0),
+            batch_size,
+            batch_bytes,
+        );
+        for chunk in copy_stream(rows).chunks(4096) {
+            d.feed(chunk).unwrap();
+        }
+        d.finish().unwrap();
+        d.ready.iter().map(|b| b.batch.num_rows()).collect()
+    }
+
+    #[test]
+    fn batches_end_at_the_row_or_the_byte_cap() {
+        // 118 wire bytes a row: a batch reaches 10,000 bytes at its 85th row.
+        assert_eq!(decode(200, 1000, 10_000), vec![85, 85, 30]);
+        assert_eq!(decode(200, 50, 1 << 20), vec![50, 50, 50, 50]);
+    }
 }

@@ -14,8 +14,8 @@
 //! | bytea | Binary |
 //! | date | Date32; `±infinity` becomes NULL (with a warning naming the column) |
 //! | time | Time64(µs) |
-//! | timestamp | Timestamp(µs); `±infinity` becomes NULL (with a warning) |
-//! | timestamptz | Timestamp(µs, "UTC"); `±infinity` becomes NULL (with a warning) |
+//! | timestamp | Timestamp(µs); `±infinity` becomes NULL (with a warning); a value after 294247-01-10 (beyond Arrow's µs range) is an error naming the column |
+//! | timestamptz | Timestamp(µs, "UTC"); as timestamp |
 //! | interval | Interval(MonthDayNano) |
 //! | one-dimensional arrays of the above | List of the element type (a multi-dimensional value is an error naming the column) |
 //! | domains | as their base type |

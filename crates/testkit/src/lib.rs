@@ -2,7 +2,9 @@
 //! binary against them, and reading a Parquet lake back with the parquet crate alone (an
 //! independent reader: nothing of weft's writer is used to read).
 
+mod cluster;
 pub mod pg;
+pub mod pgtext;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,13 @@
 //! `127.0.0.1`, `5432`, `postgres`, trust auth, as on the CI machines; `.ci/run` starts it).
 //! Each [`PgTestDb`] is a fresh database dropped on drop. An unreachable server fails the test:
 //! it is never skipped silently.
+//!
+//! [`PrivateCluster`] (re-exported from [`crate::cluster`]) is a whole cluster of a test's own,
+//! for what the shared server cannot do: password authentication, `wal_level=logical`.
 
 use std::process::Command;
+
+pub use crate::cluster::{ClusterOptions, PrivateCluster};
 
 /// A fresh database, dropped (with its connections) when this value is dropped.
 pub struct PgTestDb {
@@ -23,7 +28,7 @@ impl PgTestDb {
     /// Creates a database named `weft_<prefix>_<random>`.
     pub fn create(prefix: &str) -> Self {
         let db = Self {
-            name: format!("weft_{prefix}_{}", &uuid_like()[..12]),
+            name: format!("weft_{prefix}_{}", &random_hex()[..12]),
             host: env_or("WEFT_TEST_PG_HOST", "127.0.0.1"),
             port: env_or("WEFT_TEST_PG_PORT", "5432")
                 .parse()
@@ -84,7 +89,7 @@ impl Drop for PgTestDb {
 }
 
 /// A random hex string without pulling a UUID crate into every test.
-fn uuid_like() -> String {
+pub(crate) fn random_hex() -> String {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut h = RandomState::new().build_hasher();

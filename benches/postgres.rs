@@ -1,40 +1,68 @@
 //! PostgreSQL benchmarks, each printing weft against a reference measured in the same run.
 //!
-//! `cargo bench --bench postgres` (rows: `WEFT_BENCH_ROWS`, default 5,000,000), against the
-//! server of `weft_testkit::pg` (`WEFT_TEST_PG_*`).
+//! `cargo bench --bench postgres` (rows: `WEFT_BENCH_ROWS`, default 5,000,000, then
+//! `WEFT_BENCH_ROWS2`, default twice that, 0 to skip), against the server of
+//! `weft_testkit::pg` (`WEFT_TEST_PG_*`).
 //!
 //! * [`pg_to_parquet`]: the time of `COPY … TO STDOUT (FORMAT binary)` of the table into
 //!   /dev/null with psql (the fastest a client can pull the table) against weft's
 //!   PostgreSQL → Parquet sync through the real binary; their ratio (goal ≤ 1.3) and weft's
-//!   peak RSS (goal < 256 MiB, flat in the row count).
+//!   peak RSS (goal < 256 MiB, flat in the row count). Run at both sizes (the table grows in
+//!   between), so one run shows whether memory stays flat.
 //! * [`pg_to_pg`]: weft's sample → PostgreSQL sync against psql piping the same table's
 //!   binary COPY out and into a copy of it.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use weft_testkit::pg::PgTestDb;
 
-fn peak_rss_of_children_mib() -> f64 {
-    // SAFETY: getrusage only writes into the struct we hand it.
+/// Runs `cmd` to its end with stdout and stderr captured in files of `dir`: its wall time in
+/// seconds and its own peak RSS in MiB (from `wait4`, so earlier children do not count, unlike
+/// `getrusage(RUSAGE_CHILDREN)`, which keeps the maximum over all of them).
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, which std cannot know
+fn run_measured(mut cmd: Command, dir: &Path) -> (f64, f64) {
+    let (out, err) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+    cmd.stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"));
+    let start = Instant::now();
+    let child = cmd.spawn().expect("run weft");
+    let mut status = 0;
+    // SAFETY: wait4 only writes into the two values we hand it; it reaps the child, which the
+    // `Child` handle never waits for afterwards.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0 // KiB on Linux
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "weft failed:\n{}\n{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    (secs, usage.ru_maxrss as f64 / 1024.0) // KiB on Linux
 }
 
-/// The benchmark table: `rows` generated rows of the usual shapes.
-pub fn create_bench_table(db: &PgTestDb, rows: u64) {
-    db.sql(&format!(
+/// The benchmark table, empty.
+pub fn create_bench_table(db: &PgTestDb) {
+    db.sql(
         "CREATE TABLE bench (
            id bigint PRIMARY KEY, qty int NOT NULL, status text NOT NULL, amount numeric(12,2),
            currency char(3), note text, created_at timestamptz NOT NULL, updated_at timestamptz,
-           active bool, attrs jsonb);
-         INSERT INTO bench SELECT g, (g % 1000)::int, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
+           active bool, attrs jsonb)",
+    );
+}
+
+/// Adds generated rows `from..=to` of the usual shapes to the benchmark table.
+pub fn insert_bench_rows(db: &PgTestDb, from: u64, to: u64) {
+    db.sql(&format!(
+        "INSERT INTO bench SELECT g, (g % 1000)::int, (ARRAY['new','paid','shipped','done'])[1 + g % 4],
            (g % 100000) / 100.0, (ARRAY['EUR','USD','GBP'])[1 + g % 3],
            CASE WHEN g % 5 = 0 THEN NULL ELSE left(repeat(md5(g::text), 3), (g % 80)::int) END,
            '2024-01-01'::timestamptz + g * interval '1 second', '2024-06-01'::timestamptz + g * interval '1 second',
            g % 2 = 0, jsonb_build_object('k', g % 10, 'tag', 'x' || (g % 7))
-         FROM generate_series(1, {rows}::int8) g;"
+         FROM generate_series({from}::int8, {to}::int8) g;"
     ));
     db.sql("VACUUM ANALYZE bench");
 }
@@ -66,8 +94,9 @@ pub fn copy_to_dev_null(db: &PgTestDb, table: &str) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-/// PostgreSQL → Parquet lake through the real binary, against psql's COPY.
-pub fn pg_to_parquet(db: &PgTestDb, rows: u64) {
+/// PostgreSQL → Parquet lake through the real binary, against psql's COPY: the ratio weft /
+/// COPY and weft's peak RSS in MiB.
+pub fn pg_to_parquet(db: &PgTestDb, rows: u64) -> (f64, f64) {
     let reference = copy_to_dev_null(db, "bench");
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
@@ -85,21 +114,11 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) {
         ),
     )
     .expect("product");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("--project")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("--project")
         .arg(&project)
-        .args(["sync", "run", "--no-progress"])
-        .output()
-        .expect("run weft");
-    let weft = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "weft failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rss = peak_rss_of_children_mib();
+        .args(["sync", "run", "--no-progress"]);
+    let (weft, rss) = run_measured(cmd, dir.path());
     let rate = |secs: f64| rows as f64 / secs;
     println!("postgres → parquet, {rows} rows");
     println!(
@@ -115,6 +134,7 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) {
         "ratio weft / COPY:            {:.3}  (goal ≤ 1.30)",
         weft / reference
     );
+    (weft / reference, rss)
 }
 
 /// Sample source → PostgreSQL through the real binary (2M orders unless
@@ -194,9 +214,23 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000_000);
+    let rows2: u64 = std::env::var("WEFT_BENCH_ROWS2")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2 * rows);
     let db = PgTestDb::create("bench_pg");
-    create_bench_table(&db, rows);
-    pg_to_parquet(&db, rows);
+    create_bench_table(&db);
+    insert_bench_rows(&db, 1, rows);
+    let mut runs = vec![(rows, pg_to_parquet(&db, rows))];
+    if rows2 > rows {
+        // The same table grown: peak RSS must not follow the row count.
+        insert_bench_rows(&db, rows + 1, rows2);
+        runs.push((rows2, pg_to_parquet(&db, rows2)));
+    }
+    println!("postgres → parquet summary");
+    for (n, (ratio, rss)) in &runs {
+        println!("  {n:>11} rows: ratio weft / COPY {ratio:.3}, weft peak RSS {rss:.1} MiB");
+    }
 
     let dest_rows: u64 = std::env::var("WEFT_BENCH_PG_DEST_ROWS")
         .ok()

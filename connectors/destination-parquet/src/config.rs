@@ -17,8 +17,8 @@ pub struct LakeConfig {
     /// Root folder of the lake; relative paths are relative to the project folder. Streams land
     /// in `<path>/<domain>/<product>/<stream>/`.
     pub path: PathBuf,
-    /// Cap of one row group, in encoded bytes (default 128 MiB). Bounds the memory a writer
-    /// holds per stream.
+    /// Cap of one row group, in encoded (compressed) bytes (default 64 MiB). The writer holds
+    /// the row group being written in memory, so this bounds its memory per stream.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: u64,
     /// A data file is closed and a new one started past this size, in bytes (default 512 MiB).
@@ -30,7 +30,9 @@ pub struct LakeConfig {
 }
 
 fn default_row_group_bytes() -> u64 {
-    128 * MIB
+    // Large enough for readers to scan efficiently, small enough that a stream's writer stays
+    // well inside a 256 MB budget next to the batches in flight.
+    64 * MIB
 }
 
 fn default_file_bytes() -> u64 {
@@ -47,7 +49,7 @@ impl LakeConfig {
         if self.row_group_bytes == 0 {
             return Err(ConnectorError::config(
                 "row_group_bytes",
-                "must be above 0 (the default is 134217728, 128 MiB)",
+                "must be above 0 (the default is 67108864, 64 MiB)",
             ));
         }
         if self.file_bytes == 0 {
@@ -94,7 +96,7 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let cfg: LakeConfig = weft_core::parse_config(&json!({"path": "lake"})).unwrap();
-        assert_eq!(cfg.row_group_bytes, 128 * MIB);
+        assert_eq!(cfg.row_group_bytes, 64 * MIB);
         assert_eq!(cfg.file_bytes, 512 * MIB);
         assert_eq!(cfg.zstd_level, 3);
         cfg.validate().unwrap();

@@ -175,8 +175,10 @@ pub(crate) struct Encoder {
     error: Arc<Mutex<Option<ConnectorError>>>,
 }
 
-/// Batches queued ahead of the encoder; small, as each may be large.
-const QUEUE: usize = 4;
+/// Batches queued ahead of the encoder. One is enough to keep it busy (the writer holds the
+/// next one while it waits), and every extra slot is a batch more in memory: when encoding is
+/// the slowest stage, every queue before it is full.
+const QUEUE: usize = 1;
 
 impl Encoder {
     pub fn spawn(writer: PartWriter) -> Result<Self> {

@@ -54,9 +54,15 @@ pub struct PostgresConfig {
     /// How many ranges of one table are read at once, each on its own connection.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
-    /// Rows per Arrow record batch.
+    /// Most rows per Arrow record batch.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most bytes per Arrow record batch (default 4 MiB, counted as read from the server, a
+    /// little above the batch's size in memory). A batch ends at `batch_size` rows or
+    /// `batch_bytes`, whichever comes first, so wide rows do not make huge batches: a read
+    /// holds about fifteen batches in flight between the server and the destination.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
     /// Target rows per range when a full refresh splits a large table.
     #[serde(default = "default_range_rows")]
     pub range_rows: u64,
@@ -74,6 +80,9 @@ fn default_parallelism() -> usize {
 fn default_batch_size() -> usize {
     65_536
 }
+fn default_batch_bytes() -> usize {
+    4 * 1024 * 1024
+}
 fn default_range_rows() -> u64 {
     1_000_000
 }
@@ -90,6 +99,7 @@ impl PostgresConfig {
             schemas: default_schemas(),
             parallelism: default_parallelism(),
             batch_size: default_batch_size(),
+            batch_bytes: default_batch_bytes(),
             range_rows: default_range_rows(),
         }
     }
@@ -122,6 +132,12 @@ impl PostgresConfig {
                 "must be between 1 and 1048576 rows",
             ));
         }
+        if self.batch_bytes < 65_536 {
+            return Err(ConnectorError::config(
+                "batch_bytes",
+                "must be at least 65536 (64 KiB; the default is 4194304, 4 MiB)",
+            ));
+        }
         if self.range_rows == 0 {
             return Err(ConnectorError::config("range_rows", "must be at least 1"));
         }
@@ -151,8 +167,8 @@ mod tests {
         assert_eq!(c.port, 5432);
         assert_eq!(c.schemas, vec!["public"]);
         assert_eq!(
-            (c.parallelism, c.batch_size, c.range_rows),
-            (2, 65536, 1_000_000)
+            (c.parallelism, c.batch_size, c.batch_bytes, c.range_rows),
+            (2, 65536, 4 << 20, 1_000_000)
         );
     }
 

@@ -200,7 +200,9 @@ async fn run(
     let pending: VecDeque<usize> = (0..ranges.len()).filter(|&i| !ranges[i].done).collect();
     let workers = ctx.config.parallelism.min(pending.len());
     let queue = Arc::new(Mutex::new(pending));
-    let (wtx, mut wrx) = mpsc::channel::<Result<WorkerMsg>>(workers.max(1));
+    // One slot: each worker blocked on a full channel already holds its next batch, so more
+    // slots would only add batches in memory, not keep the readers busier.
+    let (wtx, mut wrx) = mpsc::channel::<Result<WorkerMsg>>(1);
     let mut guard = TaskGuard::default();
     for _ in 0..workers {
         let (ctx, split, snapshot, queue, wtx) = (

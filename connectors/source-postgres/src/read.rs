@@ -72,6 +72,7 @@ impl ReadCtx {
             &self.kinds,
             position,
             self.config.batch_size,
+            self.config.batch_bytes,
         )
     }
 

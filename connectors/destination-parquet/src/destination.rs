@@ -13,6 +13,7 @@ use weft_core::{
 use crate::config::LakeConfig;
 use crate::encoder::{Encoder, PartWriter};
 use crate::layout::{self, lake_io};
+use crate::storable;
 use crate::table::Table;
 use crate::writer::LakeWriter;
 
@@ -88,6 +89,8 @@ impl Destination for ParquetLake {
         stream: &ConfiguredStream,
         schema: SchemaRef,
     ) -> Result<Box<dyn StreamWriter>> {
+        let (schema, converts) =
+            storable::storage_schema(&format!("stream `{}`", target.stream), &schema);
         let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
         let (props, file_bytes) = (self.props.clone(), self.file_bytes);
         let opened = tokio::task::spawn_blocking(move || {
@@ -104,6 +107,8 @@ impl Destination for ParquetLake {
             table.file_bytes,
             opened.next_seq,
         ))?;
-        Ok(Box::new(LakeWriter::new(table, encoder, opened.committed)))
+        Ok(Box::new(
+            LakeWriter::new(table, encoder, opened.committed).converting(converts),
+        ))
     }
 }

@@ -25,6 +25,7 @@ mod encoder;
 pub mod layout;
 pub mod manifest;
 mod recovery;
+mod storable;
 mod table;
 mod writer;
 

@@ -22,6 +22,8 @@ pub struct LakeWriter {
     /// table, so the writer refuses to go on (and silently skip them) until `abort`.
     poisoned: bool,
     finished: bool,
+    /// Some columns are stored in another type (see `storable`): batches are converted.
+    converts: bool,
 }
 
 impl LakeWriter {
@@ -34,7 +36,13 @@ impl LakeWriter {
             committed,
             poisoned: false,
             finished: false,
+            converts: false,
         }
+    }
+
+    pub(crate) fn converting(mut self, converts: bool) -> Self {
+        self.converts = converts;
+        self
     }
 
     fn usable(&self) -> Result<()> {
@@ -107,6 +115,11 @@ impl StreamWriter for LakeWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = if self.converts {
+            crate::storable::to_storage(batch, &self.schema)?
+        } else {
+            batch
+        };
         let batch_schema = batch.schema();
         if !std::sync::Arc::ptr_eq(&batch_schema, &self.schema)
             && batch_schema.fields() != self.schema.fields()

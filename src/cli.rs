@@ -50,7 +50,8 @@ pub enum Command {
     /// Run syncs and look at their state and history.
     #[command(subcommand)]
     Sync(SyncCommand),
-    /// Work with connectors: list them, print their config spec, check configs, discover streams.
+    /// Work with connectors: list them, print their config spec, check configs, discover streams,
+    /// install Airbyte connectors.
     #[command(subcommand)]
     Connector(ConnectorCommand),
     /// Project configuration helpers.
@@ -93,15 +94,26 @@ pub enum ConnectorCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// The JSON Schema of a connector's config.
+    /// The JSON Schema of a connector's config; for a product `domain/product` with an `airbyte`
+    /// source, the Airbyte connector's own spec.
     Spec {
-        /// Connector name, as in `weft connector list`.
+        /// Connector name, as in `weft connector list`, or a product `domain/product`.
         name: String,
     },
     /// Check that a connector can reach and use what its config names.
     Check(ConnectorTarget),
     /// List the streams a source offers, with their schemas.
     Discover(ConnectorTarget),
+    /// Install an Airbyte connector from PyPI into its cached virtualenv ahead of a sync (or find
+    /// it installed), and say where it is and which Python it runs on.
+    Install {
+        /// A PyPI requirement, as in a product's `package:`, e.g. `airbyte-source-faker==7.2.1`.
+        package: String,
+        /// The Python version to install it with (`3.10`); default: the newest installed one
+        /// the package supports.
+        #[arg(long)]
+        python: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,9 +1,10 @@
 //! End to end: the real `airbyte-source-faker` from PyPI, installed by weft into its cached
-//! virtualenv, synced by the real `weft` binary into the Parquet lake, checked against running
-//! the connector directly; then an incremental run from the saved state.
+//! virtualenv, synced by the real `weft` binary into the Parquet lake and into PostgreSQL,
+//! checked against running the connector directly; then an incremental run from the saved
+//! state. Also `weft connector install|spec|check|discover|list` on it.
 //!
-//! Needs PyPI. When it is unreachable the test is skipped with a message, except with `CI=true`
-//! where it fails.
+//! Needs PyPI. When it is unreachable the tests are skipped with a message, except with
+//! `CI=true` where they fail. The PostgreSQL test needs the local server (see `weft_testkit::pg`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::process::Command;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
+use weft_testkit::pg::PgTestDb;
 use weft_testkit::{manifest_checkpoint, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -47,8 +49,33 @@ fn installed_faker() -> PathBuf {
         .expect("weft installed source-faker")
 }
 
-/// Runs the connector directly: records per stream, and the users' rows by id.
-fn run_directly(exe: &PathBuf) -> (BTreeMap<String, u64>, BTreeMap<i64, serde_json::Value>) {
+/// True when the run failed because the package could not be installed from PyPI: the caller
+/// skips the test, except with `CI=true` where this panics.
+fn pypi_unavailable(out: &std::process::Output) -> bool {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success()
+        || !(stderr.contains("PyPI is unreachable") || stderr.contains("cannot install"))
+    {
+        return false;
+    }
+    let message = format!("cannot install {PACKAGE} from PyPI: {stderr}");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED (set CI=true to fail instead): {message}");
+    true
+}
+
+/// The records, users by id and last state per stream of one direct `read`: streams in
+/// `incremental` read incrementally on `updated_at`, the others in full refresh; `state` is an
+/// Airbyte state list.
+struct Direct {
+    counts: BTreeMap<String, u64>,
+    users: BTreeMap<i64, serde_json::Value>,
+    states: BTreeMap<String, serde_json::Value>,
+}
+
+fn read_directly(exe: &PathBuf, incremental: &[&str], state: Option<&serde_json::Value>) -> Direct {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
     std::fs::write(&config, faker_config().to_string()).unwrap();
@@ -66,7 +93,13 @@ fn run_directly(exe: &PathBuf) -> (BTreeMap<String, u64>, BTreeMap<i64, serde_js
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| serde_json::json!({"stream": s, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}))
+        .map(|s| {
+            if incremental.contains(&s["name"].as_str().unwrap()) {
+                serde_json::json!({"stream": s, "sync_mode": "incremental", "cursor_field": ["updated_at"], "destination_sync_mode": "append"})
+            } else {
+                serde_json::json!({"stream": s, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"})
+            }
+        })
         .collect();
     let configured = dir.path().join("catalog.json");
     std::fs::write(
@@ -74,28 +107,53 @@ fn run_directly(exe: &PathBuf) -> (BTreeMap<String, u64>, BTreeMap<i64, serde_js
         serde_json::json!({ "streams": streams }).to_string(),
     )
     .unwrap();
-    let read = Command::new(exe)
-        .args(["read", "--config"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["read", "--config"])
         .arg(&config)
         .arg("--catalog")
-        .arg(&configured)
-        .output()
-        .unwrap();
+        .arg(&configured);
+    if let Some(state) = state {
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, state.to_string()).unwrap();
+        cmd.arg("--state").arg(path);
+    }
+    let read = cmd.output().unwrap();
     assert!(read.status.success());
-    let mut counts = BTreeMap::new();
-    let mut users = BTreeMap::new();
+    let mut direct = Direct {
+        counts: BTreeMap::new(),
+        users: BTreeMap::new(),
+        states: BTreeMap::new(),
+    };
     for line in String::from_utf8_lossy(&read.stdout).lines() {
         let m: serde_json::Value = serde_json::from_str(line).unwrap();
         if m["type"] == "RECORD" {
             let stream = m["record"]["stream"].as_str().unwrap().to_string();
-            *counts.entry(stream.clone()).or_insert(0) += 1;
+            *direct.counts.entry(stream.clone()).or_insert(0) += 1;
             if stream == "users" {
                 let data = m["record"]["data"].clone();
-                users.insert(data["id"].as_i64().unwrap(), data);
+                direct.users.insert(data["id"].as_i64().unwrap(), data);
             }
+        } else if m["type"] == "STATE" {
+            let state = m["state"].clone();
+            let name = state["stream"]["stream_descriptor"]["name"]
+                .as_str()
+                .unwrap();
+            direct.states.insert(name.to_string(), state);
         }
     }
-    (counts, users)
+    direct
+}
+
+/// An Airbyte state body without what differs between two runs: `updated_at` is the run's
+/// clock (checked to be there), and the counters are not part of a saved state.
+fn comparable(state: &serde_json::Value) -> serde_json::Value {
+    let mut state = state.clone();
+    if let Some(o) = state.as_object_mut() {
+        o.remove("sourceStats");
+    }
+    let inner = state["stream"]["stream_state"].as_object_mut().unwrap();
+    assert!(inner.remove("updated_at").unwrap().is_string(), "{state}");
+    state
 }
 
 #[test]
@@ -110,14 +168,7 @@ fn faker_full_refresh_then_incremental_through_the_binary() {
     };
     let first = run();
     let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
-    if !first.status.success()
-        && (stderr.contains("PyPI is unreachable") || stderr.contains("cannot install"))
-    {
-        let message = format!("cannot install {PACKAGE} from PyPI: {stderr}");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{message}");
-        }
-        eprintln!("SKIPPED (set CI=true to fail instead): {message}");
+    if pypi_unavailable(&first) {
         return;
     }
     assert!(
@@ -126,7 +177,11 @@ fn faker_full_refresh_then_incremental_through_the_binary() {
         String::from_utf8_lossy(&first.stdout)
     );
 
-    let (counts, direct_users) = run_directly(&installed_faker());
+    let Direct {
+        counts,
+        users: direct_users,
+        ..
+    } = read_directly(&installed_faker(), &[], None);
     assert_eq!(counts["users"], COUNT);
     for stream in ["users", "products", "purchases"] {
         let lake = p.read_stream("sales", "fake", stream);
@@ -189,5 +244,265 @@ fn faker_full_refresh_then_incremental_through_the_binary() {
     assert_eq!(
         state_after_second["state"]["stream"]["stream_state"],
         state_after_first["state"]["stream"]["stream_state"]
+    );
+}
+
+/// The faker's records per stream in a PostgreSQL table, keyed like `users`.
+fn pg_counts(db: &PgTestDb) -> BTreeMap<String, u64> {
+    ["users", "products", "purchases"]
+        .into_iter()
+        .map(|s| {
+            let n = db.sql(&format!("SELECT count(*) FROM sales.fake__{s}"));
+            (s.to_string(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The Airbyte state in a stream's committed weft checkpoint.
+fn pg_state(db: &PgTestDb, stream: &str) -> serde_json::Value {
+    let cp: serde_json::Value = serde_json::from_str(&db.sql(&format!(
+        "SELECT checkpoint::text FROM sales._weft_checkpoints WHERE table_name = 'fake__{stream}'"
+    )))
+    .unwrap();
+    assert_eq!(cp["complete"], true, "{cp}");
+    cp["state"].clone()
+}
+
+#[test]
+fn faker_into_postgres_full_refresh_then_incremental() {
+    let db = PgTestDb::create("airbyte");
+    let p = TestProject::new(
+        BIN,
+        &format!(
+            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: postgres\n    config:\n      host: {}\n      port: {}\n      user: {}\n      database: {}\n  commit_interval: 1s\n",
+            db.host, db.port, db.user, db.name
+        ),
+    );
+    p.product("sales", "fake", &product());
+    let run = || {
+        p.weft(["sync", "run", "--no-progress"])
+            .env("WEFT_CONNECTOR_CACHE", venv_cache())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    if pypi_unavailable(&first) {
+        return;
+    }
+    assert!(
+        first.status.success(),
+        "first sync failed\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let incremental = ["users", "purchases"];
+    let direct = read_directly(&installed_faker(), &incremental, None);
+    assert_eq!(direct.counts["users"], COUNT);
+    assert_eq!(pg_counts(&db), direct.counts);
+
+    // Values of a few users match the connector's own records.
+    let rows = db.sql(&format!(
+        "SELECT id, name, age, email, address::text FROM sales.fake__users WHERE id IN (1, 2, {COUNT}) ORDER BY id"
+    ));
+    let rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let expected = &direct.users[&row[0].parse::<i64>().unwrap()];
+        assert_eq!(row[1], expected["name"].as_str().unwrap());
+        assert_eq!(row[2], expected["age"].as_i64().unwrap().to_string());
+        assert_eq!(row[3], expected["email"].as_str().unwrap());
+        let address: serde_json::Value = serde_json::from_str(row[4]).unwrap();
+        assert_eq!(address, expected["address"]);
+    }
+    assert_eq!(
+        db.sql("SELECT count(*) FROM sales.fake__users WHERE _airbyte_extra IS NOT NULL"),
+        "0"
+    );
+
+    // The saved states are the connector's final states.
+    for stream in ["users", "products", "purchases"] {
+        assert_eq!(
+            comparable(&pg_state(&db, stream)),
+            comparable(&direct.states[stream]),
+            "state of {stream}"
+        );
+    }
+
+    // Incremental from the saved state, as the connector itself does from its final states.
+    let saved: Vec<serde_json::Value> = incremental
+        .iter()
+        .map(|s| {
+            let mut state = pg_state(&db, s);
+            state.as_object_mut().unwrap().remove("sourceStats");
+            state
+        })
+        .collect();
+    let again = read_directly(
+        &installed_faker(),
+        &incremental,
+        Some(&serde_json::Value::Array(saved)),
+    );
+    let second = run();
+    assert!(
+        second.status.success(),
+        "second sync failed\n{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let after = pg_counts(&db);
+    for stream in incremental {
+        assert_eq!(
+            after[stream],
+            direct.counts[stream] + again.counts.get(stream).copied().unwrap_or(0),
+            "rows of {stream} after the incremental run"
+        );
+    }
+    // products is a full refresh overwrite: replaced by the same records.
+    assert_eq!(after["products"], again.counts["products"]);
+    for stream in ["users", "products", "purchases"] {
+        assert_eq!(
+            comparable(&pg_state(&db, stream)),
+            comparable(&again.states[stream]),
+            "state of {stream} after the incremental run"
+        );
+    }
+}
+
+#[test]
+fn connector_install_then_spec_check_discover_list_of_a_product() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "fake", &product());
+    let weft = |args: &[&str]| {
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", venv_cache())
+            .output()
+            .unwrap()
+    };
+    let install = weft(&["connector", "install", PACKAGE]);
+    if pypi_unavailable(&install) {
+        return;
+    }
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    // Installed now (by this call or an earlier test): the second call reuses it.
+    let again = weft(&["connector", "install", PACKAGE]);
+    assert!(again.status.success());
+    let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("{PACKAGE}: already installed"),
+        "{stdout}"
+    );
+    let faker = installed_faker();
+    let venv = faker.parent().unwrap().parent().unwrap();
+    assert_eq!(lines[1], format!("  virtualenv: {}", venv.display()));
+    assert_eq!(lines[2], format!("  connector:  {}", faker.display()));
+    // `  python:     3.N (/…/python3.N)`: the interpreter exists and is that version.
+    let (version, interpreter) = lines[3]
+        .strip_prefix("  python:     ")
+        .and_then(|r| r.split_once(' '))
+        .unwrap();
+    let interpreter = interpreter.trim_matches(|c| c == '(' || c == ')');
+    let reported = Command::new(interpreter)
+        .args([
+            "-c",
+            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&reported.stdout).trim(), version);
+
+    // A Python that is not installed, and a package that is not on PyPI.
+    let missing = weft(&["connector", "install", PACKAGE, "--python", "3.99"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    // The error is the last line, after the log.
+    let stderr = stderr.lines().last().unwrap_or_default();
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot install `{PACKAGE}`: python3.99 is not on PATH; install Python 3.99, or remove `python` to use another installed version (found: "
+        )),
+        "{stderr}"
+    );
+    let bad = weft(&[
+        "connector",
+        "install",
+        "weft-no-such-airbyte-connector==0.0.1",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let stderr = stderr.lines().last().unwrap_or_default();
+    assert!(
+        stderr.starts_with(
+            "error: cannot install `weft-no-such-airbyte-connector==0.0.1` with Python 3."
+        ) && stderr
+            .contains(": pip found no such package on PyPI; check the name and version (pip: "),
+        "{stderr}"
+    );
+    let invalid = weft(&["connector", "install", "faker @ https://example.com/x.whl"]);
+    assert_eq!(invalid.status.code(), Some(2));
+
+    // `list` shows the installed package.
+    let list = weft(&["connector", "list", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        list.as_array().unwrap().contains(&serde_json::json!({
+            "kind": "airbyte package",
+            "name": PACKAGE,
+            "description": format!("installed, Python {version}: {}", faker.display()),
+        })),
+        "{list}"
+    );
+
+    // spec: weft's config schema of `airbyte`; with the product, the connector's own spec.
+    let spec = weft(&["connector", "spec", "airbyte"]);
+    let spec: serde_json::Value = serde_json::from_slice(&spec.stdout).unwrap();
+    assert!(spec["properties"]["catalog_cache"].is_object(), "{spec}");
+    let own = weft(&["connector", "spec", "sales/fake"]);
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let own: serde_json::Value = serde_json::from_slice(&own.stdout).unwrap();
+    assert_eq!(
+        own["connectionSpecification"]["properties"]["count"]["type"], "integer",
+        "{own}"
+    );
+
+    let check = weft(&["connector", "check", "sales/fake"]);
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "sales/fake source `airbyte`: check succeeded\n"
+    );
+
+    // discover asks the connector and caches the catalog, which a sync then uses.
+    let discover = weft(&["connector", "discover", "sales/fake"]);
+    assert!(discover.status.success());
+    let catalog: serde_json::Value = serde_json::from_slice(&discover.stdout).unwrap();
+    let names: Vec<&str> = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["products", "users", "purchases"]);
+    let sync = weft(&["-v", "sync", "run", "--no-progress", "sales/fake/products"]);
+    assert!(
+        sync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&sync.stderr).contains("using the cached catalog"),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert_eq!(
+        p.read_stream("sales", "fake", "products").num_rows() as u64,
+        read_directly(&faker, &[], None).counts["products"]
     );
 }

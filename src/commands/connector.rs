@@ -1,4 +1,4 @@
-//! `weft connector list|spec|check|discover`.
+//! `weft connector list|spec|check|discover|install`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,13 +13,34 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
     let registry = registry();
     match cmd {
         ConnectorCommand::List { format } => {
-            let rows: Vec<(&str, &str, &str)> = registry
+            let rows: Vec<(String, String, String)> = registry
                 .sources()
                 .map(|f| ("source", f.name(), f.description()))
                 .chain(
                     registry
                         .destinations()
                         .map(|f| ("destination", f.name(), f.description())),
+                )
+                .map(|(k, n, d)| (k.to_string(), n.to_string(), d.to_string()))
+                .collect();
+            // Installed Airbyte connectors: what `package:` can name without a download.
+            #[cfg(feature = "source-airbyte")]
+            let rows: Vec<_> = rows
+                .into_iter()
+                .chain(
+                    weft_source_airbyte::installed_packages()
+                        .into_iter()
+                        .map(|i| {
+                            (
+                                "airbyte package".to_string(),
+                                i.requirement.unwrap_or_default(),
+                                format!(
+                                    "installed, Python {}: {}",
+                                    i.python,
+                                    i.executable.display()
+                                ),
+                            )
+                        }),
                 )
                 .collect();
             match format {
@@ -34,12 +55,35 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
                 }
                 OutputFormat::Table => {
                     let mut table = crate::output::table(["kind", "name", "description"]);
-                    for (k, n, d) in rows {
+                    for (k, n, d) in &rows {
                         table.add_row([k, n, d]);
                     }
                     println!("{table}");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConnectorCommand::Spec { name } if name.contains('/') => {
+            let target = ConnectorTarget {
+                target: name,
+                config: None,
+                destination: false,
+            };
+            let resolved = resolve(project, &target)?;
+            #[cfg(feature = "source-airbyte")]
+            if resolved.connector == "airbyte" {
+                let source = airbyte_source(&resolved)?;
+                let spec = source.connector_spec().await.map_err(|e| {
+                    Failure::failed(format!("{}: spec failed: {e}", resolved.label))
+                })?;
+                println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let spec = registry
+                .source(&resolved.connector)
+                .map_err(Failure::config)?
+                .spec();
+            println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
             Ok(ExitCode::SUCCESS)
         }
         ConnectorCommand::Spec { name } => {
@@ -82,19 +126,82 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             if resolved.kind == Kind::Destination {
                 return Err(Failure::config("discover works on sources only"));
             }
-            let source = registry
-                .build_source(&resolved.connector, &resolved.config, &resolved.ctx)
-                .map_err(Failure::config)?;
-            let catalog = source.discover().await.map_err(|e| {
-                Failure::failed(format!("{}: discover failed: {e}", resolved.label))
-            })?;
+            let failed = |e| Failure::failed(format!("{}: discover failed: {e}", resolved.label));
+            // An Airbyte connector is asked afresh, which also refreshes its catalog cache.
+            #[cfg(feature = "source-airbyte")]
+            let catalog = if resolved.connector == "airbyte" {
+                Some(
+                    airbyte_source(&resolved)?
+                        .refresh_catalog()
+                        .await
+                        .map_err(failed)?,
+                )
+            } else {
+                None
+            };
+            #[cfg(not(feature = "source-airbyte"))]
+            let catalog = None;
+            let catalog = match catalog {
+                Some(c) => c,
+                None => registry
+                    .build_source(&resolved.connector, &resolved.config, &resolved.ctx)
+                    .map_err(Failure::config)?
+                    .discover()
+                    .await
+                    .map_err(failed)?,
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&catalog.to_json()).expect("JSON")
             );
             Ok(ExitCode::SUCCESS)
         }
+        ConnectorCommand::Install { package, python } => install(package, python).await,
     }
+}
+
+#[cfg(feature = "source-airbyte")]
+fn airbyte_source(resolved: &Resolved) -> Result<weft_source_airbyte::AirbyteSource, Failure> {
+    let config = weft_core::parse_config(&resolved.config).map_err(Failure::config)?;
+    weft_source_airbyte::AirbyteSource::new(config, &resolved.ctx).map_err(Failure::config)
+}
+
+#[cfg(feature = "source-airbyte")]
+async fn install(package: String, python: Option<String>) -> Result<ExitCode, Failure> {
+    let report = tokio::task::spawn_blocking(move || {
+        weft_source_airbyte::install_package(&package, python.as_deref())
+    })
+    .await
+    .map_err(Failure::runtime)?
+    .map_err(|e| match e {
+        weft_core::ConnectorError::Config { .. } => Failure::config(e),
+        e => Failure::failed(e),
+    })?;
+    let i = &report.installed;
+    println!(
+        "{}: {}",
+        i.requirement.as_deref().unwrap_or_default(),
+        if report.reused {
+            "already installed"
+        } else {
+            "installed"
+        }
+    );
+    println!("  virtualenv: {}", report.venv.display());
+    println!("  connector:  {}", i.executable.display());
+    println!(
+        "  python:     {} ({})",
+        i.python,
+        report.interpreter.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "source-airbyte"))]
+async fn install(_package: String, _python: Option<String>) -> Result<ExitCode, Failure> {
+    Err(Failure::config(
+        "this weft was built without the `source-airbyte` feature",
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

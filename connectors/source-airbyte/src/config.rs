@@ -40,6 +40,15 @@ pub struct AirbyteConfig {
     #[serde(with = "humantime_serde", default = "default_timeout")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+    /// How long a discovered catalog is reused by later runs instead of running the connector's
+    /// `discover` again (humantime; `0s`: discover on every run). Entries are per connector
+    /// version and config, so changing either discovers at once; a read that fails drops the
+    /// entry; `weft connector discover domain/product` refreshes it. A stream or column the
+    /// source gains meanwhile appears when the entry expires (until then a new column's values
+    /// land in `_airbyte_extra`).
+    #[serde(with = "humantime_serde", default = "default_catalog_cache")]
+    #[schemars(with = "String")]
+    pub catalog_cache: Duration,
     /// Rows per record batch (a STATE message also ends a batch).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -64,6 +73,10 @@ fn empty_object() -> serde_json::Value {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(600)
+}
+fn default_catalog_cache() -> Duration {
+    // As often as Airbyte's own platform checks sources for schema changes.
+    Duration::from_secs(24 * 3600)
 }
 fn default_batch_size() -> usize {
     8_192

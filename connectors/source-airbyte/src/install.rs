@@ -130,6 +130,67 @@ pub struct Installed {
     pub executable: PathBuf,
     /// The Python version of its virtualenv (`3.11`).
     pub python: String,
+    /// The requirement it was installed for (absent in virtualenvs of older weft versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirement: Option<String>,
+}
+
+/// What [`install_package`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    pub installed: Installed,
+    /// The virtualenv folder.
+    pub venv: PathBuf,
+    /// The interpreter the connector runs on (the virtualenv's python, symlinks resolved).
+    pub interpreter: PathBuf,
+    /// Whether an existing virtualenv was reused rather than created.
+    pub reused: bool,
+}
+
+/// Installs a PyPI connector ahead of a sync (`weft connector install`), or finds it
+/// installed; the same virtualenv a sync of `package: <requirement>` then uses.
+pub fn install_package(requirement: &str, python: Option<&str>) -> Result<InstallReport> {
+    let (mut installed, reused) = ensure(requirement, python)?;
+    installed
+        .requirement
+        .get_or_insert_with(|| requirement.trim().to_string());
+    let venv = installed
+        .executable
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let python = venv.join("bin").join("python");
+    let interpreter = fs::canonicalize(&python).unwrap_or(python);
+    Ok(InstallReport {
+        installed,
+        venv,
+        interpreter,
+        reused,
+    })
+}
+
+/// The connectors installed in the cache, by folder name.
+pub fn installed_packages() -> Vec<Installed> {
+    let Ok(root) = cache_root() else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, Installed)> = fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let mut installed = read_marker(&e.path())?;
+            let folder = e.file_name().to_string_lossy().into_owned();
+            if installed.requirement.is_none() {
+                installed.requirement =
+                    Some(installed_version(&e.path(), &folder).unwrap_or_else(|| folder.clone()));
+            }
+            Some((folder, installed))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.into_iter().map(|(_, i)| i).collect()
 }
 
 /// The `python3.N` interpreters on PATH, newest first.
@@ -155,8 +216,42 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// `name==version` of the distribution a virtualenv was made for, from its `.dist-info`
+/// (markers of older weft versions do not record the requirement).
+fn installed_version(venv: &Path, folder: &str) -> Option<String> {
+    let key = folder.rsplit_once("-py3.").map_or(folder, |(k, _)| k);
+    let mut best: Option<(String, String)> = None;
+    for lib in fs::read_dir(venv.join("lib")).ok()?.flatten() {
+        for entry in fs::read_dir(lib.path().join("site-packages"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some((dist, version)) = file_name
+                .strip_suffix(".dist-info")
+                .and_then(|stem| stem.rsplit_once('-'))
+            else {
+                continue;
+            };
+            let dist = normalise(dist);
+            // The longest match: `airbyte-source-x` over a dependency called `airbyte`.
+            let fits = key == dist || key.starts_with(&format!("{dist}-"));
+            if fits && best.as_ref().is_none_or(|(d, _)| d.len() < dist.len()) {
+                best = Some((dist, version.to_string()));
+            }
+        }
+    }
+    best.map(|(dist, version)| format!("{dist}=={version}"))
+}
+
 /// Installs `requirement` (once) and returns its executable.
 pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Installed> {
+    ensure(requirement, python).map(|(installed, _)| installed)
+}
+
+/// As [`ensure_installed`], plus whether it was installed already.
+fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> {
     let req = Requirement::parse(requirement).map_err(|e| ConnectorError::config("package", e))?;
     let root = cache_root()?;
     fs::create_dir_all(&root).map_err(|e| ConnectorError::io("creating", &root, e))?;
@@ -171,7 +266,7 @@ pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Insta
             .find_map(|&minor| read_marker(&venv_of(minor)))
     };
     if let Some(done) = ready(&candidates) {
-        return Ok(done);
+        return Ok((done, true));
     }
     if candidates.is_empty() {
         return Err(ConnectorError::Other(format!(
@@ -190,7 +285,7 @@ pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Insta
         .map_err(|e| ConnectorError::io("locking", &lock_path, e))?;
     // Another process may have installed it while we waited for the lock.
     if let Some(done) = ready(&candidates) {
-        return Ok(done);
+        return Ok((done, true));
     }
     let mut attempts = Vec::new();
     for &minor in &candidates {
@@ -209,11 +304,12 @@ pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Insta
                 let installed = Installed {
                     executable,
                     python: format!("3.{minor}"),
+                    requirement: Some(requirement.to_string()),
                 };
                 let marker = venv.join(MARKER);
                 fs::write(&marker, serde_json::to_vec(&installed).expect("JSON"))
                     .map_err(|e| ConnectorError::io("writing", &marker, e))?;
-                return Ok(installed);
+                return Ok((installed, false));
             }
             Err(Attempt::Fatal(message)) => {
                 let _ = fs::remove_dir_all(&venv);

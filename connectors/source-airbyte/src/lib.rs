@@ -10,8 +10,9 @@
 //!
 //! Modules: [`config`], `install` (virtualenvs), `process` (subprocess, watchdog, stderr),
 //! `protocol` (messages, state, configured catalog), `session` (commands and their errors),
-//! [`schema`] (JSON Schema → Arrow), `catalog` (streams), `decode` (records → batches),
-//! [`read`], `redact` (secrets).
+//! [`schema`] (JSON Schema → Arrow), `catalog` (streams), `catalog_cache` (catalogs reused
+//! between runs, so a sync starts the connector once per stream, not also for `discover`),
+//! `decode` (records → batches), [`read`], `redact` (secrets).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use weft_core::{
 };
 
 mod catalog;
+mod catalog_cache;
 pub mod config;
 mod decode;
 mod install;
@@ -34,10 +36,12 @@ pub mod schema;
 mod session;
 
 pub use config::{AirbyteConfig, StreamOverride};
+pub use install::{install_package, installed_packages, InstallReport, Installed};
 pub use read::AirbyteCheckpoint;
 pub use schema::{EXTRA_COLUMN, JSON_TEXT};
 
 use catalog::DiscoveredStream;
+use catalog_cache::CatalogCache;
 use config::Launch;
 use process::Program;
 use redact::Redactor;
@@ -70,8 +74,10 @@ pub struct AirbyteSource {
     redactor: Redactor,
     /// Resolved (and for packages installed) on first use.
     program: Mutex<Option<Program>>,
-    /// The connector's catalog, discovered once per source.
+    /// The connector's catalog, discovered once per source (or taken from the catalog cache).
     streams: Mutex<Option<Arc<Vec<DiscoveredStream>>>>,
+    /// The cache entry `streams` came from, dropped when a read fails.
+    from_cache: Mutex<Option<CatalogCache>>,
 }
 
 impl AirbyteSource {
@@ -84,6 +90,7 @@ impl AirbyteSource {
             project_dir: ctx.project_dir.clone(),
             program: Mutex::new(None),
             streams: Mutex::new(None),
+            from_cache: Mutex::new(None),
         })
     }
 
@@ -145,16 +152,64 @@ impl AirbyteSource {
             return Ok(streams);
         }
         let connector = self.connector().await?;
+        if let Some(cache) = self.catalog_cache(&connector) {
+            // A cached catalog that no longer maps (an override names a new stream) is
+            // discovered afresh.
+            if let Some(Ok(streams)) = cache
+                .load()
+                .map(|raw| catalog::map_catalog(&raw, &self.config.streams))
+            {
+                tracing::debug!(connector = %connector.program.label(), "using the cached catalog");
+                let streams = Arc::new(streams);
+                *self.streams.lock().expect("streams lock") = Some(streams.clone());
+                *self.from_cache.lock().expect("cache lock") = Some(cache);
+                return Ok(streams);
+            }
+        }
+        self.discover_fresh().await
+    }
+
+    /// Runs the connector's `discover` (never the cache) and caches what it found.
+    async fn discover_fresh(&self) -> Result<Arc<Vec<DiscoveredStream>>> {
+        let connector = self.connector().await?;
+        let cache = self.catalog_cache(&connector);
         let raw = blocking(move || connector.discover()).await?;
         let streams = Arc::new(catalog::map_catalog(&raw, &self.config.streams)?);
+        if let Some(cache) = cache {
+            cache.store(&raw);
+        }
         *self.streams.lock().expect("streams lock") = Some(streams.clone());
+        *self.from_cache.lock().expect("cache lock") = None;
         Ok(streams)
+    }
+
+    /// The catalog cache entry of this connector and config, if caching is on.
+    fn catalog_cache(&self, connector: &Connector) -> Option<CatalogCache> {
+        let root = install::cache_root().ok()?;
+        CatalogCache::new(
+            &root,
+            &connector.program,
+            &self.config.config,
+            self.config.catalog_cache,
+            matches!(self.launch, Launch::Command(_)),
+        )
+    }
+
+    /// The catalog as the engine sees it, asking the connector (`weft connector discover`).
+    pub async fn refresh_catalog(&self) -> Result<Catalog> {
+        Ok(descriptors(&self.discover_fresh().await?))
     }
 
     /// The connector's own config spec (`spec`).
     pub async fn connector_spec(&self) -> Result<serde_json::Value> {
         let connector = self.connector().await?;
         blocking(move || connector.spec()).await
+    }
+}
+
+fn descriptors(streams: &[DiscoveredStream]) -> Catalog {
+    Catalog {
+        streams: streams.iter().map(|s| s.descriptor.clone()).collect(),
     }
 }
 
@@ -172,14 +227,7 @@ impl Source for AirbyteSource {
     }
 
     async fn discover(&self) -> Result<Catalog> {
-        Ok(Catalog {
-            streams: self
-                .discovered()
-                .await?
-                .iter()
-                .map(|s| s.descriptor.clone())
-                .collect(),
-        })
+        Ok(descriptors(&self.discovered().await?))
     }
 
     async fn read(
@@ -188,12 +236,17 @@ impl Source for AirbyteSource {
         state: Option<&Checkpoint>,
     ) -> Result<MessageStream> {
         let name = stream.name().as_str().to_string();
-        let streams = self.discovered().await?;
-        let found = streams
-            .iter()
-            .find(|s| s.descriptor.name.as_str() == name)
-            .ok_or_else(|| ConnectorError::StreamNotFound(name.clone()))?
-            .clone();
+        let find = |streams: &[DiscoveredStream]| {
+            streams
+                .iter()
+                .find(|s| s.descriptor.name.as_str() == name)
+                .cloned()
+        };
+        let mut found = find(&self.discovered().await?);
+        if found.is_none() && self.from_cache.lock().expect("cache lock").is_some() {
+            found = find(&self.discover_fresh().await?);
+        }
+        let found = found.ok_or_else(|| ConnectorError::StreamNotFound(name.clone()))?;
         let incremental = match stream.sync_mode {
             SyncMode::FullRefresh => false,
             SyncMode::Incremental => true,
@@ -233,6 +286,7 @@ impl Source for AirbyteSource {
             primary_key: stream.primary_key.clone(),
             state: resume,
             batch_size: self.config.batch_size,
+            catalog_cache: self.from_cache.lock().expect("cache lock").clone(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(4);
         let watch = tx.clone();

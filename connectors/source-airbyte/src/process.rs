@@ -135,6 +135,7 @@ pub fn run(
             ))
         })?;
     let stdout = child.stdout.take().expect("piped stdout");
+    widen_pipe(&stdout);
     let stderr = child.stderr.take().expect("piped stderr");
     let child = Arc::new(Mutex::new(child));
 
@@ -262,3 +263,18 @@ pub fn run(
         stderr_tail,
     })
 }
+
+/// Enlarges the stdout pipe so it holds about 1,700 records while weft is busy with a batch
+/// (Linux's default, 64 KiB, holds about a hundred): a full pipe stalls the connector. Best
+/// effort: the system may cap pipe sizes lower.
+#[cfg(target_os = "linux")]
+fn widen_pipe(stdout: &std::process::ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a pipe fd this process owns, with an integer argument.
+    unsafe {
+        libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn widen_pipe(_stdout: &std::process::ChildStdout) {}

@@ -37,6 +37,9 @@ pub struct ReadJob {
     /// The state body to resume from.
     pub state: Option<Value>,
     pub batch_size: usize,
+    /// The cache entry the stream's catalog came from: a failed read drops it, in case the
+    /// failure is a catalog gone stale (a changed column type).
+    pub catalog_cache: Option<crate::catalog_cache::CatalogCache>,
 }
 
 impl ReadJob {
@@ -47,6 +50,9 @@ impl ReadJob {
         abandoned: Box<dyn Fn() -> bool + Send>,
     ) {
         if let Err(e) = self.run_inner(send, abandoned) {
+            if let Some(cache) = &self.catalog_cache {
+                cache.forget();
+            }
             send(Err(e));
         }
     }

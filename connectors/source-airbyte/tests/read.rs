@@ -61,6 +61,9 @@ fn fake(read_body: &str, extra: Value) -> Fake {
     let mut config = json!({
         "command": ["python3", "connector.py"],
         "config": {"api_key": "sk-secret-123"},
+        // Each test's connector lives in its own temp folder: caching its catalog would only
+        // leave entries in the user's cache folder.
+        "catalog_cache": "0s",
     });
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();

@@ -9,8 +9,9 @@
 //!   PostgreSQL → Parquet sync through the real binary; their ratio (goal ≤ 1.3) and weft's
 //!   peak RSS (goal < 256 MiB, flat in the row count). Run at both sizes (the table grows in
 //!   between), so one run shows whether memory stays flat.
-//! * [`pg_to_pg`]: weft's sample → PostgreSQL sync against psql piping the same table's
-//!   binary COPY out and into a copy of it.
+//! * [`pg_to_pg`]: weft's PostgreSQL → PostgreSQL sync of the same table into a second
+//!   database, against psql piping the table's binary COPY between the two databases (goal
+//!   ≤ 1.1), with weft's peak RSS.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -137,55 +138,24 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) -> (f64, f64) {
     (weft / reference, rss)
 }
 
-/// Sample source → PostgreSQL through the real binary (2M orders unless
-/// `WEFT_BENCH_PG_DEST_ROWS`), against psql piping the same table's binary COPY into a copy of
-/// it (`COPY … TO STDOUT (FORMAT binary) | COPY … FROM STDIN (FORMAT binary)`), in the same run.
-pub fn pg_to_pg(db: &PgTestDb, rows: u64) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/sales")).expect("mkdir");
-    std::fs::write(
-        project.join("weft.yaml"),
-        format!(
-            "version: 1\ndefaults:\n  destination:\n    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n  commit_interval: 10s\n",
-            db.host, db.port, db.user, db.name
-        ),
-    )
-    .expect("weft.yaml");
-    std::fs::write(
-        project.join("domains/sales/shop.yaml"),
-        format!(
-            "product: shop\ndomain: sales\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows}, changes_per_run: 0 }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n"
-        ),
-    )
-    .expect("product");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("--project")
-        .arg(&project)
-        .args(["sync", "run", "--no-progress"])
-        .output()
-        .expect("run weft");
-    let weft = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "weft failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    db.sql("CREATE TABLE sales.pipe_copy (LIKE sales.shop__orders)");
-    let psql = |sql: &str| {
+/// PostgreSQL → PostgreSQL through the real binary: the benchmark table of `db` into a product
+/// table of `dest`, against psql piping the same table's binary COPY from `db` into an empty
+/// copy in `dest` (`COPY … TO STDOUT (FORMAT binary) | COPY … FROM STDIN (FORMAT binary)`), in
+/// the same run. Returns the ratio weft / pipe and weft's peak RSS in MiB.
+pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
+    let psql = |on: &PgTestDb, sql: &str| {
         let mut cmd = Command::new("psql");
-        cmd.args(["-X", "-q", "-h", &db.host, "-p", &db.port.to_string()])
-            .args(["-U", &db.user, "-d", &db.name, "-c", sql]);
+        cmd.args(["-X", "-q", "-h", &on.host, "-p", &on.port.to_string()])
+            .args(["-U", &on.user, "-d", &on.name, "-c", sql]);
         cmd
     };
+    create_bench_table(dest);
     let start = Instant::now();
-    let mut dump = psql("COPY sales.shop__orders TO STDOUT (FORMAT binary)")
+    let mut dump = psql(db, "COPY bench TO STDOUT (FORMAT binary)")
         .stdout(Stdio::piped())
         .spawn()
         .expect("psql");
-    let load = psql("COPY sales.pipe_copy FROM STDIN (FORMAT binary)")
+    let load = psql(dest, "COPY bench FROM STDIN (FORMAT binary)")
         .stdin(Stdio::from(dump.stdout.take().expect("piped stdout")))
         .stdout(Stdio::null())
         .status()
@@ -196,8 +166,35 @@ pub fn pg_to_pg(db: &PgTestDb, rows: u64) {
     );
     let reference = start.elapsed().as_secs_f64();
 
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        project.join("weft.yaml"),
+        format!(
+            "version: 1\ndefaults:\n  destination:\n    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n  commit_interval: 10s\n",
+            dest.host, dest.port, dest.user, dest.name
+        ),
+    )
+    .expect("weft.yaml");
+    std::fs::write(
+        project.join("domains/bench/pg.yaml"),
+        format!(
+            "product: pg\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.bench\n    mode: full_refresh\n    write: overwrite\n",
+            db.host, db.port, db.user, db.name
+        ),
+    )
+    .expect("product");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("--project")
+        .arg(&project)
+        .args(["sync", "run", "--no-progress"]);
+    let (weft, rss) = run_measured(cmd, dir.path());
+    let copied = dest.sql("SELECT count(*) FROM bench.\"pg__public.bench\"");
+    assert_eq!(copied, rows.to_string(), "weft copied every row");
+
     let rate = |secs: f64| rows as f64 / secs;
-    println!("sample → postgres, {rows} orders");
+    println!("postgres → postgres, {rows} rows");
     println!(
         "psql COPY binary | COPY binary: {reference:>8.2} s  {:>12.0} rows/s",
         rate(reference)
@@ -206,7 +203,12 @@ pub fn pg_to_pg(db: &PgTestDb, rows: u64) {
         "weft sync run:                  {weft:>8.2} s  {:>12.0} rows/s",
         rate(weft)
     );
-    println!("ratio weft / pipe:              {:.3}", weft / reference);
+    println!("weft peak RSS:                  {rss:>8.1} MiB  (goal < 256)");
+    println!(
+        "ratio weft / pipe:              {:.3}  (goal ≤ 1.10)",
+        weft / reference
+    );
+    (weft / reference, rss)
 }
 
 fn main() {
@@ -222,20 +224,21 @@ fn main() {
     create_bench_table(&db);
     insert_bench_rows(&db, 1, rows);
     let mut runs = vec![(rows, pg_to_parquet(&db, rows))];
+    let dest = PgTestDb::create("bench_pg_dest");
+    let (pg_ratio, pg_rss) = pg_to_pg(&db, &dest, rows);
+    drop(dest);
     if rows2 > rows {
         // The same table grown: peak RSS must not follow the row count.
         insert_bench_rows(&db, rows + 1, rows2);
         runs.push((rows2, pg_to_parquet(&db, rows2)));
     }
-    println!("postgres → parquet summary");
+    println!("summary");
     for (n, (ratio, rss)) in &runs {
-        println!("  {n:>11} rows: ratio weft / COPY {ratio:.3}, weft peak RSS {rss:.1} MiB");
+        println!(
+            "  postgres → parquet  {n:>11} rows: ratio weft / COPY {ratio:.3}, weft peak RSS {rss:.1} MiB"
+        );
     }
-
-    let dest_rows: u64 = std::env::var("WEFT_BENCH_PG_DEST_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
-    let dest_db = PgTestDb::create("bench_pg_dest");
-    pg_to_pg(&dest_db, dest_rows);
+    println!(
+        "  postgres → postgres {rows:>11} rows: ratio weft / pipe {pg_ratio:.3}, weft peak RSS {pg_rss:.1} MiB"
+    );
 }

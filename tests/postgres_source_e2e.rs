@@ -114,9 +114,10 @@ fn full_refresh_of_millions_of_rows_survives_sigkills() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        let delay = start.elapsed() + Duration::from_millis(next(400));
+        let extra = if kills == 0 { 0 } else { next(400) };
+        let delay = start.elapsed() + Duration::from_millis(extra);
         let mut finished = false;
-        while start.elapsed() < delay {
+        while start.elapsed() < delay || kills == 0 && !pending_cp() {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(status.success(), "a run ended on its own with {status}");
                 finished = true;
@@ -335,7 +336,8 @@ fn incremental_dedup_of_a_million_rows_with_cursor_ties_survives_sigkills() {
          CREATE INDEX ON events (updated_at, id);
          ANALYZE events;"
     ));
-    let p = TestProject::with_lake(BIN, "150ms");
+    // Commits every 20 ms, so even the smaller second phase commits mid-read.
+    let p = TestProject::with_lake(BIN, "20ms");
     p.product(
         "ops",
         "db",
@@ -381,9 +383,11 @@ fn incremental_dedup_of_a_million_rows_with_cursor_ties_survives_sigkills() {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
-            let delay = start.elapsed() + Duration::from_millis(next(300));
+            // The first kill lands right after the first mid-read commit; later ones at random.
+            let extra = if killed == 0 { 0 } else { next(300) };
+            let delay = start.elapsed() + Duration::from_millis(extra);
             let mut finished = false;
-            while start.elapsed() < delay {
+            while start.elapsed() < delay || killed == 0 && !pending_cp() {
                 if let Some(status) = child.try_wait().unwrap() {
                     assert!(
                         status.success(),

@@ -214,3 +214,22 @@ fn no_project_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("weft init"));
 }
+
+#[test]
+fn incremental_without_a_cursor_lists_the_candidates() {
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &GOOD.replace("- name: orders", "- name: orders\n    mode: incremental"),
+    );
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert!(
+        all.contains(
+            "stream `orders`: incremental mode needs a `cursor`; the source offers: updated_at"
+        ),
+        "{all}"
+    );
+}

@@ -59,6 +59,7 @@ fn configured(
             schema: schema.clone(),
             primary_key: vec![],
             cursor_candidates: vec![],
+            source_defined_cursor: None,
             supported_sync_modes: vec![SyncMode::FullRefresh],
             row_estimate: None,
         },

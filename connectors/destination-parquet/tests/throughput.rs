@@ -85,6 +85,7 @@ async fn lake_is_close_to_a_bare_arrow_writer() {
                 schema: schema.clone(),
                 primary_key: vec![],
                 cursor_candidates: vec![],
+                source_defined_cursor: None,
                 supported_sync_modes: vec![SyncMode::FullRefresh],
                 row_estimate: None,
             },

@@ -48,6 +48,7 @@ fn stream(
             schema: schema.clone(),
             primary_key: key.iter().map(|k| k.to_string()).collect(),
             cursor_candidates: vec![],
+            source_defined_cursor: None,
             supported_sync_modes: vec![SyncMode::FullRefresh],
             row_estimate: None,
         },

@@ -46,6 +46,7 @@ pub fn map_catalog(
                 schema: arrow_schema(&json_schema),
                 primary_key: primary_key(raw),
                 cursor_candidates: cursor_candidates(raw),
+                source_defined_cursor: source_defined_cursor(raw),
                 supported_sync_modes: sync_modes(raw),
                 row_estimate: None,
             },
@@ -133,6 +134,17 @@ fn cursor_candidates(raw: &Value) -> Vec<String> {
         Some([Value::String(field)]) => vec![field.clone()],
         _ => Vec::new(),
     }
+}
+
+/// The connector's own cursor, when it says it decides (`source_defined_cursor: true`).
+fn source_defined_cursor(raw: &Value) -> Option<String> {
+    let decides = raw
+        .get("source_defined_cursor")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    decides
+        .then(|| cursor_candidates(raw).into_iter().next())
+        .flatten()
 }
 
 fn sync_modes(raw: &Value) -> Vec<SyncMode> {

@@ -99,6 +99,7 @@ impl FilesSource {
             schema: schema::with_metadata(&data),
             primary_key: vec![FILE_COLUMN.into(), LINE_COLUMN.into()],
             cursor_candidates: vec![MODIFIED_COLUMN.into()],
+            source_defined_cursor: None,
             supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
             row_estimate: None,
         })

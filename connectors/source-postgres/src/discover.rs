@@ -82,6 +82,7 @@ impl PgTable {
             schema: self.arrow_schema(),
             primary_key: self.primary_key.clone(),
             cursor_candidates: candidates.into_iter().map(|(_, n)| n).collect(),
+            source_defined_cursor: None,
             supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
             row_estimate: self.row_estimate,
         })

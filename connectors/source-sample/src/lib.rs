@@ -129,6 +129,7 @@ impl SampleSource {
                     schema: stream.schema(),
                     primary_key: vec!["id".into()],
                     cursor_candidates: vec![CURSOR_FIELD.into()],
+                    source_defined_cursor: None,
                     supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
                     row_estimate: Some(stream.base_rows(&self.config)),
                 })

@@ -60,6 +60,9 @@ pub struct StreamDescriptor {
     pub primary_key: Vec<String>,
     /// Columns usable as an incremental cursor, best first.
     pub cursor_candidates: Vec<String>,
+    /// The cursor the source itself uses for incremental reads, when it decides (Airbyte's
+    /// `source_defined_cursor`); a product may then leave `cursor` out.
+    pub source_defined_cursor: Option<String>,
     pub supported_sync_modes: Vec<SyncMode>,
     /// Estimated number of rows, when cheap to know.
     pub row_estimate: Option<u64>,
@@ -91,6 +94,7 @@ impl Catalog {
                         })).collect::<Vec<_>>(),
                         "primary_key": s.primary_key,
                         "cursor_candidates": s.cursor_candidates,
+                        "source_defined_cursor": s.source_defined_cursor,
                         "supported_sync_modes": s.supported_sync_modes,
                         "row_estimate": s.row_estimate,
                     })

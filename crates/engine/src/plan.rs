@@ -45,11 +45,20 @@ pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<St
     let schema = &descriptor.schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
 
-    let cursor = match (config.mode, &config.cursor) {
+    // A cursor the source decides wins when the product names none.
+    let configured = config
+        .cursor
+        .clone()
+        .or_else(|| descriptor.source_defined_cursor.clone());
+    let cursor = match (config.mode, &configured) {
         (SyncMode::Incremental, None) => {
             return Err(format!(
-                "incremental mode needs a `cursor`; candidates: {}",
-                descriptor.cursor_candidates.join(", ")
+                "incremental mode needs a `cursor`; the source offers: {}",
+                if descriptor.cursor_candidates.is_empty() {
+                    "none".to_string()
+                } else {
+                    descriptor.cursor_candidates.join(", ")
+                }
             ))
         }
         (_, Some(c)) if !has(c) => {
@@ -145,6 +154,7 @@ mod tests {
                 ])),
                 primary_key: primary_key.iter().map(|s| s.to_string()).collect(),
                 cursor_candidates: vec!["at".into()],
+                source_defined_cursor: None,
                 supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
                 row_estimate: None,
             }],
@@ -212,6 +222,21 @@ mod tests {
             err,
             "the primary key column `id` is removed by `columns` or the mappers; append_dedup needs it"
         );
+    }
+
+    #[test]
+    fn a_source_defined_cursor_serves_when_none_is_named() {
+        let mut cat = catalog(&["id"]);
+        let err = plan_stream(&config(WriteMode::Append, None, vec![]), &cat)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            "incremental mode needs a `cursor`; the source offers: at"
+        );
+        cat.streams[0].source_defined_cursor = Some("at".into());
+        let plan = plan_stream(&config(WriteMode::Append, None, vec![]), &cat).unwrap();
+        assert_eq!(plan.source_stream.cursor_field.as_deref(), Some("at"));
     }
 
     #[test]

@@ -417,17 +417,9 @@ fn load_stream(
             ),
         ));
     }
+    // Incremental without `cursor` uses the cursor the source defines (Airbyte's
+    // source_defined_cursor); the engine checks that one exists once it has the catalog.
     let cursor = raw.cursor.clone().filter(|c| !c.trim().is_empty());
-    if mode == SyncMode::Incremental && cursor.is_none() {
-        let at = match &raw.mode {
-            Some(m) => file.at_span(m, field("cursor")),
-            None => file.at_span(stream, field("cursor")),
-        };
-        return Err(ProjectError::invalid(
-            at,
-            "incremental streams need a cursor column; add `cursor: <column>` (for example `updated_at`) or use `mode: full_refresh`",
-        ));
-    }
     // append_dedup without `primary_key` uses the key the source defines (a table's primary
     // key); the engine checks that one exists once it has the source's catalog.
     let primary_key = raw.primary_key.clone().filter(|k| !k.is_empty());

@@ -263,11 +263,14 @@ fn the_product_must_match_its_file_name() {
 }
 
 #[test]
-fn incremental_needs_a_cursor() {
-    assert_eq!(
-        product_error(&orders_with("    cursor: updated_at\n", "")),
-        "domains/sales/orders.yaml:10:11: streams[0].cursor: incremental streams need a cursor column; add `cursor: <column>` (for example `updated_at`) or use `mode: full_refresh`"
+fn incremental_may_leave_the_cursor_to_the_source() {
+    let p = TempProject::new(WEFT_YAML);
+    p.write(
+        "domains/sales/orders.yaml",
+        &orders_with("    cursor: updated_at\n", ""),
     );
+    let project = p.load().unwrap();
+    assert_eq!(project.products[0].streams[0].cursor, None);
 }
 
 #[test]

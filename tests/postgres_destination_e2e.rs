@@ -13,6 +13,7 @@ use arrow::datatypes::{
 };
 use weft_source_sample::{expected_rows, SampleConfig};
 use weft_testkit::pg::{ClusterOptions, PgTestDb, PrivateCluster};
+use weft_testkit::rng::Rng;
 use weft_testkit::TestProject;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -39,30 +40,6 @@ fn product(scale: u64, changes: u64, mode: &str, write: &str) -> String {
     format!(
         "product: shop\ndomain: sales\nowner: test@example.com\ndescription: crash test\nsource:\n  connector: sample\n  config: {{ scale: {scale}, changes_per_run: {changes}, batch_size: 20000 }}\nstreams:\n  - name: orders\n    mode: {mode}\n    write: {write}\n    primary_key: [id]{cursor}\n"
     )
-}
-
-/// A small xorshift generator seeded from the clock and printed (replay with WEFT_TEST_SEED).
-struct Rng(u64);
-impl Rng {
-    fn new(test: &str) -> Self {
-        let seed = std::env::var("WEFT_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{test}: WEFT_TEST_SEED={seed}");
-        Self(seed | 1)
-    }
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
 }
 
 /// The sample version the published checkpoint says is completely read, if any.

@@ -10,6 +10,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch, sort_to_indices, take_record_batch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use weft_source_sample::{expected_rows, SampleConfig};
+use weft_testkit::rng::Rng;
 use weft_testkit::{committed_files, manifest_checkpoint, visible_files, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -79,31 +80,6 @@ fn assert_unique_ids(batch: &RecordBatch) {
     let before = v.len();
     v.dedup();
     assert_eq!(v.len(), before, "duplicate ids in the lake");
-}
-
-/// A tiny deterministic generator, seeded from the clock and printed, so a failure can be
-/// replayed with WEFT_TEST_SEED.
-struct Rng(u64);
-impl Rng {
-    fn new(test: &str) -> Self {
-        let seed = std::env::var("WEFT_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("{test}: WEFT_TEST_SEED={seed}");
-        Self(seed | 1)
-    }
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
 }
 
 /// The sample version the lake's published checkpoint says is completely read, if any.

@@ -29,10 +29,4 @@ pub enum EngineError {
 
     #[error("state store: {0}")]
     State(#[from] weft_state::StateError),
-
-    #[error("stream `{stream}`: {message}")]
-    Stream { stream: String, message: String },
-
-    #[error("cancelled")]
-    Cancelled,
 }

@@ -1,7 +1,6 @@
 //! One sync run over a selection of products: build connectors, plan streams, run them
 //! concurrently (bounded), and record the run in the state store's history.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,7 +261,6 @@ impl PreparedRun {
         }
 
         let mut reports = Vec::new();
-        let mut seen = HashMap::new();
         for joined in join_all(tasks).await {
             let (key, progress, outcome, started) = match joined {
                 Ok(v) => v,
@@ -292,7 +290,6 @@ impl PreparedRun {
                     ended_at: Utc::now(),
                 },
             )?;
-            seen.insert(key.to_string(), ());
             reports.push(StreamReport {
                 stream: key.to_string(),
                 status,

@@ -20,8 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorError, Destination, Source, SourceMessage, StreamTarget,
-    StreamWriter,
+    Checkpoint, ConfiguredStream, Destination, Source, SourceMessage, StreamTarget, StreamWriter,
 };
 use weft_state::{StateStore, StreamKey};
 
@@ -207,10 +206,19 @@ impl StreamJob {
         };
         committed.map_err(|e| self.fail("destination commit", e))?;
         crate::failpoint::hit("after_destination_commit");
-        let new_generation = self
-            .state
-            .put_state(&self.key, checkpoint, &self.run_id, *generation)
-            .map_err(|e| self.fail("state store", e))?;
+        // SQLite fsyncs on every record: keep it off the async runtime's workers.
+        let (state, key, run_id, cp, expected) = (
+            self.state.clone(),
+            self.key.clone(),
+            self.run_id.clone(),
+            checkpoint.clone(),
+            *generation,
+        );
+        let new_generation =
+            tokio::task::spawn_blocking(move || state.put_state(&key, &cp, &run_id, expected))
+                .await
+                .map_err(|e| self.fail("state store", e))?
+                .map_err(|e| self.fail("state store", e))?;
         *generation = Some(new_generation);
         self.progress.committed();
         self.source
@@ -263,15 +271,11 @@ async fn read_and_map(
             Ok(SourceMessage::Changes(_)) => Err(StreamStop::Failed(
                 "source: change batches (CDC) are not supported by this engine version yet".into(),
             )),
-            Err(e) => Err(StreamStop::Failed(format!("source: {}", source_error(e)))),
+            Err(e) => Err(StreamStop::Failed(format!("source: {e}"))),
         };
         let stop = item.is_err();
         if tx.send(item).await.is_err() || stop {
             break;
         }
     }
-}
-
-fn source_error(e: ConnectorError) -> String {
-    e.to_string()
 }

@@ -5,6 +5,7 @@
 mod cluster;
 pub mod pg;
 pub mod pgtext;
+pub mod rng;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -67,6 +67,8 @@ fn configured(
         write_mode: mode,
         cursor_field: cursor.map(String::from),
         primary_key: key.iter().map(|k| k.to_string()).collect(),
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     }
 }
 

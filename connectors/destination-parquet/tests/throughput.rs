@@ -93,6 +93,8 @@ async fn lake_is_close_to_a_bare_arrow_writer() {
             write_mode: WriteMode::Append,
             cursor_field: None,
             primary_key: vec![],
+            pipeline_id: "test.product.stream".into(),
+            follow: false,
         };
         let start = Instant::now();
         let mut w = dest.open(&target, &stream, schema.clone()).await.unwrap();

@@ -56,6 +56,8 @@ fn stream(
         write_mode: write,
         cursor_field: cursor.map(String::from),
         primary_key: key.iter().map(|k| k.to_string()).collect(),
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     }
 }
 

@@ -88,6 +88,8 @@ async fn read(
         write_mode: WriteMode::Append,
         cursor_field: Some("id".into()),
         primary_key: vec!["id".into()],
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     };
     let state = state.map(Checkpoint::new);
     let mut messages = f.source.read(&stream, state.as_ref()).await.unwrap();
@@ -237,6 +239,8 @@ async fn extra_fields_and_json_text_columns_keep_every_value() {
         write_mode: WriteMode::Overwrite,
         cursor_field: None,
         primary_key: vec![],
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     };
     let mut messages = f.source.read(&stream, None).await.unwrap();
     let Some(Ok(SourceMessage::Records(batch))) = messages.next().await else {
@@ -265,6 +269,8 @@ async fn a_huge_record_is_read_whole() {
         write_mode: WriteMode::Append,
         cursor_field: None,
         primary_key: vec![],
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     };
     let mut messages = f.source.read(&stream, None).await.unwrap();
     let Some(Ok(SourceMessage::Records(batch))) = messages.next().await else {

@@ -36,6 +36,8 @@ async fn configured(src: &dyn Source, mode: SyncMode) -> ConfiguredStream {
         descriptor,
         sync_mode: mode,
         write_mode: WriteMode::Append,
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     }
 }
 

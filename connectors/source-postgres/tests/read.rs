@@ -31,6 +31,8 @@ async fn configured(
         sync_mode: mode,
         write_mode: WriteMode::Append,
         cursor_field: cursor.map(str::to_string),
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     }
 }
 

@@ -27,6 +27,8 @@ fn configured(src: &SampleSource, stream: &str, mode: SyncMode) -> ConfiguredStr
         descriptor,
         sync_mode: mode,
         write_mode: WriteMode::Append,
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
     }
 }
 

@@ -114,6 +114,13 @@ pub struct ConfiguredStream {
     pub cursor_field: Option<String>,
     /// The key columns, required for `append_dedup`.
     pub primary_key: Vec<String>,
+    /// A stable identifier of the product stream this read feeds (`domain.product.stream`).
+    /// Sources name server-side resources after it (a replication slot, a publication), so two
+    /// products reading the same table never share them.
+    pub pipeline_id: String,
+    /// CDC only: keep reading changes until the read is dropped, instead of stopping at the
+    /// log position that was current when the read started.
+    pub follow: bool,
 }
 
 impl ConfiguredStream {

@@ -24,7 +24,7 @@ pub use config::{parse_config, spec_of};
 pub use connector::{ConnectorContext, ConnectorKind, DestinationFactory, SourceFactory};
 pub use destination::{Destination, StreamTarget, StreamWriter};
 pub use error::{ConnectorError, Result};
-pub use message::{ChangeBatch, ChangeOp, MessageStream, SourceMessage};
+pub use message::{change_columns, ChangeBatch, ChangeOp, MessageStream, SourceMessage};
 pub use names::{DomainName, InvalidName, ProductName, StreamName};
 pub use source::Source;
 

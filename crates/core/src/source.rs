@@ -33,4 +33,16 @@ pub trait Source: Send + Sync {
     async fn ack(&self, _stream: &ConfiguredStream, _checkpoint: &Checkpoint) -> Result<()> {
         Ok(())
     }
+
+    /// How far the stream's server-side position (a replication slot) is behind the source's
+    /// log, in bytes, or `None` when the source keeps no such position for it.
+    async fn lag_bytes(&self, _stream: &ConfiguredStream) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Forgets the stream: drops the server-side resources its reads hold (a replication slot
+    /// and publication), so the next read starts from scratch. Called by `weft sync reset`.
+    async fn reset(&self, _stream: &ConfiguredStream) -> Result<()> {
+        Ok(())
+    }
 }

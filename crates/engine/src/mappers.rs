@@ -13,6 +13,7 @@ use arrow::compute::{cast, filter_record_batch, is_not_null, is_null};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use sha2::{Digest, Sha256};
+use weft_core::ChangeBatch;
 use weft_mesh::{FilterOp, Mapper};
 
 /// A mapper that cannot be applied to a stream's schema or data.
@@ -235,6 +236,41 @@ impl MapperChain {
     /// Whether any step changes data (as opposed to a plain pass-through).
     pub fn is_identity(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// Applies the chain to the rows of a change batch; the unchanged-value flags follow their
+    /// columns through renames and disappear with dropped columns. Filters are refused at
+    /// planning for change streams (a row leaving the filter would need a delete).
+    pub fn apply_changes(&self, changes: ChangeBatch) -> Result<ChangeBatch, ArrowError> {
+        if self.steps.iter().any(|s| matches!(s, Step::Filter { .. })) {
+            return Err(ArrowError::InvalidArgumentError(
+                "row filters cannot apply to change batches".into(),
+            ));
+        }
+        let ChangeBatch {
+            rows,
+            ops,
+            positions,
+            ordinals,
+            commit_micros,
+            unchanged,
+        } = changes;
+        let rows = self.apply(rows)?;
+        let unchanged = unchanged
+            .into_iter()
+            .filter_map(|(column, mask)| {
+                self.output_name(&column)
+                    .map(|name| (name.to_string(), mask))
+            })
+            .collect();
+        Ok(ChangeBatch {
+            rows,
+            ops,
+            positions,
+            ordinals,
+            commit_micros,
+            unchanged,
+        })
     }
 
     /// Applies the chain to one batch of the source schema.

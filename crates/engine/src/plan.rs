@@ -14,8 +14,21 @@ pub(crate) struct StreamPlan {
     pub mappers: MapperChain,
 }
 
+/// Where a planned stream's reads come from and how long they go on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PlanScope {
+    /// `domain.product.stream`: names server-side resources (replication slots).
+    pub pipeline_id: String,
+    /// CDC streams keep reading until stopped.
+    pub follow: bool,
+}
+
 /// Plans one configured stream; the error is worded for the product file's author.
-pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<StreamPlan, String> {
+pub(crate) fn plan_stream(
+    config: &StreamConfig,
+    catalog: &Catalog,
+    scope: &PlanScope,
+) -> Result<StreamPlan, String> {
     let Some(descriptor) = catalog.stream(config.name.as_str()) else {
         return Err(format!(
             "the source has no stream `{}`; it offers: {}",
@@ -44,6 +57,19 @@ pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<St
     }
     let schema = &descriptor.schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
+
+    if config.mode == SyncMode::Cdc {
+        if config.write == WriteMode::Overwrite {
+            return Err("cdc streams are written as `append` (a changelog of every change) or `append_dedup` (the current state per primary key), not `overwrite`".into());
+        }
+        if config
+            .mappers
+            .iter()
+            .any(|m| matches!(m, weft_mesh::Mapper::Filter { .. }))
+        {
+            return Err("row filters are not supported on cdc streams (a row leaving the filter would need a delete); filter in a view over the product instead".into());
+        }
+    }
 
     // A cursor the source decides wins when the product names none.
     let configured = config
@@ -117,6 +143,8 @@ pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<St
         write_mode: config.write,
         cursor_field: cursor,
         primary_key,
+        pipeline_id: scope.pipeline_id.clone(),
+        follow: scope.follow,
     };
     let mut destination_descriptor = descriptor.clone();
     destination_descriptor.schema = mappers.output_schema().clone();
@@ -126,6 +154,8 @@ pub(crate) fn plan_stream(config: &StreamConfig, catalog: &Catalog) -> Result<St
         write_mode: config.write,
         cursor_field: destination_cursor,
         primary_key: destination_pk,
+        pipeline_id: scope.pipeline_id.clone(),
+        follow: scope.follow,
     };
     Ok(StreamPlan {
         source_stream,
@@ -185,6 +215,7 @@ mod tests {
                 }],
             ),
             &catalog(&["id"]),
+            &PlanScope::default(),
         )
         .unwrap();
         assert_eq!(plan.source_stream.primary_key, ["id"]);
@@ -197,6 +228,7 @@ mod tests {
         let err = plan_stream(
             &config(WriteMode::AppendDedup, Some("at"), vec![]),
             &catalog(&[]),
+            &PlanScope::default(),
         )
         .err()
         .unwrap();
@@ -215,6 +247,7 @@ mod tests {
                 vec![Mapper::Drop(vec!["id".into()])],
             ),
             &catalog(&["id"]),
+            &PlanScope::default(),
         )
         .err()
         .unwrap();
@@ -227,25 +260,38 @@ mod tests {
     #[test]
     fn a_source_defined_cursor_serves_when_none_is_named() {
         let mut cat = catalog(&["id"]);
-        let err = plan_stream(&config(WriteMode::Append, None, vec![]), &cat)
-            .err()
-            .unwrap();
+        let err = plan_stream(
+            &config(WriteMode::Append, None, vec![]),
+            &cat,
+            &PlanScope::default(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(
             err,
             "incremental mode needs a `cursor`; the source offers: at"
         );
         cat.streams[0].source_defined_cursor = Some("at".into());
-        let plan = plan_stream(&config(WriteMode::Append, None, vec![]), &cat).unwrap();
+        let plan = plan_stream(
+            &config(WriteMode::Append, None, vec![]),
+            &cat,
+            &PlanScope::default(),
+        )
+        .unwrap();
         assert_eq!(plan.source_stream.cursor_field.as_deref(), Some("at"));
     }
 
     #[test]
     fn unknown_stream_and_cursor_are_named() {
         let mut c = config(WriteMode::Append, Some("nope"), vec![]);
-        let err = plan_stream(&c, &catalog(&["id"])).err().unwrap();
+        let err = plan_stream(&c, &catalog(&["id"]), &PlanScope::default())
+            .err()
+            .unwrap();
         assert_eq!(err, "cursor column `nope` does not exist in the source");
         c.name = StreamName::new("other").unwrap();
-        let err = plan_stream(&c, &catalog(&["id"])).err().unwrap();
+        let err = plan_stream(&c, &catalog(&["id"]), &PlanScope::default())
+            .err()
+            .unwrap();
         assert_eq!(err, "the source has no stream `other`; it offers: events");
     }
 }

@@ -14,7 +14,7 @@ use weft_mesh::{Project, Selection};
 use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
 
 use crate::error::EngineError;
-use crate::plan::plan_stream;
+use crate::plan::{plan_stream, PlanScope};
 use crate::progress::{Phase, StreamProgress};
 use crate::registry::Registry;
 use crate::stream::{StreamJob, StreamStop};
@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub max_concurrent_streams: usize,
     /// Batches buffered between source and destination, per stream.
     pub channel_capacity: usize,
+    /// CDC streams keep streaming until the run is cancelled, instead of catching up to the
+    /// log position current at start and stopping.
+    pub follow: bool,
 }
 
 impl RunOptions {
@@ -35,6 +38,7 @@ impl RunOptions {
             commit_interval: project.settings.commit_interval,
             max_concurrent_streams: project.settings.max_concurrent_streams.max(1),
             channel_capacity: project.settings.channel_capacity.max(1),
+            follow: false,
         }
     }
 }
@@ -213,7 +217,11 @@ impl PreparedRun {
             };
             let Some(catalog) = catalog else { continue };
             for (config, key, progress) in &product.streams {
-                let plan = match plan_stream(config, &catalog) {
+                let scope = PlanScope {
+                    pipeline_id: format!("{}.{}.{}", key.domain, key.product, key.stream),
+                    follow: self.options.follow,
+                };
+                let plan = match plan_stream(config, &catalog, &scope) {
                     Ok(plan) => plan,
                     Err(message) => {
                         let message =

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_core::{
-    Checkpoint, ConfiguredStream, Destination, Source, SourceMessage, StreamTarget, StreamWriter,
+    ChangeBatch, Checkpoint, ConfiguredStream, Destination, Source, SourceMessage, StreamTarget,
+    StreamWriter,
 };
 use weft_state::{StateStore, StreamKey};
 
@@ -53,6 +55,9 @@ pub(crate) enum StreamStop {
 
 enum Item {
     Batch(RecordBatch),
+    Changes(Box<ChangeBatch>),
+    /// Later batches have this (mapped) schema.
+    SchemaChange(SchemaRef),
     Checkpoint(Checkpoint),
 }
 
@@ -171,6 +176,19 @@ impl StreamJob {
                         .await
                         .map_err(|e| self.fail("destination", e))?;
                 }
+                Some(Ok(Item::Changes(changes))) => {
+                    writer
+                        .write_changes(*changes)
+                        .await
+                        .map_err(|e| self.fail("destination", e))?;
+                }
+                Some(Ok(Item::SchemaChange(schema))) => {
+                    info!(stream = %self.key, "the source's schema changed; evolving the product table");
+                    writer
+                        .schema_change(schema)
+                        .await
+                        .map_err(|e| self.fail("destination", e))?;
+                }
                 Some(Ok(Item::Checkpoint(checkpoint))) => {
                     due = last_commit.elapsed() >= self.commit_interval;
                     pending = Some(checkpoint);
@@ -254,23 +272,35 @@ async fn read_and_map(
                 continue;
             }
             Ok(SourceMessage::SchemaChange(schema)) => {
-                // Mappers are recompiled; the destination must accept the new output schema.
+                // Mappers are recompiled; the destination learns the new output schema.
                 match MapperChain::recompile(&mappers, &schema) {
                     Ok(next) if next.output_schema() == mappers.output_schema() => {
                         mappers = next;
                         continue;
                     }
-                    Ok(_) => Err(StreamStop::Failed(
-                        "source: the stream's schema changed mid-read in a way that changes the product's columns; schema evolution is not supported by this destination yet".into(),
-                    )),
+                    Ok(next) => {
+                        let output = next.output_schema().clone();
+                        mappers = next;
+                        Ok(Item::SchemaChange(output))
+                    }
                     Err(e) => Err(StreamStop::Failed(format!(
                         "source: the stream's schema changed mid-read and the mappers no longer apply: {e}"
                     ))),
                 }
             }
-            Ok(SourceMessage::Changes(_)) => Err(StreamStop::Failed(
-                "source: change batches (CDC) are not supported by this engine version yet".into(),
-            )),
+            Ok(SourceMessage::Changes(changes)) => {
+                let rows = changes.len() as u64;
+                match changes.validate() {
+                    Err(e) => Err(StreamStop::Failed(format!("source: {e} (a connector bug)"))),
+                    Ok(()) => match mappers.apply_changes(*changes) {
+                        Ok(mapped) => {
+                            progress.add(rows, mapped.rows.get_array_memory_size() as u64);
+                            Ok(Item::Changes(Box::new(mapped)))
+                        }
+                        Err(e) => Err(StreamStop::Failed(format!("mappers: {e}"))),
+                    },
+                }
+            }
             Err(e) => Err(StreamStop::Failed(format!("source: {e}"))),
         };
         let stop = item.is_err();

@@ -71,8 +71,23 @@ pub enum SyncCommand {
         /// Print the final report as JSON on stdout instead of a table.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// CDC streams keep streaming changes until interrupted (Ctrl-C), instead of catching up
+        /// to the source's log position at start and stopping.
+        #[arg(long)]
+        follow: bool,
     },
-    /// The state of every stream: last checkpoint and last run.
+    /// Forget streams: drop their product tables, their checkpoints and what the source holds
+    /// for them (a CDC stream's replication slot and publication). The next run reads them from
+    /// scratch (a new snapshot).
+    Reset {
+        /// `domain`, `domain/product` or `domain/product/stream`; at least one.
+        #[arg(required = true)]
+        selectors: Vec<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// The state of every stream: last checkpoint and last run, and how far CDC streams'
+    /// replication slots are behind their source.
     Status {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,

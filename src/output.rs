@@ -163,6 +163,7 @@ pub fn report(report: &RunReport, format: OutputFormat) {
 pub fn status(
     project: &Project,
     state: &dyn StateStore,
+    lags: &[(weft_state::StreamKey, Result<Option<u64>, String>)],
     format: OutputFormat,
 ) -> Result<(), weft_state::StateError> {
     let states = state.list_states()?;
@@ -176,7 +177,13 @@ pub fn status(
                 .find(|(k, _)| k.to_string() == label)
                 .map(|(_, s)| s);
             let run = last.iter().find(|(r, _)| r.key.to_string() == label);
+            let lag = lags
+                .iter()
+                .find(|(k, _)| k.to_string() == label)
+                .map(|(_, l)| l);
             rows.push(serde_json::json!({
+                "lag_bytes": lag.and_then(|l| l.as_ref().ok().copied().flatten()),
+                "lag_error": lag.and_then(|l| l.as_ref().err().cloned()),
                 "stream": label,
                 "mode": stream.mode.to_string(),
                 "write": stream.write.to_string(),
@@ -202,6 +209,7 @@ pub fn status(
                 "status",
                 "rows",
                 "checkpoint at",
+                "lag",
             ]);
             for r in &rows {
                 let s = |k: &str| match &r[k] {
@@ -216,12 +224,42 @@ pub fn status(
                     s("last_status"),
                     s("last_rows"),
                     s("checkpoint_at"),
+                    match (&r["lag_bytes"], &r["lag_error"]) {
+                        (serde_json::Value::Number(n), _) => {
+                            human_bytes(n.as_u64().unwrap_or_default())
+                        }
+                        (_, serde_json::Value::String(_)) => "?".to_string(),
+                        _ => "-".to_string(),
+                    },
                 ]);
             }
             println!("{t}");
         }
     }
     Ok(())
+}
+
+pub fn reset(reports: &[weft_engine::ResetReport], format: OutputFormat) {
+    match format {
+        OutputFormat::Json => {
+            let json = serde_json::to_string_pretty(reports).expect("JSON");
+            println!("{}", redact(&json));
+        }
+        OutputFormat::Table => {
+            let mut t = table(["stream", "reset", "problems"]);
+            for r in reports {
+                t.add_row([
+                    r.stream.clone(),
+                    if r.errors.is_empty() { "yes" } else { "partly" }.to_string(),
+                    redact(&r.errors.join("; ")),
+                ]);
+            }
+            println!("{t}");
+            if reports.iter().any(|r| !r.errors.is_empty()) {
+                println!("rerun `weft sync reset` once the problems are fixed to finish the reset");
+            }
+        }
+    }
 }
 
 pub fn history(runs: &[RunRecord], format: OutputFormat) {

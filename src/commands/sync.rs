@@ -22,11 +22,17 @@ pub async fn run(project: Option<PathBuf>, cmd: SyncCommand) -> Result<ExitCode,
             selectors,
             no_progress,
             format,
-        } => sync_run(project, selectors, no_progress, format).await,
+            follow,
+        } => sync_run(project, selectors, no_progress, format, follow).await,
+        SyncCommand::Reset { selectors, format } => sync_reset(project, selectors, format).await,
         SyncCommand::Status { format } => {
             let project = super::load_project(project)?;
             let state = open_state(&project)?;
-            output::status(&project, state.as_ref(), format).map_err(Failure::failed)?;
+            let selections = project.select(&[]).map_err(Failure::config)?;
+            let lags = weft_engine::cdc_lags(&project, &selections, &registry())
+                .await
+                .map_err(Failure::config)?;
+            output::status(&project, state.as_ref(), &lags, format).map_err(Failure::failed)?;
             Ok(ExitCode::SUCCESS)
         }
         SyncCommand::History { limit, format } => {
@@ -74,11 +80,37 @@ fn lock_project(project: &Project) -> Result<File, Failure> {
     }
 }
 
+async fn sync_reset(
+    project: Option<PathBuf>,
+    selectors: Vec<String>,
+    format: OutputFormat,
+) -> Result<ExitCode, Failure> {
+    let project = super::load_project(project)?;
+    let parsed = selectors
+        .iter()
+        .map(|s| Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::config)?;
+    let selections = project.select(&parsed).map_err(Failure::config)?;
+    let _lock = lock_project(&project)?;
+    let state = open_state(&project)?;
+    let reports = weft_engine::reset(&project, &selections, &registry(), state)
+        .await
+        .map_err(Failure::config)?;
+    output::reset(&reports, format);
+    Ok(if reports.iter().all(|r| r.errors.is_empty()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn sync_run(
     project: Option<PathBuf>,
     selectors: Vec<String>,
     no_progress: bool,
     format: OutputFormat,
+    follow: bool,
 ) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
     let parsed = selectors
@@ -103,15 +135,12 @@ async fn sync_run(
     }
 
     let registry = registry();
-    let prepared = prepare(
-        &project,
-        &selections,
-        selectors,
-        &registry,
-        state,
-        RunOptions::from_project(&project),
-    )
-    .map_err(Failure::config)?;
+    let options = RunOptions {
+        follow,
+        ..RunOptions::from_project(&project)
+    };
+    let prepared = prepare(&project, &selections, selectors, &registry, state, options)
+        .map_err(Failure::config)?;
 
     let cancel = CancellationToken::new();
     let ctrl_c = {

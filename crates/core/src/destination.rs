@@ -34,6 +34,17 @@ pub trait Destination: Send + Sync {
         stream: &ConfiguredStream,
         schema: SchemaRef,
     ) -> Result<Box<dyn StreamWriter>>;
+
+    /// Forgets one stream: drops its product table and the checkpoint stored with it, so the
+    /// next run starts from scratch (`weft sync reset`). Destinations that cannot keep the
+    /// default, which says so.
+    async fn reset(&self, target: &StreamTarget, stream: &ConfiguredStream) -> Result<()> {
+        let _ = stream;
+        Err(ConnectorError::Unsupported(format!(
+            "this destination cannot reset stream `{}`; drop its table by hand",
+            target.stream
+        )))
+    }
 }
 
 /// Writes one stream. Batches are buffered until [`StreamWriter::commit`] makes them durable.

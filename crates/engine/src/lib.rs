@@ -1,6 +1,7 @@
 //! weft's engine: one sync run, from the selected products' sources through their mappers into
 //! their product stores, with the checkpoint protocol of its `stream` module (commit → record → ack).
 //!
+//! - [`admin`]: `weft sync reset` and CDC lag, outside runs;
 //! - [`registry`]: the connectors a binary offers, by name;
 //! - `plan`: configured streams matched against the source's catalog, before any row moves;
 //! - [`mappers`]: select/drop/rename/hash/mask/filter on whole Arrow batches;
@@ -9,6 +10,7 @@
 //! - [`progress`]: live counters for progress displays;
 //! - [`failpoint`]: crash injection for tests.
 
+pub mod admin;
 pub mod error;
 pub mod failpoint;
 pub mod mappers;
@@ -18,6 +20,7 @@ pub mod registry;
 pub mod run;
 mod stream;
 
+pub use admin::{cdc_lags, reset, ResetReport};
 pub use error::EngineError;
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};

@@ -218,7 +218,7 @@ impl PreparedRun {
             let Some(catalog) = catalog else { continue };
             for (config, key, progress) in &product.streams {
                 let scope = PlanScope {
-                    pipeline_id: format!("{}.{}.{}", key.domain, key.product, key.stream),
+                    pipeline_id: crate::admin::pipeline_id(key),
                     follow: self.options.follow,
                 };
                 let plan = match plan_stream(config, &catalog, &scope) {

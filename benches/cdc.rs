@@ -1,0 +1,351 @@
+//! PostgreSQL CDC benchmark, printing weft against `pg_recvlogical` measured in the same run.
+//!
+//! `cargo bench --bench cdc` on a private cluster with `wal_level=logical` (changes:
+//! `WEFT_BENCH_CHANGES`, default 1,000,000; the one-change-per-transaction case uses
+//! `WEFT_BENCH_SINGLE_CHANGES`, default the same).
+//!
+//! For each of "1,000 changes per transaction" and "1 change per transaction":
+//! a slot for the reference and weft's slots are created on the empty table, the changes are
+//! made (half inserts, half updates of those rows), then
+//! * `pg_recvlogical` drains the reference slot (pgoutput, the same publication) to the WAL
+//!   position at the end into /dev/null: the fastest a client can receive the changes;
+//! * `weft sync run` applies the same changes into a PostgreSQL current-state product and, in a
+//!   second product, into the Parquet lake's current state;
+//!
+//! and it prints changes/s, the ratio weft / pg_recvlogical rate (goal ≥ 0.8) and weft's peak
+//! RSS. Then the end-to-end lag at a steady ~5k changes/s: `weft sync run --follow` into
+//! PostgreSQL while a writer commits 50-row transactions every 10 ms; each row's lag is the
+//! time from its commit (`clock_timestamp()` at insert) until a poller sees it in the product
+//! table (server clock for both), p50/p99 (goal p99 < 1 s).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use weft_testkit::measure::run_measured;
+use weft_testkit::pg::{ClusterOptions, PrivateCluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weft");
+
+fn env_u64(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn write_project(dir: &Path, cluster: &PrivateCluster, db: &str, commit_interval: &str) {
+    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        dir.join("weft.yaml"),
+        format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: {commit_interval}\n"),
+    )
+    .expect("weft.yaml");
+    let conn = |database: &str| {
+        format!(
+            "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
+            cluster.host, cluster.port, cluster.user
+        )
+    };
+    for (name, destination) in [
+        (
+            "pg",
+            format!(
+                "destination:\n  connector: postgres\n  config: {}\n",
+                conn(&format!("{db}_sink"))
+            ),
+        ),
+        ("lake", String::new()),
+    ] {
+        std::fs::write(
+            dir.join(format!("domains/bench/{name}.yaml")),
+            format!(
+                "product: {name}\ndomain: bench\nowner: bench@example.com\ndescription: cdc benchmark\nsource:\n  connector: postgres\n  config: {}\n{destination}streams:\n  - name: public.bench\n    mode: cdc\n    write: append_dedup\n",
+                conn(db)
+            ),
+        )
+        .expect("product");
+    }
+}
+
+fn weft(dir: &Path, cluster: &PrivateCluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--project")
+        .arg(dir)
+        .args(args)
+        .env("PG_PASSWORD", cluster.password());
+    cmd
+}
+
+/// One case: returns (recvlogical rate, weft→pg rate, weft→lake rate, pg RSS, lake RSS).
+fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) -> [f64; 5] {
+    cluster.sql(
+        "postgres",
+        &format!("CREATE DATABASE {db}; CREATE DATABASE {db}_sink;"),
+    );
+    cluster.sql(
+        db,
+        "CREATE TABLE bench (id int8 PRIMARY KEY, a int4, t text, at timestamptz DEFAULT clock_timestamp());
+         CREATE PUBLICATION ref_pub FOR TABLE bench;",
+    );
+    cluster.sql(
+        db,
+        &format!("SELECT pg_create_logical_replication_slot('ref_{db}', 'pgoutput')"),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("project");
+    write_project(&project, cluster, db, "5s");
+    // The snapshot of the empty table: creates weft's slots before the changes.
+    let out = weft(&project, cluster, &["sync", "run", "--no-progress"])
+        .output()
+        .expect("weft");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rows = changes / 2;
+    let started = Instant::now();
+    cluster.sql(
+        db,
+        &format!(
+            "SET synchronous_commit = off;
+             DO $$ BEGIN
+               FOR i IN 0..{last} LOOP
+                 INSERT INTO bench (id, a, t) SELECT g, g % 1000, md5(g::text) FROM generate_series(i * {per_txn}, i * {per_txn} + {per_txn} - 1) g;
+                 COMMIT;
+               END LOOP;
+               FOR i IN 0..{last} LOOP
+                 UPDATE bench SET a = a + 1 WHERE id >= i * {per_txn} AND id < i * {per_txn} + {per_txn};
+                 COMMIT;
+               END LOOP;
+             END $$;",
+            last = rows / per_txn - 1
+        ),
+    );
+    let end = cluster.sql(db, "SELECT pg_current_wal_lsn()");
+    eprintln!(
+        "made {changes} changes in {:.1} s, WAL end {end}",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut recv = Command::new("pg_recvlogical");
+    recv.args(["-h", &cluster.host, "-p", &cluster.port.to_string()])
+        .args(["-U", &cluster.user, "-d", db])
+        .args([
+            "--slot",
+            &format!("ref_{db}"),
+            "--start",
+            "--endpos",
+            end.trim(),
+        ])
+        .args(["-o", "proto_version=1", "-o", "publication_names=ref_pub"])
+        .args(["-f", "/dev/null", "--no-loop"])
+        .env("PGPASSWORD", cluster.password());
+    let (recv_secs, _) = run_measured(recv, dir.path());
+
+    let mut pg = weft(
+        &project,
+        cluster,
+        &["sync", "run", "--no-progress", "bench/pg"],
+    );
+    pg.stdin(Stdio::null());
+    let (pg_secs, pg_rss) = run_measured(pg, dir.path());
+    let lake = weft(
+        &project,
+        cluster,
+        &["sync", "run", "--no-progress", "bench/lake"],
+    );
+    let (lake_secs, lake_rss) = run_measured(lake, dir.path());
+
+    let count = cluster.sql(
+        &format!("{db}_sink"),
+        "SELECT count(*) || ' ' || sum(a) FROM bench.\"pg__public.bench\"",
+    );
+    let expected = cluster.sql(db, "SELECT count(*) || ' ' || sum(a) FROM bench");
+    assert_eq!(
+        count, expected,
+        "the PostgreSQL product differs from the source"
+    );
+
+    let rate = |secs: f64| changes as f64 / secs;
+    [
+        rate(recv_secs),
+        rate(pg_secs),
+        rate(lake_secs),
+        pg_rss,
+        lake_rss,
+    ]
+}
+
+/// End-to-end lag at a steady rate into PostgreSQL: (p50, p99, achieved changes/s) in seconds.
+fn lag(cluster: &PrivateCluster) -> (f64, f64, f64) {
+    let db = "lagdb";
+    cluster.sql(
+        "postgres",
+        &format!("CREATE DATABASE {db}; CREATE DATABASE {db}_sink;"),
+    );
+    cluster.sql(
+        db,
+        "CREATE TABLE bench (id int8 PRIMARY KEY, a int4, t text, at timestamptz DEFAULT clock_timestamp());",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("project");
+    write_project(&project, cluster, db, "100ms");
+    let mut follower = weft(
+        &project,
+        cluster,
+        &["sync", "run", "--no-progress", "--follow", "bench/pg"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("weft --follow");
+    // Wait for the snapshot (the product table exists).
+    let sink = format!("{db}_sink");
+    let started = Instant::now();
+    while cluster
+        .sql(
+            &sink,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'pg__public.bench'",
+        )
+        .trim()
+        != "1"
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "no snapshot");
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let batches = env_u64("WEFT_BENCH_LAG_BATCHES", 3000);
+    let writer = {
+        let (host, port, user, password) = (
+            cluster.host.clone(),
+            cluster.port,
+            cluster.user.clone(),
+            cluster.password().to_string(),
+        );
+        thread::spawn(move || {
+            let sql = format!(
+                "DO $$ BEGIN FOR i IN 0..{} LOOP
+                   INSERT INTO bench (id, a, t) SELECT g, 0, 'x' FROM generate_series(i * 50, i * 50 + 49) g;
+                   COMMIT;
+                   PERFORM pg_sleep(0.01);
+                 END LOOP; END $$;",
+                batches - 1
+            );
+            let t0 = Instant::now();
+            let out = Command::new("psql")
+                .args([
+                    "-X",
+                    "-q",
+                    "-h",
+                    &host,
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    &user,
+                ])
+                .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-c", &sql])
+                .env("PGPASSWORD", password)
+                .output()
+                .expect("psql");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            t0.elapsed().as_secs_f64()
+        })
+    };
+    // Poll the product table: the server's clock when each id was first seen.
+    let total = batches * 50;
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut last = -1i64;
+    let poll_start = Instant::now();
+    while last + 1 < total as i64 {
+        assert!(
+            poll_start.elapsed() < Duration::from_secs(600),
+            "the product never caught up"
+        );
+        let out = cluster.sql(
+            &sink,
+            "SELECT coalesce(max(id), -1) || '|' || clock_timestamp() FROM bench.\"pg__public.bench\"",
+        );
+        let (max, at) = out.trim().split_once('|').expect("max|ts");
+        let max: i64 = max.parse().expect("max id");
+        if max > last {
+            seen.push((max, at.to_string()));
+            last = max;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let write_secs = writer.join().expect("writer");
+    let _ = Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status();
+    let _ = follower.wait();
+
+    // Each row's lag: the first poll that saw an id ≥ it, minus its commit time.
+    let values = seen
+        .iter()
+        .map(|(max, at)| format!("({max}, '{at}'::timestamptz)"))
+        .collect::<Vec<_>>()
+        .join(",");
+    cluster.sql(
+        db,
+        &format!(
+            "CREATE TABLE seen (max_id int8, at timestamptz); INSERT INTO seen VALUES {values};"
+        ),
+    );
+    let out = cluster.sql(
+        db,
+        "WITH l AS (SELECT extract(epoch FROM (SELECT min(s.at) FROM seen s WHERE s.max_id >= b.id) - b.at) AS lag FROM bench b)
+         SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) || '|' || percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) FROM l",
+    );
+    let (p50, p99) = out.trim().split_once('|').expect("p50|p99");
+    (
+        p50.parse().expect("p50"),
+        p99.parse().expect("p99"),
+        total as f64 / write_secs,
+    )
+}
+
+fn main() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        eprintln!("no private PostgreSQL cluster: nothing measured");
+        return;
+    };
+    let changes = env_u64("WEFT_BENCH_CHANGES", 1_000_000);
+    let single = env_u64("WEFT_BENCH_SINGLE_CHANGES", changes);
+    let mut summary = Vec::new();
+    for (label, db, n, per_txn) in [
+        ("1,000 changes per transaction", "bulk", changes, 1000),
+        ("1 change per transaction", "single", single, 1),
+    ] {
+        let [recv, pg, lake, pg_rss, lake_rss] = throughput(&cluster, db, n, per_txn);
+        println!("cdc, {n} changes, {label}");
+        println!("pg_recvlogical → /dev/null: {recv:>12.0} changes/s");
+        println!(
+            "weft → PostgreSQL:          {pg:>12.0} changes/s  ratio {:.3} (goal ≥ 0.8)  peak RSS {pg_rss:.1} MiB",
+            pg / recv
+        );
+        println!(
+            "weft → Parquet lake:        {lake:>12.0} changes/s  ratio {:.3} (goal ≥ 0.8)  peak RSS {lake_rss:.1} MiB",
+            lake / recv
+        );
+        summary.push(format!(
+            "  {label:<32} recvlogical {recv:>9.0}/s  pg {:.3}×  lake {:.3}×  RSS {pg_rss:.0}/{lake_rss:.0} MiB",
+            pg / recv,
+            lake / recv
+        ));
+    }
+    let (p50, p99, rate) = lag(&cluster);
+    println!("lag at {rate:.0} changes/s into PostgreSQL: p50 {p50:.3} s, p99 {p99:.3} s (goal p99 < 1 s)");
+    println!("summary");
+    for line in summary {
+        println!("{line}");
+    }
+    println!("  lag p50 {p50:.3} s, p99 {p99:.3} s at {rate:.0} changes/s");
+}

@@ -59,16 +59,36 @@ pub fn encode_batch(
     buf: &mut BytesMut,
 ) -> Result<(), String> {
     let schema = batch.schema();
-    let cols = batch
+    let columns: Vec<(&str, &dyn Array)> = batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(array, field)| Col::new(array.as_ref(), field.name()))
+        .map(|(array, field)| (field.name().as_str(), array.as_ref()))
+        .collect();
+    encode_columns(&columns, batch.num_rows(), metadata, buf)
+}
+
+/// Appends `rows` rows made of `columns` (name, array; every array at least `rows` long) to
+/// `buf`, then the metadata columns when given. Change application encodes a batch's columns
+/// followed by its change columns this way, without building a new `RecordBatch`.
+pub fn encode_columns(
+    columns: &[(&str, &dyn Array)],
+    rows: usize,
+    metadata: Option<&Metadata>,
+    buf: &mut BytesMut,
+) -> Result<(), String> {
+    let cols = columns
+        .iter()
+        .map(|(name, array)| Col::new(*array, name))
         .collect::<Result<Vec<_>, _>>()?;
     let fields = cols.len() + if metadata.is_some() { 2 } else { 0 };
     let fields = i16::try_from(fields).map_err(|_| "too many columns for PostgreSQL")?;
-    buf.reserve(batch.get_array_memory_size() + batch.num_rows() * (2 + 4 * fields as usize));
-    for row in 0..batch.num_rows() {
+    let memory: usize = columns
+        .iter()
+        .map(|(_, array)| array.get_array_memory_size())
+        .sum();
+    buf.reserve(memory + rows * (2 + 4 * fields as usize));
+    for row in 0..rows {
         buf.put_i16(fields);
         for col in &cols {
             col.write(row, buf)?;

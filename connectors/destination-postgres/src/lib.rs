@@ -18,10 +18,21 @@
 //!   unique index created with the table), keeping the latest cursor (ties: the later
 //!   arrival), never replacing a row by one with an older cursor.
 //!
+//! CDC streams (`sync_mode: cdc`) receive change batches (see the `changes` module):
+//! - `append_dedup` keeps the current state: each batch is copied into a staging table and
+//!   settled by key in SQL (the last change per key wins: deletes delete, inserts and updates
+//!   upsert; unchanged TOASTed values keep the stored value), truncates delete every row, all
+//!   inside the commit's transaction; the table gets `_weft_position` (the last change applied
+//!   to each row);
+//! - `append` keeps a changelog: every change row with `_weft_op`, `_weft_position`,
+//!   `_weft_ordinal` and `_weft_commit_ts`. Values PostgreSQL did not resend because they did
+//!   not change (unchanged TOASTed values) are null in the changelog.
+//!
 //! Existing tables evolve when the stream's columns change: new columns are added and types
 //! widened; narrowing or incompatible changes stop the stream with a message naming the
 //! table, the column and both types. Connections are plain TCP (TLS is not supported yet).
 
+mod changes;
 mod config;
 mod connect;
 mod destination;

@@ -7,7 +7,10 @@
 
 use tokio_postgres::Client;
 use weft_core::arrow_schema::SchemaRef;
-use weft_core::{Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, WriteMode};
+use weft_core::{
+    change_columns, Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, SyncMode,
+    WriteMode,
+};
 
 use crate::connect::db_message;
 use crate::naming::{check_identifier, quote, TableNames};
@@ -16,6 +19,17 @@ use crate::types::{change_for, pg_type_of, Change, PgType};
 /// The metadata columns and their types.
 pub const SYNCED_AT: &str = "_weft_synced_at";
 pub const RUN_ID: &str = "_weft_run_id";
+
+/// The change columns of a CDC changelog (`append`), after the stream's columns.
+pub const CHANGELOG_COLUMNS: [(&str, PgType); 4] = [
+    (change_columns::OP, PgType::Text),
+    (change_columns::POSITION, PgType::Int8),
+    (change_columns::ORDINAL, PgType::Int8),
+    (change_columns::COMMIT_TS, PgType::Timestamptz),
+];
+
+/// Prefix of the helper columns of the CDC staging table (operation, order, unchanged flags).
+pub const STAGE_PREFIX: &str = "_weft_stage_";
 
 /// What a writer needs to know about its tables.
 #[derive(Debug, Clone)]
@@ -27,6 +41,9 @@ pub struct Layout {
     pub metadata: bool,
     pub key: Vec<String>,
     pub cursor: Option<String>,
+    /// A CDC stream: `write_changes` applies change batches (`append_dedup`: the current
+    /// state by key; `append`: a changelog with the change columns).
+    pub cdc: bool,
     /// `stream "<stream>" → table "<schema>"."<table>"`, for messages.
     pub label: String,
     pub domain: String,
@@ -44,30 +61,72 @@ impl Layout {
         metadata: bool,
     ) -> Result<Self> {
         let label = format!("stream `{}` (table {})", target.stream, names.qualified());
+        let cdc = stream.sync_mode == SyncMode::Cdc;
+        if cdc && stream.write_mode == WriteMode::Overwrite {
+            return Err(ConnectorError::Schema(format!(
+                "{label}: a CDC stream cannot be written in `overwrite` mode; use `append_dedup` \
+                 (the current state by primary key) or `append` (a changelog)"
+            )));
+        }
+        let mut layout = Self {
+            names,
+            mode: stream.write_mode,
+            columns: Vec::new(),
+            metadata,
+            key: stream.primary_key.clone(),
+            cursor: stream.cursor_field.clone(),
+            cdc,
+            label,
+            domain: target.domain.to_string(),
+            product: target.product.to_string(),
+            stream: target.stream.to_string(),
+        };
+        layout.set_columns(schema)?;
+        Ok(layout)
+    }
+
+    /// The same stream with the columns of `schema` (a schema change mid-stream).
+    pub fn with_schema(&self, schema: &SchemaRef) -> Result<Self> {
+        let mut layout = self.clone();
+        layout.set_columns(schema)?;
+        Ok(layout)
+    }
+
+    fn set_columns(&mut self, schema: &SchemaRef) -> Result<()> {
+        let label = &self.label;
         let bad = |why: String| ConnectorError::Schema(format!("{label}: {why}"));
         let mut columns = Vec::with_capacity(schema.fields().len());
         for field in schema.fields() {
-            check_identifier(field.name())
+            let name = field.name();
+            check_identifier(name)
                 .map_err(|why| bad(format!("column {why}; rename it with a mapper")))?;
-            if metadata && (field.name() == SYNCED_AT || field.name() == RUN_ID) {
+            if self.metadata && (name == SYNCED_AT || name == RUN_ID) {
                 return Err(bad(format!(
-                    "column {:?} is weft's metadata column; rename it with a mapper or set \
-                     `metadata_columns: false`",
-                    field.name()
+                    "column {name:?} is weft's metadata column; rename it with a mapper or set \
+                     `metadata_columns: false`"
                 )));
             }
-            columns.push((field.name().clone(), pg_type_of(field).map_err(bad)?));
+            if self.cdc
+                && (CHANGELOG_COLUMNS.iter().any(|(c, _)| c == name)
+                    || name.starts_with(STAGE_PREFIX))
+            {
+                return Err(bad(format!(
+                    "column {name:?} is a name weft uses for change metadata in CDC streams; \
+                     rename it with a mapper"
+                )));
+            }
+            columns.push((name.clone(), pg_type_of(field).map_err(bad)?));
         }
         let has = |c: &str| columns.iter().any(|(name, _)| name == c);
-        if stream.write_mode == WriteMode::AppendDedup {
-            if stream.primary_key.is_empty() {
+        if self.mode == WriteMode::AppendDedup {
+            if self.key.is_empty() {
                 return Err(bad(
                     "write mode `append_dedup` needs a `primary_key`; set one in the product \
                      file"
                         .into(),
                 ));
             }
-            for key in &stream.primary_key {
+            for key in &self.key {
                 if !has(key) {
                     return Err(bad(format!(
                         "primary key column {key:?} is not among the stream's columns"
@@ -75,30 +134,43 @@ impl Layout {
                 }
             }
         }
-        if let Some(cursor) = &stream.cursor_field {
-            if stream.write_mode == WriteMode::AppendDedup && !has(cursor) {
+        if let Some(cursor) = &self.cursor {
+            if self.mode == WriteMode::AppendDedup && !self.cdc && !has(cursor) {
                 return Err(bad(format!(
                     "cursor column {cursor:?} is not among the stream's columns"
                 )));
             }
         }
-        Ok(Self {
-            names,
-            mode: stream.write_mode,
-            columns,
-            metadata,
-            key: stream.primary_key.clone(),
-            cursor: stream.cursor_field.clone(),
-            label,
-            domain: target.domain.to_string(),
-            product: target.product.to_string(),
-            stream: target.stream.to_string(),
-        })
+        self.columns = columns;
+        Ok(())
+    }
+
+    /// Whether this is a CDC stream applied to the current state by key.
+    pub fn current_state(&self) -> bool {
+        self.cdc && self.mode == WriteMode::AppendDedup
+    }
+
+    /// Whether this is a CDC stream appended as a changelog.
+    pub fn changelog(&self) -> bool {
+        self.cdc && self.mode == WriteMode::Append
     }
 
     /// The columns of the product table: the stream's, then the metadata columns.
+    ///
+    /// A CDC changelog adds the change columns (`_weft_op`, `_weft_position`,
+    /// `_weft_ordinal`, `_weft_commit_ts`) before the metadata columns; a CDC current-state
+    /// table adds `_weft_position`, the position of the last change applied to each row.
     pub fn table_columns(&self) -> Vec<(String, PgType)> {
         let mut columns = self.columns.clone();
+        if self.changelog() {
+            columns.extend(
+                CHANGELOG_COLUMNS
+                    .iter()
+                    .map(|(name, ty)| (name.to_string(), ty.clone())),
+            );
+        } else if self.current_state() {
+            columns.push((change_columns::POSITION.into(), PgType::Int8));
+        }
         if self.metadata {
             columns.push((SYNCED_AT.into(), PgType::Timestamptz));
             columns.push((RUN_ID.into(), PgType::Text));
@@ -106,9 +178,39 @@ impl Layout {
         columns
     }
 
-    fn sql_error(&self, what: &str, e: tokio_postgres::Error) -> ConnectorError {
+    /// The helper columns of the CDC staging table, after the stream's columns: the
+    /// operation ([`STAGE_OP`]), the row's index in the batch ([`STAGE_ORD`]), the change's
+    /// position ([`STAGE_POSITION`]), then an unchanged flag per non-key column
+    /// ([`stage_flag`], by the column's index).
+    pub fn stage_columns(&self) -> Vec<(String, PgType)> {
+        let mut columns = vec![
+            (STAGE_OP.to_string(), PgType::Int2),
+            (STAGE_ORD.to_string(), PgType::Int8),
+            (STAGE_POSITION.to_string(), PgType::Int8),
+        ];
+        for (i, (name, _)) in self.columns.iter().enumerate() {
+            if !self.key.contains(name) {
+                columns.push((stage_flag(i), PgType::Bool));
+            }
+        }
+        columns
+    }
+
+    pub(crate) fn sql_error(&self, what: &str, e: tokio_postgres::Error) -> ConnectorError {
         ConnectorError::Other(format!("{}: {what}: {}", self.label, db_message(&e)))
     }
+}
+
+/// The CDC staging table's operation column ([`weft_core::ChangeOp`] as a number).
+pub const STAGE_OP: &str = "_weft_stage_op";
+/// The CDC staging table's order column: the row's index in its change batch.
+pub const STAGE_ORD: &str = "_weft_stage_ord";
+/// The CDC staging table's position column (the change's LSN as bigint).
+pub const STAGE_POSITION: &str = "_weft_stage_position";
+
+/// The CDC staging table's unchanged flag of the stream's column number `index`.
+pub fn stage_flag(index: usize) -> String {
+    format!("{STAGE_PREFIX}u{index}")
 }
 
 /// The control table's row of one stream.
@@ -379,7 +481,7 @@ pub fn quoted_list(names: &[String]) -> String {
 }
 
 /// Adds missing columns and widens the ones the stream now sends wider; refuses the rest.
-async fn evolve(
+pub(crate) async fn evolve(
     client: &Client,
     layout: &Layout,
     table: &str,
@@ -398,14 +500,16 @@ async fn evolve(
                 }
                 Change::Refuse => {
                     return Err(ConnectorError::Schema(format!(
-                        "table {qualified}: column {} is {} but the stream now sends {}; weft \
+                        "table {qualified}: column {name} is {} but the stream now sends {}; weft \
                          only adds columns and widens types (smallint → integer → bigint, real \
                          → double precision, more numeric digits, varchar → text). Cast the \
-                         column with a mapper, alter the table yourself, or drop it so the next \
-                         run recreates it",
-                        quote(name),
+                         column with a mapper, alter the table yourself (ALTER TABLE \
+                         {qualified} ALTER COLUMN {name} TYPE {ty} USING {name}::{ty}, if every \
+                         value converts), or drop it so the next run recreates it",
                         have.sql(),
-                        wanted.sql()
+                        wanted.sql(),
+                        name = quote(name),
+                        ty = wanted.sql(),
                     )))
                 }
             },
@@ -418,7 +522,12 @@ async fn evolve(
     let missing: Vec<&str> = existing
         .iter()
         .map(|(n, _)| n.as_str())
-        .filter(|n| !sent(n) && *n != SYNCED_AT && *n != RUN_ID)
+        .filter(|n| {
+            !sent(n)
+                && *n != SYNCED_AT
+                && *n != RUN_ID
+                && !CHANGELOG_COLUMNS.iter().any(|(c, _)| c == n)
+        })
         .collect();
     if let Some(gone) = missing.first() {
         let new: Vec<&str> = columns
@@ -490,16 +599,30 @@ async fn ensure_unique_key(client: &Client, layout: &Layout) -> Result<()> {
 /// The session's staging table of `append_dedup`: each commit copies into it, merges, and
 /// the commit empties it. `_weft_ord` numbers rows in arrival order, so the later of two rows
 /// with the same key and cursor wins.
-async fn create_staging(client: &Client, layout: &Layout) -> Result<()> {
-    let defs: Vec<String> = layout
+///
+/// For a CDC stream the staging table holds one change batch at a time (see the writer's
+/// `apply`): the stream's columns, then the operation, the row's index in the batch, its
+/// position, and one unchanged flag per non-key column (see [`Layout::stage_columns`]).
+pub(crate) async fn create_staging(client: &Client, layout: &Layout) -> Result<()> {
+    let mut defs: Vec<String> = layout
         .columns
         .iter()
         .map(|(name, ty)| format!("{} {}", quote(name), ty.sql()))
         .collect();
+    if layout.cdc {
+        defs.extend(
+            layout
+                .stage_columns()
+                .iter()
+                .map(|(name, ty)| format!("{} {}", quote(name), ty.sql())),
+        );
+    } else {
+        defs.push("_weft_ord bigint GENERATED ALWAYS AS IDENTITY".into());
+    }
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS pg_temp.{stage}; CREATE TEMP TABLE {stage} ({}, _weft_ord \
-             bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
+            "DROP TABLE IF EXISTS pg_temp.{stage}; CREATE TEMP TABLE {stage} ({}) ON COMMIT \
+             DELETE ROWS",
             defs.join(", "),
             stage = quote(STAGING_TABLE)
         ))

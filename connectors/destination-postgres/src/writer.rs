@@ -4,21 +4,46 @@
 //! transaction (opened by the first write after a commit); `commit` ends the COPY, merges
 //! (append_dedup), records the checkpoint in the control table and commits, all in that one
 //! transaction. Nothing is held in memory beyond the batch being encoded.
+//!
+//! CDC streams: a changelog (`append`) streams change rows into the same kind of COPY, with
+//! the change columns; the current state (`append_dedup`) applies each change batch as it
+//! arrives (COPY into the staging table, one settling statement, see [`crate::changes`]),
+//! still inside the commit's transaction, so `commit` only records the checkpoint.
+//!
+//! A truncate change deletes every row with `DELETE FROM`, not `TRUNCATE`: both are
+//! transactional, but `TRUNCATE` holds an ACCESS EXCLUSIVE lock until the commit (readers of
+//! the product table would wait for the rest of the commit interval) and is not MVCC-safe
+//! (transactions with an older snapshot would see the table empty). `DELETE` keeps readers
+//! reading the last committed state; the cost is proportional to the rows deleted, and
+//! truncates are rare.
+//!
+//! A schema change mid-stream evolves the table (`ALTER TABLE … ADD COLUMN`, widenings) inside
+//! the commit's transaction: the writer's connection already holds locks on the table there,
+//! so another transaction could not alter it, and the change commits or rolls back with the
+//! rows written in the new shape. The ALTER's lock is held until that commit.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
 use tokio_postgres::{Client, CopyInSink};
-use weft_core::arrow_array::RecordBatch;
+use weft_core::arrow_array::{Array, ArrayRef, RecordBatch};
 use weft_core::arrow_schema::SchemaRef;
-use weft_core::{Checkpoint, ConnectorError, Result, StreamTarget, StreamWriter, WriteMode};
+use weft_core::{
+    ChangeBatch, ChangeOp, Checkpoint, ConnectorError, Result, StreamTarget, StreamWriter,
+    WriteMode,
+};
 
+use crate::changes::{apply_sql, changelog_arrays, stage_arrays};
 use crate::connect::db_message;
-use crate::encode::{encode_batch, Metadata, HEADER, TRAILER};
+use crate::encode::{encode_batch, encode_columns, Metadata, HEADER, TRAILER};
 use crate::naming::quote;
-use crate::table::{quoted_list, Layout, RUN_ID, STAGING_TABLE, SYNCED_AT};
+use crate::table::{
+    create_staging, evolve, quoted_list, stage_flag, Layout, CHANGELOG_COLUMNS, RUN_ID, STAGE_OP,
+    STAGE_ORD, STAGE_POSITION, STAGING_TABLE, SYNCED_AT,
+};
 
 /// Encoded bytes are handed to the connection in chunks of about this size.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -41,6 +66,32 @@ pub struct PgWriter {
     /// writer refuses to go on until `abort`.
     poisoned: bool,
     finished: bool,
+    /// The layout and schema before a schema change made in the open transaction, restored
+    /// by `abort` (the transaction's ALTERs roll back).
+    before_schema_change: Option<(Layout, SchemaRef)>,
+}
+
+/// The COPY statement of a layout's batches, and whether its rows carry the metadata columns
+/// (append, overwrite, changelog) or the merge adds them (append_dedup).
+fn copy_target(layout: &Layout) -> (String, bool) {
+    let names = &layout.names;
+    let (into, copy_metadata) = match layout.mode {
+        WriteMode::Overwrite => (names.qualified_next(), layout.metadata),
+        WriteMode::Append => (names.qualified(), layout.metadata),
+        WriteMode::AppendDedup => (format!("pg_temp.{}", quote(STAGING_TABLE)), false),
+    };
+    let mut columns: Vec<String> = layout.columns.iter().map(|(n, _)| n.clone()).collect();
+    if layout.changelog() {
+        columns.extend(CHANGELOG_COLUMNS.iter().map(|(n, _)| n.to_string()));
+    }
+    if copy_metadata {
+        columns.extend([SYNCED_AT.to_string(), RUN_ID.to_string()]);
+    }
+    let sql = format!(
+        "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+        quoted_list(&columns)
+    );
+    (sql, copy_metadata)
 }
 
 impl PgWriter {
@@ -51,20 +102,7 @@ impl PgWriter {
         target: StreamTarget,
         committed: Option<Checkpoint>,
     ) -> Self {
-        let names = &layout.names;
-        let (into, copy_metadata) = match layout.mode {
-            WriteMode::Overwrite => (names.qualified_next(), layout.metadata),
-            WriteMode::Append => (names.qualified(), layout.metadata),
-            WriteMode::AppendDedup => (format!("pg_temp.{}", quote(STAGING_TABLE)), false),
-        };
-        let mut columns: Vec<String> = layout.columns.iter().map(|(n, _)| n.clone()).collect();
-        if copy_metadata {
-            columns.extend([SYNCED_AT.to_string(), RUN_ID.to_string()]);
-        }
-        let copy_sql = format!(
-            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
-            quoted_list(&columns)
-        );
+        let (copy_sql, copy_metadata) = copy_target(&layout);
         Self {
             client,
             layout,
@@ -78,6 +116,7 @@ impl PgWriter {
             committed,
             poisoned: false,
             finished: false,
+            before_schema_change: None,
         }
     }
 
@@ -129,17 +168,25 @@ impl PgWriter {
         Ok(())
     }
 
-    async fn write_inner(&mut self, batch: RecordBatch) -> Result<()> {
+    /// Opens the transaction and starts `sql`'s COPY (the header in the buffer) unless a COPY
+    /// is open.
+    async fn start_copy(&mut self, sql: &str) -> Result<()> {
         self.begin().await?;
         if self.copy.is_none() {
             let sink = self
                 .client
-                .copy_in::<_, Bytes>(self.copy_sql.as_str())
+                .copy_in::<_, Bytes>(sql)
                 .await
                 .map_err(|e| self.sql_error("starting COPY", e))?;
             self.copy = Some(Box::pin(sink));
             self.buf.put_slice(HEADER);
         }
+        Ok(())
+    }
+
+    async fn write_inner(&mut self, batch: RecordBatch) -> Result<()> {
+        let sql = self.copy_sql.clone();
+        self.start_copy(&sql).await?;
         let metadata = if self.copy_metadata {
             self.transaction.as_ref()
         } else {
@@ -222,6 +269,161 @@ impl PgWriter {
         Ok(())
     }
 
+    /// Refuses a batch whose columns are not the ones the stream was opened with (or changed
+    /// to by the last schema change).
+    fn check_schema(&self, batch_schema: &SchemaRef) -> Result<()> {
+        if Arc::ptr_eq(batch_schema, &self.schema) || batch_schema.fields() == self.schema.fields()
+        {
+            return Ok(());
+        }
+        let names = |schema: &SchemaRef| -> Vec<String> {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        };
+        Err(ConnectorError::Schema(format!(
+            "{}: a batch does not match the schema the stream was opened with (opened with \
+             {:?}, got {:?})",
+            self.label(),
+            names(&self.schema),
+            names(batch_schema)
+        )))
+    }
+
+    /// Changelog: every change row goes into the table's COPY with its change columns.
+    async fn append_changes(&mut self, changes: &ChangeBatch) -> Result<()> {
+        let sql = self.copy_sql.clone();
+        self.start_copy(&sql).await?;
+        let extra = changelog_arrays(changes);
+        let schema = changes.rows.schema();
+        let mut columns: Vec<(&str, &dyn Array)> = changes
+            .rows
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(a, f)| (f.name().as_str(), a.as_ref()))
+            .collect();
+        for ((name, _), array) in CHANGELOG_COLUMNS.iter().zip(&extra) {
+            columns.push((name, array.as_ref()));
+        }
+        let metadata = if self.copy_metadata {
+            self.transaction.as_ref()
+        } else {
+            None
+        };
+        encode_columns(&columns, changes.len(), metadata, &mut self.buf)
+            .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.layout.label)))?;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Current state: applies the runs of changes between truncates, in order.
+    async fn apply_changes(&mut self, changes: &ChangeBatch) -> Result<()> {
+        self.begin().await?;
+        let mut start = 0;
+        for i in 0..changes.len() {
+            if changes.op(i) == ChangeOp::Truncate {
+                if i > start {
+                    self.apply_run(changes, start, i).await?;
+                }
+                let sql = format!("DELETE FROM {}", self.layout.names.qualified());
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| self.sql_error("applying a truncate (deleting every row)", e))?;
+                start = i + 1;
+            }
+        }
+        if start < changes.len() {
+            self.apply_run(changes, start, changes.len()).await?;
+        }
+        Ok(())
+    }
+
+    /// Copies the changes `lo..hi` (no truncate among them) into the staging table and settles
+    /// them into the table by key (see [`crate::changes`]).
+    async fn apply_run(&mut self, changes: &ChangeBatch, lo: usize, hi: usize) -> Result<()> {
+        let len = hi - lo;
+        let rows = changes.rows.slice(lo, len);
+        let helpers = stage_arrays(changes, lo, hi);
+        let mut names: Vec<String> = self.layout.columns.iter().map(|(n, _)| n.clone()).collect();
+        names.extend([STAGE_OP, STAGE_ORD, STAGE_POSITION].map(String::from));
+        let mut arrays: Vec<ArrayRef> = rows.columns().to_vec();
+        arrays.extend(helpers);
+        // Unchanged flags of the non-key columns that have some in this run.
+        let mut unchanged = Vec::new();
+        for (i, (name, _)) in self.layout.columns.iter().enumerate() {
+            if self.layout.key.contains(name) {
+                continue;
+            }
+            if let Some(mask) = changes.unchanged.get(name) {
+                let mask = mask.slice(lo, len);
+                if mask.true_count() > 0 {
+                    unchanged.push(i);
+                    names.push(stage_flag(i));
+                    arrays.push(Arc::new(mask));
+                }
+            }
+        }
+        let columns: Vec<(&str, &dyn Array)> = names
+            .iter()
+            .zip(&arrays)
+            .map(|(n, a)| (n.as_str(), a.as_ref()))
+            .collect();
+        let copy = format!(
+            "COPY pg_temp.{} ({}) FROM STDIN (FORMAT binary)",
+            quote(STAGING_TABLE),
+            quoted_list(&names)
+        );
+        self.start_copy(&copy).await?;
+        encode_columns(&columns, len, None, &mut self.buf)
+            .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.layout.label)))?;
+        self.end_copy().await?;
+        let sql = format!(
+            "{}; TRUNCATE pg_temp.{}",
+            apply_sql(&self.layout, &unchanged, self.transaction.as_ref()),
+            quote(STAGING_TABLE)
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.sql_error("applying changes by key", e))
+    }
+
+    /// Evolves the table to `schema` inside the open transaction (see the module docs).
+    async fn evolve_to(&mut self, schema: SchemaRef) -> Result<()> {
+        let next = self.layout.with_schema(&schema)?;
+        self.begin().await?;
+        // Rows already sent in the old shape go in first.
+        self.end_copy().await?;
+        let dedup = self.layout.mode == WriteMode::AppendDedup;
+        if dedup && !self.layout.cdc {
+            self.merge().await?;
+        }
+        let table = match next.mode {
+            WriteMode::Overwrite => next.names.next.clone(),
+            _ => next.names.table.clone(),
+        };
+        evolve(&self.client, &next, &table, &next.table_columns()).await?;
+        if dedup {
+            // Recreated in the new shape; the rows merged above are gone with the old one.
+            create_staging(&self.client, &next).await?;
+        }
+        if self.before_schema_change.is_none() {
+            self.before_schema_change = Some((self.layout.clone(), self.schema.clone()));
+        }
+        self.set_layout(next, schema);
+        Ok(())
+    }
+
+    fn set_layout(&mut self, layout: Layout, schema: SchemaRef) {
+        let (copy_sql, copy_metadata) = copy_target(&layout);
+        self.layout = layout;
+        self.schema = schema;
+        self.copy_sql = copy_sql;
+        self.copy_metadata = copy_metadata;
+    }
+
     /// Records `checkpoint` in the control table: as the published checkpoint, or as the
     /// pending one of an overwrite generation.
     async fn record(&mut self, checkpoint: &Checkpoint, pending: bool) -> Result<()> {
@@ -286,7 +488,7 @@ impl PgWriter {
             self.begin().await?;
             self.end_copy().await?;
             let overwrite = self.layout.mode == WriteMode::Overwrite;
-            if self.layout.mode == WriteMode::AppendDedup {
+            if self.layout.mode == WriteMode::AppendDedup && !self.layout.cdc {
                 self.merge().await?;
             }
             if overwrite && finish {
@@ -303,6 +505,7 @@ impl PgWriter {
         .await;
         match result {
             Ok(()) => {
+                self.before_schema_change = None;
                 self.committed = Some(checkpoint.clone());
                 self.finished = finish;
                 Ok(())
@@ -327,30 +530,57 @@ impl StreamWriter for PgWriter {
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.usable()?;
+        if self.layout.cdc {
+            return Err(ConnectorError::Other(format!(
+                "{}: a CDC stream takes change batches (its snapshot arrives as inserts), not \
+                 plain record batches; this is a bug of the source",
+                self.label()
+            )));
+        }
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch_schema = batch.schema();
-        if !std::sync::Arc::ptr_eq(&batch_schema, &self.schema)
-            && batch_schema.fields() != self.schema.fields()
-        {
-            return Err(ConnectorError::Schema(format!(
-                "{}: a batch does not match the schema the stream was opened with (opened with \
-                 {:?}, got {:?})",
-                self.label(),
-                self.schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name())
-                    .collect::<Vec<_>>(),
-                batch_schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name())
-                    .collect::<Vec<_>>()
+        self.check_schema(&batch.schema())?;
+        let result = self.write_inner(batch).await;
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    async fn write_changes(&mut self, changes: ChangeBatch) -> Result<()> {
+        self.usable()?;
+        if !self.layout.cdc {
+            return Err(ConnectorError::Unsupported(format!(
+                "{}: change batches need a CDC stream (sync_mode `cdc`); this stream was \
+                 opened for plain batches",
+                self.label()
             )));
         }
-        let result = self.write_inner(batch).await;
+        changes
+            .validate()
+            .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.label())))?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.check_schema(&changes.rows.schema())?;
+        let result = if self.layout.changelog() {
+            self.append_changes(&changes).await
+        } else {
+            self.apply_changes(&changes).await
+        };
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    async fn schema_change(&mut self, schema: SchemaRef) -> Result<()> {
+        self.usable()?;
+        if schema.fields() == self.schema.fields() {
+            return Ok(());
+        }
+        let result = self.evolve_to(schema).await;
         if result.is_err() {
             self.poisoned = true;
         }
@@ -374,6 +604,9 @@ impl StreamWriter for PgWriter {
                 .batch_execute("ROLLBACK")
                 .await
                 .map_err(|e| self.sql_error("rolling back", e))?;
+        }
+        if let Some((layout, schema)) = self.before_schema_change.take() {
+            self.set_layout(layout, schema);
         }
         self.poisoned = false;
         Ok(())

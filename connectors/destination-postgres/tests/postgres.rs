@@ -823,7 +823,9 @@ async fn tables_evolve_by_adding_and_widening_and_refuse_narrowing() {
         "table \"sales\".\"shop__items\": column \"id\" is bigint but the stream now sends \
          smallint; weft only adds columns and widens types (smallint → integer → bigint, real → \
          double precision, more numeric digits, varchar → text). Cast the column with a mapper, \
-         alter the table yourself, or drop it so the next run recreates it"
+         alter the table yourself (ALTER TABLE \"sales\".\"shop__items\" ALTER COLUMN \"id\" \
+         TYPE smallint USING \"id\"::smallint, if every value converts), or drop it so the next \
+         run recreates it"
     );
     let v4: SchemaRef = Arc::new(Schema::new(vec![Field::new(
         "label",

@@ -75,6 +75,42 @@ impl Destination for PostgresDestination {
         check(&self.config).await
     }
 
+    /// Drops the product table (and an unfinished overwrite's next table) and the stream's
+    /// row of the control table, in one transaction.
+    async fn reset(&self, target: &StreamTarget, _stream: &ConfiguredStream) -> Result<()> {
+        let names = self.tables(target)?;
+        let mut client = connect(&self.config).await?;
+        let failed = |e: tokio_postgres::Error| {
+            weft_core::ConnectorError::Other(format!(
+                "resetting {}: {}",
+                names.qualified(),
+                crate::connect::db_message(&e)
+            ))
+        };
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            names.qualified(),
+            names.qualified_next()
+        ))
+        .await
+        .map_err(failed)?;
+        let control: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&names.control()])
+            .await
+            .map_err(failed)?
+            .get(0);
+        if control {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE table_name = $1", names.control()),
+                &[&names.table],
+            )
+            .await
+            .map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)
+    }
+
     async fn open(
         &self,
         target: &StreamTarget,

@@ -66,6 +66,44 @@ pub struct PostgresConfig {
     /// Target rows per range when a full refresh splits a large table.
     #[serde(default = "default_range_rows")]
     pub range_rows: u64,
+    /// How CDC streams read the replication slot.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+}
+
+/// CDC (logical replication) settings of a `postgres` source.
+///
+/// Changes are read by polling the stream's replication slot over plain SQL
+/// (`pg_logical_slot_peek_binary_changes`); a streaming transport over a replication
+/// connection is not built yet.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// Decoded messages per poll (the server finishes the transaction it is in when it
+    /// reaches this many). Each poll decodes again from the last acknowledged position, so
+    /// larger windows mean fewer polls but more re-decoding while acks lag.
+    #[serde(default = "default_poll_changes")]
+    pub poll_changes: u32,
+    /// How long a following read (`weft sync follow`) waits between polls when the slot has
+    /// nothing new, in milliseconds.
+    #[serde(default = "default_idle_poll_ms")]
+    pub idle_poll_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            poll_changes: default_poll_changes(),
+            idle_poll_ms: default_idle_poll_ms(),
+        }
+    }
+}
+
+fn default_poll_changes() -> u32 {
+    20_000
+}
+fn default_idle_poll_ms() -> u64 {
+    200
 }
 
 fn default_port() -> u16 {
@@ -101,6 +139,7 @@ impl PostgresConfig {
             batch_size: default_batch_size(),
             batch_bytes: default_batch_bytes(),
             range_rows: default_range_rows(),
+            replication: ReplicationConfig::default(),
         }
     }
 
@@ -141,6 +180,18 @@ impl PostgresConfig {
         if self.range_rows == 0 {
             return Err(ConnectorError::config("range_rows", "must be at least 1"));
         }
+        if !(1..=10_000_000).contains(&self.replication.poll_changes) {
+            return Err(ConnectorError::config(
+                "replication.poll_changes",
+                "must be between 1 and 10000000",
+            ));
+        }
+        if !(1..=60_000).contains(&self.replication.idle_poll_ms) {
+            return Err(ConnectorError::config(
+                "replication.idle_poll_ms",
+                "must be between 1 and 60000 (one minute)",
+            ));
+        }
         Ok(())
     }
 }
@@ -169,6 +220,10 @@ mod tests {
         assert_eq!(
             (c.parallelism, c.batch_size, c.batch_bytes, c.range_rows),
             (2, 65536, 4 << 20, 1_000_000)
+        );
+        assert_eq!(
+            (c.replication.poll_changes, c.replication.idle_poll_ms),
+            (20_000, 200)
         );
     }
 

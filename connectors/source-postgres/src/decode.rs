@@ -21,7 +21,7 @@ use crate::types::Kind;
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// µs between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Days between 1970-01-01 and 2000-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
 
@@ -277,8 +277,9 @@ fn utf8(v: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(v).map_err(|_| "text that is not valid UTF-8".to_string())
 }
 
-/// A typed Arrow builder per column.
-enum Column {
+/// A typed Arrow builder per column (also used by CDC to append pgoutput's binary values,
+/// which use the same per-field send format as binary COPY).
+pub(crate) enum Column {
     Bool(BooleanBuilder),
     Int2(Int16Builder),
     Int4(Int32Builder),
@@ -306,7 +307,7 @@ enum Column {
 
 impl Column {
     /// A builder for `cap` rows and, for text and binary columns, `bytes` bytes of values.
-    fn new(kind: &Kind, cap: usize, bytes: usize) -> Self {
+    pub(crate) fn new(kind: &Kind, cap: usize, bytes: usize) -> Self {
         match kind {
             Kind::Bool => Column::Bool(BooleanBuilder::with_capacity(cap)),
             Kind::Int2 => Column::Int2(Int16Builder::with_capacity(cap)),
@@ -348,7 +349,7 @@ impl Column {
     }
 
     /// Appends one value (`None` is NULL). `Ok(true)` means a ±infinity became NULL.
-    fn append(&mut self, value: Option<&[u8]>) -> Result<bool, String> {
+    pub(crate) fn append(&mut self, value: Option<&[u8]>) -> Result<bool, String> {
         let Some(v) = value else {
             self.append_null();
             return Ok(false);
@@ -445,7 +446,7 @@ impl Column {
         Ok(false)
     }
 
-    fn append_null(&mut self) {
+    pub(crate) fn append_null(&mut self) {
         match self {
             Column::Bool(b) => b.append_null(),
             Column::Int2(b) => b.append_null(),
@@ -473,7 +474,7 @@ impl Column {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Int2(b) => Arc::new(b.finish()),

@@ -83,7 +83,11 @@ impl PgTable {
             primary_key: self.primary_key.clone(),
             cursor_candidates: candidates.into_iter().map(|(_, n)| n).collect(),
             source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
+            supported_sync_modes: if matches!(self.relkind, 'r' | 'p') {
+                vec![SyncMode::FullRefresh, SyncMode::Incremental, SyncMode::Cdc]
+            } else {
+                vec![SyncMode::FullRefresh, SyncMode::Incremental]
+            },
             row_estimate: self.row_estimate,
         })
     }

@@ -68,7 +68,10 @@ pub async fn start(ctx: ReadCtx, state: Option<PgState>) -> Result<MessageStream
         if let Some(rows) = ctx.table.row_estimate {
             let _ = tx.send(Ok(SourceMessage::Estimate { rows })).await;
         }
-        let result = run(&ctx, &snapshot, split, ranges, &tx).await;
+        let sink = RecordsSink {
+            split: split.clone(),
+        };
+        let result = copy_ranges(&ctx, &snapshot, split, ranges, &tx, sink).await;
         drop(coordinator);
         if let Err(e) = result {
             let _ = tx.send(Err(e)).await;
@@ -77,8 +80,57 @@ pub async fn start(ctx: ReadCtx, state: Option<PgState>) -> Result<MessageStream
     Ok(stream)
 }
 
+/// What a range copy yields for its batches: full refresh yields records and full-refresh
+/// checkpoints; CDC's initial snapshot yields change rows and CDC checkpoints
+/// ([`crate::cdc`]).
+pub(crate) trait RangeSink: Send {
+    /// The messages for one batch. `ranges` holds every range's progress including this
+    /// batch; `checkpoint` says whether a checkpoint may follow it (not for unsplit ranges,
+    /// which cannot resume mid-range).
+    fn batch(
+        &mut self,
+        batch: arrow_array::RecordBatch,
+        ranges: &[RangeState],
+        checkpoint: bool,
+    ) -> Result<Vec<SourceMessage>>;
+    /// The messages after the last range was read whole.
+    fn done(&mut self, ranges: &[RangeState]) -> Vec<SourceMessage>;
+}
+
+struct RecordsSink {
+    split: Split,
+}
+
+impl RecordsSink {
+    fn checkpoint(&self, ranges: &[RangeState], complete: bool) -> Checkpoint {
+        Checkpoint::encode(&PgState::FullRefresh {
+            split: self.split.clone(),
+            ranges: ranges.to_vec(),
+            complete,
+        })
+    }
+}
+
+impl RangeSink for RecordsSink {
+    fn batch(
+        &mut self,
+        batch: arrow_array::RecordBatch,
+        ranges: &[RangeState],
+        checkpoint: bool,
+    ) -> Result<Vec<SourceMessage>> {
+        let mut out = vec![SourceMessage::Records(batch)];
+        if checkpoint {
+            out.push(SourceMessage::Checkpoint(self.checkpoint(ranges, false)));
+        }
+        Ok(out)
+    }
+    fn done(&mut self, ranges: &[RangeState]) -> Vec<SourceMessage> {
+        vec![SourceMessage::Checkpoint(self.checkpoint(ranges, true))]
+    }
+}
+
 /// The split a table's shape allows.
-fn natural_split(ctx: &ReadCtx) -> Split {
+pub(crate) fn natural_split(ctx: &ReadCtx) -> Split {
     let t = &ctx.table;
     if let [key] = t.primary_key.as_slice() {
         if let Some(c) = t.column(key) {
@@ -97,7 +149,7 @@ fn natural_split(ctx: &ReadCtx) -> Split {
 }
 
 /// Ranges of about `range_rows` rows each.
-async fn plan(ctx: &ReadCtx, client: &Client, split: &Split) -> Result<Vec<RangeState>> {
+pub(crate) async fn plan(ctx: &ReadCtx, client: &Client, split: &Split) -> Result<Vec<RangeState>> {
     let want = |estimate: u64| estimate.div_ceil(ctx.config.range_rows).max(1);
     match split {
         Split::None => Ok(vec![RangeState::new(None, None)]),
@@ -190,13 +242,17 @@ fn where_clause(conds: &[String]) -> String {
     }
 }
 
-async fn run(
+/// Reads the unfinished `ranges` inside the exported `snapshot` on up to `parallelism`
+/// connections, handing each batch to `sink` and yielding what it returns. Returns
+/// `Ok(false)` when the reader of `out` went away.
+pub(crate) async fn copy_ranges(
     ctx: &ReadCtx,
     snapshot: &str,
     split: Split,
     mut ranges: Vec<RangeState>,
     out: &mpsc::Sender<Result<SourceMessage>>,
-) -> Result<()> {
+    mut sink: impl RangeSink,
+) -> Result<bool> {
     let pending: VecDeque<usize> = (0..ranges.len()).filter(|&i| !ranges[i].done).collect();
     let workers = ctx.config.parallelism.min(pending.len());
     let queue = Arc::new(Mutex::new(pending));
@@ -221,24 +277,13 @@ async fn run(
     }
     drop(wtx);
     let position_checkpoints = split != Split::None;
-    let checkpoint = |ranges: &Vec<RangeState>, complete: bool| {
-        Checkpoint::encode(&PgState::FullRefresh {
-            split: split.clone(),
-            ranges: ranges.clone(),
-            complete,
-        })
-    };
     while let Some(msg) = wrx.recv().await {
         match msg? {
             WorkerMsg::Batch { range, batch, last } => {
-                if out.send(Ok(SourceMessage::Records(batch))).await.is_err() {
-                    return Ok(());
-                }
                 ranges[range].after = last.or(ranges[range].after);
-                if position_checkpoints {
-                    let cp = checkpoint(&ranges, false);
-                    if out.send(Ok(SourceMessage::Checkpoint(cp))).await.is_err() {
-                        return Ok(());
+                for m in sink.batch(batch, &ranges, position_checkpoints)? {
+                    if out.send(Ok(m)).await.is_err() {
+                        return Ok(false);
                     }
                 }
             }
@@ -251,10 +296,12 @@ async fn run(
             ctx.stream
         )));
     }
-    let _ = out
-        .send(Ok(SourceMessage::Checkpoint(checkpoint(&ranges, true))))
-        .await;
-    Ok(())
+    for m in sink.done(&ranges) {
+        if out.send(Ok(m)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 async fn worker(

@@ -102,8 +102,9 @@ pub async fn start(
             }
             position
         }
-        // A finished or interrupted full refresh: an incremental read starts from scratch.
-        Some(PgState::FullRefresh { .. }) => None,
+        // A finished or interrupted full refresh or CDC read: an incremental read starts from
+        // scratch.
+        Some(PgState::FullRefresh { .. } | PgState::Cdc(_)) => None,
     };
     let order: Vec<String> = std::iter::once(cursor.clone())
         .chain(key.iter().cloned())

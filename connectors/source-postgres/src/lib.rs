@@ -10,6 +10,8 @@
 //!   missed, and rows with a NULL cursor are never read: use CDC where that matters.
 //! * Type mapping (and what happens to NaN, ±infinity, multi-dimensional arrays and types
 //!   without a binary decoder) is in [`types`].
+//! * CDC reads changes from a logical replication slot after an initial snapshot handed over
+//!   with no gap and no overlap ([`cdc`]; the checkpoint is [`state::CdcState`]).
 //! * Connections are plain TCP: TLS is not supported yet.
 //!
 //! Modules: [`config`], `connect` (sessions and error wording), [`discover`], [`types`],
@@ -24,6 +26,7 @@ use weft_core::{
     MessageStream, Result, Source, SourceFactory, SyncMode,
 };
 
+pub mod cdc;
 pub mod config;
 mod connect;
 mod decode;
@@ -53,7 +56,7 @@ impl SourceFactory for PostgresSourceFactory {
         "postgres"
     }
     fn description(&self) -> &'static str {
-        "PostgreSQL tables, views and materialized views: full refresh by parallel COPY ranges and incremental"
+        "PostgreSQL tables, views and materialized views: full refresh by parallel COPY ranges, incremental, and CDC (logical replication) for tables"
     }
     fn spec(&self) -> serde_json::Value {
         spec_of::<PostgresConfig>()
@@ -72,6 +75,8 @@ impl SourceFactory for PostgresSourceFactory {
 #[derive(Debug, Clone)]
 pub struct PostgresSource {
     config: Arc<PostgresConfig>,
+    /// Acked CDC positions per pipeline, shared by `ack` and the pipeline's read.
+    acks: cdc::AckMap,
 }
 
 impl PostgresSource {
@@ -79,6 +84,7 @@ impl PostgresSource {
         config.validate()?;
         Ok(Self {
             config: Arc::new(config),
+            acks: Default::default(),
         })
     }
 
@@ -200,9 +206,32 @@ impl Source for PostgresSource {
         match stream.sync_mode {
             SyncMode::FullRefresh => full_refresh::start(ctx, state).await,
             SyncMode::Incremental => incremental::start(ctx, stream, state).await,
-            SyncMode::Cdc => Err(ConnectorError::Unsupported(format!(
-                "stream `{name}`: the postgres source reads full_refresh or incremental; cdc is not built yet"
-            ))),
+            SyncMode::Cdc => {
+                let state = match state {
+                    None => None,
+                    Some(PgState::Cdc(s)) => Some(s),
+                    Some(_) => {
+                        return Err(ConnectorError::Other(format!(
+                            "stream `{name}`: the saved state is not a CDC checkpoint (the \
+                             stream's sync mode changed?); run `weft sync reset` for it to \
+                             start over"
+                        )))
+                    }
+                };
+                cdc::start(ctx, stream, state, &self.acks).await
+            }
         }
+    }
+
+    async fn ack(&self, stream: &ConfiguredStream, checkpoint: &Checkpoint) -> Result<()> {
+        cdc::ack(&self.config, &self.acks, stream, checkpoint).await
+    }
+
+    async fn lag_bytes(&self, stream: &ConfiguredStream) -> Result<Option<u64>> {
+        cdc::lag_bytes(&self.config, stream).await
+    }
+
+    async fn reset(&self, stream: &ConfiguredStream) -> Result<()> {
+        cdc::reset(&self.config, stream).await
     }
 }

@@ -21,6 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cdc::lsn::Lsn;
+
 /// A stream's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
@@ -38,6 +40,73 @@ pub enum PgState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<Vec<String>>,
     },
+    /// Change data capture from a logical replication slot (see [`crate::cdc`]).
+    Cdc(CdcState),
+}
+
+/// The checkpoint of a CDC stream.
+///
+/// `lsn` is the applied-through position: every transaction whose commit *end* LSN is ≤ `lsn`
+/// has been yielded (and, once the engine acks this checkpoint, applied). A resumed read skips
+/// transactions ending at or before it. While `phase` is `snapshot`, `ranges` records the
+/// initial copy's progress exactly as a full refresh does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdcState {
+    /// The replication slot the stream reads (named after the pipeline id).
+    pub slot: String,
+    /// The publication the slot decodes with.
+    pub publication: String,
+    pub phase: CdcPhase,
+    /// The slot's consistent point: snapshot rows carry this position.
+    pub consistent_lsn: Lsn,
+    /// The first snapshot of the initial copy: transactions visible in it are in the copy and
+    /// are skipped when streaming (kept even after a resumed copy took a newer snapshot).
+    pub snapshot: SnapshotXids,
+    /// How the initial copy splits the table (snapshot phase only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeState>,
+    /// Snapshot rows yielded so far (their ordinals continue from here on resume).
+    #[serde(default)]
+    pub snapshot_rows: u64,
+    /// Applied through this position.
+    pub lsn: Lsn,
+}
+
+/// Where a CDC stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CdcPhase {
+    /// Copying the table's rows as of the snapshot.
+    Snapshot,
+    /// Reading changes from the slot.
+    Stream,
+}
+
+/// A snapshot's transaction horizon (`pg_current_snapshot()`), with 64-bit transaction ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotXids {
+    pub xmin: u64,
+    pub xmax: u64,
+    #[serde(default)]
+    pub xip: Vec<u64>,
+}
+
+impl SnapshotXids {
+    /// Whether the transaction with the 32-bit id `xid` (as pgoutput's Begin sends it) had
+    /// committed when this snapshot was taken. The id is widened with the epoch of `xmax`:
+    /// any transaction we can still decode started less than 2³¹ ids before it.
+    pub fn sees(&self, xid: u32) -> bool {
+        let epoch = self.xmax >> 32;
+        let mut full = epoch << 32 | xid as u64;
+        if full > self.xmax && epoch > 0 {
+            full -= 1 << 32;
+        }
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
 }
 
 /// How a full refresh splits its table.
@@ -120,5 +189,56 @@ mod tests {
         assert_eq!(json["mode"], "full_refresh");
         assert_eq!(json["split"]["by"], "key");
         assert_eq!(serde_json::from_value::<PgState>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn cdc_state_round_trips() {
+        let s = PgState::Cdc(CdcState {
+            slot: "weft_a_0123abcd".into(),
+            publication: "weft_a_0123abcd".into(),
+            phase: CdcPhase::Snapshot,
+            consistent_lsn: Lsn(0x1_0000_0028),
+            snapshot: SnapshotXids {
+                xmin: 740,
+                xmax: 745,
+                xip: vec![741, 743],
+            },
+            split: Some(Split::Ctid),
+            ranges: even_ranges(0, 9, 2),
+            snapshot_rows: 12,
+            lsn: Lsn(0x1_0000_0028),
+        });
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["mode"], "cdc");
+        assert_eq!(json["phase"], "snapshot");
+        assert_eq!(json["lsn"], "1/28");
+        assert_eq!(json["split"]["by"], "ctid");
+        assert_eq!(serde_json::from_value::<PgState>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn snapshot_visibility_of_transactions() {
+        let s = SnapshotXids {
+            xmin: 100,
+            xmax: 110,
+            xip: vec![100, 105],
+        };
+        assert!(s.sees(99));
+        assert!(!s.sees(100), "running at the snapshot");
+        assert!(s.sees(101));
+        assert!(!s.sees(105), "running at the snapshot");
+        assert!(!s.sees(110), "started after the snapshot");
+        assert!(!s.sees(5000));
+        // Across an epoch: xmax in epoch 1; a 32-bit xid above xmax's low bits is epoch 0.
+        let e = SnapshotXids {
+            xmin: (1 << 32) + 5,
+            xmax: (1 << 32) + 10,
+            xip: vec![(1 << 32) + 7],
+        };
+        assert!(e.sees(u32::MAX), "epoch 0, long committed");
+        assert!(e.sees(6));
+        assert!(!e.sees(7));
+        assert!(!e.sees(10));
+        assert!(e.sees(4));
     }
 }

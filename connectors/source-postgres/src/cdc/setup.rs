@@ -1,0 +1,348 @@
+//! What CDC needs on the server, checked before a read and set up on the first one: the
+//! server version and `wal_level`, the role's REPLICATION attribute, the table's replica
+//! identity and column types, the stream's publication and its replication slot. Slot and
+//! publication are named after the pipeline id ([`resource_name`]), so two products reading
+//! the same table never share them.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+use weft_core::{ConnectorError, Result};
+
+use super::lsn::Lsn;
+use crate::connect::query_error;
+use crate::read::ReadCtx;
+use crate::sql::{qualified, quote_ident};
+
+/// The slot and publication name of a pipeline: `weft_<sanitized id>_<8 hex of its hash>`,
+/// at most 63 characters of `[a-z0-9_]` (what slot names allow). The hash keeps ids that
+/// sanitize alike (`a.b` and `a_b`) apart.
+pub fn resource_name(pipeline_id: &str) -> String {
+    let mut clean = String::new();
+    for c in pipeline_id.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '_'
+        };
+        if !(c == '_' && clean.ends_with('_')) {
+            clean.push(c);
+        }
+    }
+    let clean = clean.trim_matches('_');
+    // 63 - "weft_" - "_" - 8 hex.
+    let clean: String = clean.chars().take(49).collect();
+    let clean = clean.trim_end_matches('_');
+    // FNV-1a: stable across Rust versions and platforms, unlike std's hasher.
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in pipeline_id.bytes() {
+        hash ^= b as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    if clean.is_empty() {
+        format!("weft_{hash:08x}")
+    } else {
+        format!("weft_{clean}_{hash:08x}")
+    }
+}
+
+/// The server can decode changes for this role and table; errors say what to run.
+pub async fn check(client: &Client, ctx: &ReadCtx) -> Result<()> {
+    let stream = &ctx.stream;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('wal_level'),
+                    r.rolreplication, r.rolsuper, current_user::text
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| query_error("checking the server for CDC", &e))?;
+    let (version, wal_level, replication, superuser, user): (i32, String, bool, bool, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    if version < 140000 {
+        return Err(ConnectorError::Unsupported(format!(
+            "stream `{stream}`: CDC needs PostgreSQL 14 or later (binary logical replication); \
+             this server is version {}.{}",
+            version / 10000,
+            version % 10000 / 100
+        )));
+    }
+    if wal_level != "logical" {
+        return Err(ConnectorError::Other(format!(
+            "CDC needs wal_level=logical (it is `{wal_level}`): set it in postgresql.conf \
+             (ALTER SYSTEM SET wal_level = logical) and restart the server"
+        )));
+    }
+    if !replication && !superuser {
+        return Err(ConnectorError::Other(format!(
+            "stream `{stream}`: CDC reads a replication slot, which needs the REPLICATION \
+             attribute: run `ALTER ROLE {} REPLICATION;` as a superuser",
+            quote_ident(&user)
+        )));
+    }
+    if ctx.table.relkind != 'r' && ctx.table.relkind != 'p' {
+        return Err(ConnectorError::Unsupported(format!(
+            "stream `{stream}`: CDC reads tables only (this is not a table); use full_refresh \
+             or incremental"
+        )));
+    }
+    if let Some(c) = ctx.table.columns.iter().find(|c| c.kind.is_none()) {
+        return Err(ConnectorError::Unsupported(format!(
+            "stream `{stream}`: column `{}` has type {}, which weft reads through a text cast; \
+             CDC decodes binary values only and cannot read it (exclude the table from CDC, \
+             or change the column's type)",
+            c.name, c.sql_type
+        )));
+    }
+    let identity: String = client
+        .query_one(
+            "SELECT relreplident::text FROM pg_class WHERE oid = $1::text::regclass",
+            &[&ctx.table_sql()],
+        )
+        .await
+        .map_err(|e| ctx.read_error(&e))?
+        .get(0);
+    let fix = format!("ALTER TABLE {} REPLICA IDENTITY FULL", ctx.table_sql());
+    match identity.as_str() {
+        "n" => {
+            return Err(ConnectorError::Other(format!(
+                "stream `{stream}`: table {} has REPLICA IDENTITY NOTHING, so PostgreSQL logs \
+                 no key for updates and deletes; run `{fix};` (or set a primary key and \
+                 REPLICA IDENTITY DEFAULT)",
+                ctx.table_sql()
+            )))
+        }
+        "d" if ctx.table.primary_key.is_empty() => {
+            return Err(ConnectorError::Other(format!(
+                "stream `{stream}`: table {} has no primary key, so PostgreSQL logs no key for \
+                 updates and deletes; add a primary key or run `{fix};`",
+                ctx.table_sql()
+            )))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Creates the publication for the table (when `create`: the first read), or adopts it if it
+/// already publishes exactly that table.
+pub async fn ensure_publication(
+    client: &Client,
+    ctx: &ReadCtx,
+    name: &str,
+    create: bool,
+    reset: &str,
+) -> Result<()> {
+    let stream = &ctx.stream;
+    let row = client
+        .query_opt(
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate, puballtables
+             FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("looking up the publication", &e))?;
+    let Some(row) = row else {
+        if !create {
+            // The slot decodes with the publication as of each change: one created now does
+            // not cover the changes already in the slot.
+            return Err(ConnectorError::Other(format!(
+                "stream `{stream}`: publication {name} no longer exists (dropped by hand?); \
+                 run `{reset}` to take a new snapshot"
+            )));
+        }
+        let via_root = if ctx.table.relkind == 'p' {
+            ", publish_via_partition_root = true"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate'{via_root})",
+            quote_ident(name),
+            ctx.table_sql()
+        );
+        return match client.batch_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                Err(ConnectorError::Other(format!(
+                    "stream `{stream}`: creating the publication needs ownership of the table \
+                     ({}); run as its owner or a superuser: `{sql};`",
+                    e.as_db_error()
+                        .map(|d| d.message())
+                        .unwrap_or("permission denied")
+                )))
+            }
+            Err(e) => Err(query_error(
+                &format!("stream `{stream}`: creating publication {name}"),
+                &e,
+            )),
+        };
+    };
+    let fix = format!(
+        "run `{reset}` to recreate it (and take a new snapshot), or fix it with `ALTER PUBLICATION {} SET TABLE {}`",
+        quote_ident(name),
+        ctx.table_sql()
+    );
+    if row.get::<_, bool>(4) {
+        return Err(ConnectorError::Other(format!(
+            "stream `{stream}`: publication {name} publishes all tables instead of only {}; {fix}",
+            ctx.table_sql()
+        )));
+    }
+    let tables: Vec<(String, String)> = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables
+             WHERE pubname = $1 ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("listing the publication's tables", &e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if tables != [(ctx.table.schema.clone(), ctx.table.name.clone())] {
+        let listed: Vec<String> = tables.iter().map(|(s, t)| qualified(s, t)).collect();
+        return Err(ConnectorError::Other(format!(
+            "stream `{stream}`: publication {name} publishes {} instead of {} (it was edited by \
+             hand?); {fix}",
+            if listed.is_empty() {
+                "no table".to_string()
+            } else {
+                listed.join(", ")
+            },
+            ctx.table_sql()
+        )));
+    }
+    let actions = ["insert", "update", "delete", "truncate"];
+    let missing: Vec<&str> = (0..4)
+        .filter(|&i| !row.get::<_, bool>(i))
+        .map(|i| actions[i])
+        .collect();
+    if !missing.is_empty() {
+        return Err(ConnectorError::Other(format!(
+            "stream `{stream}`: publication {name} does not publish {}; run `ALTER PUBLICATION \
+             {} SET (publish = 'insert, update, delete, truncate')` or `{reset}`",
+            missing.join(", "),
+            quote_ident(name)
+        )));
+    }
+    Ok(())
+}
+
+/// A replication slot as `pg_replication_slots` shows it.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active: bool,
+    pub confirmed_flush: Option<Lsn>,
+    pub wal_status: Option<String>,
+}
+
+fn lsn_of(text: Option<String>) -> Result<Option<Lsn>> {
+    text.map(|t| t.parse().map_err(ConnectorError::Other))
+        .transpose()
+}
+
+pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, database::text, active, confirmed_flush_lsn::text, wal_status
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| query_error("looking up the replication slot", &e))?;
+    row.map(|r| {
+        Ok(SlotInfo {
+            plugin: r.get(0),
+            database: r.get(1),
+            active: r.get(2),
+            confirmed_flush: lsn_of(r.get(3))?,
+            wal_status: r.get(4),
+        })
+    })
+    .transpose()
+}
+
+/// Drops the slot if it exists; an active slot (a read holding it) is an error.
+pub async fn drop_slot(client: &Client, stream: &str, name: &str) -> Result<()> {
+    let Some(info) = slot(client, name).await? else {
+        return Ok(());
+    };
+    if info.active {
+        return Err(ConnectorError::Other(format!(
+            "stream `{stream}`: replication slot {name} is in use by another session (a sync \
+             still running?); stop it first"
+        )));
+    }
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+        .map_err(|e| query_error(&format!("dropping replication slot {name}"), &e))?;
+    Ok(())
+}
+
+/// Creates the slot (after dropping a leftover one): its consistent point.
+pub async fn create_slot(client: &Client, stream: &str, name: &str) -> Result<Lsn> {
+    drop_slot(client, stream, name).await?;
+    let text: String = client
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&name],
+        )
+        .await
+        .map_err(|e| {
+            query_error(
+                &format!("stream `{stream}`: creating replication slot {name}"),
+                &e,
+            )
+        })?
+        .get(0);
+    text.parse().map_err(ConnectorError::Other)
+}
+
+/// Drops the publication if it exists.
+pub async fn drop_publication(client: &Client, name: &str) -> Result<()> {
+    client
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
+        .await
+        .map_err(|e| query_error(&format!("dropping publication {name}"), &e))
+}
+
+/// The server's WAL flush position: the end of what logical decoding can read. (Not the write
+/// position `pg_current_wal_lsn()`: WAL written but not yet flushed is not decoded yet, and
+/// claiming a position past it would skip the transactions committed there.)
+pub async fn current_lsn(client: &Client) -> Result<Lsn> {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .map_err(|e| query_error("reading the current WAL position", &e))?
+        .get(0);
+    text.parse().map_err(ConnectorError::Other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_slot_names() {
+        let a = resource_name("sales.Orders.order-lines");
+        assert!(a.starts_with("weft_sales_orders_order_lines_"), "{a}");
+        assert_eq!(a.len(), "weft_sales_orders_order_lines_".len() + 8);
+        assert_ne!(resource_name("a.b"), resource_name("a_b"));
+        assert_eq!(resource_name("a.b"), resource_name("a.b"));
+        let long = resource_name(&"x".repeat(300));
+        assert!(long.len() <= 63, "{long}");
+        let odd = resource_name("ÄÖ..__");
+        assert!(odd.starts_with("weft_"), "{odd}");
+        for n in [a, long, odd, resource_name("")] {
+            assert!(n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert!(n.len() <= 63);
+        }
+    }
+}

@@ -76,7 +76,8 @@ pub mod change_columns {
 /// `ops[i]` at `positions[i]`; `ordinals[i]` orders changes sharing a position, so destinations
 /// can apply them idempotently on replay.
 ///
-/// `rows` has the stream's schema. Values the source did not resend because they did not
+/// `rows` has the stream's schema with every field nullable (a delete carries only the key, a
+/// truncate nothing). Values the source did not resend because they did not
 /// change (PostgreSQL's unchanged TOASTed values) are null in `rows` and flagged in
 /// `unchanged`: a destination keeps the value it already holds for those cells.
 #[derive(Debug, Clone)]

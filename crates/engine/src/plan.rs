@@ -1,6 +1,9 @@
 //! Planning: matching a product's configured streams against what its source offers, before
 //! any row moves.
 
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
 use weft_core::{Catalog, ConfiguredStream, SyncMode, WriteMode};
 use weft_mesh::StreamConfig;
 
@@ -108,7 +111,20 @@ pub(crate) fn plan_stream(
         );
     }
 
-    let mappers = MapperChain::compile(schema, config.columns.as_deref(), &config.mappers)
+    // Change rows are the stream's schema with every column nullable (a delete carries only
+    // the key, a truncate nothing), and so is what the destination is opened with.
+    let mapped_input = if config.mode == SyncMode::Cdc {
+        Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ))
+    } else {
+        schema.clone()
+    };
+    let mappers = MapperChain::compile(&mapped_input, config.columns.as_deref(), &config.mappers)
         .map_err(|e| e.to_string())?;
 
     // The destination sees the mapped names; keys and cursor must survive the mappers.

@@ -40,6 +40,7 @@ mod poll;
 mod reader;
 mod setup;
 mod snapshot;
+mod stream;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,7 @@ use weft_core::{
 use self::changes::{ChangeBuilder, Out};
 use self::lsn::Lsn;
 use self::reader::{ColumnType, Event, Reader};
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, Transport};
 use crate::connect::{connect, query_error};
 use crate::discover;
 use crate::full_refresh::{copy_ranges, natural_split, plan};
@@ -182,7 +183,7 @@ pub async fn start(
                 &reset_command(&pipeline),
             )
             .await?;
-            let Some(info) = setup::slot(&client, &state.slot).await? else {
+            let Some(info) = settled_slot(&client, &state.slot).await? else {
                 return Err(lost("dropped", state.lsn));
             };
             if info.wal_status.as_deref() == Some("lost") {
@@ -207,10 +208,7 @@ pub async fn start(
                 ));
             }
             if info.active {
-                return Err(ConnectorError::Other(format!(
-                    "stream `{name}`: replication slot {resource} is in use by another session \
-                     (a sync of this pipeline still running?)"
-                )));
+                setup::release_slot(&client, &name, &resource).await?;
             }
             let exported = match state.phase {
                 CdcPhase::Snapshot => Some(snapshot::export(&ctx.config).await?),
@@ -255,6 +253,18 @@ pub async fn start(
         }
     });
     Ok(out)
+}
+
+/// The slot, after waiting a few seconds for a session holding it to let go (the previous
+/// read of this pipeline may still be closing its connection).
+async fn settled_slot(client: &Client, name: &str) -> Result<Option<setup::SlotInfo>> {
+    for _ in 0..50 {
+        match setup::slot(client, name).await? {
+            Some(info) if info.active => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return Ok(other),
+        }
+    }
+    setup::slot(client, name).await
 }
 
 /// The type of each column as pgoutput describes it (domains are not resolved there).
@@ -317,12 +327,17 @@ async fn run(
         drop(exported);
         state = snapshot::stream_phase(state);
     }
-    stream_changes(&ctx, state, &mut reader, follow, &mut acked, out).await
+    match ctx.config.replication.transport {
+        Transport::Poll => poll_changes(&ctx, state, &mut reader, follow, &mut acked, out).await,
+        Transport::Stream => {
+            stream::stream_changes(&ctx, state, &mut reader, follow, &mut acked, out).await
+        }
+    }
 }
 
 /// Polls windows until everything committed before the read's start is yielded (or, when
 /// following, until the read is dropped).
-async fn stream_changes(
+async fn poll_changes(
     ctx: &ReadCtx,
     mut state: CdcState,
     reader: &mut Reader,
@@ -364,14 +379,7 @@ async fn stream_changes(
             out,
         )
         .await?;
-        for column in reader.builder.infinities.iter() {
-            if warned.insert(column.clone()) {
-                tracing::warn!(
-                    "stream `{}`: column `{column}` holds ±infinity, read as NULL (Arrow dates and timestamps have no infinity)",
-                    ctx.stream
-                );
-            }
-        }
+        warn_infinities(ctx, reader, &mut warned);
         let full = rows >= nchanges;
         if !full {
             // Everything committed before `upto` has been decoded: nothing can end at or
@@ -445,25 +453,7 @@ async fn window(
             let data: &[u8] = row.try_get(0).map_err(|e| {
                 ConnectorError::Other(format!("stream `{}`: reading change data: {e}", ctx.stream))
             })?;
-            loop {
-                match reader.handle(data).map_err(ConnectorError::Schema)? {
-                    Event::None => break,
-                    Event::Committed => {
-                        emit(reader.builder.take(false), ctx, out).await?;
-                        break;
-                    }
-                    Event::NeedColumns(names) => {
-                        let added = added_columns(meta, ctx, &names).await?;
-                        let schema = reader.add_columns(added).map_err(ConnectorError::Schema)?;
-                        tracing::info!(
-                            "stream `{}`: columns {} were added; the schema now has {} columns",
-                            ctx.stream,
-                            names.join(", "),
-                            schema.fields().len()
-                        );
-                    }
-                }
-            }
+            handle(ctx, meta, reader, data, out).await?;
         }
         if reader.in_transaction() {
             return Err(ConnectorError::Other(format!(
@@ -474,6 +464,47 @@ async fn window(
         }
         emit(reader.builder.take(true), ctx, out).await?;
         return Ok(n);
+    }
+}
+
+/// Feeds one pgoutput message to `reader`; a commit yields the batches that are full.
+async fn handle(
+    ctx: &ReadCtx,
+    meta: &Client,
+    reader: &mut Reader,
+    data: &[u8],
+    out: &mpsc::Sender<Result<SourceMessage>>,
+) -> Result<(), Stop> {
+    loop {
+        match reader.handle(data).map_err(ConnectorError::Schema)? {
+            Event::None => return Ok(()),
+            Event::Committed => {
+                emit(reader.builder.take(false), ctx, out).await?;
+                return Ok(());
+            }
+            Event::NeedColumns(names) => {
+                let added = added_columns(meta, ctx, &names).await?;
+                let schema = reader.add_columns(added).map_err(ConnectorError::Schema)?;
+                tracing::info!(
+                    "stream `{}`: columns {} were added; the schema now has {} columns",
+                    ctx.stream,
+                    names.join(", "),
+                    schema.fields().len()
+                );
+            }
+        }
+    }
+}
+
+/// Warns once per column about ±infinity read as NULL.
+fn warn_infinities(ctx: &ReadCtx, reader: &Reader, warned: &mut BTreeSet<String>) {
+    for column in reader.builder.infinities.iter() {
+        if warned.insert(column.clone()) {
+            tracing::warn!(
+                "stream `{}`: column `{column}` holds ±infinity, read as NULL (Arrow dates and timestamps have no infinity)",
+                ctx.stream
+            );
+        }
     }
 }
 
@@ -584,8 +615,25 @@ fn cdc_state(stream: &ConfiguredStream, cp: &Checkpoint) -> Result<Option<CdcSta
     }
 }
 
+/// Publishes an acked position to the pipeline's read; returns whether a read is there.
+fn publish(acks: &AckMap, pipeline: &str, lsn: Lsn) -> bool {
+    let map = acks.lock().expect("ack map lock");
+    let Some(tx) = map.get(pipeline) else {
+        return false;
+    };
+    tx.send_if_modified(|v| {
+        let moved = *v < lsn.0;
+        *v = (*v).max(lsn.0);
+        moved
+    });
+    tx.receiver_count() > 0
+}
+
 /// Advances the stream's slot to the acked checkpoint (never backwards, never past the WAL
-/// flushed), then wakes the stream's read.
+/// flushed), and wakes the stream's read. With the streaming transport a running read holds
+/// the slot: it reports the position in its standby status updates (the server's
+/// `confirmed_flush_lsn` follows within a second or so); once its connection is closed, the
+/// slot is advanced here.
 pub async fn ack(
     config: &PostgresConfig,
     acks: &AckMap,
@@ -599,6 +647,8 @@ pub async fn ack(
         // Snapshot checkpoints sit at the consistent point, where the slot already is.
         return Ok(());
     }
+    let streaming = config.replication.transport == Transport::Stream
+        && publish(acks, &stream.pipeline_id, state.lsn);
     let client = connect(config).await?;
     let name = stream.name().as_str();
     let mut attempts = 0;
@@ -613,6 +663,10 @@ pub async fn ack(
             )));
         };
         if info.confirmed_flush.is_some_and(|c| c >= state.lsn) {
+            break;
+        }
+        if streaming && info.active {
+            // The read's replication connection feeds it back.
             break;
         }
         let result = client
@@ -636,14 +690,7 @@ pub async fn ack(
             }
         }
     }
-    let map = acks.lock().expect("ack map lock");
-    if let Some(tx) = map.get(&stream.pipeline_id) {
-        tx.send_if_modified(|v| {
-            let moved = *v < state.lsn.0;
-            *v = (*v).max(state.lsn.0);
-            moved
-        });
-    }
+    publish(acks, &stream.pipeline_id, state.lsn);
     Ok(())
 }
 

@@ -120,6 +120,32 @@ pub async fn check(client: &Client, ctx: &ReadCtx) -> Result<()> {
                 ctx.table_sql()
             )))
         }
+        "d" => {
+            // Varlena columns that may be stored out of line (storage other than PLAIN).
+            let toastable: Vec<String> = client
+                .query(
+                    "SELECT attname::text FROM pg_attribute
+                     WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                       AND attlen = -1 AND attstorage <> 'p'
+                     ORDER BY attnum",
+                    &[&ctx.table_sql()],
+                )
+                .await
+                .map_err(|e| ctx.read_error(&e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !toastable.is_empty() {
+                tracing::warn!(
+                    "stream `{stream}`: table {} has REPLICA IDENTITY DEFAULT and TOASTable \
+                     columns ({}): an update that changes a row's primary key and leaves such a \
+                     value untouched would stop the stream (PostgreSQL does not log the value, \
+                     so it cannot be carried to the new key); `{fix};` avoids it",
+                    ctx.table_sql(),
+                    toastable.join(", ")
+                );
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -266,17 +292,61 @@ pub async fn slot(client: &Client, name: &str) -> Result<Option<SlotInfo>> {
     .transpose()
 }
 
-/// Drops the slot if it exists; an active slot (a read holding it) is an error.
-pub async fn drop_slot(client: &Client, stream: &str, name: &str) -> Result<()> {
-    let Some(info) = slot(client, name).await? else {
-        return Ok(());
-    };
-    if info.active {
-        return Err(ConnectorError::Other(format!(
+/// Waits until no session holds slot `name`. A weft session holding it is the server side of
+/// a killed run (`weft` holds the project's lock, so no live run of this pipeline can): it ends
+/// once the server notices its client is gone, or is terminated after a grace period. A slot
+/// held by anything else is an error.
+pub async fn release_slot(client: &Client, stream: &str, name: &str) -> Result<()> {
+    let in_use = || {
+        ConnectorError::Other(format!(
             "stream `{stream}`: replication slot {name} is in use by another session (a sync \
-             still running?); stop it first"
-        )));
+             of this pipeline still running?); stop it first"
+        ))
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT s.active_pid, a.application_name
+                 FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+                 WHERE s.slot_name = $1 AND s.active",
+                &[&name],
+            )
+            .await
+            .map_err(|e| query_error("looking up the replication slot", &e))?;
+        let Some(row) = row else { return Ok(()) };
+        let pid: Option<i32> = row.get(0);
+        let app: Option<String> = row.get(1);
+        if app.as_deref() != Some("weft") {
+            return Err(in_use());
+        }
+        let waited = started.elapsed();
+        if waited > std::time::Duration::from_secs(10) {
+            return Err(in_use());
+        }
+        if waited > std::time::Duration::from_secs(3) {
+            if let Some(pid) = pid {
+                tracing::warn!(
+                    stream,
+                    slot = name,
+                    pid,
+                    "an earlier weft session still holds the replication slot; terminating it"
+                );
+                let _ = client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Drops the slot if it exists; a slot another session holds is an error.
+pub async fn drop_slot(client: &Client, stream: &str, name: &str) -> Result<()> {
+    if slot(client, name).await?.is_none() {
+        return Ok(());
+    }
+    release_slot(client, stream, name).await?;
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&name])
         .await

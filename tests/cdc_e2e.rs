@@ -1,0 +1,517 @@
+//! PostgreSQL CDC end to end with the real `weft` binary, on a private cluster with
+//! `wal_level=logical`.
+//!
+//! - A randomized workload (concurrent writers: inserts, updates that leave a large TOASTed
+//!   column untouched, updates of it, primary-key updates, deletes, rollbacks, failing
+//!   transactions; then an added column and a truncate) runs while `weft sync run` is
+//!   SIGKILLed at random points and restarted. One project feeds the same table to three product
+//!   stores at once, each through its own slot: PostgreSQL current state, PostgreSQL changelog,
+//!   and the Parquet lake's current state. After catch-up, both current states equal the source
+//!   exactly (every column, the large one by SHA-256), and the changelog holds every change once
+//!   (no duplicate position/ordinal) and replays to the source's keys.
+//! - An idle watched table under unrelated write traffic: the slot keeps up, so it does not pin
+//!   WAL.
+
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use weft_testkit::pg::{ClusterOptions, PrivateCluster};
+use weft_testkit::rng::Rng;
+use weft_testkit::{Outcome, TestProject};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weft");
+
+fn source_config(cluster: &PrivateCluster, database: &str) -> String {
+    format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
+        cluster.host, cluster.port, cluster.user
+    )
+}
+
+fn project() -> TestProject {
+    TestProject::new(
+        BIN,
+        "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 150ms\n",
+    )
+}
+
+fn weft(p: &TestProject, cluster: &PrivateCluster, args: &[&str]) -> Command {
+    let mut cmd = p.weft(args);
+    cmd.env("PG_PASSWORD", cluster.password());
+    cmd
+}
+
+fn run(p: &TestProject, cluster: &PrivateCluster, args: &[&str]) -> Outcome {
+    Outcome(weft(p, cluster, args).output().expect("run weft"))
+}
+
+/// Runs a SQL script through psql against the cluster, not stopping at errors (a failing
+/// statement aborts its transaction, as in an application).
+fn psql_script(cluster: &PrivateCluster, database: &str, script: String) -> Child {
+    let mut child = Command::new("psql")
+        .args(["-X", "-q", "-h", &cluster.host])
+        .args([
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            &cluster.user,
+            "-d",
+            database,
+        ])
+        .args(["-v", "ON_ERROR_STOP=0", "-f", "-"])
+        .env("PGPASSWORD", cluster.password())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut stdin = child.stdin.take().unwrap();
+    thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(script.as_bytes());
+    });
+    child
+}
+
+/// SQL for a value big and random enough to be TOASTed out of line (12.8 kB of hex that
+/// compression cannot bring under the 2 kB threshold).
+fn big_value(rng: &mut Rng) -> String {
+    format!(
+        "(SELECT string_agg(md5('{}' || x), '') FROM generate_series(1, 400) x)",
+        rng.next(u64::MAX)
+    )
+}
+
+/// One writer's transactions. Writer `w` of `writers` owns ids ≡ w (mod writers), so
+/// writers rarely conflict, while their transactions interleave in the WAL.
+fn writer_script(rng: &mut Rng, w: u64, writers: u64, txns: usize, with_note: bool) -> String {
+    let mut own: Vec<u64> = (0..2000u64).filter(|i| i % writers == w).collect();
+    let mut next_id = 1_000_000 + w;
+    let mut s = String::new();
+    for t in 0..txns {
+        s.push_str("BEGIN;\n");
+        for _ in 0..1 + rng.next(6) {
+            let pick = |rng: &mut Rng, own: &Vec<u64>| own[rng.next(own.len() as u64) as usize];
+            match rng.next(10) {
+                0..=2 => {
+                    let note = if with_note {
+                        format!(", note = 'n{t}'")
+                    } else {
+                        String::new()
+                    };
+                    s.push_str(&format!(
+                        "INSERT INTO items (id, k, body, big) VALUES ({next_id}, {}, 'b{t}', {}) ON CONFLICT (id) DO UPDATE SET k = excluded.k{note};\n",
+                        rng.next(1000),
+                        big_value(rng)
+                    ));
+                    own.push(next_id);
+                    next_id += writers;
+                }
+                // Leaves the TOASTed column untouched: pgoutput sends it as unchanged.
+                3..=5 => s.push_str(&format!(
+                    "UPDATE items SET k = k + 1, body = 'u{t}'{} WHERE id = {};\n",
+                    if with_note { ", note = 'u'" } else { "" },
+                    pick(rng, &own)
+                )),
+                6 => s.push_str(&format!(
+                    "UPDATE items SET big = {} WHERE id = {};\n",
+                    big_value(rng),
+                    pick(rng, &own)
+                )),
+                7 => {
+                    let old = pick(rng, &own);
+                    s.push_str(&format!(
+                        "UPDATE items SET id = {next_id} WHERE id = {old};\n"
+                    ));
+                    own.retain(|&i| i != old);
+                    own.push(next_id);
+                    next_id += writers;
+                }
+                8 => {
+                    let id = pick(rng, &own);
+                    s.push_str(&format!("DELETE FROM items WHERE id = {id};\n"));
+                }
+                _ => s.push_str("SELECT pg_sleep(0.005);\n"),
+            }
+        }
+        // Spread the workload over the kill loop's runs.
+        s.push_str("SELECT pg_sleep(0.02);\n");
+        s.push_str(match rng.next(8) {
+            0 => "ROLLBACK;\n",
+            _ => "COMMIT;\n",
+        });
+    }
+    s
+}
+
+/// Starts `weft sync run` over and over, SIGKILLing most runs at a random point, until
+/// `done` says the workload is over. Returns how many runs were killed.
+fn sync_under_kills(
+    p: &TestProject,
+    cluster: &PrivateCluster,
+    rng: &mut Rng,
+    mut done: impl FnMut() -> bool,
+) -> usize {
+    let mut kills = 0;
+    loop {
+        let finished = done();
+        let mut child = weft(p, cluster, &["sync", "run", "--no-progress"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(150 + rng.next(2500));
+        let start = Instant::now();
+        while start.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            thread::sleep(Duration::from_millis(10));
+        }
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    status.success(),
+                    "a sync run failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        if finished {
+            return kills;
+        }
+    }
+}
+
+/// `id|k|body|sha256(big)|note` of every row, by id, as PostgreSQL prints them.
+fn source_lines(cluster: &PrivateCluster, database: &str, table: &str) -> Vec<String> {
+    let out = cluster.sql(
+        database,
+        &format!(
+            "SELECT id || '|' || coalesce(k::text, 'NULL') || '|' || coalesce(body, 'NULL') || '|' || coalesce(encode(sha256(big::bytea), 'hex'), 'NULL') || '|' || coalesce(note, 'NULL') FROM {table} ORDER BY id"
+        ),
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+fn lake_lines(batch: &RecordBatch) -> Vec<String> {
+    let text = |name: &str, i: usize| -> String {
+        match batch.column_by_name(name) {
+            None => "NULL".into(),
+            Some(c) => {
+                weft_testkit::pgtext::pg_text(c.as_ref(), i).unwrap_or_else(|| "NULL".into())
+            }
+        }
+    };
+    let ids = batch
+        .column_by_name("id")
+        .expect("id column")
+        .as_primitive::<Int64Type>();
+    let mut rows: Vec<(i64, String)> = (0..batch.num_rows())
+        .map(|i| {
+            let big = batch
+                .column_by_name("big")
+                .and_then(|c| c.as_string_opt::<i32>().map(|s| (s, c.is_null(i))))
+                .map(|(s, null)| {
+                    if null {
+                        "NULL".to_string()
+                    } else {
+                        sha256_hex(s.value(i))
+                    }
+                })
+                .unwrap_or_else(|| "NULL".into());
+            (
+                ids.value(i),
+                format!(
+                    "{}|{}|{}|{}|{}",
+                    ids.value(i),
+                    text("k", i),
+                    text("body", i),
+                    big,
+                    text("note", i)
+                ),
+            )
+        })
+        .collect();
+    rows.sort_by_key(|(id, _)| *id);
+    rows.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The SHA-256 of a text value, as PostgreSQL's `encode(sha256(v::bytea), 'hex')` prints it.
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn product_yaml(name: &str, source: &str, destination: Option<&str>, write: &str) -> String {
+    let destination = destination
+        .map(|d| format!("destination:\n  connector: postgres\n  config: {d}\n"))
+        .unwrap_or_default();
+    format!(
+        "product: {name}\ndomain: shop\nowner: test@example.com\ndescription: cdc e2e\nsource:\n  connector: postgres\n  config: {source}\n{destination}streams:\n  - name: public.items\n    mode: cdc\n    write: {write}\n"
+    )
+}
+
+#[test]
+fn randomized_workload_under_sigkills_reaches_the_source_state_exactly() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    let mut rng = Rng::new("cdc_randomized_workload");
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql("postgres", "CREATE DATABASE sink");
+    cluster.sql(
+        "shop",
+        // REPLICA IDENTITY FULL: a primary-key update that leaves `big` untouched carries its
+        // value in the old row (with DEFAULT the source stops the stream, tested in the crate).
+        "CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text);
+         ALTER TABLE items REPLICA IDENTITY FULL;
+         INSERT INTO items SELECT g, g % 100, 'seed' || g,
+           (SELECT string_agg(md5(g || '-' || x), '') FROM generate_series(1, 400) x)
+           FROM generate_series(0, 1999) g;",
+    );
+    let src = source_config(&cluster, "shop");
+    let sink = format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
+        cluster.host, cluster.port, cluster.user
+    );
+    let p = project();
+    p.product(
+        "shop",
+        "current",
+        &product_yaml("current", &src, Some(&sink), "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "changes",
+        &product_yaml("changes", &src, Some(&sink), "append"),
+    );
+    p.product(
+        "shop",
+        "lake",
+        &product_yaml("lake", &src, None, "append_dedup"),
+    );
+
+    let writers = 3u64;
+    let mut kills = 0;
+    for half in 0..2 {
+        let with_note = half == 1;
+        if with_note {
+            // Between the halves: a column is added, and the table is truncated and refilled.
+            cluster.sql(
+                "shop",
+                "ALTER TABLE items ADD COLUMN note text;
+                 TRUNCATE items;
+                 INSERT INTO items SELECT g, g % 7, 'again' || g,
+                   (SELECT string_agg(md5(g || '+' || x), '') FROM generate_series(1, 400) x), 'n'
+                   FROM generate_series(0, 1999) g;",
+            );
+        }
+        let mut children: Vec<Child> = (0..writers)
+            .map(|w| {
+                let script = writer_script(&mut rng, w, writers, 400, with_note);
+                psql_script(&cluster, "shop", script)
+            })
+            .collect();
+        kills += sync_under_kills(&p, &cluster, &mut rng, || {
+            children.iter_mut().all(|c| c.try_wait().unwrap().is_some())
+        });
+    }
+    eprintln!("{kills} sync runs killed");
+    assert!(kills >= 2, "no run was killed: the test proved nothing");
+
+    // Catch up: the last complete run reads to the WAL position current at its start.
+    let out = run(&p, &cluster, &["sync", "run", "--no-progress"]);
+    out.expect_code(0);
+
+    let expected = source_lines(&cluster, "shop", "items");
+    assert!(expected.len() > 1500, "{} rows", expected.len());
+    let toast = cluster.sql(
+        "shop",
+        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'items'",
+    );
+    assert!(
+        toast.trim().parse::<u64>().unwrap() > 8 << 20,
+        "the large values are not TOASTed out of line ({toast} bytes of TOAST)"
+    );
+    let current = source_lines(&cluster, "sink", "shop.\"current__public.items\"");
+    assert_eq!(
+        current.len(),
+        expected.len(),
+        "PostgreSQL current state row count"
+    );
+    assert!(
+        current == expected,
+        "PostgreSQL current state differs from the source"
+    );
+
+    let lake = lake_lines(&p.read_stream("shop", "lake", "public.items"));
+    assert_eq!(lake.len(), expected.len(), "lake current state row count");
+    for (l, e) in lake.iter().zip(&expected) {
+        assert_eq!(l, e, "lake current state differs from the source");
+    }
+
+    // The changelog: every change once, and replaying it by key gives the source's keys.
+    let dupes = cluster.sql(
+        "sink",
+        "SELECT count(*) FROM (SELECT _weft_position, _weft_ordinal FROM shop.\"changes__public.items\"
+           GROUP BY 1, 2 HAVING count(*) > 1) d",
+    );
+    assert_eq!(dupes.trim(), "0", "changes applied twice in the changelog");
+    let replayed = cluster.sql(
+        "sink",
+        "WITH cut AS (SELECT _weft_position AS p, _weft_ordinal AS o FROM shop.\"changes__public.items\"
+                      WHERE _weft_op = 'truncate' ORDER BY 1 DESC, 2 DESC LIMIT 1),
+              after AS (SELECT c.* FROM shop.\"changes__public.items\" c
+                         WHERE NOT EXISTS (SELECT 1 FROM cut WHERE (c._weft_position, c._weft_ordinal) <= (cut.p, cut.o))),
+              last AS (SELECT DISTINCT ON (id) id, _weft_op FROM after
+                        ORDER BY id, _weft_position DESC, _weft_ordinal DESC)
+         SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM last WHERE _weft_op <> 'delete'",
+    );
+    let ids = cluster.sql(
+        "shop",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM items",
+    );
+    assert!(
+        replayed.trim() == ids.trim(),
+        "replaying the changelog does not give the source's keys"
+    );
+
+    // Idempotent: another run changes nothing.
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    assert!(source_lines(&cluster, "sink", "shop.\"current__public.items\"") == expected);
+
+    // Status shows the slots' lag; reset drops them.
+    let status = run(&p, &cluster, &["sync", "status", "--format", "json"]);
+    status.expect_code(0);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let lag = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stream"] == "shop/current/public.items")
+        .unwrap()["lag_bytes"]
+        .as_u64();
+    assert!(lag.is_some(), "no lag for a cdc stream: {rows}");
+    run(&p, &cluster, &["sync", "reset", "shop"]).expect_code(0);
+    let slots = cluster.sql("postgres", "SELECT count(*) FROM pg_replication_slots");
+    assert_eq!(slots.trim(), "0", "reset left replication slots behind");
+    let publications = cluster.sql("shop", "SELECT count(*) FROM pg_publication");
+    assert_eq!(publications.trim(), "0", "reset left publications behind");
+    // After a reset the next run snapshots again and reaches the same state.
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    assert!(source_lines(&cluster, "sink", "shop.\"current__public.items\"") == expected);
+}
+
+#[test]
+fn an_idle_watched_table_does_not_pin_wal_under_unrelated_traffic() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text);
+         INSERT INTO items VALUES (1, 1, 'x', 'y');
+         CREATE TABLE busy (id bigserial PRIMARY KEY, pad text);",
+    );
+    let p = project();
+    p.product(
+        "shop",
+        "current",
+        &product_yaml(
+            "current",
+            &source_config(&cluster, "shop"),
+            None,
+            "append_dedup",
+        ),
+    );
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    let retained = || -> (u64, u64) {
+        let out = cluster.sql(
+            "postgres",
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 FROM pg_replication_slots",
+        );
+        let mut parts = out.trim().split('|').map(|v| v.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    };
+    let mut worst = 0;
+    let burst = 16 << 20;
+    for round in 0..4 {
+        // About 16 MiB of WAL in a table the product does not watch.
+        cluster.sql(
+            "shop",
+            "INSERT INTO busy (pad) SELECT repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;",
+        );
+        // Running-transaction records (written by checkpoints and every 15 s by the
+        // background writer) are where a slot's restart point can move.
+        cluster.sql("shop", "CHECKPOINT");
+        run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+        let (restart, confirmed) = retained();
+        eprintln!("round {round}: retained {restart} B, unconfirmed {confirmed} B");
+        assert!(
+            confirmed < 1 << 20,
+            "round {round}: the slot's confirmed position is {confirmed} bytes behind although the watched table is idle"
+        );
+        worst = worst.max(restart);
+    }
+    assert!(
+        worst < 2 * burst,
+        "the slot retains {worst} bytes of WAL: it grows with unrelated traffic"
+    );
+    let batch = p.read_stream("shop", "current", "public.items");
+    assert_eq!(batch.num_rows(), 1);
+}
+
+#[test]
+fn cdc_on_a_server_without_logical_wal_and_in_overwrite_mode_fail_clearly() {
+    let db = weft_testkit::pg::PgTestDb::create("cdc_bad");
+    db.sql("CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text)");
+    let wal_level = db.sql("SHOW wal_level");
+    let config = format!(
+        "{{ host: \"{}\", port: {}, user: {}, database: {} }}",
+        db.host, db.port, db.user, db.name
+    );
+    let p = project();
+    p.product(
+        "shop",
+        "current",
+        &product_yaml("current", &config, None, "append_dedup"),
+    );
+    let other = project();
+    other.product(
+        "shop",
+        "whole",
+        &product_yaml("whole", &config, None, "overwrite"),
+    );
+
+    // Refused when the project loads, with the place in the product file.
+    let out = other.run(["sync", "run", "--no-progress", "shop/whole"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr()
+            .contains("domains/shop/whole.yaml:11:12: streams[0].write: cdc streams cannot use write mode overwrite"),
+        "{}",
+        out.stderr()
+    );
+
+    if wal_level.trim() != "logical" {
+        let out = p.run(["sync", "run", "--no-progress", "shop/current"]);
+        out.expect_code(1);
+        assert!(
+            out.stderr().contains("wal_level=logical"),
+            "{}",
+            out.stderr()
+        );
+        assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
+    }
+}

@@ -7,9 +7,10 @@ use parquet::file::properties::WriterProperties;
 use weft_core::arrow_schema::SchemaRef;
 use weft_core::{
     parse_config, spec_of, ConfiguredStream, ConnectorContext, ConnectorError, Destination,
-    DestinationFactory, Result, StreamTarget, StreamWriter,
+    DestinationFactory, Result, StreamTarget, StreamWriter, SyncMode,
 };
 
+use crate::changes;
 use crate::config::LakeConfig;
 use crate::encoder::{Encoder, PartWriter};
 use crate::layout::{self, lake_io};
@@ -89,8 +90,15 @@ impl Destination for ParquetLake {
         stream: &ConfiguredStream,
         schema: SchemaRef,
     ) -> Result<Box<dyn StreamWriter>> {
-        let (schema, converts) =
-            storable::storage_schema(&format!("stream `{}`", target.stream), &schema);
+        let label = format!("stream `{}`", target.stream);
+        let (schema, converts) = storable::storage_schema(&label, &schema);
+        // CDC streams store change files: the stream's columns plus the change columns.
+        let (cdc_data, schema) = if stream.sync_mode == SyncMode::Cdc {
+            let file = changes::file_schema(&label, &schema)?;
+            (Some(schema), file)
+        } else {
+            (None, schema)
+        };
         let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
         let (props, file_bytes) = (self.props.clone(), self.file_bytes);
         let opened = tokio::task::spawn_blocking(move || {
@@ -108,7 +116,9 @@ impl Destination for ParquetLake {
             opened.next_seq,
         ))?;
         Ok(Box::new(
-            LakeWriter::new(table, encoder, opened.committed).converting(converts),
+            LakeWriter::new(table, encoder, opened.committed)
+                .converting(converts)
+                .with_changes(cdc_data),
         ))
     }
 }

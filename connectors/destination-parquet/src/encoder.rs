@@ -149,6 +149,21 @@ impl PartWriter {
         Ok(std::mem::take(&mut self.sealed))
     }
 
+    /// Later batches have `schema`: the open file is closed (it keeps the old schema and is
+    /// handed out by the next seal) and the next file is started with the new one.
+    pub fn set_schema(&mut self, schema: SchemaRef) -> Result<()> {
+        self.close_current()?;
+        self.schema = schema;
+        Ok(())
+    }
+
+    /// Later files go to `dir` (a new generation); call right after a seal.
+    pub fn set_dir(&mut self, dir: PathBuf) -> Result<()> {
+        self.close_current()?;
+        self.dir = dir;
+        Ok(())
+    }
+
     /// Drops every file not handed out by [`PartWriter::seal`] yet.
     pub fn discard(&mut self) -> Result<()> {
         let open = self.current.take().map(|p| p.path);
@@ -164,6 +179,8 @@ enum Command {
     Batch(RecordBatch),
     Seal(oneshot::Sender<Result<Vec<StagedFile>>>),
     Discard(oneshot::Sender<Result<()>>),
+    Schema(SchemaRef, oneshot::Sender<Result<()>>),
+    Dir(PathBuf, oneshot::Sender<Result<()>>),
 }
 
 /// A [`PartWriter`] on its own thread.
@@ -233,6 +250,26 @@ impl Encoder {
         result
     }
 
+    /// Later batches have `schema` (see [`PartWriter::set_schema`]).
+    pub async fn set_schema(&self, schema: SchemaRef) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(Command::Schema(schema, reply))
+            .await
+            .map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    /// Later files go to `dir` (see [`PartWriter::set_dir`]).
+    pub async fn set_dir(&self, dir: PathBuf) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
+        tx.send(Command::Dir(dir, reply))
+            .await
+            .map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
     pub async fn discard(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
@@ -284,6 +321,12 @@ fn run(
                     None => writer.seal(),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Schema(schema, reply) => {
+                let _ = reply.send(writer.set_schema(schema));
+            }
+            Command::Dir(dir, reply) => {
+                let _ = reply.send(writer.set_dir(dir));
             }
             Command::Discard(reply) => {
                 failed = None;

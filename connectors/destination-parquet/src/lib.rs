@@ -17,7 +17,15 @@
 //!   the published files to the latest row per key in the same manifest swap (see [`dedup`]),
 //!   so readers never see two rows for one key;
 //! - opening a stream removes whatever no manifest lists: the leftovers of a crash.
+//!
+//! CDC streams (sync mode `cdc`) are written from change batches, with change columns
+//! (`_weft_op`, `_weft_position`, `_weft_ordinal`, `_weft_commit_ts`, `_weft_unchanged`):
+//! `append` keeps the changelog, every change as a row, visible at each commit; `append_dedup`
+//! keeps the current state per primary key, settled by a compaction at `finish` (at every
+//! commit for streams that follow the log). Added columns are accepted mid-stream. See
+//! [`changes`].
 
+pub mod changes;
 mod config;
 pub mod dedup;
 mod destination;

@@ -14,7 +14,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef};
 use weft_core::{ConnectorError, Result};
 
-fn replacement(data_type: &DataType) -> Option<DataType> {
+pub(crate) fn replacement(data_type: &DataType) -> Option<DataType> {
     match data_type {
         DataType::Interval(IntervalUnit::MonthDayNano) => Some(DataType::Utf8),
         _ => None,

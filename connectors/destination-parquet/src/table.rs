@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use parquet::file::properties::WriterProperties;
 use weft_core::arrow_schema::SchemaRef;
-use weft_core::{Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, WriteMode};
+use weft_core::{
+    Checkpoint, ConfiguredStream, ConnectorError, Result, StreamTarget, SyncMode, WriteMode,
+};
 
 use crate::dedup::Compaction;
 use crate::encoder::StagedFile;
@@ -36,6 +38,11 @@ pub(crate) struct Table {
     pub cursor: Option<String>,
     pub props: WriterProperties,
     pub file_bytes: u64,
+    /// A CDC stream: `schema` is the change file schema (see [`crate::changes`]).
+    pub cdc: bool,
+    /// A CDC stream that never finishes (`follow`): its current state is published at every
+    /// commit instead of at `finish`.
+    pub follow: bool,
 }
 
 /// What opening a table yields besides the table.
@@ -63,6 +70,16 @@ impl Table {
         let label = format!("stream `{}`", target.stream);
         let columns = columns_of(&schema);
         check_key_columns(&label, stream, &columns)?;
+        let cdc = stream.sync_mode == SyncMode::Cdc;
+        if cdc && stream.write_mode == WriteMode::Overwrite {
+            return Err(ConnectorError::config(
+                "write_mode",
+                format!(
+                    "{label} is read with CDC, which the lake writes as a changelog (`append`) \
+                     or as the current state per key (`append_dedup`), not with `overwrite`"
+                ),
+            ));
+        }
 
         layout::create_dirs(&layout::staging_dir(&dir))?;
         let on_disk = read_manifest(&dir)?;
@@ -70,7 +87,10 @@ impl Table {
             .clone()
             .unwrap_or_else(|| Manifest::empty(stream.write_mode, &target.run_id));
 
-        if stream.write_mode != WriteMode::Overwrite && !manifest.files.is_empty() {
+        if cdc && !manifest.files.is_empty() {
+            // CDC streams accept added columns (see `changes`).
+            crate::changes::check_evolution(&label, &manifest.fields, &columns)?;
+        } else if stream.write_mode != WriteMode::Overwrite && !manifest.files.is_empty() {
             let diff = column_differences(&manifest.fields, &columns);
             if !diff.is_empty() {
                 return Err(ConnectorError::Schema(format!(
@@ -144,6 +164,8 @@ impl Table {
                 cursor: stream.cursor_field.clone(),
                 props,
                 file_bytes,
+                cdc,
+                follow: stream.follow,
             },
             committed,
             encoder_dir,
@@ -173,6 +195,26 @@ impl Table {
         write_manifest(&self.dir, &next)?;
         self.manifest = next;
         Ok(())
+    }
+
+    /// Whether commits publish (the current state of a CDC stream that never finishes).
+    pub fn publishes_at_commit(&self) -> bool {
+        self.cdc && self.follow && self.mode == WriteMode::AppendDedup
+    }
+
+    /// A commit that publishes ([`Table::publishes_at_commit`]): commits and settles like
+    /// `finish`, then starts a new generation for the next commits. Returns where the encoder
+    /// writes from now on.
+    pub fn commit_and_publish(
+        &mut self,
+        staged: Vec<StagedFile>,
+        checkpoint: &Checkpoint,
+    ) -> Result<(PathBuf, Option<Compaction>)> {
+        let compaction = self.finish(staged, checkpoint)?;
+        self.generation = Some(uuid::Uuid::new_v4().simple().to_string());
+        let dir = self.encoder_dir();
+        layout::create_dirs(&dir)?;
+        Ok((dir, compaction))
     }
 
     /// The end of a run: commits `staged` with the final `checkpoint` and publishes, with a
@@ -302,7 +344,12 @@ impl Table {
         combined.write_mode = WriteMode::AppendDedup;
         combined.pending = None;
         self.manifest = combined;
-        let compaction = match crate::dedup::compact(self)? {
+        let compaction = if self.cdc {
+            Some(crate::changes::compact_current(self)?)
+        } else {
+            crate::dedup::compact(self)?
+        };
+        let compaction = match compaction {
             Some(stats) => Some(stats),
             None => {
                 write_manifest(&self.dir, &self.manifest)?;
@@ -312,6 +359,16 @@ impl Table {
         layout::remove_dir_all(&gen_dir)?;
         self.generation = None;
         Ok(compaction)
+    }
+
+    /// A CDC stream's columns changed mid-stream: later files have `schema` (the change file
+    /// schema). Only added columns are accepted.
+    pub fn schema_change(&mut self, schema: SchemaRef) -> Result<()> {
+        let columns = columns_of(&schema);
+        crate::changes::check_evolution(&self.label, &self.columns, &columns)?;
+        self.schema = schema;
+        self.columns = columns;
+        Ok(())
     }
 
     /// Drops whatever is not committed (files of the encoder, files moved by a failed commit).

@@ -4,7 +4,7 @@
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use weft_core::arrow_schema::SchemaRef;
-use weft_core::{Checkpoint, ConnectorError, Result, StreamWriter};
+use weft_core::{ChangeBatch, Checkpoint, ConnectorError, Result, StreamWriter};
 
 use crate::encoder::Encoder;
 use crate::manifest::{column_differences, columns_of};
@@ -24,6 +24,9 @@ pub struct LakeWriter {
     finished: bool,
     /// Some columns are stored in another type (see `storable`): batches are converted.
     converts: bool,
+    /// A CDC stream: the storage schema of the stream's columns (`schema` is then the change
+    /// file schema, see `changes`).
+    changes: Option<SchemaRef>,
 }
 
 impl LakeWriter {
@@ -37,11 +40,17 @@ impl LakeWriter {
             poisoned: false,
             finished: false,
             converts: false,
+            changes: None,
         }
     }
 
     pub(crate) fn converting(mut self, converts: bool) -> Self {
         self.converts = converts;
+        self
+    }
+
+    pub(crate) fn with_changes(mut self, data: Option<SchemaRef>) -> Self {
+        self.changes = data;
         self
     }
 
@@ -87,7 +96,24 @@ impl LakeWriter {
         self.usable()?;
         let staged = self.encoder.seal().await?;
         let cp = checkpoint.clone();
-        match self.blocking(move |t| t.commit(staged, &cp)).await {
+        let result = self
+            .blocking(move |t| {
+                if t.publishes_at_commit() {
+                    t.commit_and_publish(staged, &cp).map(Some)
+                } else {
+                    t.commit(staged, &cp).map(|()| None)
+                }
+            })
+            .await;
+        let result = match result {
+            Ok(Some((dir, compaction))) => {
+                log_compaction(&self.label, compaction);
+                self.encoder.set_dir(dir).await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => {
                 self.committed = Some(checkpoint.clone());
                 Ok(())
@@ -115,6 +141,13 @@ impl StreamWriter for LakeWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if self.changes.is_some() {
+            return Err(ConnectorError::Other(format!(
+                "{}: the stream is read with CDC, so its rows must arrive as change batches \
+                 (the snapshot as inserts), not as plain rows (a connector bug)",
+                self.label
+            )));
+        }
         let batch = if self.converts {
             crate::storable::to_storage(batch, &self.schema)?
         } else {
@@ -136,6 +169,47 @@ impl StreamWriter for LakeWriter {
         self.encoder.write(batch).await
     }
 
+    async fn write_changes(&mut self, changes: ChangeBatch) -> Result<()> {
+        self.usable()?;
+        let Some(data) = &self.changes else {
+            return Err(ConnectorError::Unsupported(format!(
+                "{}: change batches (CDC) are only written to streams read in sync mode `cdc`",
+                self.label
+            )));
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let batch = crate::changes::file_batch(&self.label, &changes, data, &self.schema)?;
+        self.encoder.write(batch).await
+    }
+
+    async fn schema_change(&mut self, schema: SchemaRef) -> Result<()> {
+        self.usable()?;
+        if self.changes.is_none() {
+            return Err(ConnectorError::Unsupported(format!(
+                "{}: the lake evolves the schema mid-stream only for streams read in sync mode \
+                 `cdc`; run the stream again to pick up the new schema",
+                self.label
+            )));
+        }
+        let (data, converts) = crate::storable::storage_schema(&self.label, &schema);
+        let file = crate::changes::file_schema(&self.label, &data)?;
+        if file.fields() == self.schema.fields() {
+            return Ok(());
+        }
+        let next = file.clone();
+        self.blocking(move |t| t.schema_change(next)).await?;
+        if let Err(e) = self.encoder.set_schema(file.clone()).await {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.schema = file;
+        self.changes = Some(data);
+        self.converts = converts;
+        Ok(())
+    }
+
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.commit_inner(checkpoint).await
     }
@@ -146,15 +220,7 @@ impl StreamWriter for LakeWriter {
         let cp = checkpoint.clone();
         match self.blocking(move |t| t.finish(staged, &cp)).await {
             Ok(compaction) => {
-                if let Some(stats) = compaction {
-                    tracing::info!(
-                        stream = %self.label,
-                        rows_before = stats.rows_before,
-                        rows_after = stats.rows_after,
-                        files_rewritten = stats.files_rewritten,
-                        "compacted to the latest row per key"
-                    );
-                }
+                log_compaction(&self.label, compaction);
                 self.committed = Some(checkpoint.clone());
                 self.finished = true;
                 Ok(())
@@ -171,5 +237,17 @@ impl StreamWriter for LakeWriter {
         self.blocking(|t| t.discard_uncommitted()).await?;
         self.poisoned = false;
         Ok(())
+    }
+}
+
+fn log_compaction(label: &str, compaction: Option<crate::dedup::Compaction>) {
+    if let Some(stats) = compaction {
+        tracing::info!(
+            stream = %label,
+            rows_before = stats.rows_before,
+            rows_after = stats.rows_after,
+            files_rewritten = stats.files_rewritten,
+            "compacted to the latest row per key"
+        );
     }
 }

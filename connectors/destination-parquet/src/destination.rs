@@ -84,6 +84,35 @@ impl Destination for ParquetLake {
         .map_err(|e| ConnectorError::Other(format!("checking the lake: {e}")))?
     }
 
+    /// Moves the stream's folder aside in one rename (readers and the next run see no table
+    /// at once, whatever happens next), then deletes it.
+    async fn reset(&self, target: &StreamTarget, _stream: &ConfiguredStream) -> Result<()> {
+        let dir = layout::stream_dir(&self.root, &target.domain, &target.product, &target.stream);
+        layout::ensure_under(&self.root, &dir)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        let aside = dir.with_file_name(format!(
+            ".{}.weft-reset-{}",
+            target.stream,
+            std::process::id()
+        ));
+        let (from, to) = (dir.clone(), aside.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::rename(&from, &to)?;
+            std::fs::remove_dir_all(&to)
+        })
+        .await
+        .map_err(|e| ConnectorError::Other(format!("resetting a lake stream: {e}")))?
+        .map_err(|e| {
+            ConnectorError::Other(format!(
+                "resetting stream `{}`: cannot remove {}: {e}",
+                target.stream,
+                dir.display()
+            ))
+        })
+    }
+
     async fn open(
         &self,
         target: &StreamTarget,

@@ -80,9 +80,12 @@ fn weft(dir: &Path, cluster: &PrivateCluster, args: &[&str]) -> Command {
 
 /// One case: returns (recvlogical rate, weft→pg rate, weft→lake rate, pg RSS, lake RSS).
 fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) -> [f64; 5] {
+    cluster.sql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.sql("postgres", &format!("CREATE DATABASE {db}_sink"));
+    // Many small transactions: do not wait for a WAL flush on each commit.
     cluster.sql(
         "postgres",
-        &format!("CREATE DATABASE {db}; CREATE DATABASE {db}_sink;"),
+        &format!("ALTER DATABASE {db} SET synchronous_commit = off"),
     );
     cluster.sql(
         db,
@@ -111,8 +114,7 @@ fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) ->
     cluster.sql(
         db,
         &format!(
-            "SET synchronous_commit = off;
-             DO $$ BEGIN
+            "DO $$ BEGIN
                FOR i IN 0..{last} LOOP
                  INSERT INTO bench (id, a, t) SELECT g, g % 1000, md5(g::text) FROM generate_series(i * {per_txn}, i * {per_txn} + {per_txn} - 1) g;
                  COMMIT;
@@ -183,10 +185,8 @@ fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) ->
 /// End-to-end lag at a steady rate into PostgreSQL: (p50, p99, achieved changes/s) in seconds.
 fn lag(cluster: &PrivateCluster) -> (f64, f64, f64) {
     let db = "lagdb";
-    cluster.sql(
-        "postgres",
-        &format!("CREATE DATABASE {db}; CREATE DATABASE {db}_sink;"),
-    );
+    cluster.sql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.sql("postgres", &format!("CREATE DATABASE {db}_sink"));
     cluster.sql(
         db,
         "CREATE TABLE bench (id int8 PRIMARY KEY, a int4, t text, at timestamptz DEFAULT clock_timestamp());",

@@ -4,7 +4,7 @@
 //! - A randomized workload (concurrent writers: inserts, updates that leave a large TOASTed
 //!   column untouched, updates of it, primary-key updates, deletes, rollbacks, failing
 //!   transactions; then an added column and a truncate) runs while `weft sync run` is
-//!   SIGKILLed at random points and restarted. One project feeds the same table to three product
+//!   SIGKILLed at random points and restarted (some runs with `--follow`). One project feeds the same table to three product
 //!   stores at once, each through its own slot: PostgreSQL current state, PostgreSQL changelog,
 //!   and the Parquet lake's current state. After catch-up, both current states equal the source
 //!   exactly (every column, the large one by SHA-256), and the changelog holds every change once
@@ -147,7 +147,8 @@ fn writer_script(rng: &mut Rng, w: u64, writers: u64, txns: usize, with_note: bo
     s
 }
 
-/// Starts `weft sync run` over and over, SIGKILLing most runs at a random point, until
+/// Starts `weft sync run` (now and then with `--follow`) over and over, SIGKILLing most runs
+/// at a random point, until
 /// `done` says the workload is over. Returns how many runs were killed.
 fn sync_under_kills(
     p: &TestProject,
@@ -158,7 +159,13 @@ fn sync_under_kills(
     let mut kills = 0;
     loop {
         let finished = done();
-        let mut child = weft(p, cluster, &["sync", "run", "--no-progress"])
+        // Every third run follows (streams until killed) instead of catching up and stopping.
+        let args: &[&str] = if rng.next(3) == 0 {
+            &["sync", "run", "--no-progress", "--follow"]
+        } else {
+            &["sync", "run", "--no-progress"]
+        };
+        let mut child = weft(p, cluster, args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -80,18 +80,26 @@ fn lock_project(project: &Project) -> Result<File, Failure> {
     }
 }
 
+/// The products and streams `selectors` name (all when empty).
+fn select<'p>(
+    project: &'p Project,
+    selectors: &[String],
+) -> Result<Vec<weft_mesh::Selection<'p>>, Failure> {
+    let parsed = selectors
+        .iter()
+        .map(|s| Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::config)?;
+    project.select(&parsed).map_err(Failure::config)
+}
+
 async fn sync_reset(
     project: Option<PathBuf>,
     selectors: Vec<String>,
     format: OutputFormat,
 ) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
-    let parsed = selectors
-        .iter()
-        .map(|s| Selector::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::config)?;
-    let selections = project.select(&parsed).map_err(Failure::config)?;
+    let selections = select(&project, &selectors)?;
     let _lock = lock_project(&project)?;
     let state = open_state(&project)?;
     let reports = weft_engine::reset(&project, &selections, &registry(), state)
@@ -113,12 +121,7 @@ async fn sync_run(
     follow: bool,
 ) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
-    let parsed = selectors
-        .iter()
-        .map(|s| Selector::parse(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::config)?;
-    let selections = project.select(&parsed).map_err(Failure::config)?;
+    let selections = select(&project, &selectors)?;
     if selections.is_empty() {
         return Err(Failure::config(
             "the project has no products; add one under domains/<domain>/<product>.yaml",

@@ -184,3 +184,51 @@ fn json_logs_are_one_object_per_line() {
         |l| l["fields"]["message"] == "sync run ended" && l["fields"]["status"] == "succeeded"
     ));
 }
+
+#[test]
+fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product(
+        "sales",
+        "shop",
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000, changes_per_run: 50 }\nstreams:\n  - name: orders\n    mode: incremental\n    write: append\n    cursor: updated_at\n  - name: customers\n",
+    );
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let orders = p.stream_dir("sales", "shop", "orders");
+    let appended = p.read_stream("sales", "shop", "orders").num_rows();
+    assert!(
+        appended > 1000,
+        "{appended} rows after two incremental runs"
+    );
+
+    // A selector is required: a reset never forgets everything by accident.
+    let out = p.run(["sync", "reset"]);
+    out.expect_code(2);
+
+    let out = p.run(["sync", "reset", "sales/shop/orders", "--format", "json"]);
+    out.expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(report[0]["stream"], "sales/shop/orders");
+    assert_eq!(report[0]["had_state"], true);
+    assert_eq!(report[0]["errors"], serde_json::json!([]));
+    assert!(!orders.exists(), "the stream folder is still there");
+    assert!(
+        p.stream_dir("sales", "shop", "customers").exists(),
+        "reset touched another stream"
+    );
+    let status = p.run(["sync", "status", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&status.stdout()).unwrap();
+    let orders_status = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["stream"] == "sales/shop/orders")
+        .unwrap();
+    assert!(orders_status["checkpoint"].is_null(), "{orders_status}");
+
+    // The next run reads the stream from scratch: one copy of the current rows.
+    p.run(["sync", "run", "--no-progress", "sales/shop/orders"])
+        .expect_code(0);
+    assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 1000);
+}

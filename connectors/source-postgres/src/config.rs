@@ -71,15 +71,30 @@ pub struct PostgresConfig {
     pub replication: ReplicationConfig,
 }
 
+/// How CDC reads change data from the replication slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Bounded windows of `pg_logical_slot_peek_binary_changes` over plain SQL; the slot
+    /// moves with `pg_replication_slot_advance` on each ack. Each poll decodes again from
+    /// the last acknowledged position.
+    Poll,
+    /// A replication connection (`START_REPLICATION`): the server pushes changes as they
+    /// are decoded, and standby status updates report the last acknowledged position (never
+    /// more) on every keepalive that asks for one and at least every 10 seconds.
+    #[default]
+    Stream,
+}
+
 /// CDC (logical replication) settings of a `postgres` source.
-///
-/// Changes are read by polling the stream's replication slot over plain SQL
-/// (`pg_logical_slot_peek_binary_changes`); a streaming transport over a replication
-/// connection is not built yet.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
-    /// Decoded messages per poll (the server finishes the transaction it is in when it
+    /// How changes are read: `stream` (a replication connection, the default) or `poll`
+    /// (plain SQL, for servers or proxies that refuse replication connections).
+    #[serde(default)]
+    pub transport: Transport,
+    /// Decoded messages per poll (`poll` transport) (the server finishes the transaction it is in when it
     /// reaches this many). Each poll decodes again from the last acknowledged position, so
     /// larger windows mean fewer polls but more re-decoding while acks lag.
     #[serde(default = "default_poll_changes")]
@@ -93,6 +108,7 @@ pub struct ReplicationConfig {
 impl Default for ReplicationConfig {
     fn default() -> Self {
         Self {
+            transport: Transport::default(),
             poll_changes: default_poll_changes(),
             idle_poll_ms: default_idle_poll_ms(),
         }
@@ -225,6 +241,12 @@ mod tests {
             (c.replication.poll_changes, c.replication.idle_poll_ms),
             (20_000, 200)
         );
+        assert_eq!(c.replication.transport, Transport::Stream);
+        let c: PostgresConfig = weft_core::parse_config(&serde_json::json!(
+            {"host": "h", "user": "u", "database": "d", "replication": {"transport": "poll"}}
+        ))
+        .unwrap();
+        assert_eq!(c.replication.transport, Transport::Poll);
     }
 
     #[test]

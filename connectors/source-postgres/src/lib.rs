@@ -39,7 +39,7 @@ mod sql;
 pub mod state;
 pub mod types;
 
-pub use config::{PostgresConfig, Secret};
+pub use config::{PostgresConfig, Secret, Transport};
 pub use state::PgState;
 
 use crate::connect::{connect, grant_select, query_error};

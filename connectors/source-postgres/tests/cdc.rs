@@ -15,7 +15,7 @@ use weft_core::{
     ChangeOp, Checkpoint, ConfiguredStream, MessageStream, Source, SourceMessage, SyncMode,
     WriteMode,
 };
-use weft_source_postgres::{PostgresConfig, PostgresSource, Secret};
+use weft_source_postgres::{PostgresConfig, PostgresSource, Secret, Transport};
 use weft_testkit::pg::{ClusterOptions, PgTestDb, PrivateCluster};
 
 const DB: &str = "app";
@@ -31,9 +31,70 @@ fn cluster() -> Option<PrivateCluster> {
     Some(c)
 }
 
+tokio::task_local! {
+    /// The transport a scenario runs with (see [`both_transports!`]).
+    static TRANSPORT: Transport;
+}
+
+/// `WEFT_TEST_CDC_TRANSPORT=poll|stream`: only that transport's runs of each scenario.
+fn only_transport() -> Option<Transport> {
+    match std::env::var("WEFT_TEST_CDC_TRANSPORT").as_deref() {
+        Ok("poll") => Some(Transport::Poll),
+        Ok("stream") => Some(Transport::Stream),
+        Ok(other) => panic!("WEFT_TEST_CDC_TRANSPORT={other}: use poll or stream"),
+        Err(_) => None,
+    }
+}
+
+/// The transport under test: the scenario's, else `WEFT_TEST_CDC_TRANSPORT`, else the
+/// config's default.
+fn transport() -> Transport {
+    TRANSPORT.try_with(|t| *t).unwrap_or_else(|_| {
+        only_transport().unwrap_or(PostgresConfig::new("h", 1, "u", "d").replication.transport)
+    })
+}
+
+/// Runs each scenario once per transport: `<scenario>::poll` and `<scenario>::stream`.
+macro_rules! both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn poll() {
+                if only_transport().is_some_and(|t| t != Transport::Poll) {
+                    return;
+                }
+                TRANSPORT.scope(Transport::Poll, super::$name()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stream() {
+                if only_transport().is_some_and(|t| t != Transport::Stream) {
+                    return;
+                }
+                TRANSPORT.scope(Transport::Stream, super::$name()).await
+            }
+        }
+    )*};
+}
+
+both_transports!(
+    snapshot_hands_over_to_the_slot_without_gap_or_overlap,
+    every_kind_of_change_applies_in_order,
+    resuming_from_a_mid_stream_checkpoint_duplicates_nothing,
+    an_idle_table_does_not_pin_wal,
+    following_reads_schema_changes_and_stops_at_a_dropped_column,
+    a_crash_mid_snapshot_resumes_and_converges,
+    a_key_change_never_loses_an_untouched_toasted_value,
+    a_lost_connection_or_a_busy_slot_stops_the_read_clearly,
+    following_acks_move_the_slot_while_the_table_is_idle,
+);
+
 fn config(c: &PrivateCluster) -> PostgresConfig {
     let mut cfg = PostgresConfig::new(&c.host, c.port, &c.user, DB);
     cfg.password = Some(Secret::new(c.password()));
+    cfg.replication.transport = transport();
     cfg
 }
 
@@ -274,7 +335,6 @@ fn slot_column(c: &PrivateCluster, column: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_hands_over_to_the_slot_without_gap_or_overlap() {
     let Some(c) = cluster() else { return };
     c.sql(
@@ -349,7 +409,6 @@ async fn snapshot_hands_over_to_the_slot_without_gap_or_overlap() {
     assert!(lsn_of(&last_checkpoint(&second)) >= lsn_of(&cp));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_change_applies_in_order() {
     let Some(c) = cluster() else { return };
     c.sql(
@@ -455,42 +514,56 @@ async fn every_kind_of_change_applies_in_order() {
     assert_eq!(source.lag_bytes(&stream).await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_from_a_mid_stream_checkpoint_duplicates_nothing() {
     let Some(c) = cluster() else { return };
     c.sql(
         DB,
         "CREATE TABLE t (id int8 PRIMARY KEY, note text, n int4)",
     );
-    // One transaction per poll: a checkpoint after every transaction, and no acks in between
-    // (the reader must re-decode and skip what it already yielded).
+    // One transaction per poll, and no acks in between (the reader must re-decode and skip
+    // what it already yielded).
     let mut cfg = config(&c);
     cfg.replication.poll_changes = 1;
     let source = PostgresSource::new(cfg).unwrap();
     let stream = configured(&source, "public.t", "shop.orders.t").await;
     let first = read_all(&source, &stream, None).await;
     let cp0 = last_checkpoint(&first);
+    // A following read: each insert, then the checkpoint that covers it.
+    let mut follow = stream.clone();
+    follow.follow = true;
+    let mut messages = source.read(&follow, Some(&cp0)).await.unwrap();
+    let mut second = Vec::new();
+    let mut covering = Vec::new();
     for i in 1..=4 {
         c.sql(DB, &format!("INSERT INTO t VALUES ({i}, 'x', {i})"));
+        let mut seen = None;
+        loop {
+            let m = next(&mut messages).await.unwrap();
+            match &m {
+                SourceMessage::Changes(ch) => {
+                    for j in 0..ch.len() {
+                        let key = ch.rows.column(0).as_primitive::<Int64Type>().value(j);
+                        if key == i {
+                            seen = Some(ch.positions.value(j));
+                        }
+                    }
+                }
+                SourceMessage::Checkpoint(cp) if seen.is_some_and(|p| lsn_of(cp) >= p) => {
+                    covering.push(cp.clone());
+                    second.push(m);
+                    break;
+                }
+                _ => {}
+            }
+            second.push(m);
+        }
     }
-    let second = read_all(&source, &stream, Some(&cp0)).await;
+    drop(messages);
     let mut all = Model::default();
     all.apply(&second);
     assert_eq!(all.log.len(), 4, "each insert once: {:?}", all.log);
-    let cps: Vec<Checkpoint> = second
-        .iter()
-        .filter_map(|m| match m {
-            SourceMessage::Checkpoint(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect();
-    assert!(
-        cps.len() >= 4,
-        "a checkpoint per transaction: {}",
-        cps.len()
-    );
     // Resume after the second transaction: exactly the last two again.
-    let mid = &cps[1];
+    let mid = &covering[1];
     let third = read_all(&source, &stream, Some(mid)).await;
     let mut rest = Model::default();
     rest.apply(&third);
@@ -505,7 +578,6 @@ async fn resuming_from_a_mid_stream_checkpoint_duplicates_nothing() {
     assert_eq!(rest.log, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_table_does_not_pin_wal() {
     let Some(c) = cluster() else { return };
     c.sql(
@@ -558,7 +630,6 @@ async fn an_idle_table_does_not_pin_wal() {
     assert!(lag < 1 << 20, "lag {lag}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_reads_schema_changes_and_stops_at_a_dropped_column() {
     let Some(c) = cluster() else { return };
     c.sql(
@@ -591,7 +662,9 @@ async fn following_reads_schema_changes_and_stops_at_a_dropped_column() {
         .iter()
         .any(|m| matches!(m, SourceMessage::Changes(c) if c.rows.num_columns() == 4))
     {
-        let m = next(&mut messages).await.unwrap();
+        let m = next(&mut messages)
+            .await
+            .unwrap_or_else(|e| panic!("waiting for the wider rows: {e}"));
         if let SourceMessage::SchemaChange(s) = &m {
             schema_change = Some(s.clone());
         }
@@ -713,7 +786,6 @@ async fn setup_errors_say_what_to_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_snapshot_resumes_and_converges() {
     let Some(c) = cluster() else { return };
     c.sql(
@@ -774,4 +846,231 @@ async fn a_crash_mid_snapshot_resumes_and_converges() {
         .collect();
     assert!(snapshot_keys.len() >= 4000, "{}", snapshot_keys.len());
     assert!(snapshot_keys.iter().all(|k| *k > 800), "re-copied rows");
+}
+
+/// 128 kB of random text (stored out of line with STORAGE EXTERNAL).
+const BIG: &str = "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 4000))";
+
+const SELECT_BIG: &str = "SELECT id, coalesce(note, 'NULL'), coalesce(n::text, 'NULL'),
+    CASE WHEN big IS NULL THEN 'NULL' ELSE length(big) || ':' || left(big, 10) || right(big, 10) END
+    FROM t ORDER BY id";
+
+async fn a_key_change_never_loses_an_untouched_toasted_value() {
+    let Some(c) = cluster() else { return };
+    c.sql(
+        DB,
+        "CREATE TABLE t (id int8 PRIMARY KEY, note text, n int4, big text);
+         ALTER TABLE t ALTER COLUMN big SET STORAGE EXTERNAL;
+         INSERT INTO t VALUES (1, 'one', 1, NULL);",
+    );
+    let source = PostgresSource::new(config(&c)).unwrap();
+    let stream = configured(&source, "public.t", "shop.orders.t").await;
+    let first = read_all(&source, &stream, None).await;
+    let cp = last_checkpoint(&first);
+    source.ack(&stream, &cp).await.unwrap();
+    c.sql(DB, &format!("UPDATE t SET big = {BIG} WHERE id = 1"));
+    // REPLICA IDENTITY DEFAULT: the new row flags `big` unchanged and the old tuple is the
+    // key only: the value cannot reach key 2.
+    c.sql(DB, "UPDATE t SET id = 2 WHERE id = 1");
+    let err = read_err(&source, &stream, Some(&cp)).await;
+    assert!(
+        err.contains("public") && err.contains("`big`"),
+        "names the table and column: {err}"
+    );
+    assert!(
+        err.contains(r#"ALTER TABLE "public"."t" REPLICA IDENTITY FULL"#)
+            && err.contains("weft sync reset shop/orders/t"),
+        "says the way out: {err}"
+    );
+    // The way out: REPLICA IDENTITY FULL and a new snapshot.
+    c.sql(DB, "ALTER TABLE t REPLICA IDENTITY FULL");
+    source.reset(&stream).await.unwrap();
+    let first = read_all(&source, &stream, None).await;
+    let mut model = Model::default();
+    model.apply(&first);
+    let cp = last_checkpoint(&first);
+    source.ack(&stream, &cp).await.unwrap();
+    c.sql(DB, "UPDATE t SET id = 3 WHERE id = 2");
+    let second = read_all(&source, &stream, Some(&cp)).await;
+    model.apply(&second);
+    // The insert of key 3 carries the value itself (the model would panic on an unchanged
+    // flag for a new key).
+    assert_same(&model, &c, SELECT_BIG);
+    assert!(model.rows[&3][3].starts_with("128000:"), "{:?}", model.rows);
+}
+
+async fn a_lost_connection_or_a_busy_slot_stops_the_read_clearly() {
+    let Some(c) = cluster() else { return };
+    c.sql(
+        DB,
+        "CREATE TABLE t (id int8 PRIMARY KEY, note text, n int4);
+         INSERT INTO t VALUES (1, 'a', 1);",
+    );
+    let source = PostgresSource::new(config(&c)).unwrap();
+    let mut stream = configured(&source, "public.t", "shop.orders.t").await;
+    let first = read_all(&source, &stream, None).await;
+    let cp = last_checkpoint(&first);
+    source.ack(&stream, &cp).await.unwrap();
+
+    // The slot held by another replication session.
+    let slot = cp.position()["slot"].as_str().unwrap().to_string();
+    let mut holder = pgwire_replication::ReplicationClient::connect(
+        pgwire_replication::ReplicationConfig::new(
+            c.host.clone(),
+            c.user.clone(),
+            c.password(),
+            DB,
+            slot.clone(),
+            slot.clone(),
+        )
+        .with_port(c.port),
+    )
+    .await
+    .unwrap();
+    holder.wait_started().await.unwrap();
+    let err = read_err(&source, &stream, Some(&cp)).await;
+    assert!(err.contains("is in use by another session"), "{err}");
+    holder.shutdown().await.unwrap();
+    drop(holder);
+    for _ in 0..100 {
+        if slot_column(&c, "active") == "f" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The connection killed mid-stream (following): an error, never a partial transaction.
+    stream.follow = true;
+    let mut messages = source.read(&stream, Some(&cp)).await.unwrap();
+    c.sql(DB, "INSERT INTO t VALUES (2, 'b', 2)");
+    let mut got = Vec::new();
+    while !got.iter().any(|m| matches!(m, SourceMessage::Changes(_))) {
+        got.push(next(&mut messages).await.unwrap());
+    }
+    let victim = match transport() {
+        // The walsender (stream), or the session peeking (poll: wait for one to show up).
+        Transport::Stream => "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots",
+        Transport::Poll => {
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'weft' AND query LIKE '%peek_binary_changes%'"
+        }
+    };
+    let err = loop {
+        c.sql(DB, victim);
+        match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
+            Err(_) => continue,
+            Ok(None) => panic!("the follow read ended without an error"),
+            Ok(Some(Err(e))) => break e.to_string(),
+            Ok(Some(Ok(m))) => got.push(m),
+        }
+    };
+    assert!(
+        err.contains("stream `public.t`") && (err.contains("lost") || err.contains("terminat")),
+        "{err}"
+    );
+    // What was yielded is whole transactions only, and a new read converges.
+    let mut model = Model {
+        lenient: true,
+        ..Model::default()
+    };
+    model.apply(&first);
+    model.apply(&got);
+    let rest = read_all(
+        &source,
+        &configured(&source, "public.t", "shop.orders.t").await,
+        Some(&cp),
+    )
+    .await;
+    model.apply(&rest);
+    assert_same(&model, &c, SELECT_T);
+}
+
+async fn following_acks_move_the_slot_while_the_table_is_idle() {
+    let Some(c) = cluster() else { return };
+    c.sql(
+        DB,
+        "CREATE TABLE t (id int8 PRIMARY KEY, note text, n int4);
+         CREATE TABLE other (id serial PRIMARY KEY, pad text);
+         INSERT INTO t VALUES (1, 'a', 1);",
+    );
+    let source = PostgresSource::new(config(&c)).unwrap();
+    let mut stream = configured(&source, "public.t", "shop.orders.t").await;
+    stream.follow = true;
+    let mut messages = source.read(&stream, None).await.unwrap();
+    let confirmed = || parse_lsn(&slot_column(&c, "confirmed_flush_lsn"));
+    let start = confirmed();
+    // Unrelated writes only: the read checkpoints past them, and an ack moves the slot
+    // while the read runs.
+    c.sql(
+        DB,
+        "INSERT INTO other (pad) SELECT repeat(md5(i::text), 20) FROM generate_series(1, 20000) i",
+    );
+    let written = parse_lsn(&c.sql(DB, "SELECT pg_current_wal_flush_lsn()"));
+    let cp = loop {
+        if let SourceMessage::Checkpoint(cp) = next(&mut messages).await.unwrap() {
+            if cp.position()["phase"] == "stream" && lsn_of(&cp) >= written {
+                break cp;
+            }
+        }
+    };
+    assert_eq!(confirmed(), start, "nothing moves the slot before the ack");
+    source.ack(&stream, &cp).await.unwrap();
+    let mut moved = false;
+    for _ in 0..100 {
+        if confirmed() >= lsn_of(&cp) {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved, "the slot follows the ack while the read runs");
+    assert!(confirmed() <= lsn_of(&cp), "never past the ack");
+    // Still reading.
+    c.sql(DB, "INSERT INTO t VALUES (2, 'b', 2)");
+    loop {
+        if let SourceMessage::Changes(ch) = next(&mut messages).await.unwrap() {
+            assert_eq!(ch.rows.column(0).as_primitive::<Int64Type>().value(0), 2);
+            break;
+        }
+    }
+}
+
+/// Throughput of draining 200k changes (1000 transactions of 200 rows): run with
+/// `--ignored --nocapture` under each `WEFT_TEST_CDC_TRANSPORT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn drain_rate() {
+    let Some(c) = cluster() else { return };
+    c.sql(
+        DB,
+        "CREATE TABLE t (id int8 PRIMARY KEY, note text, n int4)",
+    );
+    let source = PostgresSource::new(config(&c)).unwrap();
+    let stream = configured(&source, "public.t", "shop.orders.t").await;
+    let first = read_all(&source, &stream, None).await;
+    let cp = last_checkpoint(&first);
+    source.ack(&stream, &cp).await.unwrap();
+    c.sql(
+        DB,
+        "DO $$ BEGIN FOR b IN 0..999 LOOP
+           INSERT INTO t SELECT b * 200 + i, 'row ' || i, i FROM generate_series(1, 200) i;
+           COMMIT;
+         END LOOP; END $$",
+    );
+    let started = std::time::Instant::now();
+    let second = read_all(&source, &stream, Some(&cp)).await;
+    let secs = started.elapsed().as_secs_f64();
+    let rows: usize = second
+        .iter()
+        .map(|m| match m {
+            SourceMessage::Changes(ch) => ch.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(rows, 200_000);
+    eprintln!(
+        "{:?}: {rows} changes in {secs:.2} s = {:.0} changes/s",
+        transport(),
+        rows as f64 / secs
+    );
 }

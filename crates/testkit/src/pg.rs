@@ -5,7 +5,7 @@
 //! Each [`PgTestDb`] is a fresh database dropped on drop. An unreachable server fails the test:
 //! it is never skipped silently.
 //!
-//! [`PrivateCluster`] (re-exported from [`crate::cluster`]) is a whole cluster of a test's own,
+//! [`PrivateCluster`] (re-exported from the `cluster` module) is a whole cluster of a test's own,
 //! for what the shared server cannot do: password authentication, `wal_level=logical`.
 
 use std::process::Command;

@@ -1,13 +1,16 @@
 //! Change data capture from PostgreSQL logical replication (`pgoutput`, protocol 1, binary
 //! values).
 //!
-//! * [`setup`]: server checks, the stream's publication and replication slot (named after the
+//! * `setup`: server checks, the stream's publication and replication slot (named after the
 //!   pipeline id), and the errors that say what to run.
-//! * [`snapshot`]: the initial copy and its handover to the slot (no gap, no overlap).
-//! * [`poll`]: how change bytes arrive (bounded windows of
-//!   `pg_logical_slot_peek_binary_changes`; the slot only moves on [`ack`]).
-//! * [`pgoutput`]: the message decoder; [`reader`]: transactions → change rows (skips,
-//!   key changes, schema changes); [`changes`]: change rows → Arrow `ChangeBatch`es.
+//! * `snapshot`: the initial copy and its handover to the slot (no gap, no overlap).
+//! * How change bytes arrive (`replication.transport`): `stream`, a replication connection
+//!   (`START_REPLICATION`) whose standby status updates report the last acked position, the
+//!   default; or `poll`, bounded windows of `pg_logical_slot_peek_binary_changes` over
+//!   plain SQL. Either way the slot only moves on `ack`, and the same reader and builder
+//!   turn the bytes into change rows.
+//! * `pgoutput`: the message decoder; `reader`: transactions → change rows (skips,
+//!   key changes, schema changes); `changes`: change rows → Arrow `ChangeBatch`es.
 //! * [`lsn`]: WAL positions.
 //!
 //! Positions: a change row's position is its transaction's commit end LSN; a checkpoint's
@@ -17,8 +20,10 @@
 //! read), and always ends with a checkpoint at least there, so an idle table never pins WAL
 //! of a busy server.
 //!
-//! Acks: [`ack`] advances the slot (never earlier than the engine's ack) and wakes the read,
-//! which waits briefly for it before polling again; without it the next poll decodes the
+//! Acks: `ack` advances the slot (never past the engine's ack) and wakes the read. A
+//! streaming read holds the slot and reports the position in its status updates; the slot
+//! is advanced with `pg_replication_slot_advance` when no read holds it. A polling read
+//! waits briefly for the ack before polling again; without it the next poll decodes the
 //! unacked transactions again and skips them, so progress never depends on ack timing.
 //!
 //! Change rows use the stream's schema with every column nullable: delete rows carry only
@@ -26,11 +31,12 @@
 //!
 //! Limitations: tables with columns weft reads through a text cast cannot be read (the
 //! values arrive in binary send format, which weft decodes only for its binary types);
-//! PostgreSQL 14 or later; a transaction is held in memory until its commit arrives; the
-//! insert half of a key-changing update may flag TOASTed values unchanged (PostgreSQL does
-//! not resend them): they hold what the old key's row held (the delete row just before it
-//! names that row; with REPLICA IDENTITY FULL weft fills them in itself). Only the polling
-//! transport exists (no streaming replication connection yet).
+//! PostgreSQL 14 or later; a transaction is held in memory until its commit arrives; with
+//! REPLICA IDENTITY DEFAULT, an update that changes a row's primary key and leaves a TOASTed
+//! value untouched stops the read (PostgreSQL logs neither the value nor the old row, so it
+//! cannot be carried to the new key; the error says to set REPLICA IDENTITY FULL, with which
+//! weft fills such values in from the old row, and reset). No TLS on the replication
+//! connection either (like every connection of this source).
 
 pub mod lsn;
 
@@ -581,6 +587,18 @@ fn peek_error(
     } else {
         None
     };
+    if e.is_closed() || e.code() == Some(&SqlState::ADMIN_SHUTDOWN) {
+        return ConnectorError::Other(format!(
+            "stream `{}`: the connection to {}:{} reading replication slot {} was lost ({e}); \
+             nothing past the last whole transaction was yielded (position {}): run the sync \
+             again, it resumes from the last checkpoint",
+            ctx.stream,
+            ctx.config.host,
+            ctx.config.port,
+            state.slot,
+            Lsn(reader.position)
+        ));
+    }
     match why {
         Some(why) => ConnectorError::Other(format!(
             "stream `{}`: the replication slot {} was {why}; changes since position {} are lost \

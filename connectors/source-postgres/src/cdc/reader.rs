@@ -178,8 +178,9 @@ impl Reader {
                 }
                 match old {
                     Some((kind, old)) if self.key_changed(kind, &old, &new) => {
-                        self.push(ChangeOp::Delete, &old, ordinal)?;
                         let new = fill_unchanged(kind, &old, new);
+                        self.check_carried(&new)?;
+                        self.push(ChangeOp::Delete, &old, ordinal)?;
                         self.push(ChangeOp::Insert, &new, ordinal + 1)?;
                         self.bump();
                     }
@@ -263,6 +264,32 @@ impl Reader {
         self.builder
             .push(op, values, ordinal, micros)
             .map_err(|e| self.err(e))
+    }
+
+    /// The insert half of a key change must carry every value: a TOASTed value PostgreSQL
+    /// did not resend (`Unchanged`) cannot be carried from the old key's row when the old
+    /// tuple holds only the key (REPLICA IDENTITY DEFAULT). Flagging it unchanged would
+    /// leave the new key's row without it (a destination would hold NULL): fail instead.
+    fn check_carried(&self, new: &Tuple<'_>) -> Result<(), String> {
+        let Some(i) = new.iter().position(|v| *v == Datum::Unchanged) else {
+            return Ok(());
+        };
+        let column = self
+            .relation
+            .as_ref()
+            .and_then(|r| r.columns.get(i))
+            .map(|c| c.name.clone())
+            .or_else(|| self.columns.get(i).map(|c| c.name.clone()))
+            .unwrap_or_else(|| format!("#{}", i + 1));
+        let table = crate::sql::qualified(&self.table.0, &self.table.1);
+        Err(self.err(format!(
+            "an update changed the primary key of a row of {table} and left its TOASTed column \
+             `{column}` untouched; with REPLICA IDENTITY DEFAULT PostgreSQL logs neither that \
+             value nor the old row, so weft cannot carry it to the new key (the destination \
+             would lose it). Run `ALTER TABLE {table} REPLICA IDENTITY FULL;`, then `{}` and \
+             sync again to take a new snapshot",
+            super::reset_command(&self.pipeline)
+        )))
     }
 
     fn key_changed(&self, kind: OldKind, old: &Tuple<'_>, new: &Tuple<'_>) -> bool {
@@ -543,6 +570,36 @@ mod tests {
             ]
         );
         assert_eq!(r.position, 40);
+    }
+
+    #[test]
+    fn a_key_change_that_cannot_carry_a_toasted_value_fails() {
+        let upd = |old: u8| {
+            let mut b = Bytes::new(b'U').u32(1).u8(old);
+            b = if old == b'K' {
+                b.tuple(&[(b'b', &1i64.to_be_bytes()), (b'n', b"")])
+            } else {
+                b.tuple(&[(b'b', &1i64.to_be_bytes()), (b'b', b"big")])
+            };
+            b.u8(b'N')
+                .tuple(&[(b'b', &2i64.to_be_bytes()), (b'u', b"")])
+                .0
+        };
+        let rel = relation(&[("id", oid::INT8), ("note", oid::TEXT)]);
+        let mut r = reader(0, None);
+        r.handle(&begin(10, 5)).unwrap();
+        r.handle(&rel).unwrap();
+        let err = r.handle(&upd(b'K')).unwrap_err();
+        assert!(
+            err.contains(r#"ALTER TABLE "public"."t" REPLICA IDENTITY FULL"#)
+                && err.contains("`note`")
+                && err.contains("weft sync reset d/p/s"),
+            "{err}"
+        );
+        // With the whole old row, the value is carried to the new key.
+        let mut r = reader(0, None);
+        let rows = run(&mut r, &[begin(10, 5), rel, upd(b'O'), commit(10, 40)]);
+        assert_eq!(rows, vec![(2, Some(1), 40, 0), (0, Some(2), 40, 1)]);
     }
 
     #[test]

@@ -178,11 +178,18 @@ fn sync_under_kills(
         match child.try_wait().unwrap() {
             Some(status) => {
                 let out = child.wait_with_output().unwrap();
-                assert!(
-                    status.success(),
-                    "a sync run failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                if !status.success() {
+                    let manifest = std::fs::read_to_string(
+                        p.stream_dir("shop", "lake", "public.items")
+                            .join("_weft/manifest.json"),
+                    )
+                    .unwrap_or_default();
+                    let state = run(p, cluster, &["sync", "status", "--format", "json"]).stdout();
+                    panic!(
+                        "a sync run failed: {}\nlake manifest: {manifest}\nstatus: {state}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
             }
             None => {
                 child.kill().unwrap(); // SIGKILL

@@ -106,10 +106,16 @@ impl Table {
         // A pending overwrite generation is resumed only by an overwrite run with the same
         // schema; anything else restarts from scratch, so the generation is dropped first from
         // the manifest, then (by recovery) from the disk.
+        // A CDC stream's pending generation is resumed also when columns were added since (its
+        // files are null-filled when published): its checkpoint may already have advanced the
+        // source's replication slot, so it can never be read again.
         if let Some(pending) = &manifest.pending {
+            let same_columns = pending.fields == columns
+                || cdc
+                    && crate::changes::check_evolution(&label, &pending.fields, &columns).is_ok();
             let resumable = stages(stream.write_mode)
                 && pending.write_mode == stream.write_mode
-                && pending.fields == columns;
+                && same_columns;
             if !resumable {
                 tracing::info!(
                     stream = %target.stream,

@@ -1324,3 +1324,38 @@ async fn throughput_of_one_million_changes() {
         );
     }
 }
+
+/// A run commits changes (durable, not yet published; the engine then acknowledges them and
+/// the source's replication slot moves past them) and is killed; a column is added to the
+/// source before the next run. The next run must resume that commit, not drop it: the source
+/// can never read those changes again.
+#[tokio::test]
+async fn a_commit_before_a_crash_survives_a_column_added_before_the_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut w = open(root, WriteMode::AppendDedup, "r1").await;
+    w.write_changes(changes(&[
+        ins(1, "a", "d1", 10, 0),
+        ins(2, "b", "d2", 10, 1),
+    ]))
+    .await
+    .unwrap();
+    w.commit(&cp(10)).await.unwrap();
+    drop(w); // killed before finishing
+
+    let mut w = open_with(root, WriteMode::AppendDedup, "r2", schema_with_email()).await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(10)));
+    w.write_changes(with_email(&[upd_keep_doc(2, "b2", 20, 0)], &[Some("b@x")]))
+        .await
+        .unwrap();
+    w.finish(&cp(20)).await.unwrap();
+    let mut rows: Vec<_> = read_visible(root)
+        .into_iter()
+        .map(|r| (r.id.unwrap(), r.doc.unwrap(), r.email))
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![(1, "d1".into(), None), (2, "d2".into(), Some("b@x".into()))]
+    );
+}

@@ -16,7 +16,8 @@
 //! RSS. Then the end-to-end lag at a steady ~5k changes/s: `weft sync run --follow` into
 //! PostgreSQL while a writer commits 50-row transactions every 10 ms; each row's lag is the
 //! time from its commit (`clock_timestamp()` at insert) until a poller sees it in the product
-//! table (server clock for both), p50/p99 (goal p99 < 1 s).
+//! table (server clock for both), p50/p99 (goal p99 < 1 s). `WEFT_BENCH_VERBOSE=1` prints
+//! weft's log of the lake runs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -161,6 +162,11 @@ fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) ->
         &["sync", "run", "--no-progress", "bench/lake"],
     );
     let (lake_secs, lake_rss) = run_measured(lake, dir.path());
+    if std::env::var_os("WEFT_BENCH_VERBOSE").is_some() {
+        // weft's own log of the lake run (timings of commits and the settling compaction).
+        let log = std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+        eprintln!("weft → lake log:\n{log}");
+    }
 
     let count = cluster.sql(
         &format!("{db}_sink"),

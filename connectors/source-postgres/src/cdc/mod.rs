@@ -536,18 +536,30 @@ async fn added_columns(
     ctx: &ReadCtx,
     names: &[String],
 ) -> Result<Vec<(Field, Kind)>> {
-    let tables = discover::tables(
-        client,
-        std::slice::from_ref(&ctx.table.schema),
-        Some((&ctx.table.schema, &ctx.table.name)),
-    )
-    .await?;
-    let table = tables.into_iter().next().ok_or_else(|| {
-        ConnectorError::Other(format!(
-            "stream `{}`: the table no longer exists (dropped or renamed during the sync?)",
-            ctx.stream
-        ))
-    })?;
+    // The server can send a transaction before other sessions see it committed (its commit
+    // record is flushed, and decoded, before the committing backend leaves the proc array): a
+    // column missing from the catalog right away is looked up again for a moment before it
+    // counts as dropped.
+    let mut attempts = 0;
+    let table = loop {
+        let tables = discover::tables(
+            client,
+            std::slice::from_ref(&ctx.table.schema),
+            Some((&ctx.table.schema, &ctx.table.name)),
+        )
+        .await?;
+        let table = tables.into_iter().next().ok_or_else(|| {
+            ConnectorError::Other(format!(
+                "stream `{}`: the table no longer exists (dropped or renamed during the sync?)",
+                ctx.stream
+            ))
+        })?;
+        attempts += 1;
+        if attempts >= 20 || names.iter().all(|n| table.column(n).is_some()) {
+            break table;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     names
         .iter()
         .map(|name| {

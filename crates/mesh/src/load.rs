@@ -11,6 +11,7 @@ use crate::error::{Position, ProjectError};
 use crate::interpolate::{EnvLookup, InterpError, Interpolator};
 use crate::project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
 use crate::redact::Redactor;
+use crate::schedule::Schedule;
 use crate::yaml::{self, at, at_span, at_text};
 
 pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectError> {
@@ -26,14 +27,16 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
     let file = SourceFile::read(&root, PathBuf::from(CONFIG_FILE))?;
     let (settings, default_destination) = load_settings(&root, &file, &mut interp)?;
 
+    let mut warnings = Vec::new();
     let mut products: Vec<Product> = Vec::new();
-    for product_file in product_files(&root)? {
+    for product_file in product_files(&root, &mut warnings)? {
         let file = SourceFile::read(&root, product_file.rel)?;
         let product = load_product(
             &file,
             &product_file.domain,
             &product_file.stem,
             default_destination.as_ref(),
+            &config_path,
             &mut interp,
         )?;
         if let Some(first) = products
@@ -63,6 +66,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
         settings,
         products,
         secrets,
+        warnings,
     })
 }
 
@@ -219,16 +223,27 @@ struct FoundProduct {
 }
 
 /// Every `domains/<domain>/<product>.yaml` (or `.yml`), sorted; dot files are skipped.
-fn product_files(root: &Path) -> Result<Vec<FoundProduct>, ProjectError> {
+///
+/// Nothing that looks like a product file is ignored silently: a wrong-case extension or a
+/// product file in a sub-folder is an error; a missing or empty `domains/` or a domain folder
+/// without products is a warning.
+fn product_files(
+    root: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FoundProduct>, ProjectError> {
     let domains_dir = root.join(DOMAINS_DIR);
+    let no_products = format!(
+        "{DOMAINS_DIR}/ holds no product files; add one as {DOMAINS_DIR}/<domain>/<product>.yaml"
+    );
     if !domains_dir.is_dir() {
+        warnings.push(no_products);
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
     for (name, path) in sorted_entries(&domains_dir, Path::new(DOMAINS_DIR))? {
         let rel = Path::new(DOMAINS_DIR).join(&name);
         if path.is_file() {
-            if yaml_stem(&name).is_some() {
+            if looks_like_yaml(&name) {
                 return Err(ProjectError::invalid(
                     at(&rel, None, ""),
                     format!(
@@ -247,18 +262,51 @@ fn product_files(root: &Path) -> Result<Vec<FoundProduct>, ProjectError> {
                 format!("the folder name is not a valid domain name ({e}); rename the folder"),
             ));
         }
+        let before = found.len();
         for (file_name, file_path) in sorted_entries(&path, &rel)? {
-            let Some(stem) = yaml_stem(&file_name) else {
+            let file_rel = rel.join(&file_name);
+            if file_path.is_dir() {
+                if let Some(nested) = first_yaml_below(&file_path, &file_rel)? {
+                    return Err(ProjectError::invalid(
+                        at(&nested, None, ""),
+                        format!(
+                            "product files sit directly in their domain folder ({DOMAINS_DIR}/<domain>/<product>.yaml), so this one would never be read; move it to {}",
+                            rel.join(nested.file_name().unwrap_or_default()).display()
+                        ),
+                    ));
+                }
                 continue;
-            };
-            if file_path.is_file() {
-                found.push(FoundProduct {
+            }
+            if !file_path.is_file() {
+                continue;
+            }
+            match yaml_stem(&file_name) {
+                Some(stem) => found.push(FoundProduct {
                     domain: name.clone(),
                     stem: stem.to_string(),
-                    rel: rel.join(&file_name),
-                });
+                    rel: file_rel,
+                }),
+                None if looks_like_yaml(&file_name) => {
+                    let (stem, _) = file_name.rsplit_once('.').unwrap_or((&file_name, ""));
+                    return Err(ProjectError::invalid(
+                        at(&file_rel, None, ""),
+                        format!(
+                            "product files end in `.yaml` or `.yml`, in lower case, so this one would never be read; rename it to {stem}.yaml"
+                        ),
+                    ));
+                }
+                None => {}
             }
         }
+        if found.len() == before {
+            warnings.push(format!(
+                "{} holds no product files; add <product>.yaml files or remove the folder",
+                rel.display()
+            ));
+        }
+    }
+    if found.is_empty() && !warnings.iter().any(|w| w.starts_with(DOMAINS_DIR)) {
+        warnings.push(no_products);
     }
     Ok(found)
 }
@@ -267,6 +315,27 @@ fn yaml_stem(file_name: &str) -> Option<&str> {
     file_name
         .strip_suffix(".yaml")
         .or_else(|| file_name.strip_suffix(".yml"))
+}
+
+/// A YAML file name in any letter case (`shop.YAML`).
+fn looks_like_yaml(file_name: &str) -> bool {
+    let lower = file_name.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml")
+}
+
+/// The first YAML file anywhere below `dir` (relative path), depth-first by name.
+fn first_yaml_below(dir: &Path, rel: &Path) -> Result<Option<PathBuf>, ProjectError> {
+    for (name, path) in sorted_entries(dir, rel)? {
+        let child = rel.join(&name);
+        if path.is_dir() {
+            if let Some(found) = first_yaml_below(&path, &child)? {
+                return Ok(Some(found));
+            }
+        } else if path.is_file() && looks_like_yaml(&name) {
+            return Ok(Some(child));
+        }
+    }
+    Ok(None)
 }
 
 /// The entries of a folder by name, skipping dot files and names that are not UTF-8.
@@ -294,6 +363,7 @@ fn load_product(
     folder: &str,
     stem: &str,
     default_destination: Option<&ConnectorRef>,
+    config_path: &Path,
     interp: &mut Interpolator<'_>,
 ) -> Result<Product, ProjectError> {
     let raw: ProductFile = yaml::parse(&file.text, &file.rel)?;
@@ -349,6 +419,10 @@ fn load_product(
     }
 
     let source = file.connector(raw.source, "source", interp)?;
+    let destination_file = match raw.destination {
+        Some(_) => file.abs.clone(),
+        None => config_path.to_path_buf(),
+    };
     let destination = match raw.destination {
         Some(d) => file.connector(d, "destination", interp)?,
         None => match default_destination {
@@ -364,6 +438,16 @@ fn load_product(
         },
     };
 
+    let schedule = match raw.schedule {
+        None => None,
+        Some(text) => {
+            let text = file.expand(&text, "schedule", interp)?;
+            Some(Schedule::parse(&text).map_err(|e| {
+                ProjectError::invalid(file.at_text("schedule", "schedule"), e.to_string())
+            })?)
+        }
+    };
+
     Ok(Product {
         domain,
         name,
@@ -372,10 +456,8 @@ fn load_product(
         source,
         streams,
         destination,
-        schedule: raw
-            .schedule
-            .map(|s| file.expand(&s, "schedule", interp))
-            .transpose()?,
+        destination_file,
+        schedule,
         file: file.abs.clone(),
     })
 }
@@ -463,13 +545,28 @@ fn load_stream(
                     value: Some(value),
                 }
             }
+            Mapper::Hash { column, salt: None } => {
+                return Err(invalid(
+                    "salt",
+                    format!("hashing `{column}` needs a secret `salt`: an unsalted SHA-256 of an e-mail address or a phone number is reversed by hashing a list of candidates; add `salt: \"${{PII_SALT}}\"` (set PII_SALT in the environment) or `salt: \"${{file:secrets/pii-salt}}\"`"),
+                ))
+            }
             Mapper::Hash {
                 column,
                 salt: Some(salt),
-            } => Mapper::Hash {
-                column,
-                salt: Some(file.expand(&salt, mapper_field("salt"), interp)?),
-            },
+            } => {
+                let salt = file.expand(&salt, mapper_field("salt"), interp)?;
+                if salt.trim().is_empty() {
+                    return Err(invalid(
+                        "salt",
+                        format!("the salt for hashing `{column}` is empty (an unset default or an empty secret file?); put a long random secret there, for example `openssl rand -hex 32 > secrets/pii-salt`"),
+                    ));
+                }
+                Mapper::Hash {
+                    column,
+                    salt: Some(salt),
+                }
+            }
             other => other,
         };
         mappers.push(mapper);

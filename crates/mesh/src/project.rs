@@ -9,6 +9,7 @@ use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 use crate::config::{ConnectorRef, Mapper};
 use crate::error::ProjectError;
 use crate::redact::Redactor;
+use crate::schedule::Schedule;
 
 /// The project file at the root of a project.
 pub const CONFIG_FILE: &str = "weft.yaml";
@@ -25,6 +26,9 @@ pub struct Project {
     pub products: Vec<Product>,
     /// Every secret substituted into the configs; scrub errors and logs with it.
     pub secrets: Redactor,
+    /// Things that are not errors but probably not what was meant (an empty `domains/`
+    /// folder, a domain folder without products), for `weft config validate` to show.
+    pub warnings: Vec<String>,
 }
 
 /// Project-wide settings from `weft.yaml`, defaults applied.
@@ -48,8 +52,11 @@ pub struct Product {
     pub streams: Vec<StreamConfig>,
     /// The product store: the product's own, or the project default.
     pub destination: ConnectorRef,
-    /// A cron expression, not yet checked (the daemon will).
-    pub schedule: Option<String>,
+    /// The file naming [`Product::destination`] (absolute): the product file, or `weft.yaml`
+    /// for the project default, so errors about it point where it can be fixed.
+    pub destination_file: PathBuf,
+    /// When the daemon runs the product; checked when the project loads.
+    pub schedule: Option<Schedule>,
     /// The product file (absolute).
     pub file: PathBuf,
 }

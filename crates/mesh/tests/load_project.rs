@@ -150,7 +150,10 @@ fn a_good_project_loads_with_defaults_applied() {
         json!({"scale": 100000, "password": "correct-horse-battery"})
     );
     assert_eq!(orders.destination.config, json!({"path": "sales-lake"}));
-    assert_eq!(orders.schedule.as_deref(), Some("0 * * * *"));
+    assert_eq!(
+        orders.schedule.as_ref().map(|s| s.as_str()),
+        Some("0 * * * *")
+    );
     let s = &orders.streams[0];
     assert_eq!(
         (s.mode, s.write),

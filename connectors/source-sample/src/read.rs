@@ -28,6 +28,27 @@ pub struct SampleState {
     pub cursor: Option<i64>,
     /// Whether the version was read to its end.
     pub complete: bool,
+    /// The generated data set the position is in; absent in checkpoints written before it
+    /// was recorded (those are taken on trust).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSet>,
+}
+
+/// The settings that decide which rows exist: a position means nothing under others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSet {
+    pub scale: u64,
+    pub seed: u64,
+}
+
+impl DataSet {
+    fn of(config: &SampleConfig) -> Self {
+        Self {
+            scale: config.scale,
+            seed: config.seed,
+        }
+    }
 }
 
 /// The rows a read of one version yields.
@@ -75,6 +96,23 @@ pub(crate) fn plan(
             stream.name()
         ))
     })?;
+    // A changed scale or seed under an existing checkpoint would read on from a position in
+    // other data (a few thousand changed rows instead of millions): stop and say how to go on.
+    // A complete full refresh starts over anyway, so it may change them freely.
+    if let Some(data) = state.data {
+        let now = DataSet::of(config);
+        if data != now && (mode == SyncMode::Incremental || !state.complete) {
+            return Err(ConnectorError::Other(format!(
+                "stream `{}`: the checkpoint was taken with scale {} and seed {}, but the config now says scale {} and seed {}; reading on from it would mix two data sets. Reset the stream (`weft sync reset <domain>/<product>/{}`) to read it afresh with the new settings, or put the old ones back",
+                stream.name(),
+                data.scale,
+                data.seed,
+                now.scale,
+                now.seed,
+                stream.name()
+            )));
+        }
+    }
     let plan = if !state.complete {
         match (mode, state.rows) {
             // A partial change read cannot complete a full table: start the version over.
@@ -193,6 +231,7 @@ pub(crate) fn generate(
         last_id: after_id,
         cursor: if incremental { cursor } else { None },
         complete: false,
+        data: Some(DataSet::of(config)),
     };
     let mut sent_final = false;
     while let Some(batch) = walk.next_batch() {

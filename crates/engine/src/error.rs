@@ -27,6 +27,10 @@ pub enum EngineError {
         message: String,
     },
 
+    /// A connector in the project files is unknown or misconfigured.
+    #[error("{0}")]
+    Config(crate::validate::ConfigProblem),
+
     #[error("state store: {0}")]
     State(#[from] weft_state::StateError),
 }

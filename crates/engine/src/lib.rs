@@ -8,6 +8,7 @@
 //! - `stream`: one stream's run and the checkpoint protocol;
 //! - [`run`]: a whole run, streams concurrently and bounded, recorded in the run history;
 //! - [`progress`]: live counters for progress displays;
+//! - [`validate`]: connector configs checked without connecting;
 //! - [`failpoint`]: crash injection for tests.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod progress;
 pub mod registry;
 pub mod run;
 mod stream;
+pub mod validate;
 
 pub use admin::{cdc_lags, reset, ResetReport};
 pub use error::EngineError;
@@ -26,3 +28,4 @@ pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;
 pub use run::{prepare, PreparedRun, RunOptions, RunReport, StreamReport};
+pub use validate::{check_connectors, ConfigProblem};

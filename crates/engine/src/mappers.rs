@@ -163,7 +163,7 @@ impl MapperChain {
                     mask_char,
                 } => {
                     let at = find(&fields, column, index, kind)?;
-                    check_castable_to_text(&fields[at], index, kind)?;
+                    check_text(&fields[at], index, kind)?;
                     fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
                     steps.push(Step::Mask {
                         index: at,
@@ -342,8 +342,28 @@ fn check_castable_to_text(
     }
 }
 
+/// Masking is for text: a masked number or date would silently become a text column of
+/// another type than the source's, so anything but text is refused with the alternatives.
+fn check_text(field: &Field, index: usize, kind: &'static str) -> Result<(), MapperError> {
+    match field.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(()),
+        other => Err(MapperError {
+            index,
+            kind,
+            message: format!(
+                "column `{}` is {other}, not text; mask keeps a column's type and works on text columns only: use `hash` to pseudonymise it, `drop` to leave it out, or a `filter`",
+                field.name()
+            ),
+        }),
+    }
+}
+
 /// A one-element array of `data_type` holding `value`, cast from its text form so that every
 /// type with a text representation (dates, timestamps, decimals) can be compared.
+///
+/// Timestamps with a time zone compare as instants: the value is parsed with its offset (`Z`,
+/// `+02:00`; none means UTC) and stored as UTC like the column's values, so zone names such as
+/// `UTC` or `Europe/Berlin` need no zone database.
 fn scalar_for(value: &serde_json::Value, data_type: &DataType) -> Result<ArrayRef, ArrowError> {
     let text = match value {
         serde_json::Value::String(s) => s.clone(),
@@ -359,6 +379,17 @@ fn scalar_for(value: &serde_json::Value, data_type: &DataType) -> Result<ArrayRe
         safe: false,
         ..Default::default()
     };
+    if let DataType::Timestamp(unit, Some(_)) = data_type {
+        let utc =
+            arrow::compute::cast_with_options(&text, &DataType::Timestamp(*unit, None), &options)?;
+        // Same values (UTC instants), the column's zone label: an exact type match for `cmp`.
+        let data = utc
+            .to_data()
+            .into_builder()
+            .data_type(data_type.clone())
+            .build()?;
+        return Ok(arrow::array::make_array(data));
+    }
     arrow::compute::cast_with_options(&text, data_type, &options)
 }
 
@@ -566,6 +597,51 @@ mod tests {
                 .contains("does not fit column `id` of type Int64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn filter_on_a_zoned_timestamp_compares_instants() {
+        use arrow::array::TimestampMicrosecondArray;
+        let tz: Arc<str> = Arc::from("UTC");
+        let at = |s: i64| s * 1_000_000;
+        let ts = TimestampMicrosecondArray::from(vec![at(1_700_000_000), at(1_700_003_600)])
+            .with_timezone(tz.clone());
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "updated_at",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some(tz)),
+            false,
+        )]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap();
+        // 1_700_000_000 is 2023-11-14T22:13:20Z; the second row is an hour later.
+        for value in ["2023-11-14T22:30:00Z", "2023-11-14T23:30:00+01:00"] {
+            let chain = MapperChain::compile(
+                &b.schema(),
+                None,
+                &[Mapper::Filter {
+                    column: "updated_at".into(),
+                    op: FilterOp::Ge,
+                    value: Some(serde_json::json!(value)),
+                }],
+            )
+            .unwrap();
+            assert_eq!(chain.apply(b.clone()).unwrap().num_rows(), 1, "{value}");
+        }
+    }
+
+    #[test]
+    fn mask_refuses_non_text_columns() {
+        let b = batch();
+        let err = MapperChain::compile(
+            &b.schema(),
+            None,
+            &[Mapper::Mask {
+                column: "id".into(),
+                keep_last: 2,
+                mask_char: '*',
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`id` is Int64, not text"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use weft_core::{ConnectorContext, Destination, Source};
+use weft_core::{Destination, Source};
 use weft_mesh::{Project, Selection};
 use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
 
@@ -100,9 +100,6 @@ pub fn prepare(
     state: Arc<dyn StateStore>,
     options: RunOptions,
 ) -> Result<PreparedRun, EngineError> {
-    let ctx = ConnectorContext {
-        project_dir: project.root.clone(),
-    };
     let mut products = Vec::new();
     for selection in selections {
         let product = selection.product;
@@ -113,28 +110,11 @@ pub fn prepare(
             .display()
             .to_string();
         let label = format!("{}/{}", product.domain, product.name);
-        let wrap = |e: EngineError| match e {
-            EngineError::Connector { what, source } => EngineError::Connector {
-                what: format!("{file}: {what}"),
-                source,
-            },
-            EngineError::UnknownConnector { kind, name, known } => EngineError::Plan {
-                file: file.clone(),
-                stream: "*".into(),
-                message: format!("unknown {kind} connector `{name}`; available: {known}"),
-            },
-            other => other,
-        };
-        let source = registry
-            .build_source(&product.source.connector, &product.source.config, &ctx)
-            .map_err(wrap)?;
-        let destination = registry
-            .build_destination(
-                &product.destination.connector,
-                &product.destination.config,
-                &ctx,
-            )
-            .map_err(wrap)?;
+        // The first problem stops the run; `weft config validate` lists them all.
+        let (source, destination) = crate::validate::build_product(project, product, registry)
+            .map_err(|problems| {
+                EngineError::Config(problems.into_iter().next().expect("at least one problem"))
+            })?;
         let streams = product
             .streams
             .iter()

@@ -84,7 +84,11 @@ impl StreamJob {
             .map_err(|e| self.fail("destination", e))?;
 
         let (resume, mut generation) = self.resume_point(writer.as_ref())?;
-        debug!(stream = %self.key, resume = ?resume.as_ref().map(|c| c.position()), "starting");
+        // The position as JSON, as `weft sync status` shows it (not Rust's debug form).
+        let resume_at = resume
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |c| c.position().to_string());
+        debug!(stream = %self.key, resume = %resume_at, "starting");
 
         let messages = self
             .source

@@ -1,0 +1,125 @@
+//! Connector configs checked without connecting: every product's source and destination are
+//! built through their factories (which parse the typed config, so unknown fields and wrong
+//! types are named) and errors point at the file that names the connector — the product file,
+//! or `weft.yaml` for the project's default destination.
+//!
+//! `weft config validate` reports every problem at once; [`crate::prepare`] stops at the first.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use weft_core::{ConnectorContext, ConnectorError, Destination, Source};
+use weft_mesh::{Product, Project};
+
+use crate::error::EngineError;
+use crate::registry::Registry;
+
+/// One problem with a connector in the project files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file to fix, relative to the project folder.
+    pub file: PathBuf,
+    /// A field path such as `source.config.scale` or `defaults.destination.connector`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// Which side of a product a connector is on.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Where a product's connector is configured: the file and the field prefix in it.
+fn origin(project: &Project, product: &Product, side: Side) -> (PathBuf, &'static str) {
+    let relative = |p: &Path| project.relative(p).to_path_buf();
+    match side {
+        Side::Source => (relative(&product.file), "source"),
+        Side::Destination if product.destination_file == product.file => {
+            (relative(&product.file), "destination")
+        }
+        Side::Destination => (relative(&product.destination_file), "defaults.destination"),
+    }
+}
+
+fn problem(project: &Project, product: &Product, side: Side, error: EngineError) -> ConfigProblem {
+    let (file, prefix) = origin(project, product, side);
+    let (field, message) = match error {
+        EngineError::UnknownConnector { kind, name, known } => (
+            format!("{prefix}.connector"),
+            format!("unknown {kind} connector `{name}`; available: {known} (`weft connector list` describes them)"),
+        ),
+        EngineError::Connector {
+            source: ConnectorError::Config { field, message },
+            ..
+        } => (
+            if field.is_empty() {
+                format!("{prefix}.config")
+            } else {
+                format!("{prefix}.config.{field}")
+            },
+            format!("{message} (`weft connector spec` prints the connector's settings)"),
+        ),
+        EngineError::Connector { source, .. } => (format!("{prefix}.config"), source.to_string()),
+        other => (prefix.to_string(), other.to_string()),
+    };
+    ConfigProblem {
+        file,
+        field,
+        message,
+    }
+}
+
+/// Builds a product's source and destination (no connection is made).
+pub(crate) fn build_product(
+    project: &Project,
+    product: &Product,
+    registry: &Registry,
+) -> Result<(Box<dyn Source>, Box<dyn Destination>), Vec<ConfigProblem>> {
+    let ctx = ConnectorContext {
+        project_dir: project.root.clone(),
+    };
+    let source = registry
+        .build_source(&product.source.connector, &product.source.config, &ctx)
+        .map_err(|e| problem(project, product, Side::Source, e));
+    let destination = registry
+        .build_destination(
+            &product.destination.connector,
+            &product.destination.config,
+            &ctx,
+        )
+        .map_err(|e| problem(project, product, Side::Destination, e));
+    match (source, destination) {
+        (Ok(s), Ok(d)) => Ok((s, d)),
+        (s, d) => Err(s.err().into_iter().chain(d.err()).collect()),
+    }
+}
+
+/// Every connector problem of the project, each once (a bad default destination is reported
+/// against `weft.yaml` once, not once per product using it).
+pub fn check_connectors(project: &Project, registry: &Registry) -> Vec<ConfigProblem> {
+    let mut problems: Vec<ConfigProblem> = Vec::new();
+    for product in &project.products {
+        if let Err(found) = build_product(project, product, registry) {
+            for p in found {
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+        }
+    }
+    problems
+}

@@ -42,10 +42,20 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a runnable example project in DIR.
+    /// Create a project in DIR: the runnable quickstart, or with --source/--destination a
+    /// commented skeleton for those connectors.
     Init {
-        /// The folder to create the project in (created if missing; must not hold a project).
+        /// The folder to create the project in (created if missing; must be empty).
         dir: PathBuf,
+        /// Write into a folder that is not empty (files weft writes are replaced).
+        #[arg(long)]
+        force: bool,
+        /// The source connector of the skeleton product (`weft connector list`).
+        #[arg(long)]
+        source: Option<String>,
+        /// The product store of the skeleton (default: the Parquet lake).
+        #[arg(long)]
+        destination: Option<String>,
     },
     /// Run syncs and look at their state and history.
     #[command(subcommand)]
@@ -112,13 +122,17 @@ pub enum ConnectorCommand {
     /// The JSON Schema of a connector's config; for a product `domain/product` with an `airbyte`
     /// source, the Airbyte connector's own spec.
     Spec {
-        /// Connector name, as in `weft connector list`, or a product `domain/product`.
+        /// Connector name, as in `weft connector list` (`source-postgres`,
+        /// `destination-postgres` where a name is both), or a product `domain/product`.
         name: String,
+        /// Whether NAME is a source or a destination, where it is both.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
     },
     /// Check that a connector can reach and use what its config names.
     Check(ConnectorTarget),
-    /// List the streams a source offers, with their schemas.
-    Discover(ConnectorTarget),
+    /// List the streams a source offers, with their columns and types.
+    Discover(DiscoverTarget),
     /// Install an Airbyte connector from PyPI into its cached virtualenv ahead of a sync (or find
     /// it installed), and say where it is and which Python it runs on.
     Install {
@@ -141,6 +155,27 @@ pub struct ConnectorTarget {
     /// With a product: check its destination instead of its source.
     #[arg(long)]
     pub destination: bool,
+    /// Whether a connector name is a source or a destination, where it is both.
+    #[arg(long, value_enum, conflicts_with = "destination")]
+    pub kind: Option<KindArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverTarget {
+    /// A source connector name (with --config), or a product `domain/product` of the project.
+    pub target: String,
+    /// A JSON or YAML file holding the source's config (with a connector name).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// A connector's kind on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Source,
+    Destination,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,8 +185,13 @@ pub enum ConfigCommand {
         #[arg(long, value_enum, default_value_t = SchemaKind::Product)]
         kind: SchemaKind,
     },
-    /// Load and validate the project, and say what it holds.
-    Validate,
+    /// Validate the project without connecting (files, connector configs, schedules) and say
+    /// what it holds.
+    Validate {
+        /// Also run every connector's check (connects to sources and product stores).
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,11 @@ pub fn table<const N: usize>(header: [&str; N]) -> Table {
     table
 }
 
+/// The one way tables show a moment: UTC, to the second.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -223,7 +228,10 @@ pub fn status(
                     s("last_run"),
                     s("last_status"),
                     s("last_rows"),
-                    s("checkpoint_at"),
+                    r["checkpoint_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map_or_else(|| "-".into(), |t| timestamp(t.to_utc())),
                     match (&r["lag_bytes"], &r["lag_error"]) {
                         (serde_json::Value::Number(n), _) => {
                             human_bytes(n.as_u64().unwrap_or_default())
@@ -283,10 +291,8 @@ pub fn history(runs: &[RunRecord], format: OutputFormat) {
                 t.add_row([
                     r.run_id.clone(),
                     r.status.to_string(),
-                    r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    r.ended_at
-                        .map(|e| e.format("%H:%M:%S").to_string())
-                        .unwrap_or_else(|| "-".into()),
+                    timestamp(r.started_at),
+                    r.ended_at.map_or_else(|| "-".into(), timestamp),
                     r.rows.to_string(),
                     human_bytes(r.bytes),
                     if r.selectors.is_empty() {

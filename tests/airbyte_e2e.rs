@@ -480,7 +480,7 @@ fn connector_install_then_spec_check_discover_list_of_a_product() {
     );
 
     // discover asks the connector and caches the catalog, which a sync then uses.
-    let discover = weft(&["connector", "discover", "sales/fake"]);
+    let discover = weft(&["connector", "discover", "sales/fake", "--format", "json"]);
     assert!(discover.status.success());
     let catalog: serde_json::Value = serde_json::from_slice(&discover.stdout).unwrap();
     let names: Vec<&str> = catalog

@@ -233,3 +233,200 @@ fn incremental_without_a_cursor_lists_the_candidates() {
         "{all}"
     );
 }
+
+/// A project that `weft config validate` must refuse (or warn about), and what it must say.
+struct BadProject {
+    case: &'static str,
+    /// Files to write (relative path, content); `None` content makes an empty folder, and a
+    /// path of `-domains/sales/shop.yaml` removes the good product file first.
+    files: &'static [(&'static str, Option<&'static str>)],
+    code: i32,
+    /// Every one of these must be in the output.
+    says: &'static [&'static str],
+}
+
+const LAKE_WEFT_YAML: &str =
+    "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n";
+
+fn good_with(find: &str, replace: &str) -> String {
+    assert!(GOOD.contains(find), "{find}");
+    GOOD.replacen(find, replace, 1)
+}
+
+/// Builds one case's project from GOOD: `$GOOD{a=>b}` in a content replaces `a` by `b`.
+fn content(text: &str) -> String {
+    match text.strip_prefix("$GOOD") {
+        None => text.to_string(),
+        Some("") => GOOD.to_string(),
+        Some(edit) => {
+            let edit = edit
+                .strip_prefix('{')
+                .and_then(|e| e.strip_suffix('}'))
+                .expect("$GOOD{a=>b}");
+            let (find, replace) = edit.split_once("=>").expect("a=>b");
+            good_with(find, &replace.replace("\\n", "\n"))
+        }
+    }
+}
+
+#[test]
+fn config_validate_refuses_what_sync_run_would_and_names_file_and_field() {
+    let cases = [
+        BadProject {
+            case: "unknown source connector",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{connector: sample=>connector: nosuch}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml: source.connector: unknown source connector `nosuch`; available: sample"],
+        },
+        BadProject {
+            case: "unknown default destination, reported against weft.yaml",
+            files: &[("weft.yaml", Some("version: 1\ndefaults:\n  destination:\n    connector: nope\n"))],
+            code: 2,
+            says: &["weft.yaml: defaults.destination.connector: unknown destination connector `nope`; available: parquet"],
+        },
+        BadProject {
+            case: "unknown field in a source config",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{scale: 1000=>scael: 1000}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml: source.config.scael: unknown field `scael`, expected one of `scale`"],
+        },
+        BadProject {
+            case: "wrong type in a source config",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{scale: 1000=>scale: lots}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml: source.config.scale: invalid type"],
+        },
+        BadProject {
+            case: "wrong type in a product's own destination config",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{streams:=>destination:\\n  connector: parquet\\n  config: { path: lake2, file_bytes: big }\\nstreams:}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml: destination.config.file_bytes: invalid type"],
+        },
+        BadProject {
+            case: "a cron that is prose",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{streams:=>schedule: \"every tuesday-ish\"\\nstreams:}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml:8:1: schedule: `every tuesday-ish` is not a cron expression", "\"0 * * * *\""],
+        },
+        BadProject {
+            case: "a cron minute out of range",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{streams:=>schedule: \"99 * * * *\"\\nstreams:}"))],
+            code: 2,
+            says: &["schedule: `99 * * * *` is not a cron expression"],
+        },
+        BadProject {
+            case: "a product file with an upper-case extension",
+            files: &[("-domains/sales/shop.yaml", None), ("domains/sales/shop.YAML", Some("$GOOD"))],
+            code: 2,
+            says: &["domains/sales/shop.YAML: product files end in `.yaml` or `.yml`, in lower case", "rename it to shop.yaml"],
+        },
+        BadProject {
+            case: "a product file in a sub-folder of its domain",
+            files: &[("domains/sales/sub/more.yaml", Some("$GOOD"))],
+            code: 2,
+            says: &["domains/sales/sub/more.yaml: product files sit directly in their domain folder", "move it to domains/sales/more.yaml"],
+        },
+        BadProject {
+            case: "hash without a salt",
+            files: &[("domains/sales/shop.yaml", Some("$GOOD{- name: orders=>- name: orders\\n    mappers:\\n      - hash: { column: status }}"))],
+            code: 2,
+            says: &["domains/sales/shop.yaml:", "streams[0].mappers[0].salt: hashing `status` needs a secret `salt`", "${PII_SALT}"],
+        },
+        BadProject {
+            case: "hash with an empty salt file",
+            files: &[
+                ("secrets/salt", Some("\n")),
+                ("domains/sales/shop.yaml", Some("$GOOD{- name: orders=>- name: orders\\n    mappers:\\n      - hash: { column: status, salt: \"${file:secrets/salt}\" }}")),
+            ],
+            code: 2,
+            says: &["streams[0].mappers[0].salt: the salt for hashing `status` is empty"],
+        },
+        BadProject {
+            case: "an empty domains folder",
+            files: &[("-domains", None), ("domains", None)],
+            code: 0,
+            says: &["warning: domains/ holds no product files", "valid: 0 domain(s), 0 product(s)"],
+        },
+        BadProject {
+            case: "a domain folder without products",
+            files: &[("domains/marketing", None)],
+            code: 0,
+            says: &["warning: domains/marketing holds no product files", "valid: 1 domain(s), 1 product(s), 1 stream(s)"],
+        },
+    ];
+    for case in cases {
+        let p = TestProject::new(BIN, LAKE_WEFT_YAML);
+        p.product("sales", "shop", GOOD);
+        for (path, text) in case.files {
+            match (path.strip_prefix('-'), text) {
+                (Some(gone), _) => {
+                    p.remove(gone);
+                }
+                (None, Some(text)) => {
+                    p.file(path, &content(text));
+                }
+                (None, None) => {
+                    p.dir(path);
+                }
+            }
+        }
+        let out = p.run(["config", "validate"]);
+        let all = out.all();
+        assert_no_panic(&all);
+        assert_eq!(out.code(), Some(case.code), "{}:\n{all}", case.case);
+        for needle in case.says {
+            assert!(
+                all.contains(needle),
+                "{}: expected {needle:?} in:\n{all}",
+                case.case
+            );
+        }
+        if case.code == 2 {
+            assert!(
+                !all.contains("valid:"),
+                "{}: called valid:\n{all}",
+                case.case
+            );
+        }
+    }
+}
+
+#[test]
+fn sync_run_reports_a_bad_default_destination_against_weft_yaml() {
+    let p = TestProject::new(
+        BIN,
+        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake, row_group_bytes: lots }\n",
+    );
+    p.product("sales", "shop", GOOD);
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr()
+            .contains("weft.yaml: defaults.destination.config.row_group_bytes: invalid type"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!out.stderr().contains("shop.yaml"), "{}", out.stderr());
+}
+
+#[test]
+fn mask_on_a_decimal_column_is_refused_with_the_alternatives() {
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &good_with(
+            "- name: orders",
+            "- name: customers\n    mappers:\n      - mask: { column: lifetime_value, keep_last: 2 }",
+        ),
+    );
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = out.all();
+    assert!(
+        all.contains("column `lifetime_value` is Decimal128(12, 2), not text")
+            && all.contains("use `hash`"),
+        "{all}"
+    );
+    assert!(p.read_stream("sales", "shop", "customers").num_rows() == 0);
+}

@@ -41,7 +41,8 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         "{stdout}"
     );
 
-    let lake = project.join("lake/sales/shop");
+    // The lake and the state live under .weft/: the project folder holds only what people write.
+    let lake = project.join(".weft/lake/sales/shop");
     assert_eq!(read_committed(&lake.join("orders")).num_rows(), 1_000_000);
     assert_eq!(read_committed(&lake.join("customers")).num_rows(), 100_000);
     assert_eq!(read_committed(&lake.join("products")).num_rows(), 10_000);
@@ -118,6 +119,8 @@ fn connector_list_spec_and_discover() {
         "sample",
         "--config",
         cfg.to_str().unwrap(),
+        "--format",
+        "json",
     ]);
     assert!(
         out.status.success(),
@@ -231,4 +234,432 @@ fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
     p.run(["sync", "run", "--no-progress", "sales/shop/orders"])
         .expect_code(0);
     assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 1000);
+}
+
+const SHOP: &str = "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: orders\n";
+
+#[test]
+fn init_refuses_a_folder_that_is_not_empty_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("existing");
+    std::fs::create_dir_all(target.join("domains/sales")).unwrap();
+    std::fs::write(target.join(".gitignore"), "/secrets/\n").unwrap();
+    std::fs::write(target.join("domains/sales/mine.yaml"), "mine").unwrap();
+
+    let out = weft(&["init", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not empty (.gitignore, domains)") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join(".gitignore")).unwrap(),
+        "/secrets/\n"
+    );
+    assert!(!target.join("weft.yaml").exists());
+
+    let out = weft(&["init", target.to_str().unwrap(), "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(target.join("weft.yaml").is_file());
+    // The user's .gitignore keeps its lines and gains weft's; their product file is left alone.
+    assert_eq!(
+        std::fs::read_to_string(target.join(".gitignore")).unwrap(),
+        "/secrets/\n/.weft/\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("domains/sales/mine.yaml")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn init_with_connectors_writes_a_commented_skeleton_that_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("ledger");
+    let t = target.to_str().unwrap();
+    let out = weft(&[
+        "init",
+        t,
+        "--source",
+        "postgres",
+        "--destination",
+        "parquet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let product = std::fs::read_to_string(target.join("domains/example/my_product.yaml")).unwrap();
+    for line in [
+        "  connector: postgres",
+        "    # Host name or IP address of the server.",
+        "    host: localhost",
+        "    # password: \"${SOURCE_PASSWORD}\"",
+        "    # port: 5432",
+        "  - name: public.my_table",
+        "# schedule: \"0 * * * *\"",
+    ] {
+        assert!(
+            product.lines().any(|l| l.starts_with(line)),
+            "{line:?} missing:\n{product}"
+        );
+    }
+    let weft_yaml = std::fs::read_to_string(target.join("weft.yaml")).unwrap();
+    assert!(
+        weft_yaml.contains("    connector: parquet\n"),
+        "{weft_yaml}"
+    );
+    assert!(weft_yaml.contains("      path: lake\n"), "{weft_yaml}");
+
+    // The skeleton is a valid project as written: only its values need filling in.
+    let out = weft(&["--project", t, "config", "validate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("my_product (domains/example/my_product.yaml): postgres -> parquet"),
+        "{stdout}"
+    );
+
+    let out = weft(&[
+        "init",
+        dir.path().join("x").to_str().unwrap(),
+        "--source",
+        "nosuch",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--source: unknown source connector `nosuch`; available: sample"),
+        "{err}"
+    );
+}
+
+#[test]
+fn connector_names_are_unambiguous_on_the_command_line() {
+    let out = weft(&["connector", "spec", "postgres"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`postgres` is both a source and a destination")
+            && err.contains("`source-postgres` or `destination-postgres`"),
+        "{err}"
+    );
+
+    let spec = |args: &[&str]| -> serde_json::Value {
+        let out = weft(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let source = spec(&["connector", "spec", "source-postgres"]);
+    let destination = spec(&["connector", "spec", "destination-postgres"]);
+    assert!(source["properties"]["replication"].is_object(), "{source}");
+    assert!(
+        destination["properties"]["replication"].is_null(),
+        "{destination}"
+    );
+    assert_eq!(
+        spec(&["connector", "spec", "postgres", "--kind", "destination"]),
+        destination
+    );
+    assert_eq!(
+        spec(&["connector", "spec", "sample"]),
+        spec(&["connector", "spec", "source-sample"])
+    );
+
+    let out = weft(&["connector", "spec", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown connector `nope`; sources: sample, files, postgres, airbyte; destinations: parquet, postgres"),
+        "{err}"
+    );
+    let out = weft(&["connector", "spec", "destination-sample"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn discover_prints_a_table_with_sql_types_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sample.yaml");
+    std::fs::write(&cfg, "scale: 500\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = weft(&["connector", "discover", "sample", "--config", cfg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("source connector `sample`: 3 stream(s)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("orders  (modes full_refresh, incremental; key id; cursor candidates updated_at; ~500 rows)"),
+        "{table}"
+    );
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{table}"))
+            .split_whitespace()
+            .filter(|w| *w != "|" && *w != "│")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("lifetime_value"),
+        ["lifetime_value", "decimal(12,2)", "no"]
+    );
+    assert_eq!(row("note"), ["note", "text", "yes"]);
+    assert!(table.contains("timestamptz"), "{table}");
+    assert!(
+        !table.contains("Timestamp(") && !table.contains("Decimal128"),
+        "{table}"
+    );
+
+    let out = weft(&[
+        "connector",
+        "discover",
+        "sample",
+        "--config",
+        cfg,
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let customers = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "customers")
+        .unwrap();
+    let updated_at = customers["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "updated_at")
+        .unwrap();
+    assert_eq!(updated_at["type"], "timestamptz");
+    assert_eq!(updated_at["arrow_type"], "Timestamp(µs, \"UTC\")");
+
+    // A destination has nothing to discover; the old no-op flag is gone.
+    let out = weft(&["connector", "discover", "parquet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`parquet` is a destination"));
+    let out = weft(&["connector", "discover", "sample", "--destination"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_validate_lists_what_it_found_and_connect_runs_the_checks() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product(
+        "sales",
+        "shop",
+        &SHOP.replace("streams:", "schedule: \"30 2 * * *\"\nstreams:"),
+    );
+    p.product(
+        "finance",
+        "ledger",
+        "product: ledger\ndomain: finance\nowner: o@example.com\nsource:\n  connector: sample\nstreams:\n  - name: customers\n    mode: incremental\n    cursor: updated_at\n  - name: products\n",
+    );
+    let out = p.run(["config", "validate"]);
+    out.expect_code(0);
+    let stdout = out.stdout();
+    for line in [
+        "domain finance: 1 product(s)",
+        "  ledger (domains/finance/ledger.yaml): sample -> parquet, no schedule",
+        "    customers: incremental / append_dedup",
+        "    products: full_refresh / overwrite",
+        "domain sales: 1 product(s)",
+        "valid: 2 domain(s), 2 product(s), 3 stream(s)",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains(
+            "  shop (domains/sales/shop.yaml): sample -> parquet, schedule \"30 2 * * *\" (next "
+        ) && stdout.contains(" 02:30:00 UTC)"),
+        "{stdout}"
+    );
+    // Validation connects to nothing and writes nothing.
+    assert!(!p.lake().exists() && !p.path().join(".weft").exists());
+
+    let out = p.run(["config", "validate", "--connect"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout()
+            .contains("finance/ledger source `sample`: check succeeded"),
+        "{}",
+        out.stdout()
+    );
+    assert!(
+        out.stdout()
+            .contains("finance/ledger destination `parquet`: check succeeded"),
+        "{}",
+        out.stdout()
+    );
+    // One lake, checked once.
+    assert_eq!(
+        out.stdout().matches("destination `parquet`").count(),
+        1,
+        "{}",
+        out.stdout()
+    );
+
+    p.file("blocked", "a file where a folder should be");
+    p.product(
+        "sales",
+        "shop",
+        &format!("{SHOP}destination:\n  connector: parquet\n  config: {{ path: blocked/lake }}\n"),
+    );
+    let out = p.run(["config", "validate", "--connect"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr()
+            .contains("error: sales/shop destination `parquet`: check failed:")
+            && out.stderr().contains("blocked"),
+        "{}",
+        out.stderr()
+    );
+}
+
+#[test]
+fn a_filter_on_a_zoned_timestamp_keeps_exactly_the_later_rows() {
+    let p = TestProject::with_lake(BIN, "1s");
+    let product = SHOP.replace("- name: orders", "- name: customers");
+    p.product("sales", "shop", &product);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let all = p.read_stream("sales", "shop", "customers");
+    let times = |batch: &arrow::array::RecordBatch| -> Vec<(i64, i64)> {
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        let at = batch
+            .column_by_name("created_at")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        let mut v: Vec<_> = ids
+            .values()
+            .iter()
+            .copied()
+            .zip(at.values().iter().copied())
+            .collect();
+        v.sort();
+        v
+    };
+    let rows = times(&all);
+    let mut instants: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    instants.sort();
+    let cut = instants[instants.len() / 2];
+    // The cut written in another offset: the same instant, two hours ahead on the clock.
+    let text = chrono::DateTime::from_timestamp_micros(cut)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    assert!(text.ends_with("+02:00"), "{text}");
+
+    p.product(
+        "sales",
+        "later",
+        &product.replace("product: shop", "product: later").replace(
+            "- name: customers",
+            &format!("- name: customers\n    mappers:\n      - filter: {{ column: created_at, op: ge, value: \"{text}\" }}"),
+        ),
+    );
+    p.run(["sync", "run", "--no-progress", "sales/later"])
+        .expect_code(0);
+    let kept = times(&p.read_stream("sales", "later", "customers"));
+    let expected: Vec<(i64, i64)> = rows.iter().copied().filter(|r| r.1 >= cut).collect();
+    assert!(!expected.is_empty() && expected.len() < rows.len());
+    assert_eq!(kept, expected);
+}
+
+#[test]
+fn a_changed_sample_scale_under_a_checkpoint_stops_with_the_way_out() {
+    let p = TestProject::with_lake(BIN, "1s");
+    let incremental = SHOP.replace(
+        "- name: orders",
+        "- name: orders\n    mode: incremental\n    cursor: updated_at",
+    );
+    p.product("sales", "shop", &incremental);
+    // -v shows the resume position as JSON, as `sync status` does.
+    let out = p.run(["-v", "sync", "run", "--no-progress"]);
+    out.expect_code(0);
+    assert!(out.stderr().contains("resume=none"), "{}", out.stderr());
+    let out = p.run(["-v", "sync", "run", "--no-progress"]);
+    out.expect_code(0);
+    assert!(
+        out.stderr().contains("resume={\"complete\":true"),
+        "{}",
+        out.stderr()
+    );
+    assert!(!out.stderr().contains("Object {"), "{}", out.stderr());
+
+    // Status and history show moments one way: `YYYY-MM-DD HH:MM:SS UTC`.
+    let status = p.run(["sync", "status"]).stdout();
+    let history = p.run(["sync", "history"]).stdout();
+    assert_eq!(timestamps(&status).len(), 1, "{status}");
+    assert_eq!(
+        timestamps(&history).len(),
+        4,
+        "started and ended of two runs:\n{history}"
+    );
+    assert!(!status.contains("+00:00") && !history.contains("+00:00"));
+
+    p.product(
+        "sales",
+        "shop",
+        &incremental.replace("scale: 1000", "scale: 3000"),
+    );
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = out.all();
+    assert!(
+        all.contains("the checkpoint was taken with scale 1000 and seed 0, but the config now says scale 3000 and seed 0")
+            && all.contains("weft sync reset"),
+        "{all}"
+    );
+    assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 1000);
+
+    p.run(["sync", "reset", "sales/shop/orders"]).expect_code(0);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 3000);
+}
+
+/// Every `YYYY-MM-DD HH:MM:SS UTC` in `text`.
+fn timestamps(text: &str) -> Vec<&str> {
+    let shape = "dddd-dd-dd dd:dd:dd UTC";
+    (0..text.len().saturating_sub(shape.len() - 1))
+        .filter_map(|i| text.get(i..i + shape.len()))
+        .filter(|w| {
+            w.chars().zip(shape.chars()).all(|(c, s)| match s {
+                'd' => c.is_ascii_digit(),
+                s => c == s,
+            })
+        })
+        .collect()
 }

@@ -1,11 +1,16 @@
 //! `weft connector list|spec|check|discover|install`.
+//!
+//! Connector names on the command line are unambiguous: a name that is both a source and a
+//! destination (`postgres`) must be written `source-postgres` / `destination-postgres` (or
+//! given `--kind`); product files need no prefix, their `source:` / `destination:` says it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use weft_core::ConnectorContext;
+use weft_engine::Registry;
 
-use crate::cli::{ConnectorCommand, ConnectorTarget, OutputFormat};
+use crate::cli::{ConnectorCommand, ConnectorTarget, KindArg, OutputFormat};
 use crate::exit::Failure;
 use crate::registry::registry;
 
@@ -63,11 +68,12 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             }
             Ok(ExitCode::SUCCESS)
         }
-        ConnectorCommand::Spec { name } if name.contains('/') => {
+        ConnectorCommand::Spec { name, .. } if name.contains('/') => {
             let target = ConnectorTarget {
                 target: name,
                 config: None,
                 destination: false,
+                kind: None,
             };
             let resolved = resolve(project, &target)?;
             #[cfg(feature = "source-airbyte")]
@@ -86,10 +92,12 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
             Ok(ExitCode::SUCCESS)
         }
-        ConnectorCommand::Spec { name } => {
-            let spec = match registry.source(&name) {
-                Ok(f) => f.spec(),
-                Err(_) => registry.destination(&name).map_err(Failure::config)?.spec(),
+        ConnectorCommand::Spec { name, kind } => {
+            let spec = match lookup(&registry, &name, kind)? {
+                (Kind::Source, name) => registry.source(name).map_err(Failure::config)?.spec(),
+                (Kind::Destination, name) => {
+                    registry.destination(name).map_err(Failure::config)?.spec()
+                }
             };
             println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
             Ok(ExitCode::SUCCESS)
@@ -121,47 +129,15 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
                 ))),
             }
         }
-        ConnectorCommand::Discover(target) => {
-            let resolved = resolve(project, &target)?;
-            if resolved.kind == Kind::Destination {
-                return Err(Failure::config("discover works on sources only"));
-            }
-            let failed = |e| Failure::failed(format!("{}: discover failed: {e}", resolved.label));
-            // An Airbyte connector is asked afresh, which also refreshes its catalog cache.
-            #[cfg(feature = "source-airbyte")]
-            let catalog = if resolved.connector == "airbyte" {
-                Some(
-                    airbyte_source(&resolved)?
-                        .refresh_catalog()
-                        .await
-                        .map_err(failed)?,
-                )
-            } else {
-                None
-            };
-            #[cfg(not(feature = "source-airbyte"))]
-            let catalog = None;
-            let catalog = match catalog {
-                Some(c) => c,
-                None => registry
-                    .build_source(&resolved.connector, &resolved.config, &resolved.ctx)
-                    .map_err(Failure::config)?
-                    .discover()
-                    .await
-                    .map_err(failed)?,
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&catalog.to_json()).expect("JSON")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        ConnectorCommand::Discover(target) => super::discover::run(project, target).await,
         ConnectorCommand::Install { package, python } => install(package, python).await,
     }
 }
 
 #[cfg(feature = "source-airbyte")]
-fn airbyte_source(resolved: &Resolved) -> Result<weft_source_airbyte::AirbyteSource, Failure> {
+pub(super) fn airbyte_source(
+    resolved: &Resolved,
+) -> Result<weft_source_airbyte::AirbyteSource, Failure> {
     let config = weft_core::parse_config(&resolved.config).map_err(Failure::config)?;
     weft_source_airbyte::AirbyteSource::new(config, &resolved.ctx).map_err(Failure::config)
 }
@@ -205,21 +181,92 @@ async fn install(_package: String, _python: Option<String>) -> Result<ExitCode, 
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Source,
     Destination,
 }
 
-struct Resolved {
-    kind: Kind,
-    connector: String,
-    config: serde_json::Value,
-    ctx: ConnectorContext,
-    label: String,
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Destination => "destination",
+        }
+    }
+}
+
+pub(super) struct Resolved {
+    pub kind: Kind,
+    pub connector: String,
+    pub config: serde_json::Value,
+    pub ctx: ConnectorContext,
+    pub label: String,
+}
+
+/// The kind and registry name a command-line connector name means: `source-X` and
+/// `destination-X` say it, `--kind` says it, or the bare name is only one of the two.
+pub(super) fn lookup<'n>(
+    registry: &Registry,
+    name: &'n str,
+    kind: Option<KindArg>,
+) -> Result<(Kind, &'n str), Failure> {
+    let kind = kind.map(|k| match k {
+        KindArg::Source => Kind::Source,
+        KindArg::Destination => Kind::Destination,
+    });
+    let (prefixed, bare) = match (
+        name.strip_prefix("source-"),
+        name.strip_prefix("destination-"),
+    ) {
+        (Some(bare), _) => (Some(Kind::Source), bare),
+        (_, Some(bare)) => (Some(Kind::Destination), bare),
+        _ => (None, name),
+    };
+    if let (Some(p), Some(k)) = (prefixed, kind) {
+        if p != k {
+            return Err(Failure::config(format!(
+                "`{name}` names a {} but --kind says {}; drop one of them",
+                p.as_str(),
+                k.as_str()
+            )));
+        }
+    }
+    let is_source = registry.source(bare).is_ok();
+    let is_destination = registry.destination(bare).is_ok();
+    let unknown = || {
+        let names = |kind: Kind| -> String {
+            let list: Vec<&str> = match kind {
+                Kind::Source => registry.sources().map(|f| f.name()).collect(),
+                Kind::Destination => registry.destinations().map(|f| f.name()).collect(),
+            };
+            list.join(", ")
+        };
+        Failure::config(format!(
+            "unknown connector `{name}`; sources: {}; destinations: {} (`weft connector list` describes them; a product is named `domain/product`)",
+            names(Kind::Source),
+            names(Kind::Destination)
+        ))
+    };
+    match prefixed.or(kind) {
+        Some(Kind::Source) if is_source => Ok((Kind::Source, bare)),
+        Some(Kind::Destination) if is_destination => Ok((Kind::Destination, bare)),
+        Some(_) => Err(unknown()),
+        None => match (is_source, is_destination) {
+            (true, true) => Err(Failure::config(format!(
+                "`{name}` is both a source and a destination; say which: `source-{name}` or `destination-{name}` (or add --kind source|destination)"
+            ))),
+            (true, false) => Ok((Kind::Source, bare)),
+            (false, true) => Ok((Kind::Destination, bare)),
+            (false, false) => Err(unknown()),
+        },
+    }
 }
 
 /// A connector name with `--config FILE`, or a product of the project.
-fn resolve(project: Option<PathBuf>, target: &ConnectorTarget) -> Result<Resolved, Failure> {
+pub(super) fn resolve(
+    project: Option<PathBuf>,
+    target: &ConnectorTarget,
+) -> Result<Resolved, Failure> {
     if target.target.contains('/') {
         let project = super::load_project(project)?;
         let selector = weft_mesh::Selector::parse(&target.target).map_err(Failure::config)?;
@@ -228,7 +275,7 @@ fn resolve(project: Option<PathBuf>, target: &ConnectorTarget) -> Result<Resolve
             .first()
             .map(|s| s.product)
             .ok_or_else(|| Failure::config(format!("no product matches `{}`", target.target)))?;
-        let (kind, r) = if target.destination {
+        let (kind, r) = if target.destination || target.kind == Some(KindArg::Destination) {
             (Kind::Destination, &product.destination)
         } else {
             (Kind::Source, &product.source)
@@ -254,17 +301,12 @@ fn resolve(project: Option<PathBuf>, target: &ConnectorTarget) -> Result<Resolve
         });
     }
     let registry = registry();
-    let kind = if registry.source(&target.target).is_ok() {
-        Kind::Source
-    } else {
-        registry.destination(&target.target).map_err(|_| {
-            Failure::config(format!(
-                "unknown connector `{}`; see `weft connector list`, or name a product as `domain/product`",
-                target.target
-            ))
-        })?;
-        Kind::Destination
-    };
+    let (kind, name) = lookup(&registry, &target.target, target.kind)?;
+    if target.destination {
+        return Err(Failure::config(
+            "--destination goes with a product `domain/product`; with a connector name use `destination-NAME` or --kind destination",
+        ));
+    }
     let config = match &target.config {
         None => serde_json::json!({}),
         Some(path) => {
@@ -278,9 +320,9 @@ fn resolve(project: Option<PathBuf>, target: &ConnectorTarget) -> Result<Resolve
     let project_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     Ok(Resolved {
         kind,
-        connector: target.target.clone(),
+        connector: name.to_string(),
         config,
         ctx: ConnectorContext { project_dir },
-        label: format!("connector `{}`", target.target),
+        label: format!("{} connector `{name}`", kind.as_str()),
     })
 }

@@ -2,7 +2,9 @@
 
 mod config;
 mod connector;
+mod discover;
 mod init;
+mod skeleton;
 mod sync;
 
 use std::path::PathBuf;
@@ -17,10 +19,15 @@ use crate::logging;
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let project_arg = cli.project;
     match cli.command {
-        Command::Init { dir } => init::run(&dir),
+        Command::Init {
+            dir,
+            force,
+            source,
+            destination,
+        } => init::run(&dir, force, source.as_deref(), destination.as_deref()),
         Command::Sync(cmd) => sync::run(project_arg, cmd).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
-        Command::Config(cmd) => config::run(project_arg, cmd),
+        Command::Config(cmd) => config::run(project_arg, cmd).await,
     }
 }
 

@@ -73,6 +73,23 @@ impl TestProject {
         self
     }
 
+    /// Creates a folder of the project (and its parents), empty if new.
+    pub fn dir(&self, relative: &str) -> &Self {
+        fs::create_dir_all(self.path().join(relative)).expect("create folder");
+        self
+    }
+
+    /// Removes a file or folder of the project, if it exists.
+    pub fn remove(&self, relative: &str) -> &Self {
+        let path = self.path().join(relative);
+        if path.is_dir() {
+            fs::remove_dir_all(&path).expect("remove folder");
+        } else if path.exists() {
+            fs::remove_file(&path).expect("remove file");
+        }
+        self
+    }
+
     /// `weft --project <dir> ARGS…`, ready to run or spawn; no inherited `WEFT_*` variables.
     pub fn weft<I, S>(&self, args: I) -> Command
     where
@@ -121,6 +138,10 @@ impl Outcome {
     }
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// stdout then stderr, for messages that may go to either.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr())
     }
     /// Panics with both outputs unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {

@@ -330,6 +330,25 @@ fn init_with_connectors_writes_a_commented_skeleton_that_validates() {
         "{stdout}"
     );
 
+    // The command line's unambiguous names work here too.
+    let y = dir.path().join("y");
+    let out = weft(&[
+        "init",
+        y.to_str().unwrap(),
+        "--source",
+        "source-sample",
+        "--destination",
+        "destination-postgres",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(y.join("weft.yaml"))
+        .unwrap()
+        .contains("    connector: postgres\n"));
+
     let out = weft(&[
         "init",
         dir.path().join("x").to_str().unwrap(),

@@ -38,7 +38,15 @@ pub fn run(
             .map(|(n, c)| (n.to_string(), c.to_string()))
             .collect()
     } else {
-        skeleton(source.unwrap_or("sample"), destination.unwrap_or("parquet"))?
+        // `--source source-postgres` says the same as `--source postgres`.
+        let source = source.unwrap_or("sample");
+        let destination = destination.unwrap_or("parquet");
+        skeleton(
+            source.strip_prefix("source-").unwrap_or(source),
+            destination
+                .strip_prefix("destination-")
+                .unwrap_or(destination),
+        )?
     };
     for (name, content) in &files {
         let path = dir.join(name);

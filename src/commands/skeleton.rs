@@ -89,13 +89,14 @@ fn object_lines(root: &Value, schema: &Value, side: Side, indent: usize, out: &m
     }
 }
 
-/// The first sentence of a description, on one line.
+/// The first sentence of a description, on one line (`e.g.` and `i.e.` do not end one).
 fn first_sentence(description: &str) -> String {
-    let flat = description.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.find(". ") {
-        Some(end) => flat[..=end].to_string(),
-        None => flat,
-    }
+    let words: Vec<&str> = description.split_whitespace().collect();
+    let end = words
+        .iter()
+        .position(|w| w.ends_with('.') && !matches!(*w, "e.g." | "i.e." | "(e.g." | "(i.e."))
+        .map_or(words.len(), |i| i + 1);
+    words[..end].join(" ")
 }
 
 /// A value to write for `key`: its default, the first allowed value, a secret reference, or a
@@ -114,14 +115,10 @@ fn example(key: &str, property: &Value, side: Side) -> String {
             key.to_ascii_uppercase()
         );
     }
-    if let Some(default) = property.get("default") {
+    if let Some(default) = property.get("default").filter(|d| !d.is_null()) {
         return default.to_string();
     }
-    if let Some(first) = property
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
+    if let Some(first) = first_allowed(property) {
         return first.to_string();
     }
     match (key, side, property.get("type").and_then(Value::as_str)) {
@@ -136,6 +133,28 @@ fn example(key: &str, property: &Value, side: Side) -> String {
         (_, _, Some("array")) => "[]".into(),
         _ => "CHANGE_ME".into(),
     }
+}
+
+/// The first value an enumeration allows: `enum: [...]`, or `oneOf` of `const`s (documented
+/// variants).
+fn first_allowed(property: &Value) -> Option<&Value> {
+    if let Some(first) = property
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return Some(first);
+    }
+    ["oneOf", "anyOf"].iter().find_map(|key| {
+        property
+            .get(*key)
+            .and_then(Value::as_array)?
+            .iter()
+            .find_map(|o| {
+                o.get("const")
+                    .or_else(|| o.get("enum")?.as_array()?.first())
+            })
+    })
 }
 
 #[cfg(test)]
@@ -164,6 +183,30 @@ mod tests {
                 "  host: localhost",
                 "  # password: \"${SOURCE_PASSWORD}\"   # from the environment, never inline",
                 "  # port: 5432",
+            ]
+        );
+    }
+
+    #[test]
+    fn documented_enum_variants_and_abbreviations() {
+        let spec = json!({
+            "type": "object",
+            "required": ["format"],
+            "properties": {
+                "format": {
+                    "description": "The format (e.g. csv). More text.",
+                    "oneOf": [{ "const": "csv" }, { "const": "jsonl" }]
+                },
+                "schema": { "type": ["string", "null"], "default": null },
+            }
+        });
+        let lines = config_lines(&spec, Side::Destination, 0);
+        assert_eq!(
+            lines,
+            [
+                "# The format (e.g. csv).",
+                "format: \"csv\"",
+                "# schema: CHANGE_ME"
             ]
         );
     }

@@ -57,6 +57,10 @@ fn origin(project: &Project, product: &Product, side: Side) -> (PathBuf, &'stati
 
 fn problem(project: &Project, product: &Product, side: Side, error: EngineError) -> ConfigProblem {
     let (file, prefix) = origin(project, product, side);
+    let spec = match side {
+        Side::Source => format!("source-{}", product.source.connector),
+        Side::Destination => format!("destination-{}", product.destination.connector),
+    };
     let (field, message) = match error {
         EngineError::UnknownConnector { kind, name, known } => (
             format!("{prefix}.connector"),
@@ -71,7 +75,7 @@ fn problem(project: &Project, product: &Product, side: Side, error: EngineError)
             } else {
                 format!("{prefix}.config.{field}")
             },
-            format!("{message} (`weft connector spec` prints the connector's settings)"),
+            format!("{message} (`weft connector spec {spec}` lists the settings)"),
         ),
         EngineError::Connector { source, .. } => (format!("{prefix}.config"), source.to_string()),
         other => (prefix.to_string(), other.to_string()),
@@ -83,12 +87,15 @@ fn problem(project: &Project, product: &Product, side: Side, error: EngineError)
     }
 }
 
+/// A product's connectors, built.
+pub(crate) type Connectors = (Box<dyn Source>, Box<dyn Destination>);
+
 /// Builds a product's source and destination (no connection is made).
 pub(crate) fn build_product(
     project: &Project,
     product: &Product,
     registry: &Registry,
-) -> Result<(Box<dyn Source>, Box<dyn Destination>), Vec<ConfigProblem>> {
+) -> Result<Connectors, Vec<ConfigProblem>> {
     let ctx = ConnectorContext {
         project_dir: project.root.clone(),
     };

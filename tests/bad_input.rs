@@ -424,7 +424,7 @@ fn mask_on_a_decimal_column_is_refused_with_the_alternatives() {
     out.expect_code(1);
     let all = out.all();
     assert!(
-        all.contains("column `lifetime_value` is Decimal128(12, 2), not text")
+        all.contains("column `lifetime_value` is decimal(12,2), not text")
             && all.contains("use `hash`"),
         "{all}"
     );

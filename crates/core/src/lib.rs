@@ -17,6 +17,7 @@ pub mod error;
 pub mod message;
 pub mod names;
 pub mod source;
+pub mod sql_type;
 
 pub use catalog::{Catalog, ConfiguredStream, StreamDescriptor, SyncMode, WriteMode};
 pub use checkpoint::Checkpoint;
@@ -27,6 +28,7 @@ pub use error::{ConnectorError, Result};
 pub use message::{change_columns, ChangeBatch, ChangeOp, MessageStream, SourceMessage};
 pub use names::{DomainName, InvalidName, ProductName, StreamName};
 pub use source::Source;
+pub use sql_type::sql_type;
 
 /// Re-exported so connector crates build batches with the exact Arrow version weft uses.
 pub use arrow_array;

@@ -191,7 +191,7 @@ impl MapperChain {
                                     kind,
                                     message: format!(
                                         "value {v} does not fit column `{column}` of type {}: {e}",
-                                        fields[at].data_type()
+                                        weft_core::sql_type(fields[at].data_type())
                                     ),
                                 }
                             })?)
@@ -336,7 +336,7 @@ fn check_castable_to_text(
             message: format!(
                 "column `{}` of type {} has no text form to {kind}",
                 field.name(),
-                field.data_type()
+                weft_core::sql_type(field.data_type())
             ),
         })
     }
@@ -351,8 +351,9 @@ fn check_text(field: &Field, index: usize, kind: &'static str) -> Result<(), Map
             index,
             kind,
             message: format!(
-                "column `{}` is {other}, not text; mask keeps a column's type and works on text columns only: use `hash` to pseudonymise it, `drop` to leave it out, or a `filter`",
-                field.name()
+                "column `{}` is {}, not text; mask keeps a column's type and works on text columns only: use `hash` to pseudonymise it, `drop` to leave it out, or a `filter`",
+                field.name(),
+                weft_core::sql_type(other)
             ),
         }),
     }
@@ -594,7 +595,7 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string()
-                .contains("does not fit column `id` of type Int64"),
+                .contains("does not fit column `id` of type bigint"),
             "{err}"
         );
     }
@@ -641,7 +642,10 @@ mod tests {
             }],
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`id` is Int64, not text"), "{err}");
+        assert!(
+            err.to_string().contains("`id` is bigint, not text"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -66,9 +66,25 @@ pub struct StreamReport {
     /// `domain/product/stream`.
     pub stream: String,
     pub status: RunStatus,
+    /// Rows read from the source (and handed to the destination).
     pub rows: u64,
+    /// Rows the destination made durable. For a succeeded stream, all of them, published;
+    /// for a failed or cancelled one, those up to its last commit: visible at once with
+    /// `append` (and CDC changelogs), kept staged for the next run to resume with `overwrite`
+    /// and `append_dedup`.
+    pub committed_rows: u64,
+    /// The stream's write mode (`overwrite`, `append`, `append_dedup`).
+    pub write: String,
+    /// Size of the rows read as Arrow data in memory (not the bytes the destination wrote,
+    /// which compress).
     pub bytes: u64,
+    /// Total seconds: reading, then finishing.
     pub seconds: f64,
+    /// Seconds reading (rows/s is measured over these).
+    pub read_seconds: f64,
+    /// Seconds finishing: the final commit and the publication (overwrite swap, dedup
+    /// settling).
+    pub publish_seconds: f64,
     pub commits: u64,
     pub error: Option<String>,
 }
@@ -269,6 +285,8 @@ impl PreparedRun {
         }
 
         let mut reports = Vec::new();
+        // Each error is logged once (a product's discovery failure fails all its streams).
+        let mut logged: Vec<String> = Vec::new();
         for joined in join_all(tasks).await {
             let (key, progress, outcome, started) = match joined {
                 Ok(v) => v,
@@ -284,8 +302,18 @@ impl PreparedRun {
                 Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
             };
             if let Some(e) = &error {
-                error!(stream = %key, "{e}");
+                if !logged.contains(e) {
+                    error!(stream = %key, "{e}");
+                    logged.push(e.clone());
+                }
             }
+            let write = self
+                .products
+                .iter()
+                .flat_map(|p| &p.streams)
+                .find(|(_, k, _)| *k == key)
+                .map(|(config, _, _)| config.write.to_string())
+                .unwrap_or_default();
             self.state.finish_stream(
                 &self.run_id,
                 &StreamRun {
@@ -302,16 +330,23 @@ impl PreparedRun {
                 stream: key.to_string(),
                 status,
                 rows: progress.rows(),
+                committed_rows: progress.committed_rows(),
+                write,
                 bytes: progress.bytes(),
                 seconds: progress.elapsed_secs(),
+                read_seconds: progress.read_secs(),
+                publish_seconds: progress.publish_secs(),
                 commits: progress.commits(),
                 error,
             });
         }
 
+        // What really happened: a cancellation that came while every stream was publishing
+        // (streams finish their publication) leaves a succeeded run.
         let status = if reports.iter().any(|r| r.status == RunStatus::Failed) {
             RunStatus::Failed
-        } else if cancel.is_cancelled() || reports.iter().any(|r| r.status == RunStatus::Cancelled)
+        } else if reports.iter().any(|r| r.status == RunStatus::Cancelled)
+            || (cancel.is_cancelled() && reports.is_empty())
         {
             RunStatus::Cancelled
         } else {

@@ -153,6 +153,9 @@ impl StreamJob {
         let mut due = false;
         let mut last_committed: Option<Checkpoint> = None;
         let mut last_commit = Instant::now();
+        // Rows handed to the writer, and those the pending checkpoint covers.
+        let mut rows_written = 0u64;
+        let mut pending_rows = 0u64;
         loop {
             let item = tokio::select! {
                 biased;
@@ -162,6 +165,8 @@ impl StreamJob {
             if item.is_some() && due {
                 if let Some(checkpoint) = pending.take() {
                     self.commit(writer, &checkpoint, generation, false).await?;
+                    self.progress.set_committed_rows(pending_rows);
+                    crate::failpoint::pause("after_commit").await;
                     last_commit = Instant::now();
                     last_committed = Some(checkpoint);
                 }
@@ -171,12 +176,14 @@ impl StreamJob {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
                 Some(Ok(Item::Batch(batch))) => {
+                    rows_written += batch.num_rows() as u64;
                     writer
                         .write(batch)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
                 }
                 Some(Ok(Item::Changes(changes))) => {
+                    rows_written += changes.len() as u64;
                     writer
                         .write_changes(*changes)
                         .await
@@ -192,6 +199,7 @@ impl StreamJob {
                 Some(Ok(Item::Checkpoint(checkpoint))) => {
                     due = last_commit.elapsed() >= self.commit_interval;
                     pending = Some(checkpoint);
+                    pending_rows = rows_written;
                 }
             }
         }
@@ -199,6 +207,8 @@ impl StreamJob {
             return Err(StreamStop::Cancelled);
         }
         self.progress.set_phase(Phase::Finishing);
+        info!(stream = %self.key, rows = rows_written, "read complete; finishing (final commit and publication)");
+        crate::failpoint::pause("finishing").await;
         // The final commit publishes (overwrite swaps, dedup settles) even when the last
         // checkpoint was already committed.
         let Some(last) = pending.or(last_committed) else {
@@ -206,7 +216,9 @@ impl StreamJob {
                 "source: the read ended without a final checkpoint (a connector bug); nothing was published".into(),
             ));
         };
-        self.commit(writer, &last, generation, true).await
+        self.commit(writer, &last, generation, true).await?;
+        self.progress.set_committed_rows(rows_written);
+        Ok(())
     }
 
     /// Commit → record → ack, in that order and only in that order.

@@ -16,9 +16,10 @@ use crate::logging;
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let project_arg = cli.project;
+    let quiet = cli.quiet;
     match cli.command {
         Command::Init { dir } => init::run(&dir),
-        Command::Sync(cmd) => sync::run(project_arg, cmd).await,
+        Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd),
     }

@@ -233,3 +233,88 @@ fn incremental_without_a_cursor_lists_the_candidates() {
         "{all}"
     );
 }
+
+#[test]
+fn a_postgres_server_that_never_answers_fails_within_connect_timeout() {
+    // Accepts TCP, never says a word: a wrong port, a hung proxy.
+    let silent = weft_testkit::SilentServer::start();
+    let at = format!("127.0.0.1:{}", silent.port);
+    let limit = std::time::Duration::from_secs(60);
+    let expected = format!(
+        "PostgreSQL at {at} did not complete the connection (TCP connect, startup and \
+         authentication) within 1s (`connect_timeout`)"
+    );
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 1s }}\nstreams:\n  - name: public.t\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["connector", "check", "sales/shop"]);
+    out.expect_code(1);
+    assert!(out.stderr().contains(&expected), "{}", out.stderr());
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert_no_panic(&all);
+    assert!(all.contains(&expected), "{all}");
+    assert!(out.stdout().contains("failed"), "{}", out.stdout());
+
+    // The PostgreSQL product store, the same.
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}destination:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 1s }}\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["connector", "check", "sales/shop", "--destination"]);
+    out.expect_code(1);
+    assert!(out.stderr().contains(&expected), "{}", out.stderr());
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert!(all.contains(&expected), "{all}");
+
+    // The timeouts are validated.
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}destination:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 0s }}\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(2);
+    assert!(out.stderr().contains("connect_timeout"), "{}", out.stderr());
+}
+
+#[test]
+fn a_failed_stream_prints_its_error_once_below_a_summary_that_fits_80_columns() {
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}    mappers:\n      - drop: [no_such_column_with_a_long_name_to_make_the_error_wide]\n"
+        ),
+    );
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let (stdout, stderr) = (out.stdout(), out.stderr());
+    let needle = "no_such_column_with_a_long_name_to_make_the_error_wide";
+    assert_eq!(stdout.matches(needle).count(), 1, "stdout:\n{stdout}");
+    assert_eq!(stderr.matches(needle).count(), 1, "stderr:\n{stderr}");
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80: {line}\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("error: sales/shop/orders:"), "{stdout}");
+}

@@ -206,7 +206,25 @@ fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
     let out = p.run(["sync", "reset"]);
     out.expect_code(2);
 
-    let out = p.run(["sync", "reset", "sales/shop/orders", "--format", "json"]);
+    // Off a terminal, a reset needs --yes, and without it nothing is dropped.
+    let out = p.run(["sync", "reset", "sales/shop/orders"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("pass --yes to confirm")
+            && out.stderr().contains("sales/shop/orders"),
+        "{}",
+        out.stderr()
+    );
+    assert!(orders.exists(), "an unconfirmed reset dropped the stream");
+
+    let out = p.run([
+        "sync",
+        "reset",
+        "sales/shop/orders",
+        "--format",
+        "json",
+        "--yes",
+    ]);
     out.expect_code(0);
     let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     assert_eq!(report[0]["stream"], "sales/shop/orders");
@@ -231,4 +249,156 @@ fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
     p.run(["sync", "run", "--no-progress", "sales/shop/orders"])
         .expect_code(0);
     assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 1000);
+}
+
+const SMALL: &str = "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000, changes_per_run: 10 }\nstreams:\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n  - name: customers\n";
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    p.file("sample.yaml", "scale: 500\n");
+    let sample = p.path().join("sample.yaml");
+    let sample = sample.to_str().unwrap();
+    for args in [
+        vec!["sync", "status", "--format", "json"],
+        vec!["sync", "status"],
+        vec!["sync", "history", "--format", "json"],
+        vec!["sync", "history"],
+        vec!["connector", "list"],
+        vec!["connector", "spec", "parquet"],
+        vec!["connector", "discover", "sample", "--config", sample],
+        vec!["sync", "run", "--dry-run"],
+    ] {
+        // The reader is gone before weft writes a byte: every write meets a closed pipe, as
+        // with `weft … | head -1` on output longer than what head reads.
+        let mut child = p
+            .weft(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A failed write that is not a closed pipe is not silent.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = p.weft(["sync", "history"]).stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write to stdout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn status_and_history_of_a_new_project_say_no_runs_and_create_nothing() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["sync", "history"]);
+    out.expect_code(0);
+    assert!(out.stdout().contains("no runs yet"), "{}", out.stdout());
+    let out = p.run(["sync", "history", "--format", "json"]);
+    assert_eq!(out.expect_code(0).stdout().trim(), "[]");
+    let out = p.run(["sync", "status"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout().contains("sales/shop/orders"),
+        "{}",
+        out.stdout()
+    );
+    assert!(out.stdout().contains("no runs yet"), "{}", out.stdout());
+    p.run(["sync", "run", "--dry-run"]).expect_code(0);
+    assert!(
+        !p.path().join(".weft").exists(),
+        "looking created the state folder"
+    );
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_changes_nothing() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let plan = |p: &TestProject| -> serde_json::Value {
+        let out = p.run(["sync", "run", "--dry-run", "--format", "json"]);
+        serde_json::from_str(&out.expect_code(0).stdout()).unwrap()
+    };
+    let before = plan(&p);
+    let orders = &before[0];
+    assert_eq!(orders["stream"], "sales/shop/orders", "{before}");
+    assert_eq!(orders["mode"], "incremental");
+    assert_eq!(orders["write"], "append_dedup");
+    assert_eq!(orders["cursor"], "updated_at");
+    assert_eq!(orders["destination"], "parquet");
+    assert_eq!(orders["destination_at"], "lake");
+    assert!(orders["resume_from"].is_null(), "{before}");
+    assert!(!p.stream_dir("sales", "shop", "orders").exists());
+
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let after = plan(&p);
+    assert!(after[0]["resume_from"].is_object(), "{after}");
+    let table = p.run(["sync", "run", "--dry-run"]);
+    assert!(
+        table
+            .expect_code(0)
+            .stdout()
+            .contains("dry run: nothing was read"),
+        "{}",
+        table.stdout()
+    );
+    let runs = p.run(["sync", "history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout()).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "a dry run was recorded");
+}
+
+#[test]
+fn quiet_runs_print_only_the_summary() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["-q", "sync", "run"]);
+    out.expect_code(0);
+    assert_eq!(out.stderr(), "", "quiet, yet stderr had output");
+    assert!(out.stdout().contains("succeeded"), "{}", out.stdout());
+}
+
+#[test]
+fn the_run_summary_fits_80_columns_and_splits_read_and_publish_time() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["sync", "run", "--no-progress"]);
+    let stdout = out.expect_code(0).stdout();
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line}\n{stdout}"
+        );
+    }
+    for header in ["read time", "publish", "landed", "rows/s"] {
+        assert!(stdout.contains(header), "{header}: {stdout}");
+    }
+    let out = p.run(["sync", "run", "--no-progress", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.expect_code(0).stdout()).unwrap();
+    let orders = &report["streams"][0];
+    assert_eq!(orders["stream"], "sales/shop/orders");
+    assert_eq!(orders["rows"], orders["committed_rows"], "{orders}");
+    let (read, publish, total) = (
+        orders["read_seconds"].as_f64().unwrap(),
+        orders["publish_seconds"].as_f64().unwrap(),
+        orders["seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        read + publish <= total + 0.002 && read + publish >= total - 0.002,
+        "{orders}"
+    );
 }

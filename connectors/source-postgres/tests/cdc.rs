@@ -375,9 +375,18 @@ async fn snapshot_hands_over_to_the_slot_without_gap_or_overlap() {
             i
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait for transactions, not for time: a few before the first read, a few after it.
+    let started = |n: i64| {
+        let next = next.clone();
+        async move {
+            while next.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    started(100_003).await;
     let first = read_all(&source, &stream, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    started(next.load(Ordering::Relaxed) + 3).await;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 5, "the writer ran ({writes} transactions)");

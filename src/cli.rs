@@ -62,6 +62,11 @@ pub enum Command {
     /// Project configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,13 +31,16 @@ impl Interrupts {
     /// exits at once on the second.
     pub fn watch(cancel: CancellationToken, streams: Vec<Arc<StreamProgress>>) -> Self {
         let received = Arc::new(AtomicI32::new(0));
+        // Registered here, before the run starts, not in the task: a signal that came before
+        // the task first ran would otherwise still kill the process.
+        let handlers = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        );
         let task = {
             let received = received.clone();
             tokio::spawn(async move {
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
+                let (Ok(mut int), Ok(mut term)) = handlers else {
                     tracing::warn!("cannot listen for Ctrl-C and SIGTERM: a signal stops the run as a kill would (safely: the next run resumes)");
                     return;
                 };

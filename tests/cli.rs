@@ -402,3 +402,58 @@ fn the_run_summary_fits_80_columns_and_splits_read_and_publish_time() {
         "{orders}"
     );
 }
+
+#[test]
+fn sync_reset_asks_for_confirmation_on_a_terminal() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let orders = p.stream_dir("sales", "shop", "orders");
+    // `script` runs weft on a pseudo-terminal and feeds it our stdin: the answer.
+    let on_a_terminal = |answer: &str| {
+        use std::io::Write;
+        let command = format!(
+            "{BIN} --project {} sync reset sales/shop/orders",
+            p.path().display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = on_a_terminal("no\n");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("sales/shop/orders (in parquet)"), "{shown}");
+    assert!(shown.contains("Type `yes` to go on"), "{shown}");
+    assert!(shown.contains("reset not confirmed"), "{shown}");
+    assert!(orders.exists(), "dropped without a yes");
+
+    let out = on_a_terminal("yes\n");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!orders.exists(), "not dropped after a yes: {shown}");
+}
+
+#[test]
+fn shell_completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = weft(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["sync", "connector", "dry-run", "no-progress"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    assert_eq!(weft(&["completions", "tcsh"]).status.code(), Some(2));
+}

@@ -22,6 +22,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "weft", &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -270,6 +270,8 @@ fn a_closed_stdout_ends_every_command_quietly() {
         vec!["connector", "spec", "parquet"],
         vec!["connector", "discover", "sample", "--config", sample],
         vec!["sync", "run", "--dry-run"],
+        // A run does its work and keeps its exit code; only its summary is lost.
+        vec!["sync", "run", "--no-progress"],
     ] {
         // The reader is gone before weft writes a byte: every write meets a closed pipe, as
         // with `weft … | head -1` on output longer than what head reads.
@@ -288,6 +290,10 @@ fn a_closed_stdout_ends_every_command_quietly() {
             "{args:?}: {stderr}"
         );
     }
+    let runs = p.run(["sync", "history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.expect_code(0).stdout()).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
     // A failed write that is not a closed pipe is not silent.
     let full = std::fs::OpenOptions::new()
         .write(true)

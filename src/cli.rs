@@ -89,6 +89,11 @@ pub enum SyncCommand {
         /// stop: nothing is read, written or recorded.
         #[arg(long)]
         dry_run: bool,
+        /// Re-read incremental `append_dedup` streams from the start, ignoring their cursors,
+        /// without a reset: readers keep the table, rows settle by key. `append`, incremental
+        /// `overwrite` and CDC streams are refused (reset those).
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// Forget streams: drop their product tables, their checkpoints and what the source holds
     /// for them (a CDC stream's replication slot and publication). The next run reads them from

@@ -463,3 +463,67 @@ fn shell_completions_cover_the_commands() {
     }
     assert_eq!(weft(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn full_refresh_rereads_dedup_streams_without_a_reset_and_refuses_appends() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let rows_read = |out: &weft_testkit::Outcome| -> u64 {
+        let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+        assert_eq!(
+            report["streams"][0]["stream"], "sales/shop/orders",
+            "{report}"
+        );
+        report["streams"][0]["rows"].as_u64().unwrap()
+    };
+    // An ordinary run reads only what changed; --full-refresh reads everything again.
+    let out = p.run(["sync", "run", "sales/shop/orders", "--format", "json"]);
+    assert_eq!(
+        rows_read(out.expect_code(0)),
+        20,
+        "10 updated + 10 new orders"
+    );
+    let out = p.run([
+        "sync",
+        "run",
+        "sales/shop/orders",
+        "--full-refresh",
+        "--format",
+        "json",
+    ]);
+    // (The sample source read without a checkpoint is its first version: its 1000 orders.)
+    assert_eq!(
+        rows_read(out.expect_code(0)),
+        1000,
+        "every order, read again"
+    );
+    // One row per key, nothing lost: the 10 newer orders and updates stay (latest cursor wins).
+    let orders = p.read_stream("sales", "shop", "orders");
+    let ids = orders
+        .column_by_name("id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    let distinct: std::collections::HashSet<i64> = ids.iter().flatten().collect();
+    assert_eq!((ids.len(), distinct.len()), (1010, 1010));
+    // And the cursor goes on from the full read.
+    let out = p.run(["sync", "run", "sales/shop/orders", "--format", "json"]);
+    assert_eq!(rows_read(out.expect_code(0)), 20);
+
+    // An append stream would get every row twice: refused before anything runs.
+    p.product(
+        "sales",
+        "shop",
+        &SMALL.replace("write: append_dedup", "write: append"),
+    );
+    let out = p.run(["sync", "run", "--full-refresh"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr()
+            .contains("sales/shop/orders: its `write: append` would get every row a second time"),
+        "{}",
+        out.stderr()
+    );
+}

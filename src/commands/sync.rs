@@ -30,11 +30,19 @@ pub async fn run(
             format,
             follow,
             dry_run,
+            full_refresh,
         } => {
             if dry_run {
                 return sync_plan(project, selectors, format);
             }
-            sync_run(project, selectors, no_progress, format, follow, quiet).await
+            let flags = RunFlags {
+                no_progress,
+                format,
+                follow,
+                quiet,
+                full_refresh,
+            };
+            sync_run(project, selectors, flags).await
         }
         SyncCommand::Reset {
             selectors,
@@ -194,20 +202,56 @@ fn sync_plan(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sync_run(
-    project: Option<PathBuf>,
-    selectors: Vec<String>,
+/// How `sync run` was asked to run.
+struct RunFlags {
     no_progress: bool,
     format: OutputFormat,
     follow: bool,
     quiet: bool,
+    full_refresh: bool,
+}
+
+async fn sync_run(
+    project: Option<PathBuf>,
+    selectors: Vec<String>,
+    flags: RunFlags,
 ) -> Result<ExitCode, Failure> {
+    let RunFlags {
+        no_progress,
+        format,
+        follow,
+        quiet,
+        full_refresh,
+    } = flags;
     let project = super::load_project(project)?;
     let selections = select(&project, &selectors)?;
     if selections.is_empty() {
         return Err(Failure::config(
             "the project has no products; add one under domains/<domain>/<product>.yaml",
         ));
+    }
+    if full_refresh {
+        let refused: Vec<String> = selections
+            .iter()
+            .flat_map(|s| {
+                s.product
+                    .streams
+                    .iter()
+                    .filter(|c| s.streams.contains(&c.name))
+                    .filter_map(move |c| {
+                        weft_engine::full_refresh_refusal(c).map(|why| {
+                            format!("{}/{}/{}: {why}", s.product.domain, s.product.name, c.name)
+                        })
+                    })
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(Failure::config(format!(
+                "--full-refresh cannot re-read every selected stream safely (select the others \
+                 only): {}",
+                refused.join("; ")
+            )));
+        }
     }
 
     let _lock = lock_project(&project)?;
@@ -222,6 +266,7 @@ async fn sync_run(
     let registry = registry();
     let options = RunOptions {
         follow,
+        full_refresh,
         ..RunOptions::from_project(&project)
     };
     let prepared = prepare(&project, &selections, selectors, &registry, state, options)

@@ -30,6 +30,9 @@ pub struct RunOptions {
     /// CDC streams keep streaming until the run is cancelled, instead of catching up to the
     /// log position current at start and stopping.
     pub follow: bool,
+    /// Incremental streams that dedup by key read from the start, ignoring their checkpoints
+    /// (`sync run --full-refresh`); see [`full_refresh_refusal`] for the streams it refuses.
+    pub full_refresh: bool,
 }
 
 impl RunOptions {
@@ -39,6 +42,7 @@ impl RunOptions {
             max_concurrent_streams: project.settings.max_concurrent_streams.max(1),
             channel_capacity: project.settings.channel_capacity.max(1),
             follow: false,
+            full_refresh: false,
         }
     }
 }
@@ -182,6 +186,27 @@ pub fn prepare(
     })
 }
 
+/// Why `--full-refresh` cannot re-read a stream safely, if it cannot. Re-reading from scratch
+/// is safe where the destination settles rows by key (`append_dedup`: rows read twice, as when
+/// a staged generation is resumed, settle to one), and a `full_refresh` stream re-reads anyway.
+/// An `append` stream would get every row a second time, an incremental `overwrite` could mix
+/// a resumed generation with a new read, and a CDC stream needs a new snapshot and slot.
+pub fn full_refresh_refusal(stream: &weft_mesh::StreamConfig) -> Option<&'static str> {
+    use weft_core::{SyncMode, WriteMode};
+    match (stream.mode, stream.write) {
+        (SyncMode::FullRefresh, _) | (SyncMode::Incremental, WriteMode::AppendDedup) => None,
+        (SyncMode::Incremental, WriteMode::Append) => Some(
+            "its `write: append` would get every row a second time; reset it (`weft sync reset`) \
+             to start over",
+        ),
+        (SyncMode::Incremental, _) => Some(
+            "an incremental `overwrite` stream cannot re-read from the start safely; reset it \
+             (`weft sync reset`) to start over",
+        ),
+        _ => Some("a CDC stream starts over with a new snapshot: reset it (`weft sync reset`)"),
+    }
+}
+
 fn new_run_id() -> String {
     let now = Utc::now().format("%Y%m%dT%H%M%SZ");
     let short = uuid::Uuid::new_v4().simple().to_string();
@@ -260,6 +285,8 @@ impl PreparedRun {
                     source: product.source.clone(),
                     destination: product.destination.clone(),
                     state: self.state.clone(),
+                    from_scratch: self.options.full_refresh
+                        && config.mode == weft_core::SyncMode::Incremental,
                     commit_interval: self.options.commit_interval,
                     channel_capacity: self.options.channel_capacity,
                     progress: progress.clone(),

@@ -38,6 +38,9 @@ pub(crate) struct StreamJob {
     /// The stream as the destination writes it (names after mappers).
     pub destination_stream: ConfiguredStream,
     pub mappers: MapperChain,
+    /// Read from the start whatever the checkpoints say (`--full-refresh` of a stream whose
+    /// destination settles rows by key).
+    pub from_scratch: bool,
     pub source: Arc<dyn Source>,
     pub destination: Arc<dyn Destination>,
     pub state: Arc<dyn StateStore>,
@@ -124,6 +127,10 @@ impl StreamJob {
             .get_state(&self.key)
             .map_err(|e| self.fail("state store", e))?;
         let generation = stored.as_ref().map(|s| s.generation);
+        if self.from_scratch {
+            info!(stream = %self.key, "full refresh: reading from the start");
+            return Ok((None, generation));
+        }
         match (writer.committed_checkpoint(), stored) {
             (Some(dest), Some(stored)) if dest != stored.checkpoint => {
                 info!(stream = %self.key, "the destination committed past the state store (a crash between the two); resuming from the destination's checkpoint");

@@ -38,7 +38,7 @@ pub fn fit(mut table: Table) -> String {
     } else {
         DEFAULT_WIDTH
     };
-    let natural = table.to_string();
+    let natural = table.trim_fmt();
     if natural.lines().all(|l| l.chars().count() <= width as usize) {
         return natural;
     }
@@ -48,7 +48,7 @@ pub fn fit(mut table: Table) -> String {
     if let Some(first) = table.column_mut(0) {
         first.set_constraint(ColumnConstraint::ContentWidth);
     }
-    table.to_string()
+    table.trim_fmt()
 }
 
 /// `text` word-wrapped to `width` columns, continuation lines indented by `indent` spaces.

@@ -163,7 +163,17 @@ impl ProgressDisplay {
 }
 
 fn progress_line(s: &StreamProgress) -> String {
-    let secs = s.elapsed_secs();
+    if s.phase() == Phase::Finishing {
+        // The read is over: say what the wait is for (a dedup settle can take a while).
+        return format!(
+            "finishing: {} rows read in {:.1}s, publishing for {:.0}s (final commit, overwrite \
+             swap or dedup settling)",
+            s.rows(),
+            s.read_secs(),
+            s.publish_secs()
+        );
+    }
+    let secs = s.read_secs();
     let of = s
         .estimate()
         .map(|e| format!(" of ~{e}"))

@@ -105,6 +105,12 @@ fn ctrl_c_while_a_stream_publishes_lets_it_finish_and_reports_success() {
     );
     let mut run = weft_testkit::Running::spawn(cmd);
     run.wait_for_line("pausepoint `finishing` reached", LIMIT);
+    // Off a terminal, the progress lines (every 5s) say what the wait is for.
+    let progress = run.wait_for_line("sales/shop/orders: finishing:", LIMIT);
+    assert!(
+        progress.contains("20000 rows read in") && progress.contains("publishing for"),
+        "{progress}"
+    );
     run.signal(libc::SIGINT);
     // It says what it is finishing rather than going silent.
     let line = run.wait_for_line("interrupted (Ctrl-C)", LIMIT);

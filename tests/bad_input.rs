@@ -318,3 +318,34 @@ fn a_failed_stream_prints_its_error_once_below_a_summary_that_fits_80_columns() 
     }
     assert!(stdout.contains("error: sales/shop/orders:"), "{stdout}");
 }
+
+#[test]
+fn a_postgres_statement_timeout_fails_the_read_saying_what_to_raise() {
+    let db = weft_testkit::pg::PgTestDb::create("weft_stmt_timeout");
+    // Every row of the view takes a while: the read's statement outlives the timeout.
+    db.sql(
+        "CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.5)::text AS nap FROM generate_series(1, 20) g",
+    );
+    let p = project();
+    p.product(
+        "ops",
+        "db",
+        &format!(
+            "product: db\ndomain: ops\nowner: o@example.com\ndescription: d\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {}, statement_timeout: 300ms }}\nstreams:\n  - name: public.slow\n",
+            db.host, db.port, db.user, db.name
+        ),
+    );
+    let out = p.run_within(
+        std::time::Duration::from_secs(60),
+        ["sync", "run", "--no-progress", "ops"],
+    );
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert_no_panic(&all);
+    assert!(
+        all.contains("stream `public.slow`: reading was cancelled by the server")
+            && all.contains("statement timeout")
+            && all.contains("raise it"),
+        "{all}"
+    );
+}

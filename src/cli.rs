@@ -24,6 +24,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Less log output: only warnings and errors, and no live progress display (for cron and
+    /// scripts; what a command prints on stdout is unchanged).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +72,11 @@ pub enum Command {
     /// Project configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +95,15 @@ pub enum SyncCommand {
         /// to the source's log position at start and stopping.
         #[arg(long)]
         follow: bool,
+        /// Print what the run would do (streams, modes, cursor positions, destinations) and
+        /// stop: nothing is read, written or recorded.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-read incremental `append_dedup` streams from the start, ignoring their cursors,
+        /// without a reset: readers keep the table, rows settle by key. `append`, incremental
+        /// `overwrite` and CDC streams are refused (reset those).
+        #[arg(long)]
+        full_refresh: bool,
     },
     /// Forget streams: drop their product tables, their checkpoints and what the source holds
     /// for them (a CDC stream's replication slot and publication). The next run reads them from
@@ -95,6 +114,9 @@ pub enum SyncCommand {
         selectors: Vec<String>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+        /// Do not ask for confirmation (needed when stdin is not a terminal: cron, scripts).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// The state of every stream: last checkpoint and last run, and how far CDC streams'
     /// replication slots are behind their source.

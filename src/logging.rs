@@ -42,8 +42,9 @@ pub fn redact(text: &str) -> String {
     }
 }
 
-pub fn init(format: LogFormat, verbose: u8) {
+pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
     let default = match verbose {
+        _ if quiet => "warn",
         0 => "info",
         1 => "debug",
         _ => "trace",

@@ -4,21 +4,68 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_table::{presets, Table};
+use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weft_engine::{Phase, RunReport, StreamProgress};
+use weft_engine::{Phase, RunReport, StreamProgress, StreamReport};
 use weft_mesh::Project;
-use weft_state::{RunRecord, StateStore};
+use weft_state::{RunRecord, RunStatus, StateStore};
 
 use crate::cli::OutputFormat;
 use crate::logging::redact;
 
+/// Width of tables when stdout is not a terminal (a terminal's own width is used otherwise).
+const DEFAULT_WIDTH: u16 = 80;
+
+/// A table for [`fit`]: no borders, columns two spaces apart (as `kubectl` prints), so a
+/// summary of typical stream names fits 80 columns.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(header);
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i + 1 == N { 0 } else { 2 }));
+    }
     table
-        .load_preset(presets::UTF8_BORDERS_ONLY)
-        .set_header(header);
+}
+
+/// The table as text, as wide as its content if that fits the terminal (or 80 columns when
+/// stdout is not one); otherwise long cells wrap, the first column (the row's name) last.
+pub fn fit(mut table: Table) -> String {
+    let width = if std::io::stdout().is_terminal() {
+        table.width().unwrap_or(DEFAULT_WIDTH)
+    } else {
+        DEFAULT_WIDTH
+    };
+    let natural = table.trim_fmt();
+    if natural.lines().all(|l| l.chars().count() <= width as usize) {
+        return natural;
+    }
     table
+        .set_width(width)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if let Some(first) = table.column_mut(0) {
+        first.set_constraint(ColumnConstraint::ContentWidth);
+    }
+    table.trim_fmt()
+}
+
+/// `text` word-wrapped to `width` columns, continuation lines indented by `indent` spaces.
+pub fn wrap(text: &str, width: usize, indent: usize) -> String {
+    let mut out = String::new();
+    let mut column = 0;
+    for word in text.split_whitespace() {
+        let len = word.chars().count();
+        if column > indent && column + 1 + len > width {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if !out.is_empty() {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += len;
+    }
+    out
 }
 
 /// The one way tables show a moment: UTC, to the second.
@@ -118,7 +165,17 @@ impl ProgressDisplay {
 }
 
 fn progress_line(s: &StreamProgress) -> String {
-    let secs = s.elapsed_secs();
+    if s.phase() == Phase::Finishing {
+        // The read is over: say what the wait is for (a dedup settle can take a while).
+        return format!(
+            "finishing: {} rows read in {:.1}s, publishing for {:.0}s (final commit, overwrite \
+             swap or dedup settling)",
+            s.rows(),
+            s.read_secs(),
+            s.publish_secs()
+        );
+    }
+    let secs = s.read_secs();
     let of = s
         .estimate()
         .map(|e| format!(" of ~{e}"))
@@ -140,39 +197,196 @@ pub fn report(report: &RunReport, format: OutputFormat) {
         }
         OutputFormat::Table => {
             let mut t = table([
-                "stream", "status", "rows", "size", "time", "rows/s", "error",
+                "stream",
+                "status",
+                "rows read",
+                "landed",
+                "read time",
+                "publish",
+                "rows/s",
             ]);
             for s in &report.streams {
                 t.add_row([
                     s.stream.clone(),
                     s.status.to_string(),
                     s.rows.to_string(),
-                    human_bytes(s.bytes),
-                    format!("{:.1}s", s.seconds),
-                    rate(s.rows, s.seconds),
-                    s.error.as_deref().map(redact).unwrap_or_default(),
+                    landed(s),
+                    format!("{:.1}s", s.read_seconds),
+                    format!("{:.1}s", s.publish_seconds),
+                    rate(s.rows, s.read_seconds),
                 ]);
             }
-            println!("{t}");
-            println!(
-                "run {}: {} — {} rows, {}",
+            println!("{}", fit(t));
+            // Below the table, once per distinct error, wrapped: never inside a cell.
+            let mut errors: Vec<(Vec<&str>, &str)> = Vec::new();
+            for s in &report.streams {
+                let Some(e) = s.error.as_deref() else {
+                    continue;
+                };
+                match errors.iter_mut().find(|(_, seen)| *seen == e) {
+                    Some((streams, _)) => streams.push(&s.stream),
+                    None => errors.push((vec![&s.stream], e)),
+                }
+            }
+            for (streams, e) in &errors {
+                let text = format!("error: {}: {}", streams.join(", "), redact(e));
+                println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+            }
+            for s in report.streams.iter().filter(|s| staged(s)) {
+                let text = format!(
+                    "note: {}: {} rows committed but not published ({} publishes a complete \
+                     read only); the next run resumes from them",
+                    s.stream, s.committed_rows, s.write
+                );
+                println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+            }
+            let text = format!(
+                "run {}: {} — {} rows read, {} landed ({} in memory as Arrow)",
                 report.run_id,
                 report.status,
                 report.rows(),
+                report.streams.iter().map(visible_rows).sum::<u64>(),
                 human_bytes(report.bytes())
             );
+            println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
         }
+    }
+}
+
+/// Whether a stream that did not succeed holds committed rows readers do not see yet.
+fn staged(s: &StreamReport) -> bool {
+    s.status != RunStatus::Succeeded && s.committed_rows > 0 && visible_rows(s) == 0
+}
+
+/// Rows readers can see now because of this run.
+fn visible_rows(s: &StreamReport) -> u64 {
+    match s.status {
+        RunStatus::Succeeded => s.committed_rows,
+        // Only appends publish at every commit.
+        _ if s.write == "append" => s.committed_rows,
+        _ => 0,
+    }
+}
+
+/// The `landed` cell: rows now visible to readers, with what is staged for the next run.
+fn landed(s: &StreamReport) -> String {
+    if staged(s) {
+        format!("0 ({} staged)", s.committed_rows)
+    } else {
+        visible_rows(s).to_string()
+    }
+}
+
+/// `sync run --dry-run`: each selected stream, how it would be read, from where it would
+/// resume and where it would land.
+pub fn plan(
+    selections: &[weft_mesh::Selection<'_>],
+    state: Option<&dyn StateStore>,
+    format: OutputFormat,
+) -> Result<(), weft_state::StateError> {
+    let states = match state {
+        Some(state) => state.list_states()?,
+        None => Vec::new(),
+    };
+    let mut rows = Vec::new();
+    for selection in selections {
+        let product = selection.product;
+        for stream in product
+            .streams
+            .iter()
+            .filter(|s| selection.streams.contains(&s.name))
+        {
+            let label = format!("{}/{}/{}", product.domain, product.name, stream.name);
+            let checkpoint = states
+                .iter()
+                .find(|(k, _)| k.to_string() == label)
+                .map(|(_, s)| s.checkpoint.position().clone());
+            rows.push(serde_json::json!({
+                "stream": label,
+                "source": product.source.connector,
+                "mode": stream.mode.to_string(),
+                "write": stream.write.to_string(),
+                "cursor": stream.cursor,
+                "primary_key": stream.primary_key,
+                "resume_from": checkpoint,
+                "destination": product.destination.connector,
+                "destination_at": destination_at(&product.destination.config),
+            }));
+        }
+    }
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            redact(&serde_json::to_string_pretty(&rows).expect("JSON"))
+        ),
+        OutputFormat::Table => {
+            let mut t = table(["stream", "source", "mode", "cursor", "into"]);
+            for r in &rows {
+                let text = |v: &serde_json::Value| match v {
+                    serde_json::Value::Null => "-".to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                t.add_row([
+                    text(&r["stream"]),
+                    text(&r["source"]),
+                    format!("{} {}", text(&r["mode"]), text(&r["write"])),
+                    text(&r["cursor"]),
+                    format!(
+                        "{} {}",
+                        text(&r["destination"]),
+                        redact(&text(&r["destination_at"]))
+                    ),
+                ]);
+            }
+            println!("{}", fit(t));
+            // Checkpoints are long: below the table, one line each.
+            for r in &rows {
+                let from = match &r["resume_from"] {
+                    serde_json::Value::Null => "the start".to_string(),
+                    other => format!("checkpoint {}", redact(&other.to_string())),
+                };
+                let line = format!("{} reads from {from}", r["stream"].as_str().unwrap_or("?"));
+                println!("{}", wrap(&line, DEFAULT_WIDTH as usize, 2));
+            }
+            println!("dry run: nothing was read, written or recorded");
+        }
+    }
+    Ok(())
+}
+
+/// Where a destination config points, from its usual fields (never a password).
+fn destination_at(config: &serde_json::Value) -> String {
+    let get = |k: &str| {
+        config.get(k).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    match (get("path"), get("host")) {
+        (Some(path), _) => path,
+        (None, Some(host)) => format!(
+            "{host}:{}/{}{}",
+            get("port").unwrap_or_else(|| "5432".into()),
+            get("database").unwrap_or_default(),
+            get("schema")
+                .map(|s| format!(" schema {s}"))
+                .unwrap_or_default()
+        ),
+        _ => String::new(),
     }
 }
 
 pub fn status(
     project: &Project,
-    state: &dyn StateStore,
+    state: Option<&dyn StateStore>,
     lags: &[(weft_state::StreamKey, Result<Option<u64>, String>)],
     format: OutputFormat,
 ) -> Result<(), weft_state::StateError> {
-    let states = state.list_states()?;
-    let last = state.last_stream_runs()?;
+    let (states, last) = match state {
+        Some(state) => (state.list_states()?, state.last_stream_runs()?),
+        None => (Vec::new(), Vec::new()),
+    };
     let mut rows = Vec::new();
     for product in &project.products {
         for stream in &product.streams {
@@ -207,16 +421,12 @@ pub fn status(
             redact(&serde_json::to_string_pretty(&rows).expect("JSON"))
         ),
         OutputFormat::Table => {
-            let mut t = table([
-                "stream",
-                "mode",
-                "last run",
-                "status",
-                "rows",
-                "checkpoint at",
-                "lag",
-            ]);
+            let mut t = table(["stream", "mode", "last run", "rows", "checkpoint at", "lag"]);
             for r in &rows {
+                let st = states
+                    .iter()
+                    .find(|(k, _)| r["stream"] == k.to_string())
+                    .map(|(_, s)| s);
                 let s = |k: &str| match &r[k] {
                     serde_json::Value::Null => "-".to_string(),
                     serde_json::Value::String(s) => s.clone(),
@@ -224,14 +434,11 @@ pub fn status(
                 };
                 t.add_row([
                     s("stream"),
-                    format!("{}/{}", s("mode"), s("write")),
-                    s("last_run"),
+                    format!("{} {}", s("mode"), s("write")),
                     s("last_status"),
                     s("last_rows"),
-                    r["checkpoint_at"]
-                        .as_str()
-                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                        .map_or_else(|| "-".into(), |t| timestamp(t.to_utc())),
+                    st.map(|s| timestamp(s.updated_at))
+                        .unwrap_or_else(|| "-".into()),
                     match (&r["lag_bytes"], &r["lag_error"]) {
                         (serde_json::Value::Number(n), _) => {
                             human_bytes(n.as_u64().unwrap_or_default())
@@ -241,7 +448,14 @@ pub fn status(
                     },
                 ]);
             }
-            println!("{t}");
+            if rows.is_empty() {
+                println!("the project has no streams yet");
+            } else {
+                println!("{}", fit(t));
+            }
+            if last.is_empty() {
+                println!("no runs yet: `weft sync run` starts the first");
+            }
         }
     }
     Ok(())
@@ -262,7 +476,7 @@ pub fn reset(reports: &[weft_engine::ResetReport], format: OutputFormat) {
                     redact(&r.errors.join("; ")),
                 ]);
             }
-            println!("{t}");
+            println!("{}", fit(t));
             if reports.iter().any(|r| !r.errors.is_empty()) {
                 println!("rerun `weft sync reset` once the problems are fixed to finish the reset");
             }
@@ -276,34 +490,38 @@ pub fn history(runs: &[RunRecord], format: OutputFormat) {
             "{}",
             redact(&serde_json::to_string_pretty(runs).expect("JSON"))
         ),
+        OutputFormat::Table if runs.is_empty() => {
+            println!("no runs yet: `weft sync run` starts the first");
+        }
         OutputFormat::Table => {
-            let mut t = table([
-                "run",
-                "status",
-                "started",
-                "ended",
-                "rows",
-                "size",
-                "selectors",
-                "error",
-            ]);
+            let mut t = table(["run", "status", "started", "took", "rows", "selected"]);
             for r in runs {
                 t.add_row([
                     r.run_id.clone(),
                     r.status.to_string(),
                     timestamp(r.started_at),
-                    r.ended_at.map_or_else(|| "-".into(), timestamp),
+                    r.ended_at
+                        .map(|e| {
+                            let ms = (e - r.started_at).num_milliseconds().max(0);
+                            format!("{:.1}s", ms as f64 / 1000.0)
+                        })
+                        .unwrap_or_else(|| "-".into()),
                     r.rows.to_string(),
-                    human_bytes(r.bytes),
                     if r.selectors.is_empty() {
                         "(all)".into()
                     } else {
                         r.selectors.join(" ")
                     },
-                    r.error.as_deref().map(redact).unwrap_or_default(),
                 ]);
             }
-            println!("{t}");
+            println!("{}", fit(t));
+            // Errors below the table, wrapped: a cell would make it hundreds of columns wide.
+            for r in runs {
+                if let Some(e) = &r.error {
+                    let text = format!("error of run {}: {}", r.run_id, redact(e));
+                    println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+                }
+            }
         }
     }
 }

@@ -430,3 +430,119 @@ fn mask_on_a_decimal_column_is_refused_with_the_alternatives() {
     );
     assert!(p.read_stream("sales", "shop", "customers").num_rows() == 0);
 }
+
+#[test]
+fn a_postgres_server_that_never_answers_fails_within_connect_timeout() {
+    // Accepts TCP, never says a word: a wrong port, a hung proxy.
+    let silent = weft_testkit::SilentServer::start();
+    let at = format!("127.0.0.1:{}", silent.port);
+    let limit = std::time::Duration::from_secs(60);
+    let expected = format!(
+        "PostgreSQL at {at} did not complete the connection (TCP connect, startup and \
+         authentication) within 1s (`connect_timeout`)"
+    );
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 1s }}\nstreams:\n  - name: public.t\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["connector", "check", "sales/shop"]);
+    out.expect_code(1);
+    assert!(out.stderr().contains(&expected), "{}", out.stderr());
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert_no_panic(&all);
+    assert!(all.contains(&expected), "{all}");
+    assert!(out.stdout().contains("failed"), "{}", out.stdout());
+
+    // The PostgreSQL product store, the same.
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}destination:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 1s }}\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["connector", "check", "sales/shop", "--destination"]);
+    out.expect_code(1);
+    assert!(out.stderr().contains(&expected), "{}", out.stderr());
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert!(all.contains(&expected), "{all}");
+
+    // The timeouts are validated.
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}destination:\n  connector: postgres\n  config: {{ host: 127.0.0.1, port: {}, user: u, database: d, connect_timeout: 0s }}\n",
+            silent.port
+        ),
+    );
+    let out = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    out.expect_code(2);
+    assert!(out.stderr().contains("connect_timeout"), "{}", out.stderr());
+}
+
+#[test]
+fn a_failed_stream_prints_its_error_once_below_a_summary_that_fits_80_columns() {
+    let p = project();
+    p.product(
+        "sales",
+        "shop",
+        &format!(
+            "{GOOD}    mappers:\n      - drop: [no_such_column_with_a_long_name_to_make_the_error_wide]\n"
+        ),
+    );
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    let (stdout, stderr) = (out.stdout(), out.stderr());
+    let needle = "no_such_column_with_a_long_name_to_make_the_error_wide";
+    assert_eq!(stdout.matches(needle).count(), 1, "stdout:\n{stdout}");
+    assert_eq!(stderr.matches(needle).count(), 1, "stderr:\n{stderr}");
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80: {line}\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("error: sales/shop/orders:"), "{stdout}");
+}
+
+#[test]
+fn a_postgres_statement_timeout_fails_the_read_saying_what_to_raise() {
+    let db = weft_testkit::pg::PgTestDb::create("weft_stmt_timeout");
+    // Every row of the view takes a while: the read's statement outlives the timeout.
+    db.sql(
+        "CREATE VIEW slow AS SELECT g AS id, pg_sleep(0.5)::text AS nap FROM generate_series(1, 20) g",
+    );
+    let p = project();
+    p.product(
+        "ops",
+        "db",
+        &format!(
+            "product: db\ndomain: ops\nowner: o@example.com\ndescription: d\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {}, statement_timeout: 300ms }}\nstreams:\n  - name: public.slow\n",
+            db.host, db.port, db.user, db.name
+        ),
+    );
+    let out = p.run_within(
+        std::time::Duration::from_secs(60),
+        ["sync", "run", "--no-progress", "ops"],
+    );
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    assert_no_panic(&all);
+    assert!(
+        all.contains("stream `public.slow`: reading was cancelled by the server")
+            && all.contains("statement timeout")
+            && all.contains("raise it"),
+        "{all}"
+    );
+}

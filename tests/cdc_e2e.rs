@@ -416,7 +416,7 @@ fn randomized_workload_under_sigkills_reaches_the_source_state_exactly() {
         .unwrap()["lag_bytes"]
         .as_u64();
     assert!(lag.is_some(), "no lag for a cdc stream: {rows}");
-    run(&p, &cluster, &["sync", "reset", "shop"]).expect_code(0);
+    run(&p, &cluster, &["sync", "reset", "shop", "--yes"]).expect_code(0);
     let slots = cluster.sql("postgres", "SELECT count(*) FROM pg_replication_slots");
     assert_eq!(slots.trim(), "0", "reset left replication slots behind");
     let publications = cluster.sql("shop", "SELECT count(*) FROM pg_publication");

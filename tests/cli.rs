@@ -209,7 +209,25 @@ fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
     let out = p.run(["sync", "reset"]);
     out.expect_code(2);
 
-    let out = p.run(["sync", "reset", "sales/shop/orders", "--format", "json"]);
+    // Off a terminal, a reset needs --yes, and without it nothing is dropped.
+    let out = p.run(["sync", "reset", "sales/shop/orders"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr().contains("pass --yes to confirm")
+            && out.stderr().contains("sales/shop/orders"),
+        "{}",
+        out.stderr()
+    );
+    assert!(orders.exists(), "an unconfirmed reset dropped the stream");
+
+    let out = p.run([
+        "sync",
+        "reset",
+        "sales/shop/orders",
+        "--format",
+        "json",
+        "--yes",
+    ]);
     out.expect_code(0);
     let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     assert_eq!(report[0]["stream"], "sales/shop/orders");
@@ -664,7 +682,7 @@ fn a_changed_sample_scale_under_a_checkpoint_stops_with_the_way_out() {
     );
     assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 1000);
 
-    p.run(["sync", "reset", "sales/shop/orders"]).expect_code(0);
+    p.run(["sync", "reset", "sales/shop/orders", "--yes"]).expect_code(0);
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     assert_eq!(p.read_stream("sales", "shop", "orders").num_rows(), 3000);
 }
@@ -681,4 +699,281 @@ fn timestamps(text: &str) -> Vec<&str> {
             })
         })
         .collect()
+}
+
+const SMALL: &str = "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000, changes_per_run: 10 }\nstreams:\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n  - name: customers\n";
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    p.file("sample.yaml", "scale: 500\n");
+    let sample = p.path().join("sample.yaml");
+    let sample = sample.to_str().unwrap();
+    for args in [
+        vec!["sync", "status", "--format", "json"],
+        vec!["sync", "status"],
+        vec!["sync", "history", "--format", "json"],
+        vec!["sync", "history"],
+        vec!["connector", "list"],
+        vec!["connector", "spec", "parquet"],
+        vec!["connector", "discover", "sample", "--config", sample],
+        vec!["sync", "run", "--dry-run"],
+        // A run does its work and keeps its exit code; only its summary is lost.
+        vec!["sync", "run", "--no-progress"],
+    ] {
+        // The reader is gone before weft writes a byte: every write meets a closed pipe, as
+        // with `weft … | head -1` on output longer than what head reads.
+        let mut child = p
+            .weft(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let runs = p.run(["sync", "history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.expect_code(0).stdout()).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    // A failed write that is not a closed pipe is not silent.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = p.weft(["sync", "history"]).stdout(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write to stdout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn status_and_history_of_a_new_project_say_no_runs_and_create_nothing() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["sync", "history"]);
+    out.expect_code(0);
+    assert!(out.stdout().contains("no runs yet"), "{}", out.stdout());
+    let out = p.run(["sync", "history", "--format", "json"]);
+    assert_eq!(out.expect_code(0).stdout().trim(), "[]");
+    let out = p.run(["sync", "status"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout().contains("sales/shop/orders"),
+        "{}",
+        out.stdout()
+    );
+    assert!(out.stdout().contains("no runs yet"), "{}", out.stdout());
+    p.run(["sync", "run", "--dry-run"]).expect_code(0);
+    assert!(
+        !p.path().join(".weft").exists(),
+        "looking created the state folder"
+    );
+}
+
+#[test]
+fn dry_run_shows_the_plan_and_changes_nothing() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let plan = |p: &TestProject| -> serde_json::Value {
+        let out = p.run(["sync", "run", "--dry-run", "--format", "json"]);
+        serde_json::from_str(&out.expect_code(0).stdout()).unwrap()
+    };
+    let before = plan(&p);
+    let orders = &before[0];
+    assert_eq!(orders["stream"], "sales/shop/orders", "{before}");
+    assert_eq!(orders["mode"], "incremental");
+    assert_eq!(orders["write"], "append_dedup");
+    assert_eq!(orders["cursor"], "updated_at");
+    assert_eq!(orders["destination"], "parquet");
+    assert_eq!(orders["destination_at"], "lake");
+    assert!(orders["resume_from"].is_null(), "{before}");
+    assert!(!p.stream_dir("sales", "shop", "orders").exists());
+
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let after = plan(&p);
+    assert!(after[0]["resume_from"].is_object(), "{after}");
+    let table = p.run(["sync", "run", "--dry-run"]);
+    assert!(
+        table
+            .expect_code(0)
+            .stdout()
+            .contains("dry run: nothing was read"),
+        "{}",
+        table.stdout()
+    );
+    let runs = p.run(["sync", "history", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout()).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "a dry run was recorded");
+}
+
+#[test]
+fn quiet_runs_print_only_the_summary() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["-q", "sync", "run"]);
+    out.expect_code(0);
+    assert_eq!(out.stderr(), "", "quiet, yet stderr had output");
+    assert!(out.stdout().contains("succeeded"), "{}", out.stdout());
+}
+
+#[test]
+fn the_run_summary_fits_80_columns_and_splits_read_and_publish_time() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    let out = p.run(["sync", "run", "--no-progress"]);
+    let stdout = out.expect_code(0).stdout();
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80 columns: {line}\n{stdout}"
+        );
+    }
+    for header in ["read time", "publish", "landed", "rows/s"] {
+        assert!(stdout.contains(header), "{header}: {stdout}");
+    }
+    let out = p.run(["sync", "run", "--no-progress", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out.expect_code(0).stdout()).unwrap();
+    let orders = &report["streams"][0];
+    assert_eq!(orders["stream"], "sales/shop/orders");
+    assert_eq!(orders["rows"], orders["committed_rows"], "{orders}");
+    let (read, publish, total) = (
+        orders["read_seconds"].as_f64().unwrap(),
+        orders["publish_seconds"].as_f64().unwrap(),
+        orders["seconds"].as_f64().unwrap(),
+    );
+    assert!(
+        read + publish <= total + 0.002 && read + publish >= total - 0.002,
+        "{orders}"
+    );
+}
+
+#[test]
+fn sync_reset_asks_for_confirmation_on_a_terminal() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let orders = p.stream_dir("sales", "shop", "orders");
+    // `script` runs weft on a pseudo-terminal and feeds it our stdin: the answer.
+    let on_a_terminal = |answer: &str| {
+        use std::io::Write;
+        let command = format!(
+            "{BIN} --project {} sync reset sales/shop/orders",
+            p.path().display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = on_a_terminal("no\n");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("sales/shop/orders (in parquet)"), "{shown}");
+    assert!(shown.contains("Type `yes` to go on"), "{shown}");
+    assert!(shown.contains("reset not confirmed"), "{shown}");
+    assert!(orders.exists(), "dropped without a yes");
+
+    let out = on_a_terminal("yes\n");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!orders.exists(), "not dropped after a yes: {shown}");
+}
+
+#[test]
+fn shell_completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = weft(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["sync", "connector", "dry-run", "no-progress"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    assert_eq!(weft(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+#[test]
+fn full_refresh_rereads_dedup_streams_without_a_reset_and_refuses_appends() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "shop", SMALL);
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let rows_read = |out: &weft_testkit::Outcome| -> u64 {
+        let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+        assert_eq!(
+            report["streams"][0]["stream"], "sales/shop/orders",
+            "{report}"
+        );
+        report["streams"][0]["rows"].as_u64().unwrap()
+    };
+    // An ordinary run reads only what changed; --full-refresh reads everything again.
+    let out = p.run(["sync", "run", "sales/shop/orders", "--format", "json"]);
+    assert_eq!(
+        rows_read(out.expect_code(0)),
+        20,
+        "10 updated + 10 new orders"
+    );
+    let out = p.run([
+        "sync",
+        "run",
+        "sales/shop/orders",
+        "--full-refresh",
+        "--format",
+        "json",
+    ]);
+    // (The sample source read without a checkpoint is its first version: its 1000 orders.)
+    assert_eq!(
+        rows_read(out.expect_code(0)),
+        1000,
+        "every order, read again"
+    );
+    // One row per key, nothing lost: the 10 newer orders and updates stay (latest cursor wins).
+    let orders = p.read_stream("sales", "shop", "orders");
+    let ids = orders
+        .column_by_name("id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    let distinct: std::collections::HashSet<i64> = ids.iter().flatten().collect();
+    assert_eq!((ids.len(), distinct.len()), (1010, 1010));
+    // And the cursor goes on from the full read.
+    let out = p.run(["sync", "run", "sales/shop/orders", "--format", "json"]);
+    assert_eq!(rows_read(out.expect_code(0)), 20);
+
+    // An append stream would get every row twice: refused before anything runs.
+    p.product(
+        "sales",
+        "shop",
+        &SMALL.replace("write: append_dedup", "write: append"),
+    );
+    let out = p.run(["sync", "run", "--full-refresh"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr()
+            .contains("sales/shop/orders: its `write: append` would get every row a second time"),
+        "{}",
+        out.stderr()
+    );
 }

@@ -221,11 +221,24 @@ fn wrong_password_and_dropped_table_fail_clearly() {
     p.product("ops", "db", &product(&db, streams, ""));
     let locker = std::process::Command::new("psql")
         .args(["-X", "-h", &db.host, "-p", &db.port.to_string(), "-U", &db.user, "-d", &db.name])
-        .args(["-c", "BEGIN; LOCK TABLE doomed IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3); DROP TABLE doomed; COMMIT;"])
+        // Holds the lock until weft's session waits for it (or a minute passes), then drops
+        // the table: events, not a guess at how long weft takes to get there.
+        .args(["-c", "BEGIN; LOCK TABLE doomed IN ACCESS EXCLUSIVE MODE; \
+            DO $$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN \
+              LOOP PERFORM pg_stat_clear_snapshot(); \
+                EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'weft' AND wait_event_type = 'Lock') \
+                  OR clock_timestamp() > t0 + interval '60 s'; \
+                PERFORM pg_sleep(0.01); END LOOP; END $$; \
+            DROP TABLE doomed; COMMIT;"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // weft starts once the lock is held.
+    let start = std::time::Instant::now();
+    while db.sql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'doomed' AND l.mode = 'AccessExclusiveLock' AND l.granted").trim() != "1" {
+        assert!(start.elapsed() < Duration::from_secs(60), "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = p.run(["sync", "run", "--no-progress"]);
     let _ = locker.wait_with_output();
     out.expect_code(1);

@@ -310,32 +310,34 @@ fn incremental_append_adds_exactly_the_changed_rows() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_commits_nothing_half_done() {
-    let p = TestProject::with_lake(BIN, "300ms");
+    let p = TestProject::with_lake(BIN, "1ms");
     p.product(
         "sales",
         "shop",
         &product(CTRL_C_SCALE, 0, "orders", "full_refresh", "append"),
     );
-    let child = p
-        .weft(["sync", "run", "--no-progress"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Interrupt right after the first commit, while most of the copy is still to come.
+    // Interrupt right after the first commit, while most of the copy is still to come: the
+    // run waits at the pausepoint until the signal is in.
+    let release = p.path().join("release");
+    let mut cmd = p.weft(["sync", "run", "--no-progress"]);
+    cmd.env(
+        "WEFT_PAUSEPOINT",
+        format!("after_commit:{}", release.display()),
+    );
+    let mut run = weft_testkit::Running::spawn(cmd);
+    let limit = Duration::from_secs(120);
+    run.wait_for_line("pausepoint `after_commit` reached", limit);
     let dir = p.stream_dir("sales", "shop", "orders");
-    let start = Instant::now();
-    while manifest_checkpoint(&dir).is_none() && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
+    assert!(
+        manifest_checkpoint(&dir).is_some(),
+        "the first commit is in the manifest"
+    );
+    run.signal(libc::SIGINT);
+    run.wait_for_line("interrupted (Ctrl-C)", limit);
+    std::fs::write(&release, "").unwrap();
+    let out = run.finish(limit);
+    let stderr = out.stderr();
+    assert_eq!(out.code(), Some(130), "stderr: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(staging_is_empty(&dir), "uncommitted files were left behind");
     // What is visible is exactly what the manifest committed.
@@ -354,9 +356,7 @@ fn ctrl_c_stops_cleanly_and_commits_nothing_half_done() {
     );
 }
 
-const CTRL_C_SCALE: u64 = 5_000_000;
-
-use std::process::Command;
+const CTRL_C_SCALE: u64 = 200_000;
 
 #[test]
 fn every_sample_stream_lands_with_its_logical_types() {

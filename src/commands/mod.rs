@@ -18,6 +18,7 @@ use crate::logging;
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let project_arg = cli.project;
+    let quiet = cli.quiet;
     match cli.command {
         Command::Init {
             dir,
@@ -25,9 +26,16 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             source,
             destination,
         } => init::run(&dir, force, source.as_deref(), destination.as_deref()),
-        Command::Sync(cmd) => sync::run(project_arg, cmd).await,
+        Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "weft", &mut script);
+            print!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,12 +1,13 @@
-//! `weft sync run|status|history`.
+//! `weft sync run|reset|status|history`.
 
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 use weft_engine::{prepare, RunOptions};
 use weft_mesh::{Project, Selector};
 use weft_state::{RunStatus, SqliteStateStore, StateStore};
@@ -15,33 +16,67 @@ use crate::cli::{OutputFormat, SyncCommand};
 use crate::exit::Failure;
 use crate::output;
 use crate::registry::registry;
+use crate::signals::Interrupts;
 
-pub async fn run(project: Option<PathBuf>, cmd: SyncCommand) -> Result<ExitCode, Failure> {
+pub async fn run(
+    project: Option<PathBuf>,
+    cmd: SyncCommand,
+    quiet: bool,
+) -> Result<ExitCode, Failure> {
     match cmd {
         SyncCommand::Run {
             selectors,
             no_progress,
             format,
             follow,
-        } => sync_run(project, selectors, no_progress, format, follow).await,
-        SyncCommand::Reset { selectors, format } => sync_reset(project, selectors, format).await,
+            dry_run,
+            full_refresh,
+        } => {
+            if dry_run {
+                return sync_plan(project, selectors, format);
+            }
+            let flags = RunFlags {
+                no_progress,
+                format,
+                follow,
+                quiet,
+                full_refresh,
+            };
+            sync_run(project, selectors, flags).await
+        }
+        SyncCommand::Reset {
+            selectors,
+            format,
+            yes,
+        } => sync_reset(project, selectors, format, yes).await,
         SyncCommand::Status { format } => {
             let project = super::load_project(project)?;
-            let state = open_state(&project)?;
+            let state = existing_state(&project)?;
             let selections = project.select(&[]).map_err(Failure::config)?;
             let lags = weft_engine::cdc_lags(&project, &selections, &registry())
                 .await
                 .map_err(Failure::config)?;
-            output::status(&project, state.as_ref(), &lags, format).map_err(Failure::failed)?;
+            output::status(&project, state.as_deref(), &lags, format).map_err(Failure::failed)?;
             Ok(ExitCode::SUCCESS)
         }
         SyncCommand::History { limit, format } => {
             let project = super::load_project(project)?;
-            let state = open_state(&project)?;
-            let runs = state.runs(limit).map_err(Failure::failed)?;
+            let runs = match existing_state(&project)? {
+                Some(state) => state.runs(limit).map_err(Failure::failed)?,
+                None => Vec::new(),
+            };
             output::history(&runs, format);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The state store if one exists: looking at status or history never creates it.
+fn existing_state(project: &Project) -> Result<Option<Arc<dyn StateStore>>, Failure> {
+    if project.settings.state_path.exists() {
+        open_state(project).map(Some)
+    } else {
+        Ok(None)
     }
 }
 
@@ -97,9 +132,13 @@ async fn sync_reset(
     project: Option<PathBuf>,
     selectors: Vec<String>,
     format: OutputFormat,
+    yes: bool,
 ) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
     let selections = select(&project, &selectors)?;
+    if !yes {
+        confirm_reset(&selections)?;
+    }
     let _lock = lock_project(&project)?;
     let state = open_state(&project)?;
     let reports = weft_engine::reset(&project, &selections, &registry(), state)
@@ -113,19 +152,106 @@ async fn sync_reset(
     })
 }
 
-async fn sync_run(
+/// Asks on a terminal before a reset drops product tables; elsewhere `--yes` is required.
+fn confirm_reset(selections: &[weft_mesh::Selection<'_>]) -> Result<(), Failure> {
+    let streams: Vec<String> = selections
+        .iter()
+        .flat_map(|s| {
+            s.streams.iter().map(|stream| {
+                format!(
+                    "{}/{}/{stream} (in {})",
+                    s.product.domain, s.product.name, s.product.destination.connector
+                )
+            })
+        })
+        .collect();
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::config(format!(
+            "`weft sync reset` drops the product tables and checkpoints of {} stream(s) ({}); \
+             pass --yes to confirm (stdin is not a terminal, so weft cannot ask)",
+            streams.len(),
+            streams.join(", ")
+        )));
+    }
+    eprintln!("This drops the product tables, checkpoints and source replication state of:");
+    for s in &streams {
+        eprintln!("  {s}");
+    }
+    eprint!("Readers lose these tables until the next run rebuilds them. Type `yes` to go on: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::config(format!("cannot read the answer: {e}")))?;
+    if answer.trim().eq_ignore_ascii_case("yes") {
+        Ok(())
+    } else {
+        Err(Failure::config("reset not confirmed; nothing was changed"))
+    }
+}
+
+/// `sync run --dry-run`: what a run would do, from the project and the state store alone.
+fn sync_plan(
     project: Option<PathBuf>,
     selectors: Vec<String>,
+    format: OutputFormat,
+) -> Result<ExitCode, Failure> {
+    let project = super::load_project(project)?;
+    let selections = select(&project, &selectors)?;
+    let state = existing_state(&project)?;
+    output::plan(&selections, state.as_deref(), format).map_err(Failure::failed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `sync run` was asked to run.
+struct RunFlags {
     no_progress: bool,
     format: OutputFormat,
     follow: bool,
+    quiet: bool,
+    full_refresh: bool,
+}
+
+async fn sync_run(
+    project: Option<PathBuf>,
+    selectors: Vec<String>,
+    flags: RunFlags,
 ) -> Result<ExitCode, Failure> {
+    let RunFlags {
+        no_progress,
+        format,
+        follow,
+        quiet,
+        full_refresh,
+    } = flags;
     let project = super::load_project(project)?;
     let selections = select(&project, &selectors)?;
     if selections.is_empty() {
         return Err(Failure::config(
             "the project has no products; add one under domains/<domain>/<product>.yaml",
         ));
+    }
+    if full_refresh {
+        let refused: Vec<String> = selections
+            .iter()
+            .flat_map(|s| {
+                s.product
+                    .streams
+                    .iter()
+                    .filter(|c| s.streams.contains(&c.name))
+                    .filter_map(move |c| {
+                        weft_engine::full_refresh_refusal(c).map(|why| {
+                            format!("{}/{}/{}: {why}", s.product.domain, s.product.name, c.name)
+                        })
+                    })
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(Failure::config(format!(
+                "--full-refresh cannot re-read every selected stream safely (select the others \
+                 only): {}",
+                refused.join("; ")
+            )));
+        }
     }
 
     let _lock = lock_project(&project)?;
@@ -140,31 +266,34 @@ async fn sync_run(
     let registry = registry();
     let options = RunOptions {
         follow,
+        full_refresh,
         ..RunOptions::from_project(&project)
     };
     let prepared = prepare(&project, &selections, selectors, &registry, state, options)
         .map_err(Failure::config)?;
 
     let cancel = CancellationToken::new();
-    let ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("weft: interrupted; stopping streams and dropping uncommitted data…");
-                cancel.cancel();
-            }
-        })
-    };
-    let display = output::ProgressDisplay::start(prepared.progress(), !no_progress);
+    let interrupts = Interrupts::watch(cancel.clone(), prepared.progress());
+    let display = output::ProgressDisplay::start(prepared.progress(), !no_progress && !quiet);
     let report = prepared.execute(cancel.clone()).await;
     display.stop().await;
-    ctrl_c.abort();
-    let report = report.map_err(Failure::failed)?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            interrupts.stop_listening();
+            return Err(Failure::failed(e));
+        }
+    };
+    if interrupts.received() && report.status == RunStatus::Succeeded {
+        info!("every stream had finished when the signal came: the run succeeded");
+    }
 
     output::report(&report, format);
-    Ok(match report.status {
+    let code = match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
-        RunStatus::Cancelled => ExitCode::from(130),
+        RunStatus::Cancelled => ExitCode::from(interrupts.exit_code()),
         _ => ExitCode::from(1),
-    })
+    };
+    interrupts.stop_listening();
+    Ok(code)
 }

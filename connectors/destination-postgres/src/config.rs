@@ -38,6 +38,24 @@ pub struct PgConfig {
     /// per commit (default true).
     #[serde(default = "default_true")]
     pub metadata_columns: bool,
+    /// How long connecting may take (humantime: `10s`, `1m`): the TCP connect, the startup and
+    /// authentication handshake together, so a host that accepts TCP but never answers (a
+    /// wrong port, a hung proxy) fails instead of hanging.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for weft's sessions (humantime; default: the server's
+    /// setting). A commit's statement running longer is cancelled by the server and the commit
+    /// fails (nothing of it becomes visible). Allow for the largest commit and merge.
+    #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "Option<String>")]
+    pub statement_timeout: Option<Duration>,
+    /// A connection whose server stops answering at the network level (host down, network
+    /// cut) is closed after about this long (humantime), by TCP keepalive probes and
+    /// TCP_USER_TIMEOUT. A busy or idle but reachable server is never cut off by it.
+    #[serde(with = "humantime_serde", default = "default_network_timeout")]
+    #[schemars(with = "String")]
+    pub network_timeout: Duration,
 }
 
 fn default_port() -> u16 {
@@ -46,6 +64,14 @@ fn default_port() -> u16 {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_network_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// A password: `Debug` prints `<redacted>`, and there is no `Display`.
@@ -86,6 +112,27 @@ impl PgConfig {
             crate::naming::check_identifier(schema)
                 .map_err(|why| ConnectorError::config("schema", why))?;
         }
+        if self.connect_timeout.is_zero() {
+            return Err(ConnectorError::config(
+                "connect_timeout",
+                "must be longer than zero, e.g. `10s`",
+            ));
+        }
+        if self
+            .statement_timeout
+            .is_some_and(|t| t < Duration::from_millis(1))
+        {
+            return Err(ConnectorError::config(
+                "statement_timeout",
+                "must be at least 1ms; leave it out for the server's setting",
+            ));
+        }
+        if self.network_timeout < Duration::from_secs(2) {
+            return Err(ConnectorError::config(
+                "network_timeout",
+                "must be at least 2s (default 2m)",
+            ));
+        }
         Ok(())
     }
 
@@ -101,7 +148,11 @@ impl PgConfig {
             .user(&self.user)
             .dbname(&self.database)
             .application_name("weft")
-            .connect_timeout(Duration::from_secs(10));
+            .keepalives(true)
+            .keepalives_idle((self.network_timeout / 2).max(Duration::from_secs(1)))
+            .keepalives_interval((self.network_timeout / 8).max(Duration::from_secs(1)))
+            .keepalives_retries(4)
+            .tcp_user_timeout(self.network_timeout);
         if let Some(password) = &self.password {
             cfg.password(password.expose());
         }
@@ -123,6 +174,14 @@ mod tests {
         assert_eq!(cfg.port, 5432);
         assert!(cfg.metadata_columns);
         assert_eq!(cfg.schema, None);
+        assert_eq!(
+            (
+                cfg.connect_timeout,
+                cfg.statement_timeout,
+                cfg.network_timeout
+            ),
+            (Duration::from_secs(10), None, Duration::from_secs(120))
+        );
         cfg.validate().unwrap();
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("hunter2"), "{debug}");

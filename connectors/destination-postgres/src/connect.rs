@@ -7,8 +7,24 @@ use weft_core::{ConnectorError, Result};
 use crate::config::PgConfig;
 use crate::naming::quote;
 
-/// Connects and spawns the connection's I/O task (it ends when the client is dropped).
+/// Connects and spawns the connection's I/O task (it ends when the client is dropped). The
+/// whole handshake is bounded by `connect_timeout`: tokio-postgres's own connect timeout covers
+/// the TCP connect only, not a server that accepts TCP and then never answers the startup.
 pub async fn connect(config: &PgConfig) -> Result<Client> {
+    match tokio::time::timeout(config.connect_timeout, open(config)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ConnectorError::Other(format!(
+            "PostgreSQL at {}:{} did not complete the connection (TCP connect, startup and \
+             authentication) within {} (`connect_timeout`); check that `host` and `port` name \
+             a PostgreSQL server reachable from this machine, or raise `connect_timeout`",
+            config.host,
+            config.port,
+            humantime_serde::re::humantime::format_duration(config.connect_timeout)
+        ))),
+    }
+}
+
+async fn open(config: &PgConfig) -> Result<Client> {
     let (client, connection) = config
         .pg_config()
         .connect(NoTls)
@@ -19,6 +35,19 @@ pub async fn connect(config: &PgConfig) -> Result<Client> {
             tracing::debug!("PostgreSQL connection closed: {e}");
         }
     });
+    // Unset, the server's (or the role's) own setting stays in force.
+    if let Some(t) = config.statement_timeout {
+        client
+            .batch_execute(&format!("SET statement_timeout = {}", t.as_millis().max(1)))
+            .await
+            .map_err(|e| {
+                ConnectorError::Other(format!(
+                    "setting `statement_timeout` on {}: {}",
+                    config.location(),
+                    db_message(&e)
+                ))
+            })?;
+    }
     Ok(client)
 }
 

@@ -337,24 +337,41 @@ async fn global_and_legacy_states_round_trip() {
     assert!(saved.complete);
 }
 
+/// The interpreter itself, not pyenv's shim: the shim is a shell script that runs pyenv
+/// first, which on a loaded machine takes seconds before the connector prints its first line.
+fn python_executable() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 #[tokio::test]
 async fn a_stalled_connector_is_killed_after_the_timeout() {
+    // The watchdog's clock runs from the start, so the connector's start-up counts against
+    // the timeout: the real interpreter and a timeout well above its start-up under load keep
+    // the three lines before the stall on time. The stall itself is a sleep the watchdog ends.
+    let python = python_executable();
     let f = fake(
-        "record(1)\nstate_msg(1)\nrecord(2)\ntime.sleep(60)\nstate_msg(2)",
-        json!({"timeout": "1s"}),
+        "record(1)\nstate_msg(1)\nrecord(2)\ntime.sleep(600)\nstate_msg(2)",
+        json!({"timeout": "4s", "command": [&python, "connector.py"]}),
     );
+    let interpreter = Path::new(&python).file_name().unwrap().to_string_lossy();
     let start = Instant::now();
     let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
     assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "{:?}",
+        start.elapsed() < Duration::from_secs(300),
+        "killed long before the connector's own 600s: {:?}",
         start.elapsed()
     );
     assert_eq!(log, ["rows:[1]".to_string(), cp(stream_state(1), false)]);
     assert_eq!(
         error.unwrap(),
-        "Airbyte connector `python3 connector.py` read of stream `items`: printed nothing for 1s \
-         after stdout line 3 and was killed; raise `timeout` if it is just slow"
+        format!(
+            "Airbyte connector `{interpreter} connector.py` read of stream `items`: printed \
+             nothing for 4s after stdout line 3 and was killed; raise `timeout` if it is just slow"
+        )
     );
 }
 

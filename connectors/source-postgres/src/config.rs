@@ -1,6 +1,8 @@
 //! The `postgres` source's config and the [`Secret`] wrapper that keeps the password out of
 //! `Debug` output, logs and errors.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use weft_core::{ConnectorError, Result};
@@ -69,6 +71,24 @@ pub struct PostgresConfig {
     /// How CDC streams read the replication slot.
     #[serde(default)]
     pub replication: ReplicationConfig,
+    /// How long connecting may take (humantime: `10s`, `1m`): the TCP connect, the startup and
+    /// authentication handshake and the session setup together, so a host that accepts TCP
+    /// but never answers (a wrong port, a hung proxy) fails instead of hanging.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for weft's sessions (humantime; default: no limit). A
+    /// statement running longer is cancelled by the server and the read fails saying so. A
+    /// full refresh reads each range with one COPY: allow for the slowest range.
+    #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "Option<String>")]
+    pub statement_timeout: Option<Duration>,
+    /// A connection whose server stops answering at the network level (host down, network
+    /// cut) is closed after about this long (humantime), by TCP keepalive probes and
+    /// TCP_USER_TIMEOUT. A busy or idle but reachable server is never cut off by it.
+    #[serde(with = "humantime_serde", default = "default_network_timeout")]
+    #[schemars(with = "String")]
+    pub network_timeout: Duration,
 }
 
 /// How CDC reads change data from the replication slot.
@@ -125,6 +145,12 @@ fn default_idle_poll_ms() -> u64 {
 fn default_port() -> u16 {
     5432
 }
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_network_timeout() -> Duration {
+    Duration::from_secs(120)
+}
 fn default_schemas() -> Vec<String> {
     vec!["public".into()]
 }
@@ -156,6 +182,9 @@ impl PostgresConfig {
             batch_bytes: default_batch_bytes(),
             range_rows: default_range_rows(),
             replication: ReplicationConfig::default(),
+            connect_timeout: default_connect_timeout(),
+            statement_timeout: None,
+            network_timeout: default_network_timeout(),
         }
     }
 
@@ -195,6 +224,27 @@ impl PostgresConfig {
         }
         if self.range_rows == 0 {
             return Err(ConnectorError::config("range_rows", "must be at least 1"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConnectorError::config(
+                "connect_timeout",
+                "must be longer than zero, e.g. `10s`",
+            ));
+        }
+        if self
+            .statement_timeout
+            .is_some_and(|t| t < Duration::from_millis(1))
+        {
+            return Err(ConnectorError::config(
+                "statement_timeout",
+                "must be at least 1ms; leave it out for no limit",
+            ));
+        }
+        if self.network_timeout < Duration::from_secs(2) {
+            return Err(ConnectorError::config(
+                "network_timeout",
+                "must be at least 2s (default 2m)",
+            ));
         }
         if !(1..=10_000_000).contains(&self.replication.poll_changes) {
             return Err(ConnectorError::config(
@@ -242,6 +292,10 @@ mod tests {
             (20_000, 200)
         );
         assert_eq!(c.replication.transport, Transport::Stream);
+        assert_eq!(
+            (c.connect_timeout, c.statement_timeout, c.network_timeout),
+            (Duration::from_secs(10), None, Duration::from_secs(120))
+        );
         let c: PostgresConfig = weft_core::parse_config(&serde_json::json!(
             {"host": "h", "user": "u", "database": "d", "replication": {"transport": "poll"}}
         ))

@@ -10,16 +10,40 @@ use weft_core::{ConnectorError, Result};
 use crate::config::PostgresConfig;
 use crate::sql::quote_ident;
 
-/// Opens a session: UTF-8, standard strings, a recognisable application name.
+/// Opens a session: UTF-8, standard strings, a recognisable application name. The whole
+/// handshake is bounded by `connect_timeout`: tokio-postgres's own connect timeout covers the
+/// TCP connect only, not a server that accepts TCP and then never answers the startup.
 pub async fn connect(config: &PostgresConfig) -> Result<Client> {
+    match tokio::time::timeout(config.connect_timeout, open(config)).await {
+        Ok(connected) => connected,
+        Err(_) => Err(ConnectorError::Other(connect_timeout_error(config))),
+    }
+}
+
+/// What a connection that did not complete in time is reported as.
+pub fn connect_timeout_error(config: &PostgresConfig) -> String {
+    format!(
+        "PostgreSQL at {}:{} did not complete the connection (TCP connect, startup and \
+         authentication) within {} (`connect_timeout`); check that `host` and `port` name a \
+         PostgreSQL server reachable from this machine, or raise `connect_timeout`",
+        config.host,
+        config.port,
+        humantime_serde::re::humantime::format_duration(config.connect_timeout)
+    )
+}
+
+async fn open(config: &PostgresConfig) -> Result<Client> {
     let mut pg = tokio_postgres::Config::new();
     pg.host(&config.host)
         .port(config.port)
         .user(&config.user)
         .dbname(&config.database)
         .application_name("weft")
-        .connect_timeout(Duration::from_secs(10))
-        .keepalives(true);
+        .keepalives(true)
+        .keepalives_idle((config.network_timeout / 2).max(Duration::from_secs(1)))
+        .keepalives_interval((config.network_timeout / 8).max(Duration::from_secs(1)))
+        .keepalives_retries(4)
+        .tcp_user_timeout(config.network_timeout);
     if let Some(password) = &config.password {
         pg.password(password.expose());
     }
@@ -32,12 +56,19 @@ pub async fn connect(config: &PostgresConfig) -> Result<Client> {
             tracing::debug!("postgres connection closed: {e}");
         }
     });
+    let mut setup = "SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; \
+                     SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
+                     SET extra_float_digits = 3; SET TimeZone = 'UTC'"
+        .to_string();
+    // Unset, the server's (or the role's) own setting stays in force.
+    if let Some(t) = config.statement_timeout {
+        setup.push_str(&format!(
+            "; SET statement_timeout = {}",
+            t.as_millis().max(1)
+        ));
+    }
     client
-        .batch_execute(
-            "SET standard_conforming_strings = on; SET client_encoding = 'UTF8'; \
-             SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; \
-             SET extra_float_digits = 3; SET TimeZone = 'UTC'",
-        )
+        .batch_execute(&setup)
         .await
         .map_err(|e| query_error("setting up the session", &e))?;
     Ok(client)
@@ -135,6 +166,13 @@ pub fn read_error(
     if code == Some(&SqlState::UNDEFINED_COLUMN) {
         return ConnectorError::Other(format!(
             "stream `{stream}`: a column changed during the sync ({}); rerun the sync",
+            db_message(e)
+        ));
+    }
+    if code == Some(&SqlState::QUERY_CANCELED) {
+        return ConnectorError::Other(format!(
+            "stream `{stream}`: reading was cancelled by the server ({}); if the source's \
+             `statement_timeout` is set, raise it",
             db_message(e)
         ));
     }

@@ -3,6 +3,10 @@
 //! `WEFT_FAILPOINT=name` (or `name:N`, the N-th hit) aborts the process at the named point, as a
 //! SIGKILL would, so end-to-end tests can crash `weft` exactly between two steps of a commit.
 //! Unset, a hit costs one relaxed atomic load.
+//!
+//! `WEFT_PAUSEPOINT=name:FILE` pauses the stream that reaches the named point (each time)
+//! until FILE exists, after saying so on stderr, so a test can act (send a signal) while a run
+//! is exactly there instead of guessing with sleeps.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -38,5 +42,30 @@ pub fn hit(name: &str) {
             eprintln!("weft: failpoint `{name}` hit: aborting");
             std::process::abort();
         }
+    }
+}
+
+fn pausepoint() -> Option<&'static (String, std::path::PathBuf)> {
+    static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+    PAUSE
+        .get_or_init(|| {
+            let spec = std::env::var("WEFT_PAUSEPOINT").ok()?;
+            let (name, file) = spec.split_once(':')?;
+            Some((name.to_string(), file.into()))
+        })
+        .as_ref()
+}
+
+/// Waits at the pausepoint `name` until its release file exists, if it is armed.
+pub async fn pause(name: &str) {
+    let Some((armed, release)) = pausepoint() else {
+        return;
+    };
+    if armed != name {
+        return;
+    }
+    eprintln!("weft: pausepoint `{name}` reached");
+    while !release.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

@@ -27,5 +27,5 @@ pub use error::EngineError;
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;
-pub use run::{prepare, PreparedRun, RunOptions, RunReport, StreamReport};
+pub use run::{full_refresh_refusal, prepare, PreparedRun, RunOptions, RunReport, StreamReport};
 pub use validate::{check_connectors, ConfigProblem};

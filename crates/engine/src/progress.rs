@@ -43,9 +43,13 @@ pub struct StreamProgress {
     bytes: AtomicU64,
     estimate: AtomicU64,
     commits: AtomicU64,
+    /// Rows covered by the last committed checkpoint.
+    committed_rows: AtomicU64,
     phase: AtomicU8,
     started: Mutex<Option<Instant>>,
     elapsed_ms: AtomicU64,
+    /// When finishing (publishing) began, in ms since the start; `u64::MAX` until then.
+    finishing_ms: AtomicU64,
 }
 
 impl StreamProgress {
@@ -56,9 +60,11 @@ impl StreamProgress {
             bytes: AtomicU64::new(0),
             estimate: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            committed_rows: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Waiting as u8),
             started: Mutex::new(None),
             elapsed_ms: AtomicU64::new(0),
+            finishing_ms: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -76,6 +82,28 @@ impl StreamProgress {
     }
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+    /// Rows the destination has made durable (committed; for overwrite and dedup streams
+    /// visible only once published).
+    pub fn committed_rows(&self) -> u64 {
+        self.committed_rows.load(Ordering::Relaxed)
+    }
+
+    /// Seconds spent reading (until finishing began, or until now / the end).
+    pub fn read_secs(&self) -> f64 {
+        match self.finishing_ms.load(Ordering::Relaxed) {
+            u64::MAX => self.elapsed_secs(),
+            ms => ms as f64 / 1000.0,
+        }
+    }
+
+    /// Seconds spent finishing (the final commit and publication: overwrite swap, dedup
+    /// settling); 0 if it never began.
+    pub fn publish_secs(&self) -> f64 {
+        match self.finishing_ms.load(Ordering::Relaxed) {
+            u64::MAX => 0.0,
+            ms => (self.elapsed_secs() - ms as f64 / 1000.0).max(0.0),
+        }
     }
 
     /// Seconds since the stream started reading (frozen once it is done).
@@ -97,15 +125,19 @@ impl StreamProgress {
                 s.get_or_insert_with(Instant::now);
             }
         }
-        if phase.is_done() {
-            let ms = self
-                .started
+        let since_start = || {
+            self.started
                 .lock()
                 .ok()
                 .and_then(|s| *s)
                 .map(|s| s.elapsed().as_millis() as u64)
-                .unwrap_or(0);
-            self.elapsed_ms.store(ms, Ordering::Relaxed);
+                .unwrap_or(0)
+        };
+        if phase == Phase::Finishing {
+            self.finishing_ms.store(since_start(), Ordering::Relaxed);
+        }
+        if phase.is_done() {
+            self.elapsed_ms.store(since_start(), Ordering::Relaxed);
         }
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
@@ -121,5 +153,9 @@ impl StreamProgress {
 
     pub(crate) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_committed_rows(&self, rows: u64) {
+        self.committed_rows.store(rows, Ordering::Relaxed);
     }
 }

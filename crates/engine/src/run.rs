@@ -30,6 +30,9 @@ pub struct RunOptions {
     /// CDC streams keep streaming until the run is cancelled, instead of catching up to the
     /// log position current at start and stopping.
     pub follow: bool,
+    /// Incremental streams that dedup by key read from the start, ignoring their checkpoints
+    /// (`sync run --full-refresh`); see [`full_refresh_refusal`] for the streams it refuses.
+    pub full_refresh: bool,
 }
 
 impl RunOptions {
@@ -39,6 +42,7 @@ impl RunOptions {
             max_concurrent_streams: project.settings.max_concurrent_streams.max(1),
             channel_capacity: project.settings.channel_capacity.max(1),
             follow: false,
+            full_refresh: false,
         }
     }
 }
@@ -66,9 +70,25 @@ pub struct StreamReport {
     /// `domain/product/stream`.
     pub stream: String,
     pub status: RunStatus,
+    /// Rows read from the source (and handed to the destination).
     pub rows: u64,
+    /// Rows the destination made durable. For a succeeded stream, all of them, published;
+    /// for a failed or cancelled one, those up to its last commit: visible at once with
+    /// `append` (and CDC changelogs), kept staged for the next run to resume with `overwrite`
+    /// and `append_dedup`.
+    pub committed_rows: u64,
+    /// The stream's write mode (`overwrite`, `append`, `append_dedup`).
+    pub write: String,
+    /// Size of the rows read as Arrow data in memory (not the bytes the destination wrote,
+    /// which compress).
     pub bytes: u64,
+    /// Total seconds: reading, then finishing.
     pub seconds: f64,
+    /// Seconds reading (rows/s is measured over these).
+    pub read_seconds: f64,
+    /// Seconds finishing: the final commit and the publication (overwrite swap, dedup
+    /// settling).
+    pub publish_seconds: f64,
     pub commits: u64,
     pub error: Option<String>,
 }
@@ -144,6 +164,27 @@ pub fn prepare(
         state,
         options,
     })
+}
+
+/// Why `--full-refresh` cannot re-read a stream safely, if it cannot. Re-reading from scratch
+/// is safe where the destination settles rows by key (`append_dedup`: rows read twice, as when
+/// a staged generation is resumed, settle to one), and a `full_refresh` stream re-reads anyway.
+/// An `append` stream would get every row a second time, an incremental `overwrite` could mix
+/// a resumed generation with a new read, and a CDC stream needs a new snapshot and slot.
+pub fn full_refresh_refusal(stream: &weft_mesh::StreamConfig) -> Option<&'static str> {
+    use weft_core::{SyncMode, WriteMode};
+    match (stream.mode, stream.write) {
+        (SyncMode::FullRefresh, _) | (SyncMode::Incremental, WriteMode::AppendDedup) => None,
+        (SyncMode::Incremental, WriteMode::Append) => Some(
+            "its `write: append` would get every row a second time; reset it (`weft sync reset`) \
+             to start over",
+        ),
+        (SyncMode::Incremental, _) => Some(
+            "an incremental `overwrite` stream cannot re-read from the start safely; reset it \
+             (`weft sync reset`) to start over",
+        ),
+        _ => Some("a CDC stream starts over with a new snapshot: reset it (`weft sync reset`)"),
+    }
 }
 
 fn new_run_id() -> String {
@@ -224,6 +265,8 @@ impl PreparedRun {
                     source: product.source.clone(),
                     destination: product.destination.clone(),
                     state: self.state.clone(),
+                    from_scratch: self.options.full_refresh
+                        && config.mode == weft_core::SyncMode::Incremental,
                     commit_interval: self.options.commit_interval,
                     channel_capacity: self.options.channel_capacity,
                     progress: progress.clone(),
@@ -249,6 +292,8 @@ impl PreparedRun {
         }
 
         let mut reports = Vec::new();
+        // Each error is logged once (a product's discovery failure fails all its streams).
+        let mut logged: Vec<String> = Vec::new();
         for joined in join_all(tasks).await {
             let (key, progress, outcome, started) = match joined {
                 Ok(v) => v,
@@ -264,8 +309,18 @@ impl PreparedRun {
                 Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
             };
             if let Some(e) = &error {
-                error!(stream = %key, "{e}");
+                if !logged.contains(e) {
+                    error!(stream = %key, "{e}");
+                    logged.push(e.clone());
+                }
             }
+            let write = self
+                .products
+                .iter()
+                .flat_map(|p| &p.streams)
+                .find(|(_, k, _)| *k == key)
+                .map(|(config, _, _)| config.write.to_string())
+                .unwrap_or_default();
             self.state.finish_stream(
                 &self.run_id,
                 &StreamRun {
@@ -282,16 +337,23 @@ impl PreparedRun {
                 stream: key.to_string(),
                 status,
                 rows: progress.rows(),
+                committed_rows: progress.committed_rows(),
+                write,
                 bytes: progress.bytes(),
                 seconds: progress.elapsed_secs(),
+                read_seconds: progress.read_secs(),
+                publish_seconds: progress.publish_secs(),
                 commits: progress.commits(),
                 error,
             });
         }
 
+        // What really happened: a cancellation that came while every stream was publishing
+        // (streams finish their publication) leaves a succeeded run.
         let status = if reports.iter().any(|r| r.status == RunStatus::Failed) {
             RunStatus::Failed
-        } else if cancel.is_cancelled() || reports.iter().any(|r| r.status == RunStatus::Cancelled)
+        } else if reports.iter().any(|r| r.status == RunStatus::Cancelled)
+            || (cancel.is_cancelled() && reports.is_empty())
         {
             RunStatus::Cancelled
         } else {

@@ -38,6 +38,9 @@ pub(crate) struct StreamJob {
     /// The stream as the destination writes it (names after mappers).
     pub destination_stream: ConfiguredStream,
     pub mappers: MapperChain,
+    /// Read from the start whatever the checkpoints say (`--full-refresh` of a stream whose
+    /// destination settles rows by key).
+    pub from_scratch: bool,
     pub source: Arc<dyn Source>,
     pub destination: Arc<dyn Destination>,
     pub state: Arc<dyn StateStore>,
@@ -128,6 +131,10 @@ impl StreamJob {
             .get_state(&self.key)
             .map_err(|e| self.fail("state store", e))?;
         let generation = stored.as_ref().map(|s| s.generation);
+        if self.from_scratch {
+            info!(stream = %self.key, "full refresh: reading from the start");
+            return Ok((None, generation));
+        }
         match (writer.committed_checkpoint(), stored) {
             (Some(dest), Some(stored)) if dest != stored.checkpoint => {
                 info!(stream = %self.key, "the destination committed past the state store (a crash between the two); resuming from the destination's checkpoint");
@@ -157,6 +164,9 @@ impl StreamJob {
         let mut due = false;
         let mut last_committed: Option<Checkpoint> = None;
         let mut last_commit = Instant::now();
+        // Rows handed to the writer, and those the pending checkpoint covers.
+        let mut rows_written = 0u64;
+        let mut pending_rows = 0u64;
         loop {
             let item = tokio::select! {
                 biased;
@@ -166,6 +176,8 @@ impl StreamJob {
             if item.is_some() && due {
                 if let Some(checkpoint) = pending.take() {
                     self.commit(writer, &checkpoint, generation, false).await?;
+                    self.progress.set_committed_rows(pending_rows);
+                    crate::failpoint::pause("after_commit").await;
                     last_commit = Instant::now();
                     last_committed = Some(checkpoint);
                 }
@@ -175,12 +187,14 @@ impl StreamJob {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
                 Some(Ok(Item::Batch(batch))) => {
+                    rows_written += batch.num_rows() as u64;
                     writer
                         .write(batch)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
                 }
                 Some(Ok(Item::Changes(changes))) => {
+                    rows_written += changes.len() as u64;
                     writer
                         .write_changes(*changes)
                         .await
@@ -196,6 +210,7 @@ impl StreamJob {
                 Some(Ok(Item::Checkpoint(checkpoint))) => {
                     due = last_commit.elapsed() >= self.commit_interval;
                     pending = Some(checkpoint);
+                    pending_rows = rows_written;
                 }
             }
         }
@@ -203,6 +218,8 @@ impl StreamJob {
             return Err(StreamStop::Cancelled);
         }
         self.progress.set_phase(Phase::Finishing);
+        info!(stream = %self.key, rows = rows_written, "read complete; finishing (final commit and publication)");
+        crate::failpoint::pause("finishing").await;
         // The final commit publishes (overwrite swaps, dedup settles) even when the last
         // checkpoint was already committed.
         let Some(last) = pending.or(last_committed) else {
@@ -210,7 +227,9 @@ impl StreamJob {
                 "source: the read ended without a final checkpoint (a connector bug); nothing was published".into(),
             ));
         };
-        self.commit(writer, &last, generation, true).await
+        self.commit(writer, &last, generation, true).await?;
+        self.progress.set_committed_rows(rows_written);
+        Ok(())
     }
 
     /// Commit → record → ack, in that order and only in that order.

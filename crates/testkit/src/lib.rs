@@ -6,7 +6,10 @@ mod cluster;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;
+pub mod process;
 pub mod rng;
+
+pub use process::{run_within, Running, SilentServer};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,24 @@ impl TestProject {
         S: AsRef<std::ffi::OsStr>,
     {
         Outcome(self.weft(args).output().expect("run weft"))
+    }
+
+    /// Starts `weft ARGS…`, its stderr watched line by line (see [`Running`]).
+    pub fn spawn<I, S>(&self, args: I) -> Running
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Running::spawn(self.weft(args))
+    }
+
+    /// Runs `weft ARGS…` to completion, failing the test if it takes longer than `limit`.
+    pub fn run_within<I, S>(&self, limit: std::time::Duration, args: I) -> Outcome
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        run_within(self.weft(args), limit)
     }
 
     /// The stream folder of the lake.

@@ -124,9 +124,11 @@ async fn start(
     cfg.application_name = Some("weft".into());
     let mut attempts = 0;
     loop {
-        let mut client = ReplicationClient::connect(cfg.clone())
-            .await
-            .map_err(|e| stream_error(ctx, state, reader, &e))?;
+        let mut client =
+            tokio::time::timeout(c.connect_timeout, ReplicationClient::connect(cfg.clone()))
+                .await
+                .map_err(|_| ConnectorError::Other(crate::connect::connect_timeout_error(c)))?
+                .map_err(|e| stream_error(ctx, state, reader, &e))?;
         match client.wait_started().await {
             Ok(()) => return Ok(client),
             Err(PgWireError::Server(m)) if in_use(&m) && attempts < START_ATTEMPTS => {

@@ -68,9 +68,9 @@ pub fn wrap(text: &str, width: usize, indent: usize) -> String {
     out
 }
 
-/// The one way tables show a moment: UTC, to the second.
+/// The one way tables show a moment: UTC (the column header says so), to the second.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 pub fn human_bytes(bytes: u64) -> String {
@@ -421,7 +421,14 @@ pub fn status(
             redact(&serde_json::to_string_pretty(&rows).expect("JSON"))
         ),
         OutputFormat::Table => {
-            let mut t = table(["stream", "mode", "last run", "rows", "checkpoint at", "lag"]);
+            let mut t = table([
+                "stream",
+                "mode",
+                "last run",
+                "rows",
+                "checkpoint at (UTC)",
+                "lag",
+            ]);
             for r in &rows {
                 let st = states
                     .iter()
@@ -494,7 +501,7 @@ pub fn history(runs: &[RunRecord], format: OutputFormat) {
             println!("no runs yet: `weft sync run` starts the first");
         }
         OutputFormat::Table => {
-            let mut t = table(["run", "status", "started", "took", "rows", "selected"]);
+            let mut t = table(["run", "status", "started (UTC)", "took", "rows", "selected"]);
             for r in runs {
                 t.add_row([
                     r.run_id.clone(),

@@ -85,7 +85,10 @@ fn print_summary(project: &Project) {
                 || "no schedule".to_string(),
                 |s| match s.next_after(chrono::Utc::now()) {
                     Some(next) => {
-                        format!("schedule \"{s}\" (next {})", crate::output::timestamp(next))
+                        format!(
+                            "schedule \"{s}\" (next {} UTC)",
+                            crate::output::timestamp(next)
+                        )
                     }
                     None => format!("schedule \"{s}\""),
                 },

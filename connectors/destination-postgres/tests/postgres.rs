@@ -586,12 +586,30 @@ async fn overwrite_swaps_atomically_and_resumes_after_a_crash() {
         "{\"n\": 4}|t"
     );
 
-    // A generation aborted before any commit leaves the table as it was.
+    // A generation aborted before any commit leaves the table as it was, and no next table.
+    let next_exists = || db.sql("SELECT to_regclass('sales.shop__orders__weft_next') IS NOT NULL");
     let mut w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    assert_eq!(next_exists(), "t");
     w.write(ids_batch(&schema, 0..10)).await.unwrap();
     w.abort().await.unwrap();
     drop(w);
     assert_eq!(db.sql("SELECT count(*) FROM sales.shop__orders"), "2000");
+    assert_eq!(next_exists(), "f");
+
+    // One that committed some of its rows keeps them for the next run to resume, even aborted.
+    let mut w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    w.write(ids_batch(&schema, 0..10)).await.unwrap();
+    w.commit(&cp(5)).await.unwrap();
+    w.write(ids_batch(&schema, 10..20)).await.unwrap();
+    w.abort().await.unwrap();
+    drop(w);
+    assert_eq!(next_exists(), "t");
+    let w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(5)));
+    assert_eq!(
+        db.sql("SELECT count(*) FROM sales.\"shop__orders__weft_next\""),
+        "10"
+    );
 }
 
 #[tokio::test]

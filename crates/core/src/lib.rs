@@ -17,6 +17,7 @@ pub mod error;
 pub mod message;
 pub mod names;
 pub mod source;
+pub mod values;
 
 pub use catalog::{Catalog, ConfiguredStream, StreamDescriptor, SyncMode, WriteMode};
 pub use checkpoint::Checkpoint;

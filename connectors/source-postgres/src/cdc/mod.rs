@@ -48,7 +48,7 @@ mod setup;
 mod snapshot;
 mod stream;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,9 +143,9 @@ pub async fn start(
     let resource = resource_name(&pipeline);
     let client = connect(&ctx.config).await?;
     setup::check(&client, &ctx).await?;
-    let lost = |why: &str, at: Lsn| {
+    let lost = |slot: &str, why: &str, at: Lsn| {
         ConnectorError::Other(format!(
-            "stream `{name}`: the replication slot {resource} was {why}; changes since position \
+            "stream `{name}`: the replication slot {slot} was {why}; changes since position \
              {at} are lost to it; run `{}` to take a new snapshot",
             reset_command(&pipeline)
         ))
@@ -190,10 +190,11 @@ pub async fn start(
             )
             .await?;
             let Some(info) = settled_slot(&client, &state.slot).await? else {
-                return Err(lost("dropped", state.lsn));
+                return Err(lost(&state.slot, "dropped", state.lsn));
             };
             if info.wal_status.as_deref() == Some("lost") {
                 return Err(lost(
+                    &state.slot,
                     "invalidated (the server removed WAL it still needed; see \
                      max_slot_wal_keep_size)",
                     state.lsn,
@@ -203,18 +204,20 @@ pub async fn start(
                 || info.database.as_deref() != Some(ctx.config.database.as_str())
             {
                 return Err(lost(
+                    &state.slot,
                     "replaced by a slot of another plugin or database",
                     state.lsn,
                 ));
             }
             if info.confirmed_flush.is_some_and(|c| c > state.lsn) {
                 return Err(lost(
+                    &state.slot,
                     "advanced past the saved checkpoint by something other than this pipeline",
                     state.lsn,
                 ));
             }
             if info.active {
-                setup::release_slot(&client, &name, &resource).await?;
+                setup::release_slot(&client, &name, &state.slot).await?;
             }
             let exported = match state.phase {
                 CdcPhase::Snapshot => Some(snapshot::export(&ctx.config).await?),
@@ -364,7 +367,6 @@ async fn poll_changes(
     // again, so the window must be that much larger to reach anything new.
     let mut backlog = 0usize;
     let mut last_cp = state.lsn.0;
-    let mut warned = BTreeSet::new();
     loop {
         if *acked.borrow() >= last_cp {
             backlog = 0;
@@ -385,7 +387,6 @@ async fn poll_changes(
             out,
         )
         .await?;
-        warn_infinities(ctx, reader, &mut warned);
         let full = rows >= nchanges;
         if !full {
             // Everything committed before `upto` has been decoded: nothing can end at or
@@ -489,7 +490,8 @@ async fn handle(
                 return Ok(());
             }
             Event::NeedColumns(names) => {
-                let added = added_columns(meta, ctx, &names).await?;
+                let reset = reset_command(&reader.pipeline);
+                let added = added_columns(meta, ctx, &names, &reset).await?;
                 let schema = reader.add_columns(added).map_err(ConnectorError::Schema)?;
                 tracing::info!(
                     "stream `{}`: columns {} were added; the schema now has {} columns",
@@ -498,18 +500,6 @@ async fn handle(
                     schema.fields().len()
                 );
             }
-        }
-    }
-}
-
-/// Warns once per column about ±infinity read as NULL.
-fn warn_infinities(ctx: &ReadCtx, reader: &Reader, warned: &mut BTreeSet<String>) {
-    for column in reader.builder.infinities.iter() {
-        if warned.insert(column.clone()) {
-            tracing::warn!(
-                "stream `{}`: column `{column}` holds ±infinity, read as NULL (Arrow dates and timestamps have no infinity)",
-                ctx.stream
-            );
         }
     }
 }
@@ -531,10 +521,13 @@ async fn emit(
 }
 
 /// The Arrow field and decoder of columns added to the table mid-stream (from the catalog).
+/// The field carries the value the rows already there read for it, if not NULL
+/// ([`PgColumn::fill`](crate::discover::PgColumn::fill)): PostgreSQL does not log them.
 async fn added_columns(
     client: &Client,
     ctx: &ReadCtx,
     names: &[String],
+    reset: &str,
 ) -> Result<Vec<(Field, Kind)>> {
     // The server can send a transaction before other sessions see it committed (its commit
     // record is flushed, and decoded, before the committing backend leaves the proc array): a
@@ -570,14 +563,24 @@ async fn added_columns(
                     ctx.stream
                 ))
             })?;
-            let kind = c.kind.clone().ok_or_else(|| {
+            let kind = c.kind.clone().filter(|_| c.cast.is_none()).ok_or_else(|| {
                 ConnectorError::Unsupported(format!(
                     "stream `{}`: the added column `{name}` has type {}, which CDC cannot decode \
                      (weft reads it through a text cast)",
                     ctx.stream, c.sql_type
                 ))
             })?;
-            Ok((Field::new(name, kind.data_type(), true), kind))
+            if c.default_rewrote_rows {
+                return Err(ConnectorError::Other(format!(
+                    "stream `{}`: column `{name}` was added with a default PostgreSQL computed \
+                     row by row (a volatile DEFAULT rewrites the table without logging the \
+                     rows), or it got its default later or the table was rewritten since; the \
+                     values the existing rows hold cannot be read from the log. Run `{reset}` \
+                     to take a new snapshot",
+                    ctx.stream
+                )));
+            }
+            Ok((c.field().with_nullable(true), kind))
         })
         .collect()
 }

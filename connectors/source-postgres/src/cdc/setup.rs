@@ -87,9 +87,14 @@ pub async fn check(client: &Client, ctx: &ReadCtx) -> Result<()> {
              or incremental"
         )));
     }
-    if let Some(c) = ctx.table.columns.iter().find(|c| c.kind.is_none()) {
+    if let Some(c) = ctx
+        .table
+        .columns
+        .iter()
+        .find(|c| c.kind.is_none() || c.cast.is_some())
+    {
         return Err(ConnectorError::Unsupported(format!(
-            "stream `{stream}`: column `{}` has type {}, which weft reads through a text cast; \
+            "stream `{stream}`: column `{}` has type {}, which weft reads through a cast; \
              CDC decodes binary values only and cannot read it (exclude the table from CDC, \
              or change the column's type)",
             c.name, c.sql_type

@@ -20,7 +20,7 @@ pub(crate) struct StreamPlan {
 /// Where a planned stream's reads come from and how long they go on.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PlanScope {
-    /// `domain.product.stream`: names server-side resources (replication slots).
+    /// `domain.product.stream@<project id>`: names server-side resources (replication slots).
     pub pipeline_id: String,
     /// CDC streams keep reading until stopped.
     pub follow: bool,

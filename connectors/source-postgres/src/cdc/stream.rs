@@ -257,6 +257,7 @@ impl Pump<'_> {
             return Ok(false);
         }
         self.state.lsn = Lsn(reader.position);
+        self.state.columns = reader.column_names();
         send(self.out, checkpoint(&self.state)).await?;
         self.last_cp = reader.position;
         self.last_cp_at = Instant::now();

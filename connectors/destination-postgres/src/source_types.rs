@@ -15,13 +15,16 @@
 //! - types weft has no writer for (ranges, composites, bit strings, `timetz`, `tsvector`,
 //!   geometric and extension types) are their text.
 //!
+//! Utf8 columns of JSON text from any source (`weft_core::values::JSON_TEXT`: nested objects
+//! from an Airbyte connector) become `jsonb` the same way.
+//!
 //! **Decision:** a table created before weft kept source types keeps its columns (a `text`
 //! column stays text and is written as text) rather than stopping the stream: see
 //! [`crate::table::Layout::arrow_types`].
 
 use tokio_postgres::Client;
 use weft_core::arrow_schema::{DataType, Field};
-use weft_core::values::PG_TYPE;
+use weft_core::values::{JSON_TEXT, PG_TYPE};
 use weft_core::Result;
 
 use crate::table::Layout;
@@ -31,6 +34,12 @@ use crate::types::PgType;
 pub async fn resolve(client: &Client, layout: &mut Layout, fields: &[&Field]) -> Result<()> {
     for (i, field) in fields.iter().enumerate() {
         let Some(source) = field.metadata().get(PG_TYPE) else {
+            // JSON text from any source (nested objects) is jsonb.
+            if field.data_type() == &DataType::Utf8
+                && field.metadata().get(JSON_TEXT).is_some_and(|v| v == "true")
+            {
+                layout.columns[i].1 = PgType::Jsonb;
+            }
             continue;
         };
         let arrow = &layout.arrow_types[i];

@@ -424,3 +424,71 @@ fn a_timestamp_beyond_arrows_range_fails_naming_the_column() {
     assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
     assert!(manifest_checkpoint(&p.stream_dir("ops", "db", "public.far")).is_none());
 }
+
+/// Issue #15 item 4: columns left out by `columns:` or dropped by a mapper before anything
+/// reads them are not read by the source's query, so a value weft cannot decode there (a 2-D
+/// array) no longer makes the table unreadable.
+#[test]
+fn columns_not_selected_are_not_read() {
+    let db = PgTestDb::create("rt_columns");
+    db.sql(
+        "CREATE TABLE grid (id int8 PRIMARY KEY, v text, m int4[], w int4);
+         INSERT INTO grid VALUES (1, 'a', '{{1,2},{3,4}}', 10), (2, 'b', '{5}', 20);",
+    );
+    let p = TestProject::with_lake(BIN, "1ms");
+    let product = |name: &str, extra: &str| {
+        format!(
+            "product: {name}\ndomain: ops\nowner: test@example.com\ndescription: columns\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.grid\n    mode: full_refresh\n    write: overwrite\n{extra}",
+            db.host, db.port, db.user, db.name
+        )
+    };
+    p.product(
+        "ops",
+        "selected",
+        &product("selected", "    columns: [id, w]\n"),
+    );
+    p.product(
+        "ops",
+        "dropped",
+        &product(
+            "dropped",
+            "    mappers:\n      - drop: [m]\n      - rename: { from: w, to: weight }\n",
+        ),
+    );
+    p.product("ops", "whole", &product("whole", ""));
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    // Reading the 2-D array still fails, naming the column and what to do.
+    assert!(
+        out.stderr().contains("column `m`") && out.stderr().contains("2-dimensional"),
+        "{}",
+        out.stderr()
+    );
+    let selected = p.read_stream("ops", "selected", "public.grid");
+    let names: Vec<String> = selected
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "w"]);
+    assert_eq!(selected.num_rows(), 2);
+    let dropped = p.read_stream("ops", "dropped", "public.grid");
+    let names: Vec<String> = dropped
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "v", "weight"]);
+    let mut values: Vec<String> = (0..dropped.num_rows())
+        .map(|r| {
+            (0..3)
+                .map(|c| pg_text(dropped.column(c).as_ref(), r).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, ["1|a|10", "2|b|20"]);
+}

@@ -529,3 +529,220 @@ fn cdc_on_a_server_without_logical_wal_and_in_overwrite_mode_fail_clearly() {
         assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
     }
 }
+
+/// The private cluster runs with synchronous_commit=off: a commit can return before its WAL
+/// is flushed, and a run only reads flushed WAL, so a change made right before a run could
+/// land in the next one. These tests want each change in the run right after it.
+fn synchronous_commits(cluster: &PrivateCluster) {
+    cluster.sql("postgres", "ALTER SYSTEM SET synchronous_commit = on");
+    cluster.sql("postgres", "SELECT pg_reload_conf()");
+}
+
+/// Issue #15 item 1: PostgreSQL does not log the existing rows of a column added with a
+/// DEFAULT. The PostgreSQL current state fills them from the catalog's stored default; the
+/// changelog keeps NULL for changes from before the column; a volatile default (a rewrite
+/// that is not logged) stops the stream with the way out.
+#[test]
+fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    synchronous_commits(&cluster);
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql("postgres", "CREATE DATABASE sink");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE items (id int8 PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a');",
+    );
+    let src = source_config(&cluster, "shop");
+    let sink = format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
+        cluster.host, cluster.port, cluster.user
+    );
+    let p = project();
+    p.product(
+        "shop",
+        "current",
+        &product_yaml("current", &src, Some(&sink), "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "changes",
+        &product_yaml("changes", &src, Some(&sink), "append"),
+    );
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+
+    cluster.sql(
+        "shop",
+        "ALTER TABLE items ADD COLUMN extra text DEFAULT 'd';
+         INSERT INTO items VALUES (2, 'b');",
+    );
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    let current =
+        "SELECT string_agg(concat_ws('|', id, v, coalesce(extra, 'NULL')), ',' ORDER BY id)";
+    assert_eq!(
+        cluster.sql("shop", &format!("{current} FROM items")).trim(),
+        "1|a|d,2|b|d"
+    );
+    assert_eq!(
+        cluster
+            .sql(
+                "sink",
+                &format!("{current} FROM shop.\"current__public.items\"")
+            )
+            .trim(),
+        "1|a|d,2|b|d"
+    );
+    // Later rows carry exactly what the source sends (the fill is no default of the table).
+    cluster.sql(
+        "shop",
+        "INSERT INTO items VALUES (3, 'c', NULL); UPDATE items SET extra = 'e' WHERE id = 1;",
+    );
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    assert_eq!(
+        cluster
+            .sql(
+                "sink",
+                &format!("{current} FROM shop.\"current__public.items\"")
+            )
+            .trim(),
+        "1|a|e,2|b|d,3|c|NULL"
+    );
+    assert_eq!(
+        cluster
+            .sql(
+                "sink",
+                "SELECT string_agg(concat_ws('|', _weft_op, id, coalesce(extra, 'NULL')), ',' \
+                 ORDER BY _weft_position, _weft_ordinal) FROM shop.\"changes__public.items\""
+            )
+            .trim(),
+        "insert|1|NULL,insert|2|d,insert|3|NULL,update|1|e"
+    );
+
+    // A volatile default rewrites the table without logging it: the stream stops and says
+    // how to start over.
+    cluster.sql(
+        "shop",
+        "ALTER TABLE items ADD COLUMN r float8 DEFAULT random(); INSERT INTO items VALUES (4, 'x');",
+    );
+    let out = run(
+        &p,
+        &cluster,
+        &["sync", "run", "--no-progress", "shop/current"],
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr()
+            .contains("column `r` was added with a default PostgreSQL computed row by row")
+            && out
+                .stderr()
+                .contains("weft sync reset shop/current/public.items"),
+        "{}",
+        out.stderr()
+    );
+    run(
+        &p,
+        &cluster,
+        &["sync", "reset", "shop/current/public.items"],
+    )
+    .expect_code(0);
+    run(
+        &p,
+        &cluster,
+        &["sync", "run", "--no-progress", "shop/current"],
+    )
+    .expect_code(0);
+    let with_r =
+        "SELECT string_agg(concat_ws('|', id, v, coalesce(extra, 'NULL'), r), ',' ORDER BY id)";
+    assert_eq!(
+        cluster
+            .sql(
+                "sink",
+                &format!("{with_r} FROM shop.\"current__public.items\"")
+            )
+            .trim(),
+        cluster.sql("shop", &format!("{with_r} FROM items")).trim()
+    );
+}
+
+/// Issue #15 item 5: two projects with the same domain, product and stream names read one
+/// table through slots of their own: each destination gets every change.
+#[test]
+fn two_projects_with_the_same_names_never_share_a_slot() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    synchronous_commits(&cluster);
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql("postgres", "CREATE DATABASE sink_a");
+    cluster.sql("postgres", "CREATE DATABASE sink_b");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE items (id int8 PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a');",
+    );
+    let src = source_config(&cluster, "shop");
+    let sink = |db: &str| {
+        format!(
+            "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {db} }}",
+            cluster.host, cluster.port, cluster.user
+        )
+    };
+    let (a, b) = (project(), project());
+    a.product(
+        "shop",
+        "current",
+        &product_yaml("current", &src, Some(&sink("sink_a")), "append_dedup"),
+    );
+    b.product(
+        "shop",
+        "current",
+        &product_yaml("current", &src, Some(&sink("sink_b")), "append_dedup"),
+    );
+    let table = "shop.\"current__public.items\"";
+    let rows = |db: &str| {
+        cluster
+            .sql(
+                db,
+                &format!("SELECT string_agg(id || v, ',' ORDER BY id) FROM {table}"),
+            )
+            .trim()
+            .to_string()
+    };
+    run(&a, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    run(&b, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    cluster.sql(
+        "shop",
+        "INSERT INTO items VALUES (2, 'b'); UPDATE items SET v = 'z' WHERE id = 1;",
+    );
+    run(&b, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    cluster.sql("shop", "INSERT INTO items VALUES (3, 'c');");
+    run(&a, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    run(&b, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    assert_eq!(rows("sink_a"), "1z,2b,3c");
+    assert_eq!(rows("sink_b"), "1z,2b,3c");
+    let slots = cluster.sql(
+        "postgres",
+        "SELECT count(*), count(DISTINCT slot_name) FROM pg_replication_slots WHERE slot_name \
+         LIKE 'weft_shop_current_public_items_%'",
+    );
+    assert_eq!(slots.trim(), "2|2");
+    // Each slot's publication names the pipeline (project included) that reads it.
+    let owners = cluster.sql(
+        "shop",
+        "SELECT count(DISTINCT obj_description(oid, 'pg_publication')) FROM pg_publication \
+         WHERE obj_description(oid, 'pg_publication') LIKE 'weft:shop.current.public.items@%'",
+    );
+    assert_eq!(owners.trim(), "2");
+    // Resetting one project's stream leaves the other's slot alone.
+    run(
+        &a,
+        &cluster,
+        &["sync", "reset", "shop/current/public.items"],
+    )
+    .expect_code(0);
+    let left = cluster.sql("postgres", "SELECT count(*) FROM pg_replication_slots");
+    assert_eq!(left.trim(), "1");
+    cluster.sql("shop", "INSERT INTO items VALUES (4, 'd');");
+    run(&b, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    assert_eq!(rows("sink_b"), "1z,2b,3c,4d");
+}

@@ -2,9 +2,9 @@
 //! a type zoo (every type the source reads, with NULLs, unicode, extremes and infinities)
 //! synced into another schema of the same database and compared with `EXCEPT` both ways over
 //! each column's text, and into the lake, read back with the parquet crate and compared with
-//! PostgreSQL's own text output value by value. Types the source documents as converted
-//! (±infinity dates and timestamps → NULL, char(n) keeping its padding, types without a binary
-//! decoder → their text) are compared by that rule. Then a column renamed in the source
+//! PostgreSQL's own text output value by value (±infinity dates and timestamps exact in both).
+//! Types the source documents as converted (char(n) keeping its padding, types without a
+//! binary decoder → their text) are compared by that rule. Then a column renamed in the source
 //! between two incremental runs: exit 1 naming the stream and the column, nothing committed;
 //! a timestamp beyond Arrow's range failing with the column named.
 
@@ -66,21 +66,34 @@ ANALYZE zoo;
 "#;
 
 /// The rule the source documents for a column, as a SQL expression over the source table
-/// giving what the destination must hold, as text.
+/// giving what the lake must hold, as text.
 fn documented(column: &str, data_type: &str) -> String {
     let c = format!("\"{column}\"");
     match data_type {
-        // ±infinity becomes NULL.
-        "date" | "timestamp without time zone" | "timestamp with time zone" => {
-            format!("CASE WHEN isfinite({c}) THEN {c}::text END")
-        }
-        "timestamp with time zone[]" => format!(
-            "(SELECT array_agg(CASE WHEN isfinite(x) THEN x END ORDER BY o) FROM \
-             unnest({c}) WITH ORDINALITY u(x, o))::text"
-        ),
         // char(n) keeps its padding (its output function's text, not `::text`).
         "character(3)" => format!("CASE WHEN {c} IS NOT NULL THEN format('%s', {c}) END"),
+        // money is read as its exact numeric value, not the locale's `$12.34`.
+        "money" => format!("{c}::numeric::text"),
         _ => format!("{c}::text"),
+    }
+}
+
+/// The type a PostgreSQL product store gives a source column of type `source` (README, "the
+/// PostgreSQL destination"): the source's own type except where weft documents a change.
+fn pg_to_pg_type(source: &str) -> &str {
+    match source {
+        "oid" => "bigint",
+        "name"
+        | "\"char\""
+        | "time with time zone"
+        | "bit(4)"
+        | "bit varying"
+        | "tsvector"
+        | "int4range"
+        | "pair" => "text",
+        "money" => "numeric",
+        "posint" => "integer",
+        other => other,
     }
 }
 
@@ -137,7 +150,15 @@ fn type_zoo_postgres_to_postgres_matches_with_except_both_ways() {
 
     let columns = zoo_columns(&db);
     assert_eq!(columns.len(), 47);
-    let src: Vec<String> = columns.iter().map(|(n, t)| documented(n, t)).collect();
+    // The source's types are kept (strictly: every column's format_type), so each column's
+    // text is compared as is; money is stored as numeric.
+    let src: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| match t.as_str() {
+            "money" => format!("\"{n}\"::numeric::text"),
+            _ => format!("\"{n}\"::text"),
+        })
+        .collect();
     let dst: Vec<String> = columns
         .iter()
         .map(|(n, _)| format!("\"{n}\"::text"))
@@ -162,16 +183,16 @@ fn type_zoo_postgres_to_postgres_matches_with_except_both_ways() {
     // Spot checks of the documented conversions, as a user would query them.
     assert_eq!(
         db.sql(&format!(
-            "SELECT d IS NULL, ts IS NULL, tstz IS NULL, u, nfree FROM {target} WHERE id = 3"
+            "SELECT d, ts, tstz, u, nfree FROM {target} WHERE id = 3"
         )),
-        "t|t|t|00000000-0000-0000-0000-000000000000|\
+        "infinity|-infinity|infinity|00000000-0000-0000-0000-000000000000|\
          123456789012345678901234567890123456789012345.000000000000000000001"
     );
     assert_eq!(
         db.sql(&format!(
             "SELECT ch || '|', ats::text FROM {target} WHERE id = 3"
         )),
-        "abc||{NULL,\"1970-01-01 00:00:00+00\"}"
+        "abc||{infinity,\"1970-01-01 00:00:00+00\"}"
     );
     assert_eq!(
         db.sql(&format!(
@@ -180,23 +201,36 @@ fn type_zoo_postgres_to_postgres_matches_with_except_both_ways() {
         "x  |"
     );
 
-    // The destination's column types follow the documented mappings.
+    // The destination keeps the source's column types, except the documented changes.
     let types = db.sql(
         "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) \
          FROM pg_attribute WHERE attrelid = 'landing.\"db__public.zoo\"'::regclass AND attnum > 0 \
          AND NOT attisdropped",
     );
-    assert_eq!(
-        types,
-        "id bigint, i2 smallint, i4 integer, i8 bigint, o bigint, f4 real, f8 double precision, \
-         n122 numeric(12,2), n38 numeric(38,10), n380 numeric(38,0), nbig text, nfree text, \
-         t text, vc text, ch text, nm text, qc text, b bytea, bo boolean, d date, \
-         tm time without time zone, ttz text, ts timestamp without time zone, \
-         tstz timestamp with time zone, iv interval, u text, j text, jb text, ai integer[], \
-         at text[], an numeric(6,2)[], ab boolean[], ats timestamp with time zone[], au text[], \
-         ae text[], e text, dom integer, ip text, cidr_ text, mac text, m text, bt text, vb text, \
-         x text, tsv text, r text, comp text, _weft_synced_at timestamp with time zone, \
-         _weft_run_id text"
+    let mut expected: Vec<String> = columns
+        .iter()
+        .map(|(n, t)| format!("{n} {}", pg_to_pg_type(t)))
+        .collect();
+    expected.push("_weft_synced_at timestamp with time zone".into());
+    expected.push("_weft_run_id text".into());
+    assert_eq!(types, expected.join(", "));
+    // Each changed column is named in the log, with the reason.
+    let again = p.run(["sync", "run", "--no-progress"]);
+    again.expect_code(0);
+    for note in [
+        "column `m` (money in the source) is stored as numeric",
+        "column `r` (int4range in the source) is stored as text",
+    ] {
+        assert!(
+            again.stderr().contains(note),
+            "{note} in:\n{}",
+            again.stderr()
+        );
+    }
+    assert!(
+        !again.stderr().contains("column `u` "),
+        "{}",
+        again.stderr()
     );
 }
 
@@ -389,4 +423,72 @@ fn a_timestamp_beyond_arrows_range_fails_naming_the_column() {
     );
     assert!(!out.stderr().contains("panicked"), "{}", out.stderr());
     assert!(manifest_checkpoint(&p.stream_dir("ops", "db", "public.far")).is_none());
+}
+
+/// Issue #15 item 4: columns left out by `columns:` or dropped by a mapper before anything
+/// reads them are not read by the source's query, so a value weft cannot decode there (a 2-D
+/// array) no longer makes the table unreadable.
+#[test]
+fn columns_not_selected_are_not_read() {
+    let db = PgTestDb::create("rt_columns");
+    db.sql(
+        "CREATE TABLE grid (id int8 PRIMARY KEY, v text, m int4[], w int4);
+         INSERT INTO grid VALUES (1, 'a', '{{1,2},{3,4}}', 10), (2, 'b', '{5}', 20);",
+    );
+    let p = TestProject::with_lake(BIN, "1ms");
+    let product = |name: &str, extra: &str| {
+        format!(
+            "product: {name}\ndomain: ops\nowner: test@example.com\ndescription: columns\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.grid\n    mode: full_refresh\n    write: overwrite\n{extra}",
+            db.host, db.port, db.user, db.name
+        )
+    };
+    p.product(
+        "ops",
+        "selected",
+        &product("selected", "    columns: [id, w]\n"),
+    );
+    p.product(
+        "ops",
+        "dropped",
+        &product(
+            "dropped",
+            "    mappers:\n      - drop: [m]\n      - rename: { from: w, to: weight }\n",
+        ),
+    );
+    p.product("ops", "whole", &product("whole", ""));
+    let out = p.run(["sync", "run", "--no-progress"]);
+    out.expect_code(1);
+    // Reading the 2-D array still fails, naming the column and what to do.
+    assert!(
+        out.stderr().contains("column `m`") && out.stderr().contains("2-dimensional"),
+        "{}",
+        out.stderr()
+    );
+    let selected = p.read_stream("ops", "selected", "public.grid");
+    let names: Vec<String> = selected
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "w"]);
+    assert_eq!(selected.num_rows(), 2);
+    let dropped = p.read_stream("ops", "dropped", "public.grid");
+    let names: Vec<String> = dropped
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "v", "weight"]);
+    let mut values: Vec<String> = (0..dropped.num_rows())
+        .map(|r| {
+            (0..3)
+                .map(|c| pg_text(dropped.column(c).as_ref(), r).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    values.sort();
+    assert_eq!(values, ["1|a|10", "2|b|20"]);
 }

@@ -2,7 +2,7 @@
 //! builds it.
 
 use async_trait::async_trait;
-use weft_core::arrow_schema::SchemaRef;
+use weft_core::arrow_schema::{Field, SchemaRef};
 use weft_core::{
     parse_config, spec_of, ConfiguredStream, ConnectorContext, Destination, DestinationFactory,
     Result, StreamTarget, StreamWriter,
@@ -118,9 +118,11 @@ impl Destination for PostgresDestination {
         schema: SchemaRef,
     ) -> Result<Box<dyn StreamWriter>> {
         let names = self.tables(target)?;
-        let layout = Layout::new(names, target, stream, &schema, self.config.metadata_columns)?;
+        let mut layout = Layout::new(names, target, stream, &schema, self.config.metadata_columns)?;
         let client = connect(&self.config).await?;
-        let committed = prepare(&client, &layout).await?;
+        let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
+        crate::source_types::resolve(&client, &mut layout, &fields).await?;
+        let committed = prepare(&client, &mut layout).await?;
         Ok(Box::new(PgWriter::new(
             client,
             layout,

@@ -3,7 +3,7 @@
 //! Each batch's columns are downcast once into `Col`s holding typed slices; rows are then
 //! encoded field by field with no allocation per row or value. Types follow
 //! [`crate::types`]. Formats: big-endian integers and floats; `date` as days and `timestamp`
-//! as µs since 2000-01-01; `numeric` as base-10000 digits; arrays as one dimension with the
+//! as µs since 2000-01-01 (±infinity as the type's MAX / MIN); `numeric` as base-10000 digits; arrays as one dimension with the
 //! element type's OID.
 
 use arrow_buffer::{IntervalDayTime, IntervalMonthDayNano, NullBuffer};
@@ -15,7 +15,9 @@ use weft_core::arrow_array::{
     LargeStringArray, RecordBatch, StringArray, StringViewArray,
 };
 use weft_core::arrow_schema::{DataType, IntervalUnit, TimeUnit};
+use weft_core::values;
 
+use crate::text_input::TextInput;
 use crate::types::{pg_type_of, PgType};
 
 /// The binary COPY signature, flags and header extension length.
@@ -52,9 +54,10 @@ impl Metadata {
     }
 }
 
-/// Appends the rows of `batch` to `buf`.
+/// Appends the rows of `batch` to `buf`; `types` are the table's types of its columns.
 pub fn encode_batch(
     batch: &RecordBatch,
+    types: &[PgType],
     metadata: Option<&Metadata>,
     buf: &mut BytesMut,
 ) -> Result<(), String> {
@@ -65,21 +68,26 @@ pub fn encode_batch(
         .zip(schema.fields())
         .map(|(array, field)| (field.name().as_str(), array.as_ref()))
         .collect();
-    encode_columns(&columns, batch.num_rows(), metadata, buf)
+    encode_columns(&columns, types, batch.num_rows(), metadata, buf)
 }
 
 /// Appends `rows` rows made of `columns` (name, array; every array at least `rows` long) to
 /// `buf`, then the metadata columns when given. Change application encodes a batch's columns
-/// followed by its change columns this way, without building a new `RecordBatch`.
+/// followed by its change columns this way, without building a new `RecordBatch`. `types`
+/// are the table's column types of the first columns (text arriving for a `uuid`, `jsonb`,
+/// `inet`, `numeric` … column is converted to that type's binary form); the rest are written
+/// by their Arrow type.
 pub fn encode_columns(
     columns: &[(&str, &dyn Array)],
+    types: &[PgType],
     rows: usize,
     metadata: Option<&Metadata>,
     buf: &mut BytesMut,
 ) -> Result<(), String> {
     let cols = columns
         .iter()
-        .map(|(name, array)| Col::new(*array, name))
+        .enumerate()
+        .map(|(i, (name, array))| Col::new(*array, name, types.get(i)))
         .collect::<Result<Vec<_>, _>>()?;
     let fields = cols.len() + if metadata.is_some() { 2 } else { 0 };
     let fields = i16::try_from(fields).map_err(|_| "too many columns for PostgreSQL")?;
@@ -159,6 +167,8 @@ enum Val<'a> {
     F64(&'a [f64]),
     Decimal(&'a [i128], u32),
     Str(&'a StringArray),
+    /// Text converted to the binary form of the column's type (see [`crate::text_input`]).
+    Parsed(&'a StringArray, TextInput),
     LargeStr(&'a LargeStringArray),
     StrView(&'a StringViewArray),
     Bin(&'a BinaryArray),
@@ -190,9 +200,13 @@ struct Col<'a> {
 }
 
 impl<'a> Col<'a> {
-    fn new(array: &'a dyn Array, name: &'a str) -> Result<Self, String> {
+    fn new(array: &'a dyn Array, name: &'a str, ty: Option<&PgType>) -> Result<Self, String> {
         use DataType as D;
         let val = match array.data_type() {
+            D::Utf8 if ty.and_then(TextInput::for_type).is_some() => Val::Parsed(
+                array.as_string::<i32>(),
+                ty.and_then(TextInput::for_type).expect("checked"),
+            ),
             D::Int8 => Val::I8(array.as_primitive::<Int8Type>().values()),
             D::Int16 => Val::I16(array.as_primitive::<Int16Type>().values()),
             D::Int32 => Val::I32(array.as_primitive::<Int32Type>().values()),
@@ -270,7 +284,11 @@ impl<'a> Col<'a> {
                 Val::MonthDayNano(array.as_primitive::<IntervalMonthDayNanoType>().values())
             }
             D::List(field) | D::LargeList(field) => {
-                let element = pg_type_of(field).map_err(|why| format!("{name:?}: {why}"))?;
+                // The table's element type when known (a source's `uuid[]`), else the Arrow one.
+                let element = match ty {
+                    Some(PgType::Array(element)) => element.as_ref().clone(),
+                    _ => pg_type_of(field).map_err(|why| format!("{name:?}: {why}"))?,
+                };
                 let (offsets, values) = match array.data_type() {
                     D::List(_) => {
                         let list = array.as_list::<i32>();
@@ -286,7 +304,7 @@ impl<'a> Col<'a> {
                 }
                 Val::List {
                     offsets,
-                    values: Box::new(Col::new(values.as_ref(), name)?),
+                    values: Box::new(Col::new(values.as_ref(), name, Some(&element))?),
                     oid: element.oid(),
                 }
             }
@@ -331,6 +349,9 @@ impl<'a> Col<'a> {
             }
             Val::Decimal(v, scale) => put_numeric(buf, v[row] < 0, v[row].unsigned_abs(), *scale),
             Val::Str(a) => put_bytes(buf, a.value(row).as_bytes()),
+            Val::Parsed(a, input) => input
+                .write(a.value(row), buf)
+                .map_err(|why| format!("column {:?}: {why}", self.name))?,
             Val::LargeStr(a) => put_bytes(buf, a.value(row).as_bytes()),
             Val::StrView(a) => put_bytes(buf, a.value(row).as_bytes()),
             Val::Bin(a) => put_bytes(buf, a.value(row)),
@@ -341,12 +362,25 @@ impl<'a> Col<'a> {
                 buf.put_i32(1);
                 buf.put_u8(u8::from(a.value(row)));
             }
-            Val::Date(v) => put_i32(buf, v[row].wrapping_sub(PG_EPOCH_DAYS)),
+            // ±infinity arrive as the Arrow type's extreme values (see `weft_core::values`);
+            // PostgreSQL's binary infinity is its type's MAX / MIN.
+            Val::Date(v) => put_i32(
+                buf,
+                match v[row] {
+                    values::DATE_INFINITY => i32::MAX,
+                    d if d <= values::DATE_NEG_INFINITY => i32::MIN,
+                    d => d.wrapping_sub(PG_EPOCH_DAYS),
+                },
+            ),
             Val::Timestamp(v, unit) => {
-                let us = unit
-                    .micros(v[row])
-                    .and_then(|us| us.checked_sub(PG_EPOCH_US))
-                    .ok_or_else(|| self.out_of_range(row, "timestamp"))?;
+                let us = match v[row] {
+                    values::TIMESTAMP_INFINITY => i64::MAX,
+                    t if t <= values::TIMESTAMP_NEG_INFINITY => i64::MIN,
+                    t => unit
+                        .micros(t)
+                        .and_then(|us| us.checked_sub(PG_EPOCH_US))
+                        .ok_or_else(|| self.out_of_range(row, "timestamp"))?,
+                };
                 put_i64(buf, us);
             }
             Val::Time64(v, unit) => put_i64(buf, unit.micros(v[row]).unwrap_or(i64::MAX)),

@@ -38,7 +38,9 @@ mod connect;
 mod destination;
 pub mod encode;
 pub mod naming;
+mod source_types;
 mod table;
+mod text_input;
 pub mod types;
 mod writer;
 

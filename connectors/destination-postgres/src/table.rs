@@ -36,8 +36,15 @@ pub const STAGE_PREFIX: &str = "_weft_stage_";
 pub struct Layout {
     pub names: TableNames,
     pub mode: WriteMode,
-    /// The stream's columns, in batch order.
+    /// The stream's columns, in batch order, with their types in the table: the source's
+    /// type where it is kept ([`crate::source_types`]), else the Arrow mapping.
     pub columns: Vec<(String, PgType)>,
+    /// The Arrow mapping of each column's type ([`pg_type_of`]): what a table made before weft
+    /// kept source types holds, and keeps (see [`evolve`]).
+    pub arrow_types: Vec<PgType>,
+    /// Columns added mid-stream whose existing rows read a value (`weft_core::values::FILL`:
+    /// a constant default in the source), as (column, PostgreSQL text).
+    pub fills: Vec<(String, String)>,
     pub metadata: bool,
     pub key: Vec<String>,
     pub cursor: Option<String>,
@@ -72,6 +79,8 @@ impl Layout {
             names,
             mode: stream.write_mode,
             columns: Vec::new(),
+            arrow_types: Vec::new(),
+            fills: Vec::new(),
             metadata,
             key: stream.primary_key.clone(),
             cursor: stream.cursor_field.clone(),
@@ -86,6 +95,13 @@ impl Layout {
     }
 
     /// The same stream with the columns of `schema` (a schema change mid-stream).
+    /// The column types an existing table holds (see [`evolve`]).
+    pub fn set_effective(&mut self, types: Vec<PgType>) {
+        for ((_, ty), effective) in self.columns.iter_mut().zip(types) {
+            *ty = effective;
+        }
+    }
+
     pub fn with_schema(&self, schema: &SchemaRef) -> Result<Self> {
         let mut layout = self.clone();
         layout.set_columns(schema)?;
@@ -141,6 +157,15 @@ impl Layout {
                 )));
             }
         }
+        self.arrow_types = columns.iter().map(|(_, t)| t.clone()).collect();
+        self.fills = schema
+            .fields()
+            .iter()
+            .filter_map(|f| {
+                let fill = f.metadata().get(weft_core::values::FILL)?;
+                Some((f.name().clone(), fill.clone()))
+            })
+            .collect();
         self.columns = columns;
         Ok(())
     }
@@ -223,13 +248,25 @@ struct ControlRow {
     write_mode: String,
 }
 
-/// Prepares the tables of `layout` and returns the checkpoint the stream resumes from.
-pub async fn prepare(client: &Client, layout: &Layout) -> Result<Option<Checkpoint>> {
+/// Prepares the tables of `layout` and returns the checkpoint the stream resumes from; sets
+/// `layout`'s column types to what an existing table holds.
+pub async fn prepare(client: &Client, layout: &mut Layout) -> Result<Option<Checkpoint>> {
     client
         .batch_execute("BEGIN")
         .await
         .map_err(|e| layout.sql_error("starting a transaction", e))?;
-    match prepare_in_transaction(client, layout).await {
+    let result = async {
+        let (checkpoint, effective) = prepare_in_transaction(client, layout).await?;
+        if let Some(effective) = effective {
+            layout.set_effective(effective);
+        }
+        if layout.mode == WriteMode::AppendDedup {
+            create_staging(client, layout).await?;
+        }
+        Ok(checkpoint)
+    }
+    .await;
+    match result {
         Ok(checkpoint) => {
             client
                 .batch_execute("COMMIT")
@@ -244,7 +281,11 @@ pub async fn prepare(client: &Client, layout: &Layout) -> Result<Option<Checkpoi
     }
 }
 
-async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Option<Checkpoint>> {
+/// The checkpoint to resume from, and the stream's column types in an existing table.
+async fn prepare_in_transaction(
+    client: &Client,
+    layout: &Layout,
+) -> Result<(Option<Checkpoint>, Option<Vec<PgType>>)> {
     let names = &layout.names;
     let err = |what: &'static str| move |e| layout.sql_error(what, e);
     client
@@ -358,9 +399,12 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Opti
             if let (Some(pending), true) = (pending, next_exists) {
                 // Resume the interrupted generation if its columns are still the stream's.
                 let existing = table_columns(client, layout, &names.next).await?;
-                if existing == columns {
+                let sql = |c: &[(String, PgType)]| -> Vec<(String, String)> {
+                    c.iter().map(|(n, t)| (n.clone(), t.sql())).collect()
+                };
+                if sql(&existing) == sql(&columns) {
                     tracing::info!(table = %names.qualified_next(), "resuming an interrupted overwrite");
-                    return decode(&Some(pending));
+                    return Ok((decode(&Some(pending))?, None));
                 }
                 tracing::info!(table = %names.qualified_next(), "the stream's columns changed: restarting the interrupted overwrite");
             }
@@ -370,7 +414,7 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Opti
                 .map_err(err("dropping the leftover next table"))?;
             clear_pending(client, layout).await?;
             create_table(client, layout, &names.next, &columns).await?;
-            Ok(published)
+            Ok((published, None))
         }
         WriteMode::Append | WriteMode::AppendDedup => {
             if next_exists {
@@ -381,18 +425,16 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Opti
                     .map_err(err("dropping the leftover next table"))?;
                 clear_pending(client, layout).await?;
             }
+            let mut effective = None;
             if table_exists {
-                evolve(client, layout, &names.table, &columns).await?;
+                effective = Some(evolve(client, layout, &names.table, &columns).await?);
                 if layout.mode == WriteMode::AppendDedup {
                     ensure_unique_key(client, layout).await?;
                 }
             } else {
                 create_table(client, layout, &names.table, &columns).await?;
             }
-            if layout.mode == WriteMode::AppendDedup {
-                create_staging(client, layout).await?;
-            }
-            Ok(published)
+            Ok((published, effective))
         }
     }
 }
@@ -481,22 +523,55 @@ pub fn quoted_list(names: &[String]) -> String {
 }
 
 /// Adds missing columns and widens the ones the stream now sends wider; refuses the rest.
+/// Returns the stream's column types as the table now holds them: a column of a table made
+/// before weft kept source types keeps its Arrow-mapped type (`text` for a source's `uuid`).
 pub(crate) async fn evolve(
     client: &Client,
     layout: &Layout,
     table: &str,
     columns: &[(String, PgType)],
-) -> Result<()> {
+) -> Result<Vec<PgType>> {
     let existing = table_columns(client, layout, table).await?;
     let qualified = format!("{}.{}", quote(&layout.names.schema), quote(table));
     let mut alters = Vec::new();
-    for (name, wanted) in columns {
+    let mut defaults_to_drop = Vec::new();
+    let mut effective = Vec::with_capacity(layout.columns.len());
+    for (i, (name, wanted)) in columns.iter().enumerate() {
+        let stream_column = i < layout.columns.len();
+        let mut chosen = wanted.clone();
+        let fill = layout
+            .fills
+            .iter()
+            .find(|(n, _)| n == name)
+            .filter(|_| layout.mode == WriteMode::AppendDedup);
         match existing.iter().find(|(n, _)| n == name) {
-            None => alters.push(format!("ADD COLUMN {} {}", quote(name), wanted.sql())),
+            // A current state's (append_dedup) existing rows take the value they read in the
+            // source, which PostgreSQL never logged: a constant default stored once (no
+            // rewrite), dropped right after so later rows get exactly what the stream sends.
+            // An append (changelog) keeps NULL: its rows are history from before the column.
+            None => match fill {
+                Some((_, value)) => {
+                    alters.push(format!(
+                        "ADD COLUMN {} {ty} DEFAULT {}::{ty}",
+                        quote(name),
+                        crate::changes::literal(value),
+                        ty = wanted.sql()
+                    ));
+                    defaults_to_drop.push(format!("ALTER COLUMN {} DROP DEFAULT", quote(name)));
+                }
+                None => alters.push(format!("ADD COLUMN {} {}", quote(name), wanted.sql())),
+            },
             Some((_, have)) => match change_for(have, wanted) {
                 Change::Keep => {}
                 Change::Widen(to) => {
-                    alters.push(format!("ALTER COLUMN {} TYPE {}", quote(name), to.sql()))
+                    alters.push(format!("ALTER COLUMN {} TYPE {}", quote(name), to.sql()));
+                    chosen = to;
+                }
+                Change::Refuse
+                    if stream_column
+                        && change_for(have, &layout.arrow_types[i]) == Change::Keep =>
+                {
+                    chosen = layout.arrow_types[i].clone();
                 }
                 Change::Refuse => {
                     return Err(ConnectorError::Schema(format!(
@@ -513,6 +588,9 @@ pub(crate) async fn evolve(
                     )))
                 }
             },
+        }
+        if stream_column {
+            effective.push(chosen);
         }
     }
     // A column the table has but the stream no longer sends was renamed or dropped in the
@@ -557,12 +635,19 @@ pub(crate) async fn evolve(
     }
     if !alters.is_empty() {
         tracing::info!(table = %qualified, changes = %alters.join(", "), "evolving the table");
+        let mut sql = format!("ALTER TABLE {qualified} {}", alters.join(", "));
+        if !defaults_to_drop.is_empty() {
+            sql.push_str(&format!(
+                "; ALTER TABLE {qualified} {}",
+                defaults_to_drop.join(", ")
+            ));
+        }
         client
-            .batch_execute(&format!("ALTER TABLE {qualified} {}", alters.join(", ")))
+            .batch_execute(&sql)
             .await
             .map_err(|e| layout.sql_error("evolving the table", e))?;
     }
-    Ok(())
+    Ok(effective)
 }
 
 /// `append_dedup` merges with `ON CONFLICT (key)`: the table needs a unique index on it.

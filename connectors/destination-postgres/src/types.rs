@@ -12,14 +12,16 @@
 //! | Binary, LargeBinary, BinaryView, FixedSizeBinary(n ≠ 16) | bytea |
 //! | FixedSizeBinary(16) | uuid (16 bytes are taken as a UUID) |
 //! | Boolean | boolean |
-//! | Date32 | date |
-//! | Timestamp(unit, tz) | timestamp with time zone (nanoseconds truncated to µs) |
+//! | Date32 | date (`i32::MAX` / `-i32::MAX` days: `±infinity`) |
+//! | Timestamp(unit, tz) | timestamp with time zone (nanoseconds truncated to µs; `i64::MAX` / `-i64::MAX`: `±infinity`) |
 //! | Timestamp(unit, none) | timestamp without time zone |
 //! | Time32, Time64 | time without time zone |
 //! | Interval (any), Duration | interval |
 //! | List / LargeList of any of the above | that type's array (`bigint[]`) |
 //!
-//! Anything else is refused with an error naming the column and its type. Existing columns
+//! A field carrying a PostgreSQL source's type (`weft.pg_type`) may get that type instead (see
+//! [`crate::source_types`]). Anything else is refused with an error naming the column and
+//! its type. Existing columns
 //! are widened (smallint → integer → bigint, real → double precision, numeric to more digits,
 //! varchar → text) but never narrowed or changed to another kind.
 
@@ -45,8 +47,20 @@ pub enum PgType {
     Interval,
     Uuid,
     Array(Box<PgType>),
-    /// `character varying(n)`, found in existing tables only.
-    Varchar,
+    /// `character varying(n)`: a PostgreSQL source's type, or an existing table's.
+    Varchar(Option<u32>),
+    /// Types kept from a PostgreSQL source (see [`crate::source_types`]), written from the
+    /// source's text form.
+    Jsonb,
+    Inet,
+    Cidr,
+    Macaddr,
+    /// A type whose binary input is its text (`json`, `xml`, `character(n)`, an enum of the
+    /// product store), with its OID (array elements carry it).
+    Named {
+        sql: String,
+        oid: u32,
+    },
     /// Any other type of an existing column, as `format_type` prints it.
     Other(String),
 }
@@ -72,7 +86,13 @@ impl PgType {
             Self::Interval => "interval".into(),
             Self::Uuid => "uuid".into(),
             Self::Array(element) => format!("{}[]", element.sql()),
-            Self::Varchar => "character varying".into(),
+            Self::Varchar(None) => "character varying".into(),
+            Self::Varchar(Some(n)) => format!("character varying({n})"),
+            Self::Jsonb => "jsonb".into(),
+            Self::Inet => "inet".into(),
+            Self::Cidr => "cidr".into(),
+            Self::Macaddr => "macaddr".into(),
+            Self::Named { sql, .. } => sql.clone(),
             Self::Other(name) => name.clone(),
         }
     }
@@ -95,7 +115,12 @@ impl PgType {
             Self::Time => 1083,
             Self::Interval => 1186,
             Self::Uuid => 2950,
-            Self::Varchar => 1043,
+            Self::Varchar(_) => 1043,
+            Self::Jsonb => 3802,
+            Self::Inet => 869,
+            Self::Cidr => 650,
+            Self::Macaddr => 829,
+            Self::Named { oid, .. } => *oid,
             Self::Array(_) | Self::Other(_) => 0,
         }
     }
@@ -121,7 +146,16 @@ impl PgType {
             "time without time zone" => Self::Time,
             "interval" => Self::Interval,
             "uuid" => Self::Uuid,
-            _ if sql.starts_with("character varying") => Self::Varchar,
+            "jsonb" => Self::Jsonb,
+            "inet" => Self::Inet,
+            "cidr" => Self::Cidr,
+            "macaddr" => Self::Macaddr,
+            "character varying" => Self::Varchar(None),
+            _ if sql.starts_with("character varying(") => sql
+                .strip_prefix("character varying(")
+                .and_then(|n| n.strip_suffix(')'))
+                .and_then(|n| n.parse().ok())
+                .map_or_else(|| Self::Other(sql.to_string()), |n| Self::Varchar(Some(n))),
             _ => parse_numeric(sql).unwrap_or_else(|| Self::Other(sql.to_string())),
         }
     }
@@ -199,7 +233,8 @@ pub enum Change {
 /// Decides how an existing column takes a stream's type (see the module docs).
 pub fn change_for(existing: &PgType, wanted: &PgType) -> Change {
     use PgType as T;
-    if existing == wanted {
+    // `Named` types print as `format_type` does, so an existing column of that type is it.
+    if existing == wanted || existing.sql() == wanted.sql() {
         return Change::Keep;
     }
     let rank = |t: &PgType| match t {
@@ -217,7 +252,16 @@ pub fn change_for(existing: &PgType, wanted: &PgType) -> Change {
             }
         }
         (T::Float4, T::Float8) => Change::Widen(T::Float8),
-        (T::Varchar, T::Text) => Change::Widen(T::Text),
+        (T::Varchar(_), T::Text) => Change::Widen(T::Text),
+        (T::Varchar(None), T::Varchar(_)) => Change::Keep,
+        (T::Varchar(Some(_)), T::Varchar(None)) => Change::Widen(wanted.clone()),
+        (T::Varchar(Some(a)), T::Varchar(Some(b))) => {
+            if b > a {
+                Change::Widen(wanted.clone())
+            } else {
+                Change::Keep
+            }
+        }
         // Unconstrained numeric holds any numeric.
         (T::Numeric(None), T::Numeric(_)) => Change::Keep,
         (T::Numeric(Some((p1, s1))), T::Numeric(Some((p2, s2)))) => {
@@ -300,7 +344,25 @@ mod tests {
         assert_eq!(change_for(&T::Int4, &T::Int8), Change::Widen(T::Int8));
         assert_eq!(change_for(&T::Int8, &T::Int4), Change::Refuse);
         assert_eq!(change_for(&T::Float4, &T::Float8), Change::Widen(T::Float8));
-        assert_eq!(change_for(&T::Varchar, &T::Text), Change::Widen(T::Text));
+        assert_eq!(
+            change_for(&T::Varchar(Some(5)), &T::Text),
+            Change::Widen(T::Text)
+        );
+        assert_eq!(
+            change_for(&T::Varchar(Some(5)), &T::Varchar(Some(9))),
+            Change::Widen(T::Varchar(Some(9)))
+        );
+        assert_eq!(
+            change_for(&T::Varchar(Some(9)), &T::Varchar(Some(5))),
+            Change::Keep
+        );
+        let json = T::Named {
+            sql: "json".into(),
+            oid: 114,
+        };
+        assert_eq!(change_for(&T::parse("json"), &json), Change::Keep);
+        assert_eq!(change_for(&T::parse("jsonb"), &T::Jsonb), Change::Keep);
+        assert_eq!(change_for(&T::Text, &T::Jsonb), Change::Refuse);
         assert_eq!(change_for(&T::Text, &T::Int8), Change::Refuse);
         let n = |p, s| T::Numeric(Some((p, s)));
         assert_eq!(change_for(&n(10, 2), &n(12, 2)), Change::Widen(n(12, 2)));

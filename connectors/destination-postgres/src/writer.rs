@@ -44,6 +44,7 @@ use crate::table::{
     create_staging, evolve, quoted_list, stage_flag, Layout, CHANGELOG_COLUMNS, RUN_ID, STAGE_OP,
     STAGE_ORD, STAGE_POSITION, STAGING_TABLE, SYNCED_AT,
 };
+use crate::types::PgType;
 
 /// Encoded bytes are handed to the connection in chunks of about this size.
 const FLUSH_BYTES: usize = 1 << 20;
@@ -192,7 +193,8 @@ impl PgWriter {
         } else {
             None
         };
-        encode_batch(&batch, metadata, &mut self.buf)
+        let types: Vec<PgType> = self.layout.columns.iter().map(|(_, t)| t.clone()).collect();
+        encode_batch(&batch, &types, metadata, &mut self.buf)
             .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.layout.label)))?;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush().await?;
@@ -309,7 +311,8 @@ impl PgWriter {
         } else {
             None
         };
-        encode_columns(&columns, changes.len(), metadata, &mut self.buf)
+        let types: Vec<PgType> = self.layout.columns.iter().map(|(_, t)| t.clone()).collect();
+        encode_columns(&columns, &types, changes.len(), metadata, &mut self.buf)
             .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.layout.label)))?;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush().await?;
@@ -376,7 +379,8 @@ impl PgWriter {
             quoted_list(&names)
         );
         self.start_copy(&copy).await?;
-        encode_columns(&columns, len, None, &mut self.buf)
+        let types: Vec<PgType> = self.layout.columns.iter().map(|(_, t)| t.clone()).collect();
+        encode_columns(&columns, &types, len, None, &mut self.buf)
             .map_err(|why| ConnectorError::Schema(format!("{}: {why}", self.layout.label)))?;
         self.end_copy().await?;
         let sql = format!(
@@ -392,8 +396,11 @@ impl PgWriter {
 
     /// Evolves the table to `schema` inside the open transaction (see the module docs).
     async fn evolve_to(&mut self, schema: SchemaRef) -> Result<()> {
-        let next = self.layout.with_schema(&schema)?;
+        let mut next = self.layout.with_schema(&schema)?;
         self.begin().await?;
+        let fields: Vec<&weft_core::arrow_schema::Field> =
+            schema.fields().iter().map(|f| f.as_ref()).collect();
+        crate::source_types::resolve(&self.client, &mut next, &fields).await?;
         // Rows already sent in the old shape go in first.
         self.end_copy().await?;
         let dedup = self.layout.mode == WriteMode::AppendDedup;
@@ -404,7 +411,8 @@ impl PgWriter {
             WriteMode::Overwrite => next.names.next.clone(),
             _ => next.names.table.clone(),
         };
-        evolve(&self.client, &next, &table, &next.table_columns()).await?;
+        let effective = evolve(&self.client, &next, &table, &next.table_columns()).await?;
+        next.set_effective(effective);
         if dedup {
             // Recreated in the new shape; the rows merged above are gone with the old one.
             create_staging(&self.client, &next).await?;
@@ -464,6 +472,32 @@ impl PgWriter {
             .await
             .map_err(|e| self.sql_error("recording the checkpoint", e))?;
         Ok(())
+    }
+
+    /// An aborted overwrite's next table is kept only when a commit recorded a pending
+    /// checkpoint in it (the next run resumes there); otherwise it holds nothing durable and
+    /// is dropped, so a failed run leaves no `__weft_next` table behind.
+    async fn drop_unresumable_next(&mut self) -> Result<()> {
+        let names = &self.layout.names;
+        let pending = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM {} WHERE table_name = $1 AND pending_checkpoint IS NOT NULL",
+                    names.control()
+                ),
+                &[&names.table],
+            )
+            .await
+            .map_err(|e| self.sql_error("reading the control table", e))?;
+        if pending.is_some() {
+            return Ok(());
+        }
+        let sql = format!("DROP TABLE IF EXISTS {}", names.qualified_next());
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.sql_error("dropping the aborted overwrite's next table", e))
     }
 
     /// Replaces the product table with the next one (inside the open transaction).
@@ -607,6 +641,9 @@ impl StreamWriter for PgWriter {
         }
         if let Some((layout, schema)) = self.before_schema_change.take() {
             self.set_layout(layout, schema);
+        }
+        if self.layout.mode == WriteMode::Overwrite {
+            self.drop_unresumable_next().await?;
         }
         self.poisoned = false;
         Ok(())

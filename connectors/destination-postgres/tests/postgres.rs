@@ -586,12 +586,30 @@ async fn overwrite_swaps_atomically_and_resumes_after_a_crash() {
         "{\"n\": 4}|t"
     );
 
-    // A generation aborted before any commit leaves the table as it was.
+    // A generation aborted before any commit leaves the table as it was, and no next table.
+    let next_exists = || db.sql("SELECT to_regclass('sales.shop__orders__weft_next') IS NOT NULL");
     let mut w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    assert_eq!(next_exists(), "t");
     w.write(ids_batch(&schema, 0..10)).await.unwrap();
     w.abort().await.unwrap();
     drop(w);
     assert_eq!(db.sql("SELECT count(*) FROM sales.shop__orders"), "2000");
+    assert_eq!(next_exists(), "f");
+
+    // One that committed some of its rows keeps them for the next run to resume, even aborted.
+    let mut w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    w.write(ids_batch(&schema, 0..10)).await.unwrap();
+    w.commit(&cp(5)).await.unwrap();
+    w.write(ids_batch(&schema, 10..20)).await.unwrap();
+    w.abort().await.unwrap();
+    drop(w);
+    assert_eq!(next_exists(), "t");
+    let w = open(dest.as_ref(), &t, &schema, WriteMode::Overwrite, &[], None).await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(5)));
+    assert_eq!(
+        db.sql("SELECT count(*) FROM sales.\"shop__orders__weft_next\""),
+        "10"
+    );
 }
 
 #[tokio::test]
@@ -1166,4 +1184,64 @@ async fn a_column_the_stream_no_longer_sends_stops_it_before_any_write() {
         assert_eq!(w.committed_checkpoint(), Some(cp(1)));
         db.sql("DROP TABLE sales.shop__people");
     }
+}
+
+/// Issue #14 item 9: JSON text from any source (marked `weft.airbyte.json`) is `jsonb`; a
+/// table made before keeps its `text` column.
+#[tokio::test]
+async fn json_text_columns_are_jsonb() {
+    let db = PgTestDb::create("pgdest_jsonb");
+    let json = |name: &str| {
+        Field::new(name, DataType::Utf8, true).with_metadata(std::collections::HashMap::from([(
+            weft_core::values::JSON_TEXT.to_string(),
+            "true".to_string(),
+        )]))
+    };
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        json("doc"),
+    ]));
+    let dest = destination(&db);
+    let t = target("mkt", "leads", "users");
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![
+                Some(r#"{"a": {"b": [1, 2]}, "s": "☃"}"#),
+                Some("[]"),
+                None,
+            ])),
+        ],
+    )
+    .unwrap();
+    let mut w = open(dest.as_ref(), &t, &schema, WriteMode::Append, &[], None).await;
+    w.write(batch.clone()).await.unwrap();
+    w.finish(&cp(1)).await.unwrap();
+    assert_eq!(
+        db.sql(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = \
+             'mkt.leads__users'::regclass AND attname = 'doc'"
+        ),
+        "jsonb"
+    );
+    assert_eq!(
+        db.sql("SELECT doc->'a'->'b'->>1, doc->>'s', jsonb_typeof(doc) FROM mkt.leads__users WHERE id = 1"),
+        "2|☃|object"
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM mkt.leads__users WHERE doc IS NULL"),
+        "1"
+    );
+
+    // A table created with text keeps it, and the stream goes on writing text.
+    db.sql("CREATE TABLE mkt.leads__old (id bigint, doc text, _weft_synced_at timestamptz, _weft_run_id text)");
+    let old = target("mkt", "leads", "old");
+    let mut w = open(dest.as_ref(), &old, &schema, WriteMode::Append, &[], None).await;
+    w.write(batch).await.unwrap();
+    w.finish(&cp(1)).await.unwrap();
+    assert_eq!(
+        db.sql("SELECT format_type(atttypid, atttypmod), (SELECT doc FROM mkt.leads__old WHERE id = 2) FROM pg_attribute WHERE attrelid = 'mkt.leads__old'::regclass AND attname = 'doc'"),
+        "text|[]"
+    );
 }

@@ -16,6 +16,8 @@ use arrow_array::{ArrayRef, ListArray, RecordBatch};
 use arrow_schema::{Field, SchemaRef};
 use bytes::{Buf, BytesMut};
 
+use weft_core::values;
+
 use crate::numeric::Numeric;
 use crate::types::Kind;
 
@@ -59,8 +61,6 @@ pub struct CopyDecoder {
     finished: bool,
     buf: BytesMut,
     last_position: Option<i64>,
-    /// Per column: whether a ±infinity value has been turned into NULL (warned once).
-    infinities: Vec<bool>,
     pub ready: Vec<Decoded>,
 }
 
@@ -77,7 +77,6 @@ impl CopyDecoder {
             names: schema.fields().iter().map(|f| f.name().clone()).collect(),
             columns: kinds.iter().map(|k| Column::new(k, cap, 0)).collect(),
             kinds: kinds.to_vec(),
-            infinities: vec![false; kinds.len()],
             schema,
             position,
             batch_size,
@@ -90,15 +89,6 @@ impl CopyDecoder {
             last_position: None,
             ready: Vec::new(),
         }
-    }
-
-    /// Columns in which ±infinity was read as NULL so far.
-    pub fn infinity_columns(&self) -> impl Iterator<Item = &str> {
-        self.names
-            .iter()
-            .zip(&self.infinities)
-            .filter(|(_, seen)| **seen)
-            .map(|(n, _)| n.as_str())
     }
 
     /// Adds bytes of the COPY stream; complete batches land in [`CopyDecoder::ready`].
@@ -199,10 +189,8 @@ impl CopyDecoder {
                     self.advance_position(be_int(v)?)?;
                 }
             }
-            match self.columns[i].append(value) {
-                Ok(false) => {}
-                Ok(true) => self.infinities[i] = true,
-                Err(e) => return Err(format!("column `{}`: {e}", self.names[i])),
+            if let Err(e) = self.columns[i].append(value) {
+                return Err(format!("column `{}`: {e}", self.names[i]));
             }
         }
         self.rows += 1;
@@ -348,11 +336,11 @@ impl Column {
         }
     }
 
-    /// Appends one value (`None` is NULL). `Ok(true)` means a ±infinity became NULL.
-    pub(crate) fn append(&mut self, value: Option<&[u8]>) -> Result<bool, String> {
+    /// Appends one value (`None` is NULL).
+    pub(crate) fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
         let Some(v) = value else {
             self.append_null();
-            return Ok(false);
+            return Ok(());
         };
         match self {
             Column::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
@@ -399,24 +387,29 @@ impl Column {
             }
             Column::Bytea(b) => b.append_value(v),
             Column::Date(b) => {
-                let days = i32::from_be_bytes(fixed(v)?);
-                if days == i32::MAX || days == i32::MIN {
-                    b.append_null();
-                    return Ok(true);
-                }
-                b.append_value(days + PG_EPOCH_DAYS);
+                // ±infinity as the extreme values weft-core documents; every finite date
+                // (up to 5874897 AD) is far from them.
+                b.append_value(match i32::from_be_bytes(fixed(v)?) {
+                    i32::MAX => values::DATE_INFINITY,
+                    i32::MIN => values::DATE_NEG_INFINITY,
+                    days => days + PG_EPOCH_DAYS,
+                });
             }
             Column::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
             Column::Timestamp(b) => {
                 let us = i64::from_be_bytes(fixed(v)?);
-                if us == i64::MAX || us == i64::MIN {
-                    b.append_null();
-                    return Ok(true);
-                }
-                // PostgreSQL reaches 294276 AD; Arrow's µs since 1970 end in 294247 AD.
-                let unix = us
-                    .checked_add(PG_EPOCH_US)
-                    .ok_or("a timestamp after 294247-01-10 is beyond Arrow's microsecond range")?;
+                let unix = match us {
+                    i64::MAX => values::TIMESTAMP_INFINITY,
+                    i64::MIN => values::TIMESTAMP_NEG_INFINITY,
+                    // PostgreSQL reaches 294276 AD; Arrow's µs since 1970 end in 294247 AD
+                    // (and the last µs is infinity).
+                    us => us
+                        .checked_add(PG_EPOCH_US)
+                        .filter(|u| *u != values::TIMESTAMP_INFINITY)
+                        .ok_or(
+                            "a timestamp after 294247-01-10 is beyond Arrow's microsecond range",
+                        )?,
+                };
                 b.append_value(unix);
             }
             Column::Interval(b) => {
@@ -435,15 +428,13 @@ impl Column {
                 validity,
                 ..
             } => {
-                let mut infinity = false;
-                let count = append_array(child, v, &mut infinity)?;
+                let count = append_array(child, v)?;
                 let last = *offsets.last().unwrap();
                 offsets.push(last + count);
                 validity.append_non_null();
-                return Ok(infinity);
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     pub(crate) fn append_null(&mut self) {
@@ -512,7 +503,7 @@ impl Column {
 }
 
 /// Appends the elements of a binary array value to `child`; returns how many.
-fn append_array(child: &mut Column, v: &[u8], infinity: &mut bool) -> Result<i32, String> {
+fn append_array(child: &mut Column, v: &[u8]) -> Result<i32, String> {
     let word = |at: usize| -> Result<i32, String> {
         v.get(at..at + 4)
             .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
@@ -539,7 +530,7 @@ fn append_array(child: &mut Column, v: &[u8], infinity: &mut bool) -> Result<i32
         }
         let end = at + len as usize;
         let elem = v.get(at..end).ok_or("a truncated array element")?;
-        *infinity |= child.append(Some(elem))?;
+        child.append(Some(elem))?;
         at = end;
     }
     Ok(count)

@@ -2,15 +2,16 @@
 //! schemas, their columns mapped to Arrow ([`crate::types`]), primary keys, cursor candidates
 //! and row estimates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_schema::{Field, Schema, SchemaRef};
 use tokio_postgres::Client;
-use weft_core::{Result, StreamDescriptor, StreamName, SyncMode};
+use weft_core::{values, Result, StreamDescriptor, StreamName, SyncMode};
 
 use crate::connect::query_error;
-use crate::types::{kind_of, Kind, PgType};
+use crate::sql::quote_ident;
+use crate::types::{kind_of, oid, Kind, PgType};
 
 /// One column as read.
 #[derive(Debug, Clone)]
@@ -20,13 +21,45 @@ pub struct PgColumn {
     pub sql_type: String,
     /// The binary decoder, or `None` when selected as `col::text`.
     pub kind: Option<Kind>,
+    /// A cast the SELECT applies before decoding with `kind` (`money` is read as `numeric`,
+    /// never as locale-formatted text). CDC cannot apply it (pgoutput sends the raw type).
+    pub cast: Option<&'static str>,
     pub not_null: bool,
+    /// The value rows not rewritten since the column was added read for it, as text, when
+    /// it was added with a constant `DEFAULT` (`pg_attribute.attmissingval`). PostgreSQL never
+    /// logs those rows: a destination that adds the column fills it with this.
+    pub fill: Option<String>,
+    /// The column has a default but no stored value for older rows. For a column added after
+    /// the stream started: it was added with a volatile default (the table was rewritten,
+    /// unlogged), got its default later, or the table was rewritten since, so a CDC stream
+    /// cannot know what the older rows hold.
+    pub default_rewrote_rows: bool,
 }
 
 impl PgColumn {
     /// The Arrow kind the column arrives as (text casts arrive as text).
     pub fn read_kind(&self) -> Kind {
         self.kind.clone().unwrap_or(Kind::Text)
+    }
+
+    /// The Arrow field, carrying the PostgreSQL type in its metadata
+    /// ([`weft_core::values::PG_TYPE`]) so a PostgreSQL product store can keep it.
+    pub fn field(&self) -> Field {
+        let mut metadata: HashMap<String, String> =
+            HashMap::from([(values::PG_TYPE.to_string(), self.sql_type.clone())]);
+        if let Some(fill) = &self.fill {
+            metadata.insert(values::FILL.to_string(), fill.clone());
+        }
+        Field::new(&self.name, self.read_kind().data_type(), !self.not_null).with_metadata(metadata)
+    }
+
+    /// The column in a SELECT list: as is, through its cast, or as text.
+    pub fn select_expr(&self) -> String {
+        match (&self.kind, self.cast) {
+            (Some(_), None) => quote_ident(&self.name),
+            (Some(_), Some(cast)) => format!("{}::{cast}", quote_ident(&self.name)),
+            (None, _) => format!("{}::text", quote_ident(&self.name)),
+        }
     }
 }
 
@@ -50,10 +83,7 @@ impl PgTable {
 
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.read_kind().data_type(), !c.not_null))
-                .collect::<Vec<_>>(),
+            self.columns.iter().map(PgColumn::field).collect::<Vec<_>>(),
         ))
     }
 
@@ -105,8 +135,10 @@ SELECT a.attrelid::int8, a.attname::text, a.attnotnull,
        format_type(bt.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END),
        bt.oid::int8, (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)::int4,
        bt.typtype = 'e', et.oid::int8, coalesce(et.typtype = 'e', false),
-       coalesce(et.typtype IN ('d', 'c', 'r', 'm') OR et.typcategory = 'A', false)
+       coalesce(et.typtype IN ('d', 'c', 'r', 'm') OR et.typcategory = 'A', false),
+       a.atthasmissing, (a.attmissingval::text::text[])[1], d.oid IS NOT NULL
 FROM pg_attribute a
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A' AND bt.typelem <> 0
@@ -176,16 +208,22 @@ pub async fn tables(
             elem_is_enum: r.get(8),
         };
         // Arrays of domains, composites or ranges have no list decoder: read as text.
-        let kind = if elem.is_some() && elem_is_complex {
-            None
+        let (kind, cast) = if elem.is_some() && elem_is_complex {
+            (None, None)
+        } else if t.elem_oid.is_none() && t.base_oid == oid::MONEY {
+            // money's text is locale-formatted (`$1,234.56`); its numeric value is exact.
+            (Some(Kind::NumericText), Some("numeric"))
         } else {
-            kind_of(&t)
+            (kind_of(&t), None)
         };
         table.columns.push(PgColumn {
             name: r.get(1),
             sql_type: r.get(3),
             kind,
+            cast,
             not_null: r.get(2),
+            fill: r.get(11),
+            default_rewrote_rows: r.get::<_, bool>(12) && !r.get::<_, bool>(10),
         });
     }
     for r in client

@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, Decimal128Array, RecordBatch};
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorError, MessageStream, Result, SourceMessage,
+    values, Checkpoint, ConfiguredStream, ConnectorError, MessageStream, Result, SourceMessage,
 };
 
 use crate::connect::connect;
@@ -221,7 +221,7 @@ fn position_of(
             let column = &ctx.table.columns[i];
             text_of(batch.column(i).as_ref(), row, &column.read_kind()).ok_or_else(|| {
                 ConnectorError::Schema(format!(
-                    "stream `{}`: column `{}` holds a value weft cannot resume after (±infinity or a year before 1) in its last row read; exclude such rows (a view) or pick another cursor",
+                    "stream `{}`: column `{}` holds a value weft cannot resume after (a year before 1) in its last row read; exclude such rows (a view) or pick another cursor",
                     ctx.stream, column.name
                 ))
             })
@@ -247,6 +247,11 @@ fn text_of(array: &dyn Array, row: usize, kind: &Kind) -> Option<String> {
             .value_as_string(row),
         Kind::Date => {
             let days = array.as_primitive::<Date32Type>().value(row);
+            match days {
+                values::DATE_INFINITY => return Some("infinity".into()),
+                values::DATE_NEG_INFINITY => return Some("-infinity".into()),
+                _ => {}
+            }
             let date = chrono::DateTime::from_timestamp(days as i64 * 86_400, 0)?.date_naive();
             if chrono::Datelike::year(&date) < 1 {
                 return None;
@@ -255,6 +260,11 @@ fn text_of(array: &dyn Array, row: usize, kind: &Kind) -> Option<String> {
         }
         Kind::Timestamp | Kind::TimestampTz => {
             let us = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            match us {
+                values::TIMESTAMP_INFINITY => return Some("infinity".into()),
+                values::TIMESTAMP_NEG_INFINITY => return Some("-infinity".into()),
+                _ => {}
+            }
             let t = chrono::DateTime::from_timestamp_micros(us)?.naive_utc();
             if chrono::Datelike::year(&t) < 1 {
                 return None;

@@ -197,8 +197,17 @@ impl Source for PostgresSource {
                 grant_select(&table.schema, &table.name, &self.config.user)
             )));
         }
+        // The engine may ask for some of the columns (the others are not selected): only
+        // those are read, so a column weft cannot decode stays out of the way.
+        let wanted = &stream.descriptor.schema;
+        let mut table = table;
+        if stream.sync_mode != SyncMode::Cdc && wanted.fields().len() < table.columns.len() {
+            table
+                .columns
+                .retain(|c| wanted.field_with_name(&c.name).is_ok());
+        }
         let ctx = ReadCtx::new(self.config.clone(), table);
-        if ctx.schema.fields() != stream.descriptor.schema.fields() {
+        if ctx.schema.fields() != wanted.fields() {
             return Err(ConnectorError::Schema(format!(
                 "stream `{name}`: the table's columns changed since it was discovered; rerun the sync (or `weft connector discover`)"
             )));

@@ -13,7 +13,7 @@ use crate::config::PostgresConfig;
 use crate::connect::read_error;
 use crate::decode::{CopyDecoder, Decoded, Position};
 use crate::discover::PgTable;
-use crate::sql::{qualified, quote_ident};
+use crate::sql::qualified;
 use crate::types::Kind;
 
 /// One stream's table, ready to be read.
@@ -41,15 +41,13 @@ impl ReadCtx {
         qualified(&self.table.schema, &self.table.name)
     }
 
-    /// The SELECT list: each column as is, or cast to text when weft has no binary decoder.
+    /// The SELECT list: each column as is, through its cast, or cast to text when weft has no
+    /// binary decoder.
     pub fn select_list(&self) -> String {
         self.table
             .columns
             .iter()
-            .map(|c| match c.kind {
-                Some(_) => quote_ident(&c.name),
-                None => format!("{}::text", quote_ident(&c.name)),
-            })
+            .map(|c| c.select_expr())
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -121,12 +119,6 @@ impl ReadCtx {
             }
         }
         decoder.finish().map_err(|e| self.decode_error(e))?;
-        for column in decoder.infinity_columns() {
-            tracing::warn!(
-                "stream `{}`: column `{column}` holds ±infinity, read as NULL (Arrow dates and timestamps have no infinity)",
-                self.stream
-            );
-        }
         for decoded in std::mem::take(&mut decoder.ready) {
             if !emit(decoded).await {
                 return Ok(false);

@@ -73,6 +73,11 @@ pub struct CdcState {
     pub snapshot_rows: u64,
     /// Applied through this position.
     pub lsn: Lsn,
+    /// The table's columns the stream has delivered so far: a column found at the next start
+    /// beyond these was added while no read was running (see `cdc::start`). Empty in
+    /// checkpoints from before weft recorded them (no check then).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
 }
 
 /// Where a CDC stream is.
@@ -207,6 +212,7 @@ mod tests {
             ranges: even_ranges(0, 9, 2),
             snapshot_rows: 12,
             lsn: Lsn(0x1_0000_0028),
+            columns: vec!["id".into(), "note".into()],
         });
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["mode"], "cdc");

@@ -1,6 +1,9 @@
 //! How each PostgreSQL column becomes an Arrow column: decoded from the binary COPY format
 //! ([`Kind`]), or selected as `col::text` when weft has no binary decoder for its type.
 //!
+//! Every field carries the column's PostgreSQL type (`format_type`, domains resolved) in its
+//! metadata under `weft_core::values::PG_TYPE`, so a PostgreSQL product store can keep it.
+//!
 //! | PostgreSQL | Arrow |
 //! | --- | --- |
 //! | bool | Boolean |
@@ -12,14 +15,15 @@
 //! | json / jsonb | Utf8 holding the JSON text |
 //! | uuid | Utf8, lower-case hyphenated (readable by any Parquet consumer) |
 //! | bytea | Binary |
-//! | date | Date32; `±infinity` becomes NULL (with a warning naming the column) |
+//! | date | Date32; `±infinity` as the extreme values `weft_core::values` documents (`i32::MAX`, `-i32::MAX`) |
 //! | time | Time64(µs) |
-//! | timestamp | Timestamp(µs); `±infinity` becomes NULL (with a warning); a value after 294247-01-10 (beyond Arrow's µs range) is an error naming the column |
+//! | timestamp | Timestamp(µs); `±infinity` as `i64::MAX`, `-i64::MAX`; a value after 294247-01-10 (beyond Arrow's µs range) is an error naming the column |
 //! | timestamptz | Timestamp(µs, "UTC"); as timestamp |
 //! | interval | Interval(MonthDayNano) |
 //! | one-dimensional arrays of the above | List of the element type (a multi-dimensional value is an error naming the column) |
+//! | money | Utf8, its exact `numeric` text (selected as `col::numeric`, never the locale's `$1,234.56`); CDC refuses it |
 //! | domains | as their base type |
-//! | everything else (timetz, inet, cidr, macaddr, money, bit, varbit, xml, tsvector, ranges, composites, "char", extension types…) | Utf8, selected as `col::text` (a warning names the column) |
+//! | everything else (timetz, inet, cidr, macaddr, bit, varbit, xml, tsvector, ranges, composites, "char", extension types…) | Utf8, selected as `col::text` (a warning names the column) |
 
 use arrow_schema::{DataType, Field, TimeUnit};
 
@@ -46,6 +50,7 @@ pub mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+    pub const MONEY: u32 = 790;
 }
 
 /// How a value in the binary COPY format is decoded.

@@ -143,6 +143,15 @@ async fn type_zoo_matches_postgres_value_by_value() {
     assert!(matches!(ty("ai"), DataType::List(f) if f.data_type() == &DataType::Int32));
     assert!(matches!(ty("an"), DataType::List(f) if f.data_type() == &DataType::Decimal128(6, 2)));
     assert_eq!(ty("ip"), DataType::Utf8);
+    // Each field names its PostgreSQL type (domains as their base type).
+    let pg_type =
+        |c: &str| schema.field_with_name(c).unwrap().metadata()[weft_core::values::PG_TYPE].clone();
+    assert_eq!(pg_type("n122"), "numeric(12,2)");
+    assert_eq!(pg_type("ch"), "character(3)");
+    assert_eq!(pg_type("e"), "mood");
+    assert_eq!(pg_type("dom"), "integer");
+    assert_eq!(pg_type("an"), "numeric(6,2)[]");
+    assert_eq!(pg_type("m"), "money");
     let (batches, _) = read_all(&source, &stream, None).await;
     let table = concat(&batches, &stream);
     assert_eq!(table.num_rows(), 4);
@@ -155,15 +164,18 @@ async fn type_zoo_matches_postgres_value_by_value() {
         .map(|f| {
             let c = format!("\"{}\"", f.name());
             let e = match f.data_type() {
-                DataType::Date32 => format!("CASE WHEN isfinite({c}) THEN ({c} - date '{ep}')::text END"),
+                // ±infinity as the type's extreme values (weft_core::values).
+                DataType::Date32 => format!("CASE WHEN {c} = 'infinity' THEN '2147483647' WHEN {c} = '-infinity' THEN '-2147483647' ELSE ({c} - date '{ep}')::text END"),
                 DataType::Timestamp(_, tz) => {
                     let cast = if tz.is_some() { "timestamptz" } else { "timestamp" };
-                    format!("CASE WHEN isfinite({c}) THEN ((extract(epoch from {c} - '{ep}'::{cast}) * 1000000)::int8)::text END")
+                    format!("CASE WHEN {c} = 'infinity' THEN '9223372036854775807' WHEN {c} = '-infinity' THEN '-9223372036854775807' ELSE ((extract(epoch from {c} - '{ep}'::{cast}) * 1000000)::int8)::text END")
                 }
                 DataType::Time64(_) => format!("((extract(epoch from {c}) * 1000000)::int8)::text"),
                 DataType::Interval(_) => format!("(extract(year from {c})*12 + extract(month from {c}))::text || ' ' || extract(day from {c})::text || ' ' || ((extract(epoch from {c} - date_trunc('day', {c}))*1000000)::int8)::text"),
                 DataType::List(_) => format!("'[' || array_to_string({c}, ',', 'NULL') || ']'"),
                 DataType::Float32 | DataType::Float64 => format!("CASE WHEN {c} = 'NaN' THEN 'NaN' WHEN {c}::text = '-0' THEN '-0' ELSE {c}::text END"),
+                // money as its exact numeric value, not the locale's text.
+                DataType::Utf8 if f.name() == "m" => format!("{c}::numeric::text"),
                 // The type's own output function (char(n) keeps its padding, unlike ::text).
                 _ => format!("CASE WHEN {c} IS NOT NULL THEN format('%s', {c}) END"),
             };

@@ -114,9 +114,11 @@ pub struct ConfiguredStream {
     pub cursor_field: Option<String>,
     /// The key columns, required for `append_dedup`.
     pub primary_key: Vec<String>,
-    /// A stable identifier of the product stream this read feeds (`domain.product.stream`).
-    /// Sources name server-side resources after it (a replication slot, a publication), so two
-    /// products reading the same table never share them.
+    /// A stable identifier of the product stream this read feeds:
+    /// `domain.product.stream@<project id>` (the engine's project id; tests may leave the
+    /// `@…` part out). Sources name server-side resources after it (a replication slot, a
+    /// publication), so two products, or two projects, reading the same table never share
+    /// them.
     pub pipeline_id: String,
     /// CDC only: keep reading changes until the read is dropped, instead of stopping at the
     /// log position that was current when the read started.
@@ -127,4 +129,16 @@ impl ConfiguredStream {
     pub fn name(&self) -> &StreamName {
         &self.descriptor.name
     }
+
+    /// The `domain.product.stream` part of [`ConfiguredStream::pipeline_id`].
+    pub fn pipeline_name(&self) -> &str {
+        pipeline_name(&self.pipeline_id)
+    }
+}
+
+/// The `domain.product.stream` part of a pipeline id (without the `@<project id>`).
+pub fn pipeline_name(pipeline_id: &str) -> &str {
+    pipeline_id
+        .split_once('@')
+        .map_or(pipeline_id, |(name, _)| name)
 }

@@ -18,6 +18,7 @@ pub mod message;
 pub mod names;
 pub mod source;
 pub mod sql_type;
+pub mod values;
 
 pub use catalog::{Catalog, ConfiguredStream, StreamDescriptor, SyncMode, WriteMode};
 pub use checkpoint::Checkpoint;

@@ -1,7 +1,10 @@
 //! Operations on streams outside a run: `weft sync reset` (forget a stream everywhere) and the
 //! replication lag `weft sync status` shows for CDC streams.
 
+use std::path::Path;
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use weft_core::{
     Catalog, ConfiguredStream, ConnectorContext, Destination, Source, StreamDescriptor,
@@ -14,14 +17,26 @@ use crate::error::EngineError;
 use crate::plan::{plan_stream, PlanScope};
 use crate::registry::Registry;
 
-/// The `domain.product.stream` id sources name server-side resources after.
-pub(crate) fn pipeline_id(key: &StreamKey) -> String {
-    format!("{}.{}.{}", key.domain, key.product, key.stream)
+/// The id sources name server-side resources after: `domain.product.stream@<project id>`
+/// (see [`project_id`]), so two projects with the same domain, product and stream names never
+/// share a replication slot.
+pub(crate) fn pipeline_id(project_id: &str, key: &StreamKey) -> String {
+    format!("{}.{}.{}@{project_id}", key.domain, key.product, key.stream)
+}
+
+/// 12 hex digits of the SHA-256 of the project's canonical root path. **Decision:** derived
+/// from the path rather than stored, so it needs no state; a moved project gets a new id, and
+/// its CDC streams keep the slots their checkpoints name.
+pub(crate) fn project_id(root: &Path) -> String {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One selected stream with its product's connectors.
 struct Handle {
     key: StreamKey,
+    pipeline_id: String,
     config: StreamConfig,
     source: Arc<dyn Source>,
     destination: Arc<dyn Destination>,
@@ -35,6 +50,7 @@ fn handles(
     let ctx = ConnectorContext {
         project_dir: project.root.clone(),
     };
+    let project_id = project_id(&project.root);
     let mut out = Vec::new();
     for selection in selections {
         let product = selection.product;
@@ -53,12 +69,14 @@ fn handles(
             .iter()
             .filter(|s| selection.streams.contains(&s.name))
         {
+            let key = StreamKey {
+                domain: product.domain.clone(),
+                product: product.name.clone(),
+                stream: stream.name.clone(),
+            };
             out.push(Handle {
-                key: StreamKey {
-                    domain: product.domain.clone(),
-                    product: product.name.clone(),
-                    stream: stream.name.clone(),
-                },
+                pipeline_id: pipeline_id(&project_id, &key),
+                key,
                 config: stream.clone(),
                 source: source.clone(),
                 destination: destination.clone(),
@@ -72,7 +90,7 @@ fn handles(
 /// (its table was dropped), a bare description that still names it, so its resources can go.
 fn configured(handle: &Handle, catalog: Option<&Catalog>) -> (ConfiguredStream, ConfiguredStream) {
     let scope = PlanScope {
-        pipeline_id: pipeline_id(&handle.key),
+        pipeline_id: handle.pipeline_id.clone(),
         follow: false,
     };
     if let Some(plan) = catalog.and_then(|c| plan_stream(&handle.config, c, &scope).ok()) {

@@ -57,6 +57,11 @@ pub struct MapperChain {
     /// What the chain was compiled from, to recompile on a schema change.
     columns: Option<Vec<String>>,
     mappers: Vec<Mapper>,
+    /// The input's fields, and the indices of those the source is asked to read (see
+    /// [`MapperChain::read_only`]): a batch of just those is widened back with NULL columns
+    /// that the chain removes before anything reads them.
+    input: Vec<Field>,
+    read: Option<Vec<usize>>,
 }
 
 fn kind_of(m: &Mapper) -> &'static str {
@@ -212,7 +217,67 @@ impl MapperChain {
             origins,
             columns: columns.map(<[String]>::to_vec),
             mappers: mappers.to_vec(),
+            input: input.fields().iter().map(|f| f.as_ref().clone()).collect(),
+            read: None,
         })
+    }
+
+    /// The input columns the chain reads or outputs, plus `keep` (key and cursor): the rest
+    /// are left out by `columns` or dropped before any mapper reads them, and need not be read
+    /// at all. Indices into the input, in input order.
+    pub fn needed_columns(&self, keep: &[String]) -> Vec<usize> {
+        let names: Vec<&str> = self.input.iter().map(|f| f.name().as_str()).collect();
+        let mut needed = vec![false; names.len()];
+        // Current name → input index of the live columns.
+        let mut live: Vec<(String, usize)> = match &self.columns {
+            Some(cols) => cols
+                .iter()
+                .filter_map(|c| names.iter().position(|n| n == c).map(|i| (c.clone(), i)))
+                .collect(),
+            None => names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.to_string(), i))
+                .collect(),
+        };
+        let mut mark = |live: &[(String, usize)], name: &str| {
+            if let Some((_, i)) = live.iter().find(|(n, _)| n == name) {
+                needed[*i] = true;
+            }
+        };
+        for mapper in &self.mappers {
+            match mapper {
+                Mapper::Select(cols) => {
+                    for c in cols {
+                        mark(&live, c);
+                    }
+                    live.retain(|(n, _)| cols.contains(n));
+                }
+                Mapper::Drop(cols) => live.retain(|(n, _)| !cols.contains(n)),
+                Mapper::Rename { from, to } => {
+                    for (n, _) in live.iter_mut().filter(|(n, _)| n == from) {
+                        *n = to.clone();
+                    }
+                }
+                Mapper::Hash { column, .. } | Mapper::Mask { column, .. } => mark(&live, column),
+                Mapper::Filter { column, .. } => mark(&live, column),
+            }
+        }
+        for (_, i) in &live {
+            needed[*i] = true;
+        }
+        for k in keep {
+            if let Some(i) = names.iter().position(|n| n == k) {
+                needed[i] = true;
+            }
+        }
+        (0..names.len()).filter(|&i| needed[i]).collect()
+    }
+
+    /// From now on the source sends only the input columns `read` (it was asked to); sources
+    /// that send every column anyway still work.
+    pub fn read_only(&mut self, read: Vec<usize>) {
+        self.read = Some(read).filter(|r| r.len() < self.input.len());
     }
 
     /// The same chain compiled against a new source schema (after a schema change).
@@ -278,8 +343,23 @@ impl MapperChain {
         if self.steps.is_empty() {
             return Ok(batch);
         }
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         let mut num_rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = match &self.read {
+            // Only the columns asked for: the others come back as NULL placeholders, which a
+            // projection removes before any step reads them.
+            Some(read) if batch.num_columns() == read.len() => {
+                let mut full: Vec<ArrayRef> = self
+                    .input
+                    .iter()
+                    .map(|f| arrow::array::new_null_array(f.data_type(), num_rows))
+                    .collect();
+                for (column, &i) in batch.columns().iter().zip(read) {
+                    full[i] = column.clone();
+                }
+                full
+            }
+            _ => batch.columns().to_vec(),
+        };
         for step in &self.steps {
             match step {
                 Step::Project(keep) => {
@@ -476,6 +556,42 @@ fn mask_column(
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn unread_columns_are_left_out_and_come_back_as_placeholders() {
+        let full = batch();
+        let schema = full.schema();
+        // `status` is dropped before anything reads it; `email` is hashed, so it is read.
+        let mappers = vec![
+            Mapper::Hash {
+                column: "email".into(),
+                salt: None,
+            },
+            Mapper::Drop(vec!["status".into()]),
+        ];
+        let mut chain = MapperChain::compile(&schema, None, &mappers).unwrap();
+        assert_eq!(chain.needed_columns(&[]), vec![0, 1]);
+        // A key or cursor is always read, even when dropped.
+        assert_eq!(chain.needed_columns(&["status".into()]), vec![0, 1, 2]);
+        // Left out by `columns`, renamed ones are followed.
+        let only = MapperChain::compile(
+            &schema,
+            Some(&["status".to_string()]),
+            &[Mapper::Rename {
+                from: "status".into(),
+                to: "s".into(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(only.needed_columns(&[]), vec![2]);
+
+        let expected = chain.apply(full.clone()).unwrap();
+        chain.read_only(vec![0, 1]);
+        let narrow = full.project(&[0, 1]).unwrap();
+        assert_eq!(chain.apply(narrow).unwrap(), expected);
+        // A source that sends every column anyway gives the same.
+        assert_eq!(chain.apply(full).unwrap(), expected);
+    }
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

@@ -20,7 +20,7 @@ pub(crate) struct StreamPlan {
 /// Where a planned stream's reads come from and how long they go on.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PlanScope {
-    /// `domain.product.stream`: names server-side resources (replication slots).
+    /// `domain.product.stream@<project id>`: names server-side resources (replication slots).
     pub pipeline_id: String,
     /// CDC streams keep reading until stopped.
     pub follow: bool,
@@ -124,8 +124,9 @@ pub(crate) fn plan_stream(
     } else {
         schema.clone()
     };
-    let mappers = MapperChain::compile(&mapped_input, config.columns.as_deref(), &config.mappers)
-        .map_err(|e| e.to_string())?;
+    let mut mappers =
+        MapperChain::compile(&mapped_input, config.columns.as_deref(), &config.mappers)
+            .map_err(|e| e.to_string())?;
 
     // The destination sees the mapped names; keys and cursor must survive the mappers.
     let rename = |c: &String, role: &str| {
@@ -153,8 +154,27 @@ pub(crate) fn plan_stream(
         None => None,
     };
 
+    // Columns left out by `columns`, or dropped before any mapper reads them, are not read at
+    // all: the source is asked for the rest (a source that sends everything still works).
+    // CDC reads whole rows (the change log carries them).
+    let mut source_descriptor = descriptor.clone();
+    if config.mode != SyncMode::Cdc {
+        let mut keep = primary_key.clone();
+        keep.extend(cursor.clone());
+        let needed = mappers.needed_columns(&keep);
+        if needed.len() < schema.fields().len() {
+            source_descriptor.schema = Arc::new(Schema::new_with_metadata(
+                needed
+                    .iter()
+                    .map(|&i| schema.field(i).clone())
+                    .collect::<Vec<_>>(),
+                schema.metadata().clone(),
+            ));
+            mappers.read_only(needed);
+        }
+    }
     let source_stream = ConfiguredStream {
-        descriptor: descriptor.clone(),
+        descriptor: source_descriptor,
         sync_mode: config.mode,
         write_mode: config.write,
         cursor_field: cursor,

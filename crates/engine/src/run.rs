@@ -58,6 +58,8 @@ struct ProductRun {
 /// A run whose connectors are built and whose configs are valid, ready to execute.
 pub struct PreparedRun {
     run_id: String,
+    /// See [`crate::admin::project_id`].
+    project_id: String,
     selectors: Vec<String>,
     products: Vec<ProductRun>,
     state: Arc<dyn StateStore>,
@@ -159,6 +161,7 @@ pub fn prepare(
     }
     Ok(PreparedRun {
         run_id: new_run_id(),
+        project_id: crate::admin::project_id(&project.root),
         selectors,
         products,
         state,
@@ -239,7 +242,7 @@ impl PreparedRun {
             let Some(catalog) = catalog else { continue };
             for (config, key, progress) in &product.streams {
                 let scope = PlanScope {
-                    pipeline_id: crate::admin::pipeline_id(key),
+                    pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
                     follow: self.options.follow,
                 };
                 let plan = match plan_stream(config, &catalog, &scope) {

@@ -6,7 +6,8 @@
 //! Covers the Arrow types the `postgres` source produces: booleans, integers, floats (shortest
 //! exact digits, exponent form outside PostgreSQL's fixed-point range), Decimal128, Utf8,
 //! Binary (`\x…` hex), Date32, Time64(µs), Timestamp(µs) with and without a zone, Interval
-//! (month-day-nano) and one-dimensional Lists as PostgreSQL array literals. Anything else
+//! (month-day-nano; ±infinity dates and timestamps as the type's extreme values, as weft
+//! carries them) and one-dimensional Lists as PostgreSQL array literals. Anything else
 //! panics, naming the type.
 
 use arrow::array::{Array, AsArray};
@@ -50,15 +51,25 @@ fn text(array: &dyn Array, row: usize, in_array: bool) -> Option<String> {
         DataType::LargeUtf8 => array.as_string::<i64>().value(row).to_string(),
         DataType::Binary => hex(array.as_binary::<i32>().value(row)),
         DataType::LargeBinary => hex(array.as_binary::<i64>().value(row)),
-        DataType::Date32 => {
-            let (date, bc) = date(array.as_primitive::<Date32Type>().value(row));
-            format!("{date}{bc}")
-        }
+        // ±infinity are the type's extreme values (weft-core's `values` convention).
+        DataType::Date32 => match array.as_primitive::<Date32Type>().value(row) {
+            i32::MAX => "infinity".into(),
+            d if d <= -i32::MAX => "-infinity".into(),
+            d => {
+                let (date, bc) = date(d);
+                format!("{date}{bc}")
+            }
+        },
         DataType::Time64(TimeUnit::Microsecond) => {
             time(array.as_primitive::<Time64MicrosecondType>().value(row))
         }
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let us = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            if us == i64::MAX {
+                return Some("infinity".into());
+            } else if us <= -i64::MAX {
+                return Some("-infinity".into());
+            }
             let (days, in_day) = (us.div_euclid(86_400_000_000), us.rem_euclid(86_400_000_000));
             let (date, bc) = date(days as i32);
             let zone = if tz.is_some() { "+00" } else { "" };

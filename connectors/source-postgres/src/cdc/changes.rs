@@ -5,7 +5,7 @@
 //! sends in the Commit message, and a checkpoint may only follow a whole transaction. So a
 //! transaction larger than a batch is held in memory (as Arrow batches) until its commit.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt64Array, UInt8Array};
@@ -55,8 +55,6 @@ pub struct ChangeBuilder {
     sealed: VecDeque<Sealed>,
     batch_size: usize,
     batch_bytes: usize,
-    /// Columns in which ±infinity was read as NULL (warned once each).
-    pub infinities: BTreeSet<String>,
 }
 
 impl ChangeBuilder {
@@ -76,7 +74,6 @@ impl ChangeBuilder {
             sealed: VecDeque::new(),
             batch_size: batch_size.max(1),
             batch_bytes: batch_bytes.max(1),
-            infinities: BTreeSet::new(),
         }
     }
 
@@ -132,23 +129,17 @@ impl ChangeBuilder {
             let result = match datum {
                 Datum::Null | Datum::Unchanged => {
                     self.columns[i].append_null();
-                    Ok(false)
+                    Ok(())
                 }
                 Datum::Text(v) | Datum::Binary(v) => {
                     self.bytes += v.len();
                     self.columns[i].append(Some(v))
                 }
             };
-            match result {
-                Ok(false) => {}
-                Ok(true) => {
-                    self.infinities.insert(self.schema.field(i).name().clone());
-                }
-                Err(e) => {
-                    // The row is half appended: the builders are unusable from here on. The
-                    // caller fails the read, so nothing of them is emitted.
-                    return Err(format!("column `{}`: {e}", self.schema.field(i).name()));
-                }
+            if let Err(e) = result {
+                // The row is half appended: the builders are unusable from here on. The
+                // caller fails the read, so nothing of them is emitted.
+                return Err(format!("column `{}`: {e}", self.schema.field(i).name()));
             }
             match &mut self.unchanged[i] {
                 Some(mask) => mask.push(flag),

@@ -48,7 +48,7 @@ mod setup;
 mod snapshot;
 mod stream;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,7 +85,10 @@ const ACK_WAIT: Duration = Duration::from_millis(500);
 
 /// The `weft sync reset` command for a pipeline id `domain.product.stream`.
 fn reset_command(pipeline_id: &str) -> String {
-    format!("weft sync reset {}", pipeline_id.replacen('.', "/", 2))
+    format!(
+        "weft sync reset {}",
+        weft_core::catalog::pipeline_name(pipeline_id).replacen('.', "/", 2)
+    )
 }
 
 /// The read's view of the acked position, starting at the slot's confirmed position.
@@ -143,17 +146,19 @@ pub async fn start(
     let resource = resource_name(&pipeline);
     let client = connect(&ctx.config).await?;
     setup::check(&client, &ctx).await?;
-    let lost = |why: &str, at: Lsn| {
+    let lost = |slot: &str, why: &str, at: Lsn| {
         ConnectorError::Other(format!(
-            "stream `{name}`: the replication slot {resource} was {why}; changes since position \
+            "stream `{name}`: the replication slot {slot} was {why}; changes since position \
              {at} are lost to it; run `{}` to take a new snapshot",
             reset_command(&pipeline)
         ))
     };
     let (state, exported, confirmed) = match state {
         None => {
-            setup::ensure_publication(&client, &ctx, &resource, true, &reset_command(&pipeline))
-                .await?;
+            let reset = reset_command(&pipeline);
+            setup::check_owner(&client, &name, &resource, &pipeline, &reset).await?;
+            setup::ensure_publication(&client, &ctx, &resource, true, &reset).await?;
+            setup::claim(&client, &resource, &pipeline).await?;
             // A slot without state is a leftover of a read that never committed: start over.
             let consistent = setup::create_slot(&client, &name, &resource).await?;
             let exported = snapshot::export(&ctx.config).await?;
@@ -169,11 +174,17 @@ pub async fn start(
                 ranges,
                 snapshot_rows: 0,
                 lsn: consistent,
+                columns: column_names(&ctx),
             };
             (state, Some(exported), consistent)
         }
-        Some(state) => {
-            if state.slot != resource {
+        Some(mut state) => {
+            check_columns_added_since(&ctx, &state, &reset_command(&pipeline))?;
+            state.columns = column_names(&ctx);
+            // A checkpoint from before slots were named per project keeps its slot; the first
+            // read claims it, and another project's checkpoint naming it is refused.
+            let legacy = state.slot != resource && state.slot == setup::legacy_name(&pipeline);
+            if state.slot != resource && !legacy {
                 return Err(ConnectorError::Other(format!(
                     "stream `{name}`: the saved checkpoint reads replication slot {} but this \
                      pipeline's slot is {resource} (was the product renamed?); run `{}`",
@@ -181,19 +192,18 @@ pub async fn start(
                     reset_command(&pipeline)
                 )));
             }
-            setup::ensure_publication(
-                &client,
-                &ctx,
-                &state.publication,
-                false,
-                &reset_command(&pipeline),
-            )
-            .await?;
+            let reset = reset_command(&pipeline);
+            setup::check_owner(&client, &name, &state.publication, &pipeline, &reset).await?;
+            setup::ensure_publication(&client, &ctx, &state.publication, false, &reset).await?;
+            if legacy {
+                setup::claim(&client, &state.publication, &pipeline).await?;
+            }
             let Some(info) = settled_slot(&client, &state.slot).await? else {
-                return Err(lost("dropped", state.lsn));
+                return Err(lost(&state.slot, "dropped", state.lsn));
             };
             if info.wal_status.as_deref() == Some("lost") {
                 return Err(lost(
+                    &state.slot,
                     "invalidated (the server removed WAL it still needed; see \
                      max_slot_wal_keep_size)",
                     state.lsn,
@@ -203,18 +213,20 @@ pub async fn start(
                 || info.database.as_deref() != Some(ctx.config.database.as_str())
             {
                 return Err(lost(
+                    &state.slot,
                     "replaced by a slot of another plugin or database",
                     state.lsn,
                 ));
             }
             if info.confirmed_flush.is_some_and(|c| c > state.lsn) {
                 return Err(lost(
+                    &state.slot,
                     "advanced past the saved checkpoint by something other than this pipeline",
                     state.lsn,
                 ));
             }
             if info.active {
-                setup::release_slot(&client, &name, &resource).await?;
+                setup::release_slot(&client, &name, &state.slot).await?;
             }
             let exported = match state.phase {
                 CdcPhase::Snapshot => Some(snapshot::export(&ctx.config).await?),
@@ -364,7 +376,6 @@ async fn poll_changes(
     // again, so the window must be that much larger to reach anything new.
     let mut backlog = 0usize;
     let mut last_cp = state.lsn.0;
-    let mut warned = BTreeSet::new();
     loop {
         if *acked.borrow() >= last_cp {
             backlog = 0;
@@ -385,7 +396,6 @@ async fn poll_changes(
             out,
         )
         .await?;
-        warn_infinities(ctx, reader, &mut warned);
         let full = rows >= nchanges;
         if !full {
             // Everything committed before `upto` has been decoded: nothing can end at or
@@ -395,6 +405,7 @@ async fn poll_changes(
         let mut sent = false;
         if reader.position > last_cp {
             state.lsn = Lsn(reader.position);
+            state.columns = reader.column_names();
             send(out, checkpoint(&state)).await?;
             last_cp = reader.position;
             sent = true;
@@ -489,7 +500,8 @@ async fn handle(
                 return Ok(());
             }
             Event::NeedColumns(names) => {
-                let added = added_columns(meta, ctx, &names).await?;
+                let reset = reset_command(&reader.pipeline);
+                let added = added_columns(meta, ctx, &names, &reset).await?;
                 let schema = reader.add_columns(added).map_err(ConnectorError::Schema)?;
                 tracing::info!(
                     "stream `{}`: columns {} were added; the schema now has {} columns",
@@ -498,18 +510,6 @@ async fn handle(
                     schema.fields().len()
                 );
             }
-        }
-    }
-}
-
-/// Warns once per column about ±infinity read as NULL.
-fn warn_infinities(ctx: &ReadCtx, reader: &Reader, warned: &mut BTreeSet<String>) {
-    for column in reader.builder.infinities.iter() {
-        if warned.insert(column.clone()) {
-            tracing::warn!(
-                "stream `{}`: column `{column}` holds ±infinity, read as NULL (Arrow dates and timestamps have no infinity)",
-                ctx.stream
-            );
         }
     }
 }
@@ -530,11 +530,45 @@ async fn emit(
     Ok(())
 }
 
+fn column_names(ctx: &ReadCtx) -> Vec<String> {
+    ctx.table.columns.iter().map(|c| c.name.clone()).collect()
+}
+
+/// A column added while no read ran is in the table (and the destination adds it, filling
+/// existing rows from a constant default: `PgColumn::fill`); one whose default PostgreSQL
+/// computed row by row in an unlogged rewrite cannot be made exact, so the stream stops.
+fn check_columns_added_since(ctx: &ReadCtx, state: &CdcState, reset: &str) -> Result<()> {
+    if state.columns.is_empty() {
+        return Ok(());
+    }
+    match ctx
+        .table
+        .columns
+        .iter()
+        .find(|c| c.default_rewrote_rows && !state.columns.contains(&c.name))
+    {
+        Some(c) => Err(rewritten_default(&ctx.stream, &c.name, reset)),
+        None => Ok(()),
+    }
+}
+
+fn rewritten_default(stream: &str, column: &str, reset: &str) -> ConnectorError {
+    ConnectorError::Other(format!(
+        "stream `{stream}`: column `{column}` was added with a default PostgreSQL computed row by \
+         row (a volatile DEFAULT rewrites the table without logging the rows), or it got its \
+         default later or the table was rewritten since; the values the existing rows hold \
+         cannot be read from the log. Run `{reset}` to take a new snapshot"
+    ))
+}
+
 /// The Arrow field and decoder of columns added to the table mid-stream (from the catalog).
+/// The field carries the value the rows already there read for it, if not NULL
+/// ([`PgColumn::fill`](crate::discover::PgColumn::fill)): PostgreSQL does not log them.
 async fn added_columns(
     client: &Client,
     ctx: &ReadCtx,
     names: &[String],
+    reset: &str,
 ) -> Result<Vec<(Field, Kind)>> {
     // The server can send a transaction before other sessions see it committed (its commit
     // record is flushed, and decoded, before the committing backend leaves the proc array): a
@@ -570,14 +604,17 @@ async fn added_columns(
                     ctx.stream
                 ))
             })?;
-            let kind = c.kind.clone().ok_or_else(|| {
+            let kind = c.kind.clone().filter(|_| c.cast.is_none()).ok_or_else(|| {
                 ConnectorError::Unsupported(format!(
                     "stream `{}`: the added column `{name}` has type {}, which CDC cannot decode \
                      (weft reads it through a text cast)",
                     ctx.stream, c.sql_type
                 ))
             })?;
-            Ok((Field::new(name, kind.data_type(), true), kind))
+            if c.default_rewrote_rows {
+                return Err(rewritten_default(&ctx.stream, name, reset));
+            }
+            Ok((c.field().with_nullable(true), kind))
         })
         .collect()
 }
@@ -724,6 +761,19 @@ pub async fn ack(
     Ok(())
 }
 
+/// The names of the stream's slot and publication: its own, and the one from before weft
+/// named them per project when its publication is marked as this pipeline's.
+async fn own_resources(client: &Client, stream: &ConfiguredStream) -> Result<Vec<String>> {
+    let mut names = vec![resource_name(&stream.pipeline_id)];
+    let legacy = setup::legacy_name(&stream.pipeline_id);
+    if legacy != names[0]
+        && setup::owner(client, &legacy).await?.as_deref() == Some(stream.pipeline_id.as_str())
+    {
+        names.push(legacy);
+    }
+    Ok(names)
+}
+
 /// Bytes the stream's slot is behind the server's WAL.
 pub async fn lag_bytes(config: &PostgresConfig, stream: &ConfiguredStream) -> Result<Option<u64>> {
     if stream.sync_mode != SyncMode::Cdc {
@@ -733,8 +783,11 @@ pub async fn lag_bytes(config: &PostgresConfig, stream: &ConfiguredStream) -> Re
     let row = client
         .query_opt(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&resource_name(&stream.pipeline_id)],
+             FROM pg_replication_slots WHERE slot_name = ANY($1) ORDER BY slot_name = $2 DESC LIMIT 1",
+            &[
+                &own_resources(&client, stream).await?,
+                &resource_name(&stream.pipeline_id),
+            ],
         )
         .await
         .map_err(|e| query_error("reading the replication slot's lag", &e))?;
@@ -743,11 +796,14 @@ pub async fn lag_bytes(config: &PostgresConfig, stream: &ConfiguredStream) -> Re
         .map(|b| b.max(0) as u64))
 }
 
-/// Drops the stream's slot and publication. Done whatever the stream's sync mode is now: a
-/// slot left from when it was read by CDC would pin WAL forever.
+/// Drops the stream's slot and publication (also one from before weft named them per project,
+/// once this pipeline claimed it). Done whatever the stream's sync mode is now: a slot left
+/// from when it was read by CDC would pin WAL forever.
 pub async fn reset(config: &PostgresConfig, stream: &ConfiguredStream) -> Result<()> {
     let client = connect(config).await?;
-    let name = resource_name(&stream.pipeline_id);
-    setup::drop_slot(&client, stream.name().as_str(), &name).await?;
-    setup::drop_publication(&client, &name).await
+    for name in own_resources(&client, stream).await? {
+        setup::drop_slot(&client, stream.name().as_str(), &name).await?;
+        setup::drop_publication(&client, &name).await?;
+    }
+    Ok(())
 }

@@ -389,6 +389,11 @@ impl Reader {
         Ok(Event::None)
     }
 
+    /// The table's columns as the stream delivers them now.
+    pub fn column_names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// The columns [`Event::NeedColumns`] asked for, with their Arrow fields and kinds (from
     /// the catalog): the schema widens and a schema change is queued.
     pub fn add_columns(&mut self, added: Vec<(Field, Kind)>) -> Result<SchemaRef, String> {

@@ -6,19 +6,22 @@
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use weft_core::catalog::pipeline_name;
 use weft_core::{ConnectorError, Result};
 
 use super::lsn::Lsn;
 use crate::connect::query_error;
 use crate::read::ReadCtx;
-use crate::sql::{qualified, quote_ident};
+use crate::sql::{qualified, quote_ident, quote_literal};
 
-/// The slot and publication name of a pipeline: `weft_<sanitized id>_<8 hex of its hash>`,
-/// at most 63 characters of `[a-z0-9_]` (what slot names allow). The hash keeps ids that
-/// sanitize alike (`a.b` and `a_b`) apart.
+/// The slot and publication name of a pipeline: `weft_<sanitized domain.product.stream>_<8
+/// hex of the whole id's hash>`, at most 63 characters of `[a-z0-9_]` (what slot names
+/// allow). The hash covers the project id (`…@<project id>`), so two projects with the same
+/// names get different slots, and keeps ids that sanitize alike (`a.b` and `a_b`) apart.
+/// Before weft named slots per project the id had no project part: [`legacy_name`].
 pub fn resource_name(pipeline_id: &str) -> String {
     let mut clean = String::new();
-    for c in pipeline_id.chars() {
+    for c in pipeline_name(pipeline_id).chars() {
         let c = c.to_ascii_lowercase();
         let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
             c
@@ -43,6 +46,62 @@ pub fn resource_name(pipeline_id: &str) -> String {
         format!("weft_{hash:08x}")
     } else {
         format!("weft_{clean}_{hash:08x}")
+    }
+}
+
+/// The name the pipeline's slot and publication had before weft named them per project (the
+/// same as [`resource_name`] for an id without a project part). A checkpoint naming it keeps
+/// reading it; the first read claims its publication for the pipeline ([`claim`]).
+pub fn legacy_name(pipeline_id: &str) -> String {
+    resource_name(pipeline_name(pipeline_id))
+}
+
+/// The pipeline a publication is marked as read by (its comment `weft:<pipeline id>`).
+pub async fn owner(client: &Client, publication: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| query_error("reading the publication's owner", &e))?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|c| c.strip_prefix(OWNER_PREFIX).map(str::to_string)))
+}
+
+const OWNER_PREFIX: &str = "weft:";
+
+/// Marks the publication as read by `pipeline_id`.
+pub async fn claim(client: &Client, publication: &str, pipeline_id: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "COMMENT ON PUBLICATION {} IS {}",
+            quote_ident(publication),
+            quote_literal(&format!("{OWNER_PREFIX}{pipeline_id}"))
+        ))
+        .await
+        .map_err(|e| query_error(&format!("marking publication {publication}"), &e))
+}
+
+/// Refuses a slot and publication another pipeline (another weft project) reads: two readers
+/// of one slot each miss the changes the other consumed.
+pub async fn check_owner(
+    client: &Client,
+    stream: &str,
+    publication: &str,
+    pipeline_id: &str,
+    reset: &str,
+) -> Result<()> {
+    match owner(client, publication).await? {
+        Some(other) if other != pipeline_id => Err(ConnectorError::Other(format!(
+            "stream `{stream}`: replication slot and publication {publication} are read by \
+             another weft project (pipeline `{other}`; this one is `{pipeline_id}`), and a \
+             slot read by two projects loses changes for both. This project's checkpoint \
+             names them from before weft named slots per project: run `{reset}` here to take \
+             a new snapshot with a slot of its own"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -87,9 +146,14 @@ pub async fn check(client: &Client, ctx: &ReadCtx) -> Result<()> {
              or incremental"
         )));
     }
-    if let Some(c) = ctx.table.columns.iter().find(|c| c.kind.is_none()) {
+    if let Some(c) = ctx
+        .table
+        .columns
+        .iter()
+        .find(|c| c.kind.is_none() || c.cast.is_some())
+    {
         return Err(ConnectorError::Unsupported(format!(
-            "stream `{stream}`: column `{}` has type {}, which weft reads through a text cast; \
+            "stream `{stream}`: column `{}` has type {}, which weft reads through a cast; \
              CDC decodes binary values only and cannot read it (exclude the table from CDC, \
              or change the column's type)",
             c.name, c.sql_type
@@ -404,6 +468,18 @@ mod tests {
         assert_eq!(a.len(), "weft_sales_orders_order_lines_".len() + 8);
         assert_ne!(resource_name("a.b"), resource_name("a_b"));
         assert_eq!(resource_name("a.b"), resource_name("a.b"));
+        // Per project: the readable part is the stream's, the hash tells projects apart; the
+        // legacy name is the one from before (no project part).
+        let (p1, p2) = (
+            resource_name("s.o.t@0123456789ab"),
+            resource_name("s.o.t@ba9876543210"),
+        );
+        assert_ne!(p1, p2);
+        assert!(
+            p1.starts_with("weft_s_o_t_") && p2.starts_with("weft_s_o_t_"),
+            "{p1} {p2}"
+        );
+        assert_eq!(legacy_name("s.o.t@0123456789ab"), resource_name("s.o.t"));
         let long = resource_name(&"x".repeat(300));
         assert!(long.len() <= 63, "{long}");
         let odd = resource_name("ÄÖ..__");

@@ -21,7 +21,6 @@
 //! the watched table is idle and the server is busy. A read without `follow` stops on the
 //! first Begin, Commit or keepalive at or past the WAL flush position taken at its start.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pgwire_replication::{
@@ -33,7 +32,7 @@ use weft_core::{ConnectorError, Result, SourceMessage};
 
 use super::lsn::Lsn;
 use super::reader::Reader;
-use super::{checkpoint, emit, handle, reset_command, send, setup, warn_infinities, Stop};
+use super::{checkpoint, emit, handle, reset_command, send, setup, Stop};
 use crate::connect::connect;
 use crate::read::ReadCtx;
 use crate::state::CdcState;
@@ -81,7 +80,6 @@ pub(super) async fn stream_changes(
         state,
         last_cp: reader.position,
         last_cp_at: Instant::now(),
-        warned: BTreeSet::new(),
         out,
     };
     let result = pump.run(&mut client, reader, target, acked).await;
@@ -160,7 +158,6 @@ struct Pump<'a> {
     state: CdcState,
     last_cp: u64,
     last_cp_at: Instant,
-    warned: BTreeSet<String>,
     out: &'a mpsc::Sender<Result<SourceMessage>>,
 }
 
@@ -258,11 +255,11 @@ impl Pump<'_> {
     /// transactions. Returns whether a checkpoint was sent.
     async fn checkpoint(&mut self, reader: &mut Reader) -> Result<bool, Stop> {
         emit(reader.builder.take(true), self.ctx, self.out).await?;
-        warn_infinities(self.ctx, reader, &mut self.warned);
         if reader.position <= self.last_cp {
             return Ok(false);
         }
         self.state.lsn = Lsn(reader.position);
+        self.state.columns = reader.column_names();
         send(self.out, checkpoint(&self.state)).await?;
         self.last_cp = reader.position;
         self.last_cp_at = Instant::now();

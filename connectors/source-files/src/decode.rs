@@ -98,17 +98,14 @@ fn csv_file_schema(
     let fields = names
         .iter()
         .map(|name| {
-            data_schema
-                .field_with_name(name)
-                .map(|f| f.clone())
-                .map_err(|_| {
-                    ConnectorError::Schema(format!(
-                        "stream `{}`: {} has column `{name}`, which the stream's schema (inferred \
+            data_schema.field_with_name(name).cloned().map_err(|_| {
+                ConnectorError::Schema(format!(
+                    "stream `{}`: {} has column `{name}`, which the stream's schema (inferred \
                          from its first files) does not have; run the sync again to pick it up, \
                          or raise `infer_rows`",
-                        config.name, file.rel
-                    ))
-                })
+                    config.name, file.rel
+                ))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(arrow_schema::Schema::new(fields)))

@@ -647,6 +647,59 @@ async fn append_dedup_keeps_the_latest_row_per_multi_column_key() {
 }
 
 #[tokio::test]
+async fn append_dedup_finds_changed_keys_in_any_row_group_and_file() {
+    // Many row groups in several files, so a compaction can skip those without a changed key.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let config = json!({ "row_group_bytes": 4096, "file_bytes": 10000 });
+    let s = schema();
+    let stream = configured(&s, WriteMode::AppendDedup, &["id"], None);
+    let mut w = lake(root, config.clone())
+        .open(&target("r1"), &stream, s.clone())
+        .await
+        .unwrap();
+    for chunk in 0..10 {
+        let ids: Vec<i64> = (chunk * 1000..(chunk + 1) * 1000).collect();
+        let names: Vec<String> = ids.iter().map(|i| format!("v1-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        w.write(batch(&ids, &names)).await.unwrap();
+    }
+    w.finish(&cp(1)).await.unwrap();
+    drop(w);
+    let dir = dir_of(root);
+    let before = committed_files(&dir).unwrap();
+    assert!(before.len() > 3, "{} files", before.len());
+
+    // Keys in the first, a middle and the last row group, one twice, and a new one.
+    let mut w = lake(root, config)
+        .open(&target("r2"), &stream, s)
+        .await
+        .unwrap();
+    w.write(batch(
+        &[0, 5005, 9999, 20000],
+        &["v2-0", "v2-5005", "v2-9999", "new"],
+    ))
+    .await
+    .unwrap();
+    w.write(batch(&[5005], &["v3-5005"])).await.unwrap();
+    w.finish(&cp(2)).await.unwrap();
+
+    let mut got = read_rows(&committed_files(&dir).unwrap());
+    got.sort();
+    let mut want: Vec<(i64, String)> = (0..10_000).map(|i| (i, format!("v1-{i}"))).collect();
+    want[0].1 = "v2-0".into();
+    want[5005].1 = "v3-5005".into();
+    want[9999].1 = "v2-9999".into();
+    want.push((20000, "new".into()));
+    assert_eq!(got.len(), want.len(), "one row per key");
+    assert_eq!(got, want);
+    // Files without a changed key were kept as they were.
+    let after = committed_files(&dir).unwrap();
+    let kept = before.iter().filter(|f| after.contains(f)).count();
+    assert!(kept >= 1, "no file was kept: {before:?} -> {after:?}");
+}
+
+#[tokio::test]
 async fn append_dedup_publishes_settled_at_finish_and_resumes_after_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

@@ -48,8 +48,16 @@ struct Winner {
     file: u32,
     row: u64,
     cursor: Option<Box<[u8]>>,
-    /// A published row has a higher cursor: it stays, and no new row of the key is kept.
-    beaten: bool,
+}
+
+/// FNV-1a: a fast, stable hash to spread keys over partitions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// What a compaction did, for logs and tests.
@@ -134,126 +142,133 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
         Ok::<_, ConnectorError>((keys, cursors))
     };
 
-    // Pass 1: the winning new row of every key the run changed.
-    let mut winners: HashMap<Box<[u8]>, Winner> = HashMap::new();
-    let mut file_rows = vec![0u64; files.len()];
-    for (index, file) in files.iter().enumerate() {
-        if file.compacted {
-            continue;
-        }
-        let path = table.file_path(&file.path);
-        let builder = open(&path)?;
-        file_rows[index] = builder.metadata().file_metadata().num_rows().max(0) as u64;
-        let mask = projection(&builder, &path)?;
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| err(&path, &e))?;
-        let mut base = 0u64;
-        for batch in reader {
-            let batch = batch.map_err(|e| err(&path, &e))?;
-            let (keys, cursors) = encode(&batch, &path)?;
-            for i in 0..batch.num_rows() {
-                let key = keys.row(i);
-                let cursor = cursors.as_ref().map(|c| c.row(i));
-                let row = base + i as u64;
-                match winners.get_mut(key.as_ref()) {
-                    Some(w) => {
-                        // Later arrival wins unless its cursor is lower.
-                        let wins = match (&cursor, &w.cursor) {
-                            (Some(new), Some(old)) => new.as_ref() >= old.as_ref(),
-                            _ => true,
-                        };
-                        if wins {
-                            w.file = index as u32;
-                            w.row = row;
-                            if let Some(c) = cursor {
-                                w.cursor = Some(c.as_ref().into());
-                            }
-                        }
-                    }
-                    None => {
-                        winners.insert(
-                            key.as_ref().into(),
-                            Winner {
-                                file: index as u32,
-                                row,
-                                cursor: cursor.map(|c| c.as_ref().into()),
-                                beaten: false,
-                            },
-                        );
-                    }
-                }
-            }
-            base += batch.num_rows() as u64;
-        }
-    }
-
-    // Pass 2: the published rows of changed keys, row groups without one skipped.
+    // The new rows are taken in partitions by key hash, each settled on its own, so the map
+    // of winners never holds more than about `merge_keys` keys (by default, a first load of
+    // 10M rows is 14 partitions; an incremental run of a few thousand changes is one).
+    let new_rows: u64 = files.iter().filter(|f| !f.compacted).map(|f| f.rows).sum();
+    let partitions = new_rows.div_ceil(table.merge_keys.max(1)).max(1);
     let mut stats = Compaction::default();
-    // A sorted copy of the changed keys (bounded like the map) for the statistics checks.
-    let mut sorted_keys: Vec<Box<[u8]>> = winners.keys().cloned().collect();
-    sorted_keys.sort_unstable();
+    // Per file, the rows that lose (superseded by a later row of their key).
     let mut losers: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
-    for (index, file) in files.iter().enumerate() {
-        if !file.compacted || winners.is_empty() {
-            continue;
-        }
-        let path = table.file_path(&file.path);
-        let builder = open(&path)?;
-        let candidates =
-            row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &sorted_keys);
-        let groups = builder.metadata().row_groups();
-        let mut offsets = Vec::with_capacity(groups.len());
-        let mut offset = 0u64;
-        for group in groups {
-            offsets.push(offset);
-            offset += group.num_rows().max(0) as u64;
-        }
-        stats.row_groups_skipped += groups.len() - candidates.len();
-        stats.row_groups_scanned += candidates.len();
-        let mask = projection(&builder, &path)?;
-        for group in candidates {
-            let reader = open(&path)?
-                .with_projection(mask.clone())
-                .with_row_groups(vec![group])
+    for partition in 0..partitions {
+        let mine = |key: &[u8]| partitions == 1 || fnv1a(key) % partitions == partition;
+
+        // Pass 1: the winning new row of every key of the partition the run changed.
+        let mut winners: HashMap<Box<[u8]>, Winner> = HashMap::new();
+        for (index, file) in files.iter().enumerate() {
+            if file.compacted {
+                continue;
+            }
+            let path = table.file_path(&file.path);
+            let builder = open(&path)?;
+            let mask = projection(&builder, &path)?;
+            let reader = builder
+                .with_projection(mask)
                 .with_batch_size(BATCH_ROWS)
                 .build()
                 .map_err(|e| err(&path, &e))?;
-            let mut base = offsets[group];
+            let mut base = 0u64;
             for batch in reader {
                 let batch = batch.map_err(|e| err(&path, &e))?;
                 let (keys, cursors) = encode(&batch, &path)?;
                 for i in 0..batch.num_rows() {
-                    let Some(w) = winners.get_mut(keys.row(i).as_ref()) else {
+                    let key = keys.row(i);
+                    if !mine(key.as_ref()) {
                         continue;
-                    };
-                    let published = cursors.as_ref().map(|c| c.row(i));
-                    // The published row arrived first: it stays only with a higher cursor.
-                    let stays = match (&published, &w.cursor) {
-                        (Some(old), Some(new)) => old.as_ref() > new.as_ref(),
-                        _ => false,
-                    };
-                    if stays {
-                        w.beaten = true;
-                    } else {
-                        losers[index].push(base + i as u64);
+                    }
+                    let cursor = cursors.as_ref().map(|c| c.row(i));
+                    let row = base + i as u64;
+                    match winners.get_mut(key.as_ref()) {
+                        Some(w) => {
+                            // Later arrival wins unless its cursor is lower.
+                            let wins = match (&cursor, &w.cursor) {
+                                (Some(new), Some(old)) => new.as_ref() >= old.as_ref(),
+                                _ => true,
+                            };
+                            if wins {
+                                losers[w.file as usize].push(w.row);
+                                w.file = index as u32;
+                                w.row = row;
+                                if let Some(c) = cursor {
+                                    w.cursor = Some(c.as_ref().into());
+                                }
+                            } else {
+                                losers[index].push(row);
+                            }
+                        }
+                        None => {
+                            winners.insert(
+                                key.as_ref().into(),
+                                Winner {
+                                    file: index as u32,
+                                    row,
+                                    cursor: cursor.map(|c| c.as_ref().into()),
+                                },
+                            );
+                        }
                     }
                 }
                 base += batch.num_rows() as u64;
             }
         }
-    }
+        if winners.is_empty() {
+            continue;
+        }
 
-    // Which new rows are kept.
-    let mut keep: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
-    for (_, w) in winners.drain() {
-        if !w.beaten {
-            keep[w.file as usize].push(w.row);
+        // Pass 2: the published rows of those keys, row groups without one skipped.
+        let mut sorted_keys: Vec<Box<[u8]>> = winners.keys().cloned().collect();
+        sorted_keys.sort_unstable();
+        for (index, file) in files.iter().enumerate() {
+            if !file.compacted {
+                continue;
+            }
+            let path = table.file_path(&file.path);
+            let builder = open(&path)?;
+            let candidates =
+                row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &sorted_keys);
+            let groups = builder.metadata().row_groups();
+            let mut offsets = Vec::with_capacity(groups.len());
+            let mut offset = 0u64;
+            for group in groups {
+                offsets.push(offset);
+                offset += group.num_rows().max(0) as u64;
+            }
+            stats.row_groups_skipped += groups.len() - candidates.len();
+            stats.row_groups_scanned += candidates.len();
+            let mask = projection(&builder, &path)?;
+            for group in candidates {
+                let reader = open(&path)?
+                    .with_projection(mask.clone())
+                    .with_row_groups(vec![group])
+                    .with_batch_size(BATCH_ROWS)
+                    .build()
+                    .map_err(|e| err(&path, &e))?;
+                let mut base = offsets[group];
+                for batch in reader {
+                    let batch = batch.map_err(|e| err(&path, &e))?;
+                    let (keys, cursors) = encode(&batch, &path)?;
+                    for i in 0..batch.num_rows() {
+                        let Some(w) = winners.get(keys.row(i).as_ref()) else {
+                            continue;
+                        };
+                        let published = cursors.as_ref().map(|c| c.row(i));
+                        // The published row arrived first: it stays only with a higher cursor,
+                        // and then every new row of its key loses.
+                        let stays = match (&published, &w.cursor) {
+                            (Some(old), Some(new)) => old.as_ref() > new.as_ref(),
+                            _ => false,
+                        };
+                        if stays {
+                            losers[w.file as usize].push(w.row);
+                        } else {
+                            losers[index].push(base + i as u64);
+                        }
+                    }
+                    base += batch.num_rows() as u64;
+                }
+            }
         }
     }
-    drop(sorted_keys);
 
     // Pass 3: rewrite the files holding losers; files without losers stay as they are.
     let mut writer = PartWriter::new(
@@ -267,14 +282,13 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
     let mut kept = Vec::new();
     let result = (|| -> Result<()> {
         for (index, file) in files.iter().enumerate() {
-            let (rows, dropping) = if file.compacted {
-                (file.rows, losers[index].len() as u64)
-            } else {
-                let rows = file_rows[index];
-                (rows, rows - keep[index].len() as u64)
-            };
+            let rows = file.rows;
+            let listed = &mut losers[index];
+            listed.sort_unstable();
+            listed.dedup();
+            let dropping = listed.len() as u64;
             stats.rows_before += rows;
-            stats.rows_after += rows - dropping;
+            stats.rows_after += rows.saturating_sub(dropping);
             if dropping == 0 {
                 kept.push(DataFile {
                     compacted: true,
@@ -282,17 +296,10 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                 });
                 continue;
             }
-            if dropping == rows {
+            if dropping >= rows {
                 continue;
             }
             stats.files_rewritten += 1;
-            // Compacted files list their losers, new files their winners.
-            let listed = if file.compacted {
-                &mut losers[index]
-            } else {
-                &mut keep[index]
-            };
-            listed.sort_unstable();
             let path = table.file_path(&file.path);
             let reader = open(&path)?
                 .with_batch_size(BATCH_ROWS)
@@ -303,8 +310,9 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
             for batch in reader {
                 let batch = batch.map_err(|e| err(&path, &e))?;
                 let n = batch.num_rows() as u64;
+                // Every row but the losers.
                 let mask: BooleanArray = (base..base + n)
-                    .map(|row| Some(next.next_if_eq(&&row).is_some() != file.compacted))
+                    .map(|row| Some(next.next_if_eq(&&row).is_none()))
                     .collect();
                 let batch = filter_record_batch(&batch, &mask).map_err(|e| err(&path, &e))?;
                 // Files from before a schema evolution are rewritten in the latest schema.

@@ -53,6 +53,7 @@ pub struct ParquetLake {
     project: PathBuf,
     props: WriterProperties,
     file_bytes: u64,
+    merge_keys: u64,
 }
 
 impl ParquetLake {
@@ -64,6 +65,7 @@ impl ParquetLake {
             project: ctx.project_dir.clone(),
             props: config.writer_properties()?,
             file_bytes: config.file_bytes,
+            merge_keys: config.merge_keys,
         })
     }
 
@@ -135,7 +137,8 @@ impl Destination for ParquetLake {
         })
         .await
         .map_err(|e| ConnectorError::Other(format!("opening a lake stream: {e}")))??;
-        let table = opened.table;
+        let mut table = opened.table;
+        table.merge_keys = self.merge_keys;
         let encoder = Encoder::spawn(PartWriter::new(
             table.label.clone(),
             opened.encoder_dir,

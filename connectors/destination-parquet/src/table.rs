@@ -41,6 +41,8 @@ pub(crate) struct Table {
     pub cursor: Option<String>,
     pub props: WriterProperties,
     pub file_bytes: u64,
+    /// `append_dedup`: new rows a compaction settles at a time (see `dedup`).
+    pub merge_keys: u64,
     /// A CDC stream: `schema` is the change file schema (see [`crate::changes`]).
     pub cdc: bool,
     /// A CDC stream that never finishes (`follow`): its current state is published at every
@@ -186,6 +188,7 @@ impl Table {
                 cursor: stream.cursor_field.clone(),
                 props,
                 file_bytes,
+                merge_keys: 750_000,
                 cdc,
                 follow: stream.follow,
                 unpublished: HashMap::new(),

@@ -651,7 +651,8 @@ async fn append_dedup_finds_changed_keys_in_any_row_group_and_file() {
     // Many row groups in several files, so a compaction can skip those without a changed key.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let config = json!({ "row_group_bytes": 4096, "file_bytes": 10000 });
+    // `merge_keys` below the first run's rows: that compaction settles in 15 parts by key hash.
+    let config = json!({ "row_group_bytes": 4096, "file_bytes": 10000, "merge_keys": 700 });
     let s = schema();
     let stream = configured(&s, WriteMode::AppendDedup, &["id"], None);
     let mut w = lake(root, config.clone())
@@ -664,9 +665,17 @@ async fn append_dedup_finds_changed_keys_in_any_row_group_and_file() {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         w.write(batch(&ids, &names)).await.unwrap();
     }
+    // Later rows of three keys in the same run win over the first ones.
+    w.write(batch(&[3, 4003, 9998], &["v1b-3", "v1b-4003", "v1b-9998"]))
+        .await
+        .unwrap();
     w.finish(&cp(1)).await.unwrap();
     drop(w);
     let dir = dir_of(root);
+    let mut first = read_rows(&committed_files(&dir).unwrap());
+    first.sort();
+    assert_eq!(first.len(), 10_000, "one row per key after the first run");
+    assert_eq!(first[4003], (4003, "v1b-4003".to_string()));
     let before = committed_files(&dir).unwrap();
     assert!(before.len() > 3, "{} files", before.len());
 
@@ -688,6 +697,9 @@ async fn append_dedup_finds_changed_keys_in_any_row_group_and_file() {
     got.sort();
     let mut want: Vec<(i64, String)> = (0..10_000).map(|i| (i, format!("v1-{i}"))).collect();
     want[0].1 = "v2-0".into();
+    want[3].1 = "v1b-3".into();
+    want[4003].1 = "v1b-4003".into();
+    want[9998].1 = "v1b-9998".into();
     want[5005].1 = "v3-5005".into();
     want[9999].1 = "v2-9999".into();
     want.push((20000, "new".into()));

@@ -67,6 +67,8 @@ pub struct GlobReaders {
     child: Child,
     stop_file: PathBuf,
     reads: Arc<Mutex<Vec<Read>>>,
+    /// Set when the reader's output ended (it stopped, or failed to start).
+    ended: Arc<std::sync::atomic::AtomicBool>,
     pump: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -94,6 +96,8 @@ impl GlobReaders {
         let stdout = child.stdout.take().unwrap();
         let reads = Arc::new(Mutex::new(Vec::new()));
         let sink = reads.clone();
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ended_flag = ended.clone();
         let pump = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -119,11 +123,13 @@ impl GlobReaders {
                 };
                 sink.lock().unwrap().push(read);
             }
+            ended_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         Self {
             child,
             stop_file,
             reads,
+            ended,
             pump: Some(pump),
         }
     }
@@ -147,6 +153,11 @@ impl GlobReaders {
             if seen("duckdb") && seen("pyarrow") {
                 return;
             }
+            assert!(
+                !self.ended.load(std::sync::atomic::Ordering::SeqCst),
+                "the reader process ended (are pyarrow and duckdb installed? \
+                 `pip install pyarrow duckdb`); its reads: {reads:?}"
+            );
             assert!(
                 start.elapsed() < timeout,
                 "the readers never saw {rows} rows; last reads: {:?}",

@@ -144,7 +144,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
 
     // The new rows are taken in partitions by key hash, each settled on its own, so the map
     // of winners never holds more than about `merge_keys` keys (by default, a first load of
-    // 10M rows is 14 partitions; an incremental run of a few thousand changes is one).
+    // 10M rows is 20 partitions; an incremental run of a few thousand changes is one).
     let new_rows: u64 = files.iter().filter(|f| !f.compacted).map(|f| f.rows).sum();
     let partitions = new_rows.div_ceil(table.merge_keys.max(1)).max(1);
     let mut stats = Compaction::default();

@@ -188,7 +188,7 @@ impl Table {
                 cursor: stream.cursor_field.clone(),
                 props,
                 file_bytes,
-                merge_keys: 750_000,
+                merge_keys: 500_000,
                 cdc,
                 follow: stream.follow,
                 unpublished: HashMap::new(),

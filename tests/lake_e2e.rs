@@ -230,6 +230,19 @@ fn a_column_added_upstream_and_a_widened_type_flow_into_incremental_lake_streams
     };
     p.product("ops", "db_append_dedup", &product("append_dedup"));
     p.product("ops", "db_append", &product("append"));
+    // The PostgreSQL product store takes the same evolution (schema `store` of the same db).
+    p.product(
+        "ops",
+        "db_store",
+        &format!(
+            "{}destination:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {}, schema: store }}\n",
+            product("append_dedup").replace("db_append_dedup", "db_store"),
+            db.host,
+            db.port,
+            db.user,
+            db.name
+        ),
+    );
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
 
     db.sql(
@@ -269,6 +282,16 @@ fn a_column_added_upstream_and_a_widened_type_flow_into_incremental_lake_streams
         history.column("n"),
         [Some("10"), Some("20"), Some("3000000000"), Some("30")].map(|v| v.map(String::from))
     );
+
+    let stored = db
+        .sql("SELECT id, n, coalesce(extra, 'NULL') FROM store.\"db_store__public.t\" ORDER BY id");
+    assert_eq!(stored, "1|10|NULL\n2|3000000000|x\n3|30|y");
+    let types = db.sql(
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) \
+         FROM pg_attribute WHERE attrelid = 'store.\"db_store__public.t\"'::regclass AND attnum > 0 \
+         AND NOT attisdropped AND attname IN ('n', 'extra')",
+    );
+    assert_eq!(types, "n bigint, extra text");
 
     // A dropped column is refused, naming the column and what to do.
     db.sql("ALTER TABLE t DROP COLUMN extra");

@@ -133,7 +133,7 @@ fn run_with_kills(
 }
 
 fn staging_is_empty(stream_dir: &Path) -> bool {
-    let staging = stream_dir.join("_weft").join("staging");
+    let staging = weft_testkit::staging_dir(stream_dir);
     !staging.exists() || walk_files(&staging) == 0
 }
 

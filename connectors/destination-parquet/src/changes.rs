@@ -94,7 +94,7 @@ use weft_core::{ChangeBatch, ChangeOp, ConnectorError, Result};
 use crate::dedup::Compaction;
 use crate::encoder::PartWriter;
 use crate::layout;
-use crate::manifest::{columns_of, write_manifest, ColumnSpec, DataFile};
+use crate::manifest::{columns_of, ColumnSpec, DataFile};
 use crate::table::Table;
 
 /// The columns whose value the source did not resend (see the module docs).
@@ -165,11 +165,12 @@ pub(crate) fn check_evolution(label: &str, old: &[ColumnSpec], new: &[ColumnSpec
                     o.name
                 )))
             }
-            Some(n) if n.data_type != o.data_type => {
+            Some(n) if !crate::evolution::widens(&o.data_type, &n.data_type) => {
                 return Err(ConnectorError::Schema(format!(
                     "{label}: column `{}` changed type from {} to {}, but the lake already holds \
-                     it as {}; a CDC stream only accepts added columns: cast it back with a \
-                     mapper or write to a new stream",
+                     it as {}; a CDC stream only accepts added columns and widened types (Int32 \
+                     to Int64, Float32 to Float64): cast it back with a mapper or write to a new \
+                     stream",
                     o.name, o.data_type, n.data_type, o.data_type
                 )))
             }
@@ -367,12 +368,19 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
         let columns = key_cols
             .iter()
             .map(|k| {
-                batch.column_by_name(k).cloned().ok_or_else(|| {
+                let column = batch.column_by_name(k).cloned().ok_or_else(|| {
                     ConnectorError::Schema(format!(
                         "{label}: key column `{k}` is missing from {}",
                         path.display()
                     ))
-                })
+                })?;
+                // A file from before a widening of the key: compare in the stream's type.
+                let want = out_schema.field_with_name(k)?.data_type();
+                if column.data_type() == want {
+                    Ok(column)
+                } else {
+                    Ok(cast(&column, want)?)
+                }
             })
             .collect::<Result<Vec<ArrayRef>>>()?;
         key_conv
@@ -414,7 +422,7 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
         if file.compacted {
             continue;
         }
-        let path = table.dir.join(&file.path);
+        let path = table.file_path(&file.path);
         let reader = projected(open(&path)?, &change_names, &path)?;
         let mut base = 0u64;
         for batch in reader {
@@ -518,7 +526,7 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
             if !file.compacted {
                 continue;
             }
-            let path = table.dir.join(&file.path);
+            let path = table.file_path(&file.path);
             let names: Vec<&str> = key_cols.iter().map(String::as_str).collect();
             let reader = projected(open(&path)?, &names, &path)?;
             let mut base = 0u64;
@@ -564,16 +572,14 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
     );
     let mut captured: HashMap<Target, Vec<Captured>> = HashMap::new();
     let mut kept = Vec::new();
-    let mut replaced = Vec::new();
     let mut stats = Compaction::default();
     let result = (|| -> Result<()> {
         for (index, file) in files.iter().enumerate() {
             stats.rows_before += file.rows;
-            let path = table.dir.join(&file.path);
+            let path = table.file_path(&file.path);
             let builder = open(&path)?;
             if file.compacted {
                 if truncated.is_some() {
-                    replaced.push(file.path.clone());
                     continue;
                 }
                 let same_schema = builder.schema().fields() == out_schema.fields();
@@ -583,7 +589,6 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     continue;
                 }
             }
-            replaced.push(file.path.clone());
             let rows = if file.compacted {
                 &losers[index]
             } else {
@@ -651,7 +656,7 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     continue;
                 }
                 let batch = filter_record_batch(&batch, &mask).map_err(|e| err(&path, &e))?;
-                let mut columns = conform(&batch, &out_schema)?;
+                let mut columns = crate::evolution::conform(&batch, &out_schema)?;
                 if !file.compacted {
                     let fills: Vec<Vec<Captured>> = selected
                         .iter()
@@ -675,12 +680,6 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
             return Err(e);
         }
     };
-    for f in &staged {
-        layout::rename(&f.path, &table.dir.join(&f.name))?;
-    }
-    if !staged.is_empty() {
-        layout::fsync_dir(&table.dir)?;
-    }
     let mut next = table.manifest.clone();
     next.version += 1;
     next.committed_at = chrono::Utc::now();
@@ -692,25 +691,9 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
         bytes: f.bytes,
         compacted: true,
     }));
-    write_manifest(&table.dir, &next)?;
-    table.manifest = next;
-    for name in &replaced {
-        layout::remove_file(&table.dir.join(name))?;
-    }
+    // The replaced files are not in the new version: they go with the old one.
+    table.replace(next, &staged)?;
     Ok(stats)
-}
-
-/// The columns of `batch` in `schema`'s order, by name; columns the file predates are null.
-fn conform(batch: &RecordBatch, schema: &Schema) -> Result<Vec<ArrayRef>> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => Ok(cast(c, f.data_type())?),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect()
 }
 
 /// Puts the previous values of unchanged cells into the winning rows, and drops the filled

@@ -27,6 +27,15 @@ pub struct LakeConfig {
     /// zstd compression level (default 3; 1 to 22, negative levels are faster still).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// `append_dedup`: new rows a compaction settles at a time (default 500,000). It holds
+    /// about 150 bytes per key of one such part in memory; more new rows than this (a first
+    /// load) are settled in parts by key hash, each part reading the key columns again.
+    #[serde(default = "default_merge_keys")]
+    pub merge_keys: u64,
+}
+
+fn default_merge_keys() -> u64 {
+    500_000
 }
 
 fn default_row_group_bytes() -> u64 {
@@ -50,6 +59,12 @@ impl LakeConfig {
             return Err(ConnectorError::config(
                 "row_group_bytes",
                 "must be above 0 (the default is 67108864, 64 MiB)",
+            ));
+        }
+        if self.merge_keys == 0 {
+            return Err(ConnectorError::config(
+                "merge_keys",
+                "must be above 0 (the default is 500000)",
             ));
         }
         if self.file_bytes == 0 {
@@ -99,6 +114,7 @@ mod tests {
         assert_eq!(cfg.row_group_bytes, 64 * MIB);
         assert_eq!(cfg.file_bytes, 512 * MIB);
         assert_eq!(cfg.zstd_level, 3);
+        assert_eq!(cfg.merge_keys, 500_000);
         cfg.validate().unwrap();
     }
 

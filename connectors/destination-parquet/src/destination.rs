@@ -49,8 +49,11 @@ impl DestinationFactory for ParquetLakeFactory {
 #[derive(Debug, Clone)]
 pub struct ParquetLake {
     root: PathBuf,
+    /// Written into stream locks, so a refused writer can say which project holds one.
+    project: PathBuf,
     props: WriterProperties,
     file_bytes: u64,
+    merge_keys: u64,
 }
 
 impl ParquetLake {
@@ -59,8 +62,10 @@ impl ParquetLake {
         config.validate()?;
         Ok(Self {
             root: ctx.resolve(&config.path),
+            project: ctx.project_dir.clone(),
             props: config.writer_properties()?,
             file_bytes: config.file_bytes,
+            merge_keys: config.merge_keys,
         })
     }
 
@@ -84,33 +89,29 @@ impl Destination for ParquetLake {
         .map_err(|e| ConnectorError::Other(format!("checking the lake: {e}")))?
     }
 
-    /// Moves the stream's folder aside in one rename (readers and the next run see no table
-    /// at once, whatever happens next), then deletes it.
+    /// Moves the stream's home aside in one rename (readers and the next run see no table at
+    /// once, whatever happens next), then deletes it and the stream's link. Refused while
+    /// another run writes the stream.
     async fn reset(&self, target: &StreamTarget, _stream: &ConfiguredStream) -> Result<()> {
         let dir = layout::stream_dir(&self.root, &target.domain, &target.product, &target.stream);
         layout::ensure_under(&self.root, &dir)?;
-        if !dir.exists() {
+        let home = layout::home_dir(&dir);
+        if std::fs::symlink_metadata(&dir).is_err() && !home.exists() {
             return Ok(());
         }
-        let aside = dir.with_file_name(format!(
-            ".{}.weft-reset-{}",
-            target.stream,
-            std::process::id()
-        ));
-        let (from, to) = (dir.clone(), aside.clone());
+        let label = format!("stream `{}`", target.stream);
+        let project = self.project.clone();
         tokio::task::spawn_blocking(move || {
-            std::fs::rename(&from, &to)?;
-            std::fs::remove_dir_all(&to)
+            let _lock = crate::lock::acquire(&dir, &label, &project)?;
+            crate::versions::remove(&dir).map_err(|e| {
+                ConnectorError::Other(format!(
+                    "resetting {label}: cannot remove {}: {e}",
+                    dir.display()
+                ))
+            })
         })
         .await
         .map_err(|e| ConnectorError::Other(format!("resetting a lake stream: {e}")))?
-        .map_err(|e| {
-            ConnectorError::Other(format!(
-                "resetting stream `{}`: cannot remove {}: {e}",
-                target.stream,
-                dir.display()
-            ))
-        })
     }
 
     async fn open(
@@ -130,12 +131,14 @@ impl Destination for ParquetLake {
         };
         let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
         let (props, file_bytes) = (self.props.clone(), self.file_bytes);
+        let project = self.project.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            Table::open(&root, &target, &stream, schema, props, file_bytes)
+            Table::open(&root, &project, &target, &stream, schema, props, file_bytes)
         })
         .await
         .map_err(|e| ConnectorError::Other(format!("opening a lake stream: {e}")))??;
-        let table = opened.table;
+        let mut table = opened.table;
+        table.merge_keys = self.merge_keys;
         let encoder = Encoder::spawn(PartWriter::new(
             table.label.clone(),
             opened.encoder_dir,

@@ -1,12 +1,17 @@
 //! Where things live in the lake, and the small file-system steps that make commits durable.
 //!
 //! ```text
-//! <root>/<domain>/<product>/<stream>/
-//!     part-000001-<uuid>.parquet        committed data files (listed in the manifest)
-//!     _weft/manifest.json               the commit record
-//!     _weft/staging/                    files not yet committed (append modes)
-//!     _weft/staging/<generation>/       files of an overwrite generation in progress
+//! <root>/<domain>/<product>/
+//!     <stream> -> _weft/<stream>/v<version>-<id>   the published version (a symlink readers follow)
+//!     _weft/<stream>/                              the stream's home (see `home_dir`)
+//!         v<version>-<id>/part-*.parquet           a version's data files (hard links)
+//!         v<version>-<id>/_weft/manifest.json      its commit record
+//!         staging/                                 files not yet committed
+//!         staging/<generation>/                    a generation in progress (overwrite, append_dedup)
+//!         lock                                     held by the one writer of the stream
 //! ```
+//!
+//! See [`crate::versions`] for why readers see versions through one symlink.
 
 use std::fs::File;
 use std::io;
@@ -18,6 +23,7 @@ pub(crate) const WEFT_DIR: &str = "_weft";
 pub(crate) const STAGING_DIR: &str = "staging";
 pub(crate) const MANIFEST: &str = "manifest.json";
 pub(crate) const MANIFEST_TMP: &str = "manifest.json.tmp";
+pub(crate) const LOCK: &str = "lock";
 
 /// What users should look at when the lake folder cannot be used.
 pub(crate) const PATH_HINT: &str = "check the lake `path` in the product's destination config";
@@ -58,8 +64,19 @@ pub(crate) fn weft_dir(stream_dir: &Path) -> PathBuf {
     stream_dir.join(WEFT_DIR)
 }
 
+/// The folder weft keeps a stream's versions, staging and lock in: `<product>/_weft/<stream>/`.
+/// It lies beside the stream path, not under it, because the stream path is the symlink that
+/// is replaced at each publish.
+pub(crate) fn home_dir(stream_dir: &Path) -> PathBuf {
+    let name = stream_dir.file_name().unwrap_or_default();
+    match stream_dir.parent() {
+        Some(product) => product.join(WEFT_DIR).join(name),
+        None => PathBuf::from(WEFT_DIR).join(name),
+    }
+}
+
 pub(crate) fn staging_dir(stream_dir: &Path) -> PathBuf {
-    stream_dir.join(WEFT_DIR).join(STAGING_DIR)
+    home_dir(stream_dir).join(STAGING_DIR)
 }
 
 pub(crate) fn generation_dir(stream_dir: &Path, generation: &str) -> PathBuf {
@@ -187,6 +204,14 @@ mod tests {
             &StreamName::new("orders").unwrap(),
         );
         assert_eq!(dir, Path::new("/lake/finance/revenue/orders"));
+        assert_eq!(
+            home_dir(&dir),
+            Path::new("/lake/finance/revenue/_weft/orders")
+        );
+        assert_eq!(
+            staging_dir(&dir),
+            Path::new("/lake/finance/revenue/_weft/orders/staging")
+        );
         ensure_under(root, &dir).unwrap();
         assert!(ensure_under(root, Path::new("/lake/a/../../etc")).is_err());
     }

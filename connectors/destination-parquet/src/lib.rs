@@ -3,18 +3,20 @@
 //! Each stream is a folder `<root>/<domain>/<product>/<stream>/` of zstd-compressed Parquet
 //! files (`part-<seq>-<uuid>.parquet`), and `_weft/manifest.json`, the commit record listing
 //! exactly the files readers should read, with the stream's schema and the source checkpoint
-//! the data covers. See [`layout`] for the folder, [`manifest`] for the record.
+//! the data covers. The folder is a symlink to the published version, replaced in one step by
+//! every publish, so a reader listing it always sees one committed version (see [`versions`]).
+//! See [`layout`] for the folders, [`manifest`] for the record, [`lock`] for the one writer.
 //!
 //! How writes become visible:
-//! - batches are encoded on a dedicated thread into files in `_weft/staging/`, rolled past
-//!   `file_bytes`, row groups capped by `row_group_bytes`;
-//! - `commit` closes and fsyncs the files, moves them into the stream folder and atomically
-//!   replaces the manifest, checkpoint included; it returns once all of it is durable;
+//! - batches are encoded on a dedicated thread into files in the stream's staging folder,
+//!   rolled past `file_bytes`, row groups capped by `row_group_bytes`;
+//! - `commit` closes and fsyncs the files and publishes a new version holding them, the
+//!   manifest and its checkpoint included; it returns once all of it is durable;
 //! - `overwrite` keeps the new generation in `_weft/staging/<generation>/` and records it in
 //!   the manifest as `pending` at each commit, so readers keep the old table and a
 //!   crashed run resumes; `finish` swaps it in with one manifest write;
 //! - `append_dedup` stages its commits the same way and publishes in `finish`, compacted with
-//!   the published files to the latest row per key in the same manifest swap (see [`dedup`]),
+//!   the published files to the latest row per key in the same publish (see [`dedup`]),
 //!   so readers never see two rows for one key;
 //! - opening a stream removes whatever no manifest lists: the leftovers of a crash.
 //!
@@ -30,11 +32,14 @@ mod config;
 pub mod dedup;
 mod destination;
 mod encoder;
+mod evolution;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 mod recovery;
 mod storable;
 mod table;
+pub mod versions;
 mod writer;
 
 pub use config::LakeConfig;

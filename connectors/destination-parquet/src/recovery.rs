@@ -1,10 +1,11 @@
 //! Crash recovery: bring a stream folder back to exactly what its manifest says.
 //!
-//! A crash can leave data files in the stream folder that no manifest lists (moved there by a
-//! commit that never published its manifest, or by a compaction or overwrite publish cut
-//! short), files in `_weft/staging/`, and a `manifest.json.tmp`. None of it is visible to
-//! readers; all of it is removed here, except the committed files of a pending overwrite
-//! generation, which the run resumes.
+//! A crash can leave version folders nothing points to (a publish cut short, or the previous
+//! version after one), files in the stream's staging folder, and a `manifest.json.tmp`. None of
+//! it is visible to readers; all of it is removed here, except the committed files of a pending
+//! generation, which the run resumes. (Data files in the published folder that its manifest
+//! does not list only occur in stream folders of weft's older layout, which moved files in
+//! before their manifest; they are removed or moved back to their generation too.)
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,6 +14,7 @@ use weft_core::Result;
 
 use crate::layout::{self, is_part_file};
 use crate::manifest::Manifest;
+use crate::versions;
 
 /// What recovery removed or put back, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -24,7 +26,10 @@ pub(crate) struct Recovered {
 /// Removes everything `manifest` does not account for. Pending overwrite files found in the
 /// stream folder (a publish cut short before its manifest) are moved back to their generation.
 pub(crate) fn recover(stream_dir: &Path, manifest: Option<&Manifest>) -> Result<Recovered> {
-    let mut done = Recovered::default();
+    let mut done = Recovered {
+        removed: versions::remove_stale(stream_dir)?,
+        restored: 0,
+    };
     let published: HashSet<&str> = manifest
         .map(|m| m.files.iter().map(|f| f.path.as_str()).collect())
         .unwrap_or_default();

@@ -2,6 +2,7 @@
 //! overwrite publishing. Everything here blocks on the file system; the async writer runs it
 //! on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -14,11 +15,13 @@ use weft_core::{
 use crate::dedup::Compaction;
 use crate::encoder::StagedFile;
 use crate::layout;
+use crate::lock::StreamLock;
 use crate::manifest::{
-    column_differences, columns_of, read_manifest, write_manifest, ColumnSpec, DataFile, Manifest,
+    column_differences, columns_of, read_manifest, ColumnSpec, DataFile, Manifest,
     PendingGeneration,
 };
 use crate::recovery::recover;
+use crate::versions;
 
 /// The state of one open stream. `manifest` always equals what is on disk (version 0: nothing
 /// on disk yet); it is replaced only after a new manifest was published.
@@ -38,11 +41,18 @@ pub(crate) struct Table {
     pub cursor: Option<String>,
     pub props: WriterProperties,
     pub file_bytes: u64,
+    /// `append_dedup`: new rows a compaction settles at a time (see `dedup`).
+    pub merge_keys: u64,
     /// A CDC stream: `schema` is the change file schema (see [`crate::changes`]).
     pub cdc: bool,
     /// A CDC stream that never finishes (`follow`): its current state is published at every
     /// commit instead of at `finish`.
     pub follow: bool,
+    /// While a generation is being published: where its files are (they are not in the
+    /// current version yet).
+    pub unpublished: HashMap<String, PathBuf>,
+    /// Held for as long as the table is open.
+    pub _lock: StreamLock,
 }
 
 /// What opening a table yields besides the table.
@@ -59,6 +69,7 @@ impl Table {
     /// unfinished overwrite generation.
     pub fn open(
         root: &Path,
+        project: &Path,
         target: &StreamTarget,
         stream: &ConfiguredStream,
         schema: SchemaRef,
@@ -68,7 +79,8 @@ impl Table {
         let dir = layout::stream_dir(root, &target.domain, &target.product, &target.stream);
         layout::ensure_under(root, &dir)?;
         let label = format!("stream `{}`", target.stream);
-        let columns = columns_of(&schema);
+        let mut schema = schema;
+        let mut columns = columns_of(&schema);
         check_key_columns(&label, stream, &columns)?;
         let cdc = stream.sync_mode == SyncMode::Cdc;
         if cdc && stream.write_mode == WriteMode::Overwrite {
@@ -81,6 +93,9 @@ impl Table {
             ));
         }
 
+        // The lock first: recovery below deletes what a live writer has not committed yet.
+        let lock = crate::lock::acquire(&dir, &label, project)?;
+        versions::prepare(&dir)?;
         layout::create_dirs(&layout::staging_dir(&dir))?;
         let on_disk = read_manifest(&dir)?;
         let mut manifest = on_disk
@@ -91,16 +106,19 @@ impl Table {
             // CDC streams accept added columns (see `changes`).
             crate::changes::check_evolution(&label, &manifest.fields, &columns)?;
         } else if stream.write_mode != WriteMode::Overwrite && !manifest.files.is_empty() {
-            let diff = column_differences(&manifest.fields, &columns);
+            // Added columns and widened types flow in (see `evolution`).
+            crate::evolution::check(&label, &dir, &manifest.fields, &columns)?;
+            schema = crate::evolution::stored(&schema, &manifest.fields);
+            let evolved = columns_of(&schema);
+            let diff = column_differences(&manifest.fields, &evolved);
             if !diff.is_empty() {
-                return Err(ConnectorError::Schema(format!(
-                    "{label}: the schema does not match the data already in {}: {}. Schema \
-                     evolution is not supported yet: use write mode `overwrite` to replace the \
-                     table, or write to a new stream",
-                    dir.display(),
-                    diff.join("; ")
-                )));
+                tracing::info!(
+                    stream = %target.stream,
+                    changes = %diff.join("; "),
+                    "the stream's schema evolved; files written before read the new columns as null"
+                );
             }
+            columns = evolved;
         }
 
         // A pending overwrite generation is resumed only by an overwrite run with the same
@@ -125,7 +143,7 @@ impl Table {
                 manifest.pending = None;
                 manifest.version += 1;
                 manifest.committed_at = Utc::now();
-                write_manifest(&dir, &manifest)?;
+                versions::store(&dir, &manifest, &HashMap::new())?;
             }
         }
 
@@ -170,8 +188,11 @@ impl Table {
                 cursor: stream.cursor_field.clone(),
                 props,
                 file_bytes,
+                merge_keys: 500_000,
                 cdc,
                 follow: stream.follow,
+                unpublished: HashMap::new(),
+                _lock: lock,
             },
             committed,
             encoder_dir,
@@ -197,10 +218,37 @@ impl Table {
 
     /// Makes `staged` (already fsynced) part of the table together with `checkpoint`.
     pub fn commit(&mut self, staged: Vec<StagedFile>, checkpoint: &Checkpoint) -> Result<()> {
-        let next = self.next_commit(staged, checkpoint)?;
-        write_manifest(&self.dir, &next)?;
+        let next = self.next_commit(&staged, checkpoint)?;
+        if self.generation.is_some() {
+            // The files stay in their generation's folder until it is published.
+            self.replace(next, &[])
+        } else {
+            self.replace(next, &staged)
+        }
+    }
+
+    /// Makes `next` the table: published as a new version when its files differ from the
+    /// current one (files of `new`, and unpublished ones, are linked from where they are), or
+    /// the current version's manifest replaced in place. Then removes `new` from staging.
+    pub fn replace(&mut self, next: Manifest, new: &[StagedFile]) -> Result<()> {
+        let mut sources = self.unpublished.clone();
+        sources.extend(new.iter().map(|f| (f.name.clone(), f.path.clone())));
+        versions::store(&self.dir, &next, &sources)?;
         self.manifest = next;
+        for f in new {
+            // Linked into the version already; a crash before this leaves it to recovery.
+            layout::remove_file(&f.path)?;
+        }
         Ok(())
+    }
+
+    /// Where a data file of the manifest is: the current version, or staging while its
+    /// generation is being published.
+    pub fn file_path(&self, name: &str) -> PathBuf {
+        match self.unpublished.get(name) {
+            Some(path) => path.clone(),
+            None => self.dir.join(name),
+        }
     }
 
     /// Whether commits publish (the current state of a CDC stream that never finishes).
@@ -237,24 +285,21 @@ impl Table {
         }
         let on_disk = self.manifest.clone();
         // Overwrite and append_dedup: the final commit stays in memory; the publish writes it.
-        self.manifest = self.next_commit(staged, checkpoint)?;
+        self.manifest = self.next_commit(&staged, checkpoint)?;
         let published = match self.mode {
             WriteMode::AppendDedup => self.publish_dedup(),
             _ => self.publish_overwrite().map(|()| None),
         };
+        self.unpublished.clear();
         if published.is_err() {
             self.manifest = on_disk;
         }
         published
     }
 
-    /// The manifest that commits `staged` with `checkpoint` (moving files into the stream
-    /// folder for modes that publish at each commit).
-    fn next_commit(
-        &mut self,
-        staged: Vec<StagedFile>,
-        checkpoint: &Checkpoint,
-    ) -> Result<Manifest> {
+    /// The manifest that commits `staged` with `checkpoint` (listing them as published for
+    /// modes that publish at each commit).
+    fn next_commit(&mut self, staged: &[StagedFile], checkpoint: &Checkpoint) -> Result<Manifest> {
         let mut next = self.next_manifest();
         let new_files = staged.iter().map(|f| DataFile {
             path: f.name.clone(),
@@ -282,13 +327,6 @@ impl Table {
                 });
             }
             None => {
-                for f in &staged {
-                    layout::rename(&f.path, &self.dir.join(&f.name))?;
-                }
-                if !staged.is_empty() {
-                    layout::fsync_dir(&self.dir)?;
-                    layout::fsync_dir(&layout::staging_dir(&self.dir))?;
-                }
                 next.files.extend(new_files);
                 next.fields = self.columns.clone();
                 next.write_mode = self.mode;
@@ -304,10 +342,7 @@ impl Table {
             return Ok(());
         };
         let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
-        for f in &pending.files {
-            layout::rename(&gen_dir.join(&f.path), &self.dir.join(&f.path))?;
-        }
-        layout::fsync_dir(&self.dir)?;
+        self.unpublished = unpublished(&gen_dir, &pending);
 
         let mut next = self.next_manifest();
         next.files = pending.files;
@@ -315,14 +350,9 @@ impl Table {
         next.checkpoint = pending.checkpoint;
         next.write_mode = WriteMode::Overwrite;
         next.pending = None;
-        write_manifest(&self.dir, &next)?;
-        let old = std::mem::replace(&mut self.manifest, next);
-
-        // Readers now see the new files only; the old ones are garbage (a crash here leaves
-        // them to the next recovery).
-        for f in &old.files {
-            layout::remove_file(&self.dir.join(&f.path))?;
-        }
+        // Readers now see the new files only; the old version went with the publish.
+        self.replace(next, &[])?;
+        self.unpublished.clear();
         layout::remove_dir_all(&gen_dir)?;
         self.generation = None;
         Ok(())
@@ -335,14 +365,11 @@ impl Table {
             return Ok(None);
         };
         let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
-        for f in &pending.files {
-            layout::rename(&gen_dir.join(&f.path), &self.dir.join(&f.path))?;
-        }
-        layout::fsync_dir(&self.dir)?;
+        self.unpublished = unpublished(&gen_dir, &pending);
 
-        // The manifest compaction starts from: published plus pending files, the pending
-        // checkpoint, no pending generation. Written only by the compaction's single swap (a
-        // crash before it leaves the on-disk manifest, whose recovery moves the files back).
+        // The manifest compaction starts from: published plus pending files (read from the
+        // generation's folder), the pending checkpoint, no pending generation. Written only by
+        // the compaction's single publish (a crash before it leaves the on-disk manifest).
         let mut combined = self.next_manifest();
         combined.files.extend(pending.files.iter().cloned());
         combined.fields = pending.fields.clone();
@@ -358,10 +385,12 @@ impl Table {
         let compaction = match compaction {
             Some(stats) => Some(stats),
             None => {
-                write_manifest(&self.dir, &self.manifest)?;
+                let next = self.manifest.clone();
+                self.replace(next, &[])?;
                 None
             }
         };
+        self.unpublished.clear();
         layout::remove_dir_all(&gen_dir)?;
         self.generation = None;
         Ok(compaction)
@@ -382,6 +411,15 @@ impl Table {
         recover(&self.dir, Some(&self.manifest))?;
         layout::create_dirs(&self.encoder_dir())
     }
+}
+
+/// Where the files of a pending generation are.
+fn unpublished(gen_dir: &Path, pending: &PendingGeneration) -> HashMap<String, PathBuf> {
+    pending
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), gen_dir.join(&f.path)))
+        .collect()
 }
 
 /// Whether a write mode stages its commits in a generation published at the end of the run.

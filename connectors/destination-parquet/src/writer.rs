@@ -154,6 +154,12 @@ impl StreamWriter for LakeWriter {
             batch
         };
         let batch_schema = batch.schema();
+        let batch = match crate::evolution::relax(&batch, &self.schema) {
+            // Columns the lake stores nullable (after an evolution) arriving as not null.
+            Some(relaxed) if batch_schema.fields() != self.schema.fields() => relaxed,
+            _ => batch,
+        };
+        let batch_schema = batch.schema();
         if !std::sync::Arc::ptr_eq(&batch_schema, &self.schema)
             && batch_schema.fields() != self.schema.fields()
         {
@@ -247,6 +253,8 @@ fn log_compaction(label: &str, compaction: Option<crate::dedup::Compaction>) {
             rows_before = stats.rows_before,
             rows_after = stats.rows_after,
             files_rewritten = stats.files_rewritten,
+            row_groups_scanned = stats.row_groups_scanned,
+            row_groups_skipped = stats.row_groups_skipped,
             "compacted to the latest row per key"
         );
     }

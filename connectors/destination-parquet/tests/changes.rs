@@ -41,6 +41,16 @@ fn target(run: &str) -> StreamTarget {
     }
 }
 
+/// Where the lake stages a stream's uncommitted files (beside the stream's symlink).
+fn staging_of(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap();
+    dir.parent()
+        .unwrap()
+        .join("_weft")
+        .join(name)
+        .join("staging")
+}
+
 fn dir_of(root: &Path) -> PathBuf {
     let t = target("x");
     stream_dir(root, &t.domain, &t.product, &t.stream)
@@ -330,7 +340,7 @@ fn staged_files(root: &Path) -> usize {
             })
             .unwrap_or(0)
     }
-    walk(&dir_of(root).join("_weft/staging"))
+    walk(&staging_of(&dir_of(root)))
 }
 
 fn assert_clean(root: &Path) {
@@ -473,6 +483,7 @@ async fn plain_rows_on_a_cdc_stream_and_changes_on_a_plain_stream_are_refused() 
     .unwrap();
     let err = w.write(plain).await.unwrap_err().to_string();
     assert!(err.contains("change batches"), "{err}");
+    drop(w);
 
     let s = schema();
     let mut stream = configured(&s, WriteMode::Append);
@@ -914,7 +925,7 @@ async fn a_publish_cut_short_is_recovered_and_redone() {
     // and a compacted file was written, but the manifest was not swapped.
     let manifest = read_manifest(&dir).unwrap().unwrap();
     let pending = manifest.pending.clone().unwrap();
-    let gen_dir = dir.join("_weft/staging").join(&pending.generation);
+    let gen_dir = staging_of(&dir).join(&pending.generation);
     for f in &pending.files {
         std::fs::rename(gen_dir.join(&f.path), dir.join(&f.path)).unwrap();
     }

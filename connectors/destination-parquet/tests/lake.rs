@@ -35,6 +35,16 @@ fn target(run: &str) -> StreamTarget {
     }
 }
 
+/// Where the lake stages a stream's uncommitted files (beside the stream's symlink).
+fn staging_of(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap();
+    dir.parent()
+        .unwrap()
+        .join("_weft")
+        .join(name)
+        .join("staging")
+}
+
 fn dir_of(root: &Path) -> PathBuf {
     let t = target("x");
     stream_dir(root, &t.domain, &t.product, &t.stream)
@@ -244,7 +254,7 @@ async fn overwrite_survives_a_crash_mid_generation_and_publishes_on_finish() {
     // The restarted run resumes the generation from its committed checkpoint.
     let mut w = open(root, WriteMode::Overwrite).await;
     assert_eq!(w.committed_checkpoint(), Some(cp(10)));
-    let gen_files = data_files(&dir.join("_weft/staging"));
+    let gen_files = data_files(&staging_of(&dir));
     assert_eq!(
         gen_files.len(),
         1,
@@ -291,10 +301,10 @@ async fn an_overwrite_publish_cut_short_is_rolled_back_into_its_generation() {
     w.commit(&cp(1)).await.unwrap();
     drop(w);
     // Simulate a crash in finish after the generation's file was moved, before the manifest.
-    let staged = all_files(&dir.join("_weft/staging"));
+    let staged = all_files(&staging_of(&dir));
     assert_eq!(staged.len(), 1);
     let name = Path::new(&staged[0]).file_name().unwrap();
-    std::fs::rename(dir.join("_weft/staging").join(&staged[0]), dir.join(name)).unwrap();
+    std::fs::rename(staging_of(&dir).join(&staged[0]), dir.join(name)).unwrap();
 
     let mut w = open(root, WriteMode::Overwrite).await;
     assert_eq!(w.committed_checkpoint(), Some(cp(1)));
@@ -334,6 +344,8 @@ async fn abort_drops_uncommitted_rows_and_leaves_the_manifest_alone() {
         rows(&[(2, "b"), (4, "d")])
     );
 
+    drop(w);
+
     // Overwrite: abort keeps the published table and leaves no staging file.
     let mut w = open(root, WriteMode::Overwrite).await;
     w.write(batch(&[9], &["z"])).await.unwrap();
@@ -344,7 +356,7 @@ async fn abort_drops_uncommitted_rows_and_leaves_the_manifest_alone() {
         rows(&[(2, "b"), (4, "d")])
     );
     assert!(
-        data_files(&dir.join("_weft")).is_empty(),
+        data_files(&dir.join("_weft")).is_empty() && data_files(&staging_of(&dir)).is_empty(),
         "{:?}",
         all_files(&dir)
     );
@@ -363,8 +375,8 @@ async fn leftovers_of_a_crash_are_removed_on_open() {
 
     let junk = [
         dir.join("part-000007-deadbeef.parquet"),
-        dir.join("_weft/staging/part-000008-feed.parquet"),
-        dir.join("_weft/staging/0123abcd/part-000009-cafe.parquet"),
+        staging_of(&dir).join("part-000008-feed.parquet"),
+        staging_of(&dir).join("0123abcd/part-000009-cafe.parquet"),
         dir.join("_weft/manifest.json.tmp"),
     ];
     for path in &junk {
@@ -378,7 +390,7 @@ async fn leftovers_of_a_crash_are_removed_on_open() {
     for path in &junk {
         assert!(!path.exists(), "{} should be removed", path.display());
     }
-    assert!(!dir.join("_weft/staging/0123abcd").exists());
+    assert!(!staging_of(&dir).join("0123abcd").exists());
     assert!(
         dir.join("README.txt").exists(),
         "files that are not weft's are left alone"
@@ -635,6 +647,71 @@ async fn append_dedup_keeps_the_latest_row_per_multi_column_key() {
 }
 
 #[tokio::test]
+async fn append_dedup_finds_changed_keys_in_any_row_group_and_file() {
+    // Many row groups in several files, so a compaction can skip those without a changed key.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // `merge_keys` below the first run's rows: that compaction settles in 15 parts by key hash.
+    let config = json!({ "row_group_bytes": 4096, "file_bytes": 10000, "merge_keys": 700 });
+    let s = schema();
+    let stream = configured(&s, WriteMode::AppendDedup, &["id"], None);
+    let mut w = lake(root, config.clone())
+        .open(&target("r1"), &stream, s.clone())
+        .await
+        .unwrap();
+    for chunk in 0..10 {
+        let ids: Vec<i64> = (chunk * 1000..(chunk + 1) * 1000).collect();
+        let names: Vec<String> = ids.iter().map(|i| format!("v1-{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        w.write(batch(&ids, &names)).await.unwrap();
+    }
+    // Later rows of three keys in the same run win over the first ones.
+    w.write(batch(&[3, 4003, 9998], &["v1b-3", "v1b-4003", "v1b-9998"]))
+        .await
+        .unwrap();
+    w.finish(&cp(1)).await.unwrap();
+    drop(w);
+    let dir = dir_of(root);
+    let mut first = read_rows(&committed_files(&dir).unwrap());
+    first.sort();
+    assert_eq!(first.len(), 10_000, "one row per key after the first run");
+    assert_eq!(first[4003], (4003, "v1b-4003".to_string()));
+    let before = committed_files(&dir).unwrap();
+    assert!(before.len() > 3, "{} files", before.len());
+
+    // Keys in the first, a middle and the last row group, one twice, and a new one.
+    let mut w = lake(root, config)
+        .open(&target("r2"), &stream, s)
+        .await
+        .unwrap();
+    w.write(batch(
+        &[0, 5005, 9999, 20000],
+        &["v2-0", "v2-5005", "v2-9999", "new"],
+    ))
+    .await
+    .unwrap();
+    w.write(batch(&[5005], &["v3-5005"])).await.unwrap();
+    w.finish(&cp(2)).await.unwrap();
+
+    let mut got = read_rows(&committed_files(&dir).unwrap());
+    got.sort();
+    let mut want: Vec<(i64, String)> = (0..10_000).map(|i| (i, format!("v1-{i}"))).collect();
+    want[0].1 = "v2-0".into();
+    want[3].1 = "v1b-3".into();
+    want[4003].1 = "v1b-4003".into();
+    want[9998].1 = "v1b-9998".into();
+    want[5005].1 = "v3-5005".into();
+    want[9999].1 = "v2-9999".into();
+    want.push((20000, "new".into()));
+    assert_eq!(got.len(), want.len(), "one row per key");
+    assert_eq!(got, want);
+    // Files without a changed key were kept as they were.
+    let after = committed_files(&dir).unwrap();
+    let kept = before.iter().filter(|f| after.contains(f)).count();
+    assert!(kept >= 1, "no file was kept: {before:?} -> {after:?}");
+}
+
+#[tokio::test]
 async fn append_dedup_publishes_settled_at_finish_and_resumes_after_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -764,7 +841,7 @@ async fn append_dedup_needs_a_primary_key() {
 }
 
 #[tokio::test]
-async fn a_schema_change_against_committed_data_is_refused_naming_the_columns() {
+async fn a_dropped_or_retyped_column_against_committed_data_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let mut w = open(root, WriteMode::Append).await;
@@ -789,9 +866,8 @@ async fn a_schema_change_against_committed_data_is_refused_naming_the_columns() 
     let text = err.to_string();
     for part in [
         "stream `orders`",
-        "`id` is Int64 in the lake but Utf8 now",
-        "`name` is missing",
-        "`amount` is new",
+        "column `id` changed type from Int64 to Utf8",
+        "only widens types",
     ] {
         assert!(text.contains(part), "{part:?} not in {text}");
     }
@@ -806,6 +882,124 @@ async fn a_schema_change_against_committed_data_is_refused_naming_the_columns() 
         .unwrap();
     w.finish(&cp(2)).await.unwrap();
     assert!(committed_files(&dir_of(root)).unwrap().is_empty());
+}
+
+/// `id`, `n` (Int32, later Int64) and `name`; the evolved schema adds `extra`.
+fn evolving(widened: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "n",
+            if widened {
+                DataType::Int64
+            } else {
+                DataType::Int32
+            },
+            false,
+        ),
+        Field::new("name", DataType::Utf8, true),
+    ];
+    if widened {
+        fields.push(Field::new("extra", DataType::Utf8, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+#[tokio::test]
+async fn added_columns_and_widened_types_flow_into_append_dedup() {
+    use arrow::array::Int32Array;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let old = evolving(false);
+    let stream = configured(&old, WriteMode::AppendDedup, &["id"], None);
+    let mut w = lake(root, json!({}))
+        .open(&target("r1"), &stream, old.clone())
+        .await
+        .unwrap();
+    let rows = RecordBatch::try_new(
+        old,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Int32Array::from(vec![10, 20])),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        ],
+    )
+    .unwrap();
+    w.write(rows).await.unwrap();
+    w.finish(&cp(1)).await.unwrap();
+    drop(w);
+
+    let new = evolving(true);
+    let stream = configured(&new, WriteMode::AppendDedup, &["id"], None);
+    let mut w = lake(root, json!({}))
+        .open(&target("r2"), &stream, new.clone())
+        .await
+        .unwrap();
+    let rows = RecordBatch::try_new(
+        new,
+        vec![
+            Arc::new(Int64Array::from(vec![2, 3])),
+            Arc::new(Int64Array::from(vec![3_000_000_000, 30])),
+            Arc::new(StringArray::from(vec!["b2", "c"])),
+            Arc::new(StringArray::from(vec!["x", "y"])),
+        ],
+    )
+    .unwrap();
+    w.write(rows).await.unwrap();
+    w.finish(&cp(2)).await.unwrap();
+
+    let dir = dir_of(root);
+    let manifest = read_manifest(&dir).unwrap().unwrap();
+    let fields: Vec<(String, String, bool)> = manifest
+        .fields
+        .iter()
+        .map(|c| (c.name.clone(), c.data_type.clone(), c.nullable))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("id".to_string(), "Int64".to_string(), false),
+            ("n".to_string(), "Int64".to_string(), false),
+            ("name".to_string(), "Utf8".to_string(), true),
+            ("extra".to_string(), "Utf8".to_string(), true),
+        ]
+    );
+    // Read every file by name, as README's readers do: one row per key, old rows null-filled.
+    let mut got = Vec::new();
+    for path in committed_files(&dir).unwrap() {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch
+                .column_by_name("id")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            let n =
+                arrow::compute::cast(batch.column_by_name("n").unwrap(), &DataType::Int64).unwrap();
+            let n = n.as_primitive::<Int64Type>();
+            let extra = batch
+                .column_by_name("extra")
+                .map(|c| c.as_string::<i32>().clone());
+            for i in 0..batch.num_rows() {
+                let e = extra
+                    .as_ref()
+                    .and_then(|e| e.is_valid(i).then(|| e.value(i).to_string()));
+                got.push((ids.value(i), n.value(i), e));
+            }
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (1, 10, None),
+            (2, 3_000_000_000, Some("x".to_string())),
+            (3, 30, Some("y".to_string())),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,13 @@ pub(crate) fn read_file(
     mut emit: impl FnMut(RecordBatch, u64) -> bool,
 ) -> Result<bool> {
     let open = || File::open(&file.abs).map_err(|e| ConnectorError::io("reading", &file.abs, e));
+    // A CSV file is read by its own header's columns, then laid out as the stream's.
+    let file_schema = match config.format {
+        FileFormat::Csv if config.has_header => csv_file_schema(config, data_schema, file)?,
+        _ => data_schema.clone(),
+    };
+    let data_schema_full = data_schema;
+    let data_schema = &file_schema;
     let mut batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>> = match config.format
     {
         FileFormat::Csv => Box::new(
@@ -54,12 +61,68 @@ pub(crate) fn read_file(
             Some(Err(err)) => return Err(diagnose(config, data_schema, file, done, err)),
         };
         let rows = batch.num_rows() as u64;
+        let batch = if Arc::ptr_eq(data_schema, data_schema_full) {
+            batch
+        } else {
+            by_name(batch, data_schema_full)?
+        };
         let batch = add_metadata(full_schema, batch, file, done)?;
         done += rows;
         if !emit(batch, done) {
             return Ok(false);
         }
     }
+}
+
+/// The columns of a CSV file, by its header, typed as the stream's columns of those names.
+fn csv_file_schema(
+    config: &FileStreamConfig,
+    data_schema: &SchemaRef,
+    file: &FileEntry,
+) -> Result<SchemaRef> {
+    let reader = File::open(&file.abs).map_err(|e| ConnectorError::io("reading", &file.abs, e))?;
+    let (header, _) = arrow_csv::reader::Format::default()
+        .with_header(true)
+        .with_delimiter(config.delimiter as u8)
+        .infer_schema(reader, Some(0))
+        .map_err(|e| decode_error(config, file, 0, None, &e))?;
+    let names: Vec<&str> = header.fields().iter().map(|f| f.name().as_str()).collect();
+    let same = names.len() == data_schema.fields().len()
+        && names
+            .iter()
+            .zip(data_schema.fields())
+            .all(|(n, f)| *n == f.name());
+    if same {
+        return Ok(data_schema.clone());
+    }
+    let fields = names
+        .iter()
+        .map(|name| {
+            data_schema.field_with_name(name).cloned().map_err(|_| {
+                ConnectorError::Schema(format!(
+                    "stream `{}`: {} has column `{name}`, which the stream's schema (inferred \
+                         from its first files) does not have; run the sync again to pick it up, \
+                         or raise `infer_rows`",
+                    config.name, file.rel
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(arrow_schema::Schema::new(fields)))
+}
+
+/// A batch decoded with a file's own columns, laid out as the stream's: columns by name, null
+/// where the file lacks one.
+fn by_name(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => arrow_array::new_null_array(f.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 fn csv_builder(config: &FileStreamConfig, schema: &SchemaRef) -> arrow_csv::ReaderBuilder {

@@ -1,5 +1,11 @@
 //! A stream's schema: inferred from its first files, overridden by config, plus the metadata
 //! columns every row gets.
+//!
+//! CSV files are matched by their header's column names, not by position: a file with a
+//! column the earlier ones lack adds it (nullable; rows of files without it read as null), so
+//! a new drop with one more column flows in. Headers of files past the `infer_rows` budget are
+//! still read, so their new columns are known (typed from the rows they bring when inferred
+//! later, as text until then).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -55,7 +61,8 @@ pub(crate) fn infer(config: &FileStreamConfig, files: &[FileEntry]) -> Result<Sc
     let mut fields: Vec<Field> = Vec::new();
     let mut remaining = config.infer_rows;
     for file in files {
-        if remaining == 0 {
+        let headers_only = config.format == FileFormat::Csv && config.has_header;
+        if remaining == 0 && !headers_only {
             break;
         }
         let open =
@@ -76,17 +83,17 @@ pub(crate) fn infer(config: &FileStreamConfig, files: &[FileEntry]) -> Result<Sc
             ))
         })?;
         remaining = remaining.saturating_sub(read.max(1));
-        if config.format == FileFormat::Csv && !fields.is_empty() {
-            let names = |fs: &[Field]| fs.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
-            let theirs: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            if names(&fields) != names(&theirs) {
+        if config.format == FileFormat::Csv && !config.has_header && !fields.is_empty() {
+            // Without a header, columns are matched by position: they must be the same.
+            let count = schema.fields().len();
+            if count != fields.len() {
                 return Err(ConnectorError::Schema(format!(
-                    "stream `{}`: {} has columns {:?} but earlier files have {:?}; CSV files of \
-                     one stream must share their columns (split them into two streams)",
+                    "stream `{}`: {} has {count} columns but earlier files have {}; CSV files \
+                     without a header are matched by position and must share their columns \
+                     (add a header line, or split them into two streams)",
                     config.name,
                     file.rel,
-                    names(&theirs),
-                    names(&fields)
+                    fields.len()
                 )));
             }
         }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use futures::StreamExt;
 use weft_core::{
@@ -381,5 +381,50 @@ async fn a_missing_folder_is_an_io_error_naming_it() {
             dir.path().join("data").display()
         )),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn csv_files_are_matched_by_header_so_a_new_column_flows_in() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "data/orders/a.csv", "id,city\n1,Oslo\n");
+    // One more column, and the columns in another order.
+    write(
+        dir.path(),
+        "data/orders/b.csv",
+        "city,carrier,id\nRome,DHL,2\n",
+    );
+    let src = build(dir.path(), csv_stream());
+    let stream = configured(src.as_ref(), SyncMode::FullRefresh).await;
+    let names: Vec<String> = stream
+        .descriptor
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names[..3], ["id", "city", "carrier"]);
+    assert!(stream.descriptor.schema.field(2).is_nullable());
+
+    let got = batches(&read(src.as_ref(), &stream, None).await.unwrap());
+    let mut rows = Vec::new();
+    for b in &got {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let cities = b.column(1).as_string::<i32>();
+        let carriers = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            rows.push((
+                ids.value(i),
+                cities.value(i).to_string(),
+                carriers.is_valid(i).then(|| carriers.value(i).to_string()),
+            ));
+        }
+    }
+    assert_eq!(
+        rows,
+        [
+            (1, "Oslo".to_string(), None),
+            (2, "Rome".to_string(), Some("DHL".to_string()))
+        ]
     );
 }

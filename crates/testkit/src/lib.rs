@@ -7,6 +7,7 @@ pub mod measure;
 pub mod pg;
 pub mod pgtext;
 pub mod process;
+pub mod readers;
 pub mod rng;
 
 pub use process::{run_within, Running, SilentServer};
@@ -199,6 +200,18 @@ pub fn committed_files(stream_dir: &Path) -> Vec<PathBuf> {
             stream_dir.join(name)
         })
         .collect()
+}
+
+/// Where the lake keeps a stream's files not yet committed: `<product>/_weft/<stream>/staging`
+/// (beside the stream path, which is a symlink to the published version).
+pub fn staging_dir(stream_dir: &Path) -> PathBuf {
+    let stream = stream_dir.file_name().expect("a stream folder");
+    stream_dir
+        .parent()
+        .expect("a product folder")
+        .join("_weft")
+        .join(stream)
+        .join("staging")
 }
 
 /// The checkpoint a stream's manifest holds.

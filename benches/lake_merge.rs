@@ -1,0 +1,104 @@
+//! Incremental `append_dedup` merges into the Parquet lake, against weft's own PostgreSQL
+//! product store merging the same changes, measured in the same run.
+//!
+//! `cargo bench --bench lake_merge` (table rows: `WEFT_BENCH_ROWS`, default 5,000,000; changed
+//! rows per case: `WEFT_BENCH_CHANGES`, default `2000,500000`). For each case, the sample
+//! source's `orders` stream is loaded once into each store (not measured), then one
+//! incremental run brings the case's changes (the sample source updates that many existing
+//! orders and adds as many new ones) and is measured: wall time and weft's peak RSS, and the
+//! ratio lake / PostgreSQL store (goal < 1). Sling, the outside reference of issue #15, is not
+//! installed on this machine, so it is not measured here.
+
+use std::path::Path;
+use std::process::Command;
+
+use weft_testkit::measure::run_measured;
+use weft_testkit::pg::PgTestDb;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A project syncing the sample's orders (`append_dedup` by id) into `destination`.
+fn project(dir: &Path, destination: &str, rows: u64, changes: u64) {
+    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        dir.join("weft.yaml"),
+        format!(
+            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n{destination}  commit_interval: 10s\n"
+        ),
+    )
+    .expect("weft.yaml");
+    std::fs::write(
+        dir.join("domains/bench/sample.yaml"),
+        format!(
+            "product: sample\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows}, changes_per_run: {changes} }}\nstreams:\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n"
+        ),
+    )
+    .expect("product");
+}
+
+/// Loads the stream (first run), then measures the incremental run: (seconds, peak RSS MiB).
+fn merge(dir: &Path) -> ((f64, f64), (f64, f64)) {
+    let run = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("--project")
+            .arg(dir)
+            .args(["sync", "run", "--no-progress"]);
+        run_measured(cmd, dir)
+    };
+    let first = run();
+    let second = run();
+    (first, second)
+}
+
+fn main() {
+    let rows: u64 = env_or("WEFT_BENCH_ROWS", 5_000_000);
+    let cases: Vec<u64> = std::env::var("WEFT_BENCH_CHANGES")
+        .unwrap_or_else(|_| "2000,500000".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    println!("append_dedup merges of the sample's orders, {rows} rows (Sling: not installed)");
+    for changes in cases {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let lake_dir = tmp.path().join("lake-project");
+        project(
+            &lake_dir,
+            "    connector: parquet\n    config: { path: lake }\n",
+            rows,
+            changes,
+        );
+        let (lake_load, lake) = merge(&lake_dir);
+
+        let db = PgTestDb::create("bench_merge");
+        let pg_dir = tmp.path().join("pg-project");
+        project(
+            &pg_dir,
+            &format!(
+                "    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n",
+                db.host, db.port, db.user, db.name
+            ),
+            rows,
+            changes,
+        );
+        let (pg_load, pg) = merge(&pg_dir);
+
+        println!("{changes} changed rows (+{changes} new) in {rows}:");
+        println!(
+            "  first load:  lake {:>8.2} s {:>7.1} MiB   postgres store {:>8.2} s {:>7.1} MiB",
+            lake_load.0, lake_load.1, pg_load.0, pg_load.1
+        );
+        println!(
+            "  merge:       lake {:>8.2} s {:>7.1} MiB   postgres store {:>8.2} s {:>7.1} MiB",
+            lake.0, lake.1, pg.0, pg.1
+        );
+        println!(
+            "  ratio lake / postgres store merge: {:.3}  (goal < 1; 2,000 changes < 5 s)",
+            lake.0 / pg.0
+        );
+    }
+}

@@ -138,10 +138,16 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                 "stream", "status", "rows", "size", "time", "rows/s", "error",
             ]);
             for s in &report.streams {
+                // A failed stream's rows were read; only the committed ones are in the store.
+                let rows = if s.rows_committed == s.rows {
+                    s.rows.to_string()
+                } else {
+                    format!("{} read, {} committed", s.rows, s.rows_committed)
+                };
                 t.add_row([
                     s.stream.clone(),
                     s.status.to_string(),
-                    s.rows.to_string(),
+                    rows,
                     human_bytes(s.bytes),
                     format!("{:.1}s", s.seconds),
                     rate(s.rows, s.seconds),
@@ -149,6 +155,13 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                 ]);
             }
             println!("{t}");
+            for s in report.streams.iter().filter(|s| s.off_schema_values > 0) {
+                println!(
+                    "{}: {} value(s) did not fit the stream's schema and were written as NULL \
+                     (the source records each in its row)",
+                    s.stream, s.off_schema_values
+                );
+            }
             println!(
                 "run {}: {} — {} rows, {}",
                 report.run_id,

@@ -43,6 +43,11 @@ pub struct StreamProgress {
     bytes: AtomicU64,
     estimate: AtomicU64,
     commits: AtomicU64,
+    /// Rows handed to the destination, and how many of them a commit made durable.
+    written: AtomicU64,
+    rows_committed: AtomicU64,
+    /// Values the source wrote as NULL because they did not fit the schema.
+    off_schema: AtomicU64,
     phase: AtomicU8,
     started: Mutex<Option<Instant>>,
     elapsed_ms: AtomicU64,
@@ -56,6 +61,9 @@ impl StreamProgress {
             bytes: AtomicU64::new(0),
             estimate: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            rows_committed: AtomicU64::new(0),
+            off_schema: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Waiting as u8),
             started: Mutex::new(None),
             elapsed_ms: AtomicU64::new(0),
@@ -73,6 +81,13 @@ impl StreamProgress {
     }
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+    /// Rows made durable by this run's commits (fewer than [`Self::rows`] when it failed).
+    pub fn rows_committed(&self) -> u64 {
+        self.rows_committed.load(Ordering::Relaxed)
+    }
+    pub fn off_schema(&self) -> u64 {
+        self.off_schema.load(Ordering::Relaxed)
     }
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
@@ -121,5 +136,15 @@ impl StreamProgress {
 
     pub(crate) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.rows_committed
+            .store(self.written.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn wrote(&self, rows: u64) {
+        self.written.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_off_schema(&self, values: u64) {
+        self.off_schema.fetch_add(values, Ordering::Relaxed);
     }
 }

@@ -66,7 +66,12 @@ pub struct StreamReport {
     /// `domain/product/stream`.
     pub stream: String,
     pub status: RunStatus,
+    /// Rows read from the source.
     pub rows: u64,
+    /// Rows this run made durable in the destination (all of them when it succeeded).
+    pub rows_committed: u64,
+    /// Values that did not fit the stream's schema and were written as NULL.
+    pub off_schema_values: u64,
     pub bytes: u64,
     pub seconds: f64,
     pub commits: u64,
@@ -302,6 +307,8 @@ impl PreparedRun {
                 stream: key.to_string(),
                 status,
                 rows: progress.rows(),
+                rows_committed: progress.rows_committed(),
+                off_schema_values: progress.off_schema(),
                 bytes: progress.bytes(),
                 seconds: progress.elapsed_secs(),
                 commits: progress.commits(),

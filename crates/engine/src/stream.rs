@@ -171,16 +171,20 @@ impl StreamJob {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
                 Some(Ok(Item::Batch(batch))) => {
+                    let rows = batch.num_rows() as u64;
                     writer
                         .write(batch)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
+                    self.progress.wrote(rows);
                 }
                 Some(Ok(Item::Changes(changes))) => {
+                    let rows = changes.len() as u64;
                     writer
                         .write_changes(*changes)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
+                    self.progress.wrote(rows);
                 }
                 Some(Ok(Item::SchemaChange(schema))) => {
                     info!(stream = %self.key, "the source's schema changed; evolving the product table");
@@ -269,6 +273,10 @@ async fn read_and_map(
             Ok(SourceMessage::Checkpoint(cp)) => Ok(Item::Checkpoint(cp)),
             Ok(SourceMessage::Estimate { rows }) => {
                 progress.set_estimate(rows);
+                continue;
+            }
+            Ok(SourceMessage::OffSchema { values }) => {
+                progress.add_off_schema(values);
                 continue;
             }
             Ok(SourceMessage::SchemaChange(schema)) => {

@@ -76,9 +76,18 @@ struct Direct {
 }
 
 fn read_directly(exe: &PathBuf, incremental: &[&str], state: Option<&serde_json::Value>) -> Direct {
+    read_directly_with(exe, &faker_config(), incremental, state)
+}
+
+fn read_directly_with(
+    exe: &PathBuf,
+    faker_config: &serde_json::Value,
+    incremental: &[&str],
+    state: Option<&serde_json::Value>,
+) -> Direct {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
-    std::fs::write(&config, faker_config().to_string()).unwrap();
+    std::fs::write(&config, faker_config.to_string()).unwrap();
     let discover = Command::new(exe)
         .args(["discover", "--config"])
         .arg(&config)
@@ -423,7 +432,7 @@ fn connector_install_then_spec_check_discover_list_of_a_product() {
     let stderr = stderr.lines().last().unwrap_or_default();
     assert!(
         stderr.starts_with(&format!(
-            "error: cannot install `{PACKAGE}`: python3.99 is not on PATH; install Python 3.99, or remove `python` to use another installed version (found: "
+            "error: cannot install `{PACKAGE}`: no working Python 3.99: python3.99 is not on PATH nor in pyenv's or uv's folders; install Python 3.99, or remove `python` to use another installed version (found: 3."
         )),
         "{stderr}"
     );
@@ -504,5 +513,248 @@ fn connector_install_then_spec_check_discover_list_of_a_product() {
     assert_eq!(
         p.read_stream("sales", "fake", "products").num_rows() as u64,
         read_directly(&faker, &[], None).counts["products"]
+    );
+}
+
+/// The pids of processes still alive (zombies count as gone: they have exited).
+fn alive(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        })
+        .collect()
+}
+
+/// The `weft-airbyte-*` input folders (they hold the connector's config) under `tmp`.
+fn input_folders(tmp: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("weft-airbyte-"))
+        })
+        .collect()
+}
+
+/// A relay in front of the real faker: passes its output through and, on the first `read`,
+/// notes its own and faker's pid once 600 records went by, then slows down so the test's
+/// kill lands mid-read, after weft has seen several STATE messages.
+const RELAY: &str = r#"
+import os, subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+slow = sys.argv[2] == "read" and not os.path.exists("resumed")
+records = 0
+for line in child.stdout:
+    sys.stdout.buffer.write(line)
+    sys.stdout.flush()
+    if slow and b'"RECORD"' in line:
+        records += 1
+        if records == 600:
+            with open("marker.tmp", "w") as f:
+                f.write("%d %d" % (os.getpid(), child.pid))
+            os.rename("marker.tmp", "marker")
+        if records >= 600:
+            time.sleep(0.05)
+sys.exit(child.wait())
+"#;
+
+#[test]
+fn a_killed_full_refresh_restarts_from_scratch_and_leaves_no_connector_or_config_behind() {
+    // Install faker through weft first (shared with the other tests).
+    let setup = TestProject::with_lake(BIN, "1s");
+    let install = setup
+        .weft(["connector", "install", PACKAGE])
+        .env("WEFT_CONNECTOR_CACHE", venv_cache())
+        .output()
+        .unwrap();
+    if pypi_unavailable(&install) {
+        return;
+    }
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let faker = installed_faker();
+
+    const USERS: i64 = 2_000;
+    let config = serde_json::json!({"count": USERS, "seed": 7, "records_per_slice": 100, "always_updated": false, "parallelism": 1});
+    // Commits as often as checkpoints come, so a resumable read would have committed mid-read.
+    let p = TestProject::with_lake(BIN, "10ms");
+    p.file("relay.py", RELAY);
+    p.product(
+        "sales",
+        "fake",
+        &format!(
+            "product: fake\ndomain: sales\nowner: test@example.com\ndescription: faker\nsource:\n  connector: airbyte\n  config:\n    command: [\"python3\", \"relay.py\", \"{}\"]\n    catalog_cache: 0s\n    config: {config}\nstreams:\n  - name: users\n    mode: full_refresh\n    write: overwrite\n",
+            faker.display()
+        ),
+    );
+    let tmp = p.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let weft = || {
+        let mut cmd = p.weft(["sync", "run", "--no-progress"]);
+        cmd.env("TMPDIR", &tmp);
+        cmd
+    };
+
+    let mut run = weft()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = p.path().join("marker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !marker.exists() {
+        if let Some(status) = run.try_wait().unwrap() {
+            let out = run.wait_with_output().unwrap();
+            panic!(
+                "weft ended ({status}) before the read was under way:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record reached the relay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pids: Vec<i32> = std::fs::read_to_string(&marker)
+        .unwrap()
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    run.kill().unwrap(); // SIGKILL, mid-read
+    let killed = run.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&killed.stderr).into_owned();
+
+    // The connector (the relay) dies with weft, and faker behind it once its pipe closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !alive(&pids).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connector processes {:?} outlived the killed weft",
+            alive(&pids)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The killed weft could not remove its input folder, with the config in it.
+    let left = input_folders(&tmp);
+    assert!(
+        left.iter().any(|d| d.join("config.json").exists()),
+        "{left:?}\n{log}"
+    );
+
+    std::fs::write(p.path().join("resumed"), "").unwrap();
+    let again = weft().output().unwrap();
+    assert!(
+        again.status.success(),
+        "the rerun failed\n{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        input_folders(&tmp),
+        Vec::<PathBuf>::new(),
+        "input folders left behind"
+    );
+
+    // The published table is exactly what faker sends in one full read, row by row.
+    let direct = read_directly_with(&faker, &config, &[], None);
+    assert_eq!(direct.counts["users"], USERS as u64);
+    let users = p.read_stream("sales", "fake", "users");
+    let ids = users
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let mut sorted = ids.values().to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (1..=USERS).collect::<Vec<_>>(),
+        "ids after the restart"
+    );
+    let names = users.column_by_name("name").unwrap().as_string::<i32>();
+    let emails = users.column_by_name("email").unwrap().as_string::<i32>();
+    for row in 0..users.num_rows() {
+        let expected = &direct.users[&ids.value(row)];
+        assert_eq!(
+            names.value(row),
+            expected["name"].as_str().unwrap(),
+            "row {row}"
+        );
+        assert_eq!(
+            emails.value(row),
+            expected["email"].as_str().unwrap(),
+            "row {row}"
+        );
+    }
+}
+
+/// pyenv's interpreter for 3.`minor` when its `python3.N` on PATH is a shim that does not run
+/// (a machine with another `pyenv global`), else None.
+fn pyenv_only(minor: u32) -> Option<PathBuf> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+    let found = std::fs::read_dir(root.join("versions"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin").join(format!("python3.{minor}")))
+        .find(|p| p.exists())?;
+    let on_path = Command::new(format!("python3.{minor}"))
+        .args(["-c", "pass"])
+        .output();
+    on_path.is_ok_and(|o| !o.status.success()).then_some(found)
+}
+
+#[test]
+fn a_product_pinned_to_python_3_10_installs_with_pyenv_s_interpreter() {
+    let Some(python) = pyenv_only(10) else {
+        eprintln!("SKIPPED: needs pyenv with 3.10 installed but not selected (its python3.10 on PATH a shim that does not run)");
+        return;
+    };
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product(
+        "sales",
+        "fake",
+        &product().replace(
+            &format!("    package: \"{PACKAGE}\"\n"),
+            &format!("    package: \"{PACKAGE}\"\n    python: \"3.10\"\n"),
+        ),
+    );
+    let weft = |args: &[&str]| {
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", venv_cache())
+            .output()
+            .unwrap()
+    };
+    let check = weft(&["connector", "check", "sales/fake"]);
+    if pypi_unavailable(&check) {
+        return;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "sales/fake source `airbyte`: check succeeded\n",
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let install = weft(&["connector", "install", PACKAGE, "--python", "3.10"]);
+    let stdout = String::from_utf8_lossy(&install.stdout).into_owned();
+    assert!(
+        stdout.starts_with(&format!("{PACKAGE}: already installed\n")),
+        "{stdout}"
+    );
+    let interpreter = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  python:     3.10 ("))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        std::fs::canonicalize(interpreter).unwrap(),
+        std::fs::canonicalize(&python).unwrap()
     );
 }

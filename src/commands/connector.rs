@@ -156,7 +156,11 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             );
             Ok(ExitCode::SUCCESS)
         }
-        ConnectorCommand::Install { package, python } => install(package, python).await,
+        ConnectorCommand::Install {
+            package,
+            python,
+            force,
+        } => install(package, python, force).await,
     }
 }
 
@@ -167,9 +171,13 @@ fn airbyte_source(resolved: &Resolved) -> Result<weft_source_airbyte::AirbyteSou
 }
 
 #[cfg(feature = "source-airbyte")]
-async fn install(package: String, python: Option<String>) -> Result<ExitCode, Failure> {
+async fn install(
+    package: String,
+    python: Option<String>,
+    force: bool,
+) -> Result<ExitCode, Failure> {
     let report = tokio::task::spawn_blocking(move || {
-        weft_source_airbyte::install_package(&package, python.as_deref())
+        weft_source_airbyte::install_package(&package, python.as_deref(), force)
     })
     .await
     .map_err(Failure::runtime)?
@@ -198,7 +206,11 @@ async fn install(package: String, python: Option<String>) -> Result<ExitCode, Fa
 }
 
 #[cfg(not(feature = "source-airbyte"))]
-async fn install(_package: String, _python: Option<String>) -> Result<ExitCode, Failure> {
+async fn install(
+    _package: String,
+    _python: Option<String>,
+    _force: bool,
+) -> Result<ExitCode, Failure> {
     Err(Failure::config(
         "this weft was built without the `source-airbyte` feature",
     ))

@@ -758,3 +758,106 @@ fn a_product_pinned_to_python_3_10_installs_with_pyenv_s_interpreter() {
         std::fs::canonicalize(&python).unwrap()
     );
 }
+
+/// A small fake Airbyte source for what needs no real connector: config `mode` picks what its
+/// `read` does.
+const FAKE_SOURCE: &str = r#"
+import json, sys, time
+def emit(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+def record(i, **extra):
+    data = {"id": i, "at": "2024-05-01T10:00:00Z"}
+    data.update(extra)
+    emit({"type": "RECORD", "record": {"stream": "items", "data": data, "emitted_at": 1}})
+def state(v):
+    emit({"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": "items"}, "stream_state": {"id": v}}}})
+args = sys.argv
+config = json.load(open(args[args.index("--config") + 1])) if "--config" in args else {}
+if args[1] == "spec":
+    emit({"type": "SPEC", "spec": {"connectionSpecification": {"properties": {"mode": {"type": "string"}}}}})
+elif args[1] == "discover":
+    emit({"type": "CATALOG", "catalog": {"streams": [{"name": "items", "json_schema": {"properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}}}, "supported_sync_modes": ["full_refresh", "incremental"], "source_defined_cursor": True, "default_cursor_field": ["id"], "source_defined_primary_key": [["id"]]}]}})
+elif config["mode"] == "off_schema":
+    print("progress: starting")  # not a protocol message: skipped
+    record(1); record(2, at=""); record(3)
+    state(3)
+else:
+    record(4); record(5); record(6)
+    time.sleep(0.05)  # past the commit interval: the state below is committed
+    state(6)
+    record(7); record(8)
+    emit({"type": "TRACE", "trace": {"type": "ERROR", "emitted_at": 1, "error": {"message": "Something went wrong in the connector. See the logs for more details.", "internal_message": "KeyError: 'base_url'", "stack_trace": "Traceback (most recent call last):\n  File \"source.py\", line 9, in read\n    url = config['base_url']\nKeyError: 'base_url'\n", "failure_type": "system_error"}}})
+    sys.exit(1)
+"#;
+
+#[test]
+fn off_schema_values_a_failed_runs_committed_rows_and_its_stored_error_through_the_binary() {
+    let p = TestProject::with_lake(BIN, "10ms");
+    p.file("source.py", FAKE_SOURCE);
+    let product = |mode: &str| {
+        format!("product: fake\ndomain: sales\nowner: test@example.com\ndescription: fake\nsource:\n  connector: airbyte\n  config:\n    command: [\"python3\", \"source.py\"]\n    catalog_cache: 0s\n    batch_size: 2\n    config: {{mode: {mode}}}\nstreams:\n  - name: items\n    mode: incremental\n    write: append\n")
+    };
+    p.product("sales", "fake", &product("off_schema"));
+    let first = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("sales/fake/items: 1 value(s) did not fit the stream's schema and were written as NULL (the source records each in its row)"),
+        "{stdout}"
+    );
+    let items = p.read_stream("sales", "fake", "items");
+    assert_eq!(items.num_rows(), 3);
+    let ids = items
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let at = items.column_by_name("at").unwrap();
+    let meta = items
+        .column_by_name("_airbyte_meta")
+        .unwrap()
+        .as_string::<i32>();
+    for row in 0..3 {
+        let nulled = ids.value(row) == 2;
+        assert_eq!(at.is_null(row), nulled, "at of id {}", ids.value(row));
+        assert_eq!(meta.is_null(row), !nulled, "meta of id {}", ids.value(row));
+        if nulled {
+            let meta: serde_json::Value = serde_json::from_str(meta.value(row)).unwrap();
+            assert_eq!(
+                meta,
+                serde_json::json!({"changes": [{"field": "at", "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"}]})
+            );
+        }
+    }
+
+    // A run that fails after its first commit: the summary tells read from committed rows, and
+    // the stored error keeps the cause the connector gave beside its generic message.
+    p.product("sales", "fake", &product("fail"));
+    let failed = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout).into_owned();
+    assert!(stdout.contains("5 read, 3 committed"), "{stdout}");
+    assert_eq!(p.read_stream("sales", "fake", "items").num_rows(), 6);
+    let cause = "its last error (stdout line 7): Something went wrong in the connector. See the logs for more details. (internal message: KeyError: 'base_url') [stack trace, last lines: File \"source.py\", line 9, in read | url = config['base_url'] | KeyError: 'base_url']";
+    let history = p
+        .weft(["sync", "history", "--format", "json"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let error = history[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(cause), "{history}");
+    let status = p
+        .weft(["sync", "status", "--format", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(cause)),
+        "{status}"
+    );
+}

@@ -422,6 +422,20 @@ pub fn saved_spec(program: &crate::process::Program) -> Option<serde_json::Value
     serde_json::from_slice(&fs::read(venv.join(SPEC_FILE)).ok()?).ok()
 }
 
+/// Saves a package connector's spec in its virtualenv (installs of older weft versions have
+/// none), so later runs need not start the connector for it; a command's is not saved.
+pub fn save_spec(program: &crate::process::Program, spec: &serde_json::Value) {
+    let Some(venv) = Path::new(&program.argv[0]).parent().and_then(Path::parent) else {
+        return;
+    };
+    if venv.join(MARKER).is_file() {
+        let _ = fs::write(
+            venv.join(SPEC_FILE),
+            serde_json::to_vec(spec).expect("JSON"),
+        );
+    }
+}
+
 /// A failed attempt, remembered next to the virtualenv it would have been.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Remembered {

@@ -164,7 +164,10 @@ impl AirbyteSource {
             None => {
                 let connector = self.connector_for(program.clone());
                 match blocking(move || connector.spec()).await {
-                    Ok(spec) => Some(spec),
+                    Ok(spec) => {
+                        install::save_spec(program, &spec);
+                        Some(spec)
+                    }
                     Err(e) => {
                         tracing::debug!(connector = %program.label(), "no spec to tell secrets from other config values ({e}); every config string stays redacted");
                         None

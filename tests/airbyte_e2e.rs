@@ -672,6 +672,13 @@ fn a_killed_full_refresh_restarts_from_scratch_and_leaves_no_connector_or_config
         .as_primitive::<Int64Type>();
     let mut sorted = ids.values().to_vec();
     sorted.sort_unstable();
+    let published = sorted.len();
+    sorted.dedup();
+    assert_eq!(
+        (published, sorted.len()),
+        (USERS as usize, USERS as usize),
+        "rows and distinct ids published after the restart"
+    );
     assert_eq!(
         sorted,
         (1..=USERS).collect::<Vec<_>>(),

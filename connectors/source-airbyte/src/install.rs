@@ -442,6 +442,9 @@ struct Remembered {
     message: String,
     /// Seconds since the Unix epoch.
     at: u64,
+    /// No other interpreter would help: the package failed by itself.
+    #[serde(default)]
+    no_other: bool,
 }
 
 fn failure_file(venv: &Path) -> PathBuf {
@@ -456,15 +459,16 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn remembered_failure(venv: &Path) -> Option<String> {
+fn remembered_failure(venv: &Path) -> Option<Remembered> {
     let r: Remembered = serde_json::from_slice(&fs::read(failure_file(venv)).ok()?).ok()?;
-    (now_secs().saturating_sub(r.at) < REMEMBER_FAILURE.as_secs()).then_some(r.message)
+    (now_secs().saturating_sub(r.at) < REMEMBER_FAILURE.as_secs()).then_some(r)
 }
 
-fn remember_failure(venv: &Path, message: &str) {
+fn remember_failure(venv: &Path, message: &str, no_other: bool) {
     let r = Remembered {
         message: message.to_string(),
         at: now_secs(),
+        no_other,
     };
     let _ = fs::write(failure_file(venv), serde_json::to_vec(&r).expect("JSON"));
 }
@@ -553,9 +557,17 @@ fn ensure(requirement: &str, python: Option<&str>, force: bool) -> Result<(Insta
         let venv = venv_of(minor);
         if force {
             let _ = fs::remove_file(failure_file(&venv));
-        } else if let Some(message) = remembered_failure(&venv) {
+        } else if let Some(failed) = remembered_failure(&venv) {
+            if failed.no_other {
+                return Err(ConnectorError::Other(format!(
+                    "cannot install `{requirement}` with Python 3.{minor}: {} (remembered from \
+                     an earlier attempt: `weft connector install {requirement} --force` tries \
+                     again)",
+                    failed.message
+                )));
+            }
             remembered += 1;
-            attempts.push(format!("Python 3.{minor}: {message}"));
+            attempts.push(format!("Python 3.{minor}: {}", failed.message));
             continue;
         }
         tracing::info!(package = %requirement, python = %interpreter.path.display(), venv = %venv.display(), "installing the Airbyte connector");
@@ -577,9 +589,16 @@ fn ensure(requirement: &str, python: Option<&str>, force: bool) -> Result<(Insta
                     "cannot install `{requirement}` with Python 3.{minor}: {message}"
                 )));
             }
+            Err(Attempt::Broken(message)) => {
+                let _ = fs::remove_dir_all(&venv);
+                remember_failure(&venv, &message, true);
+                return Err(ConnectorError::Other(format!(
+                    "cannot install `{requirement}` with Python 3.{minor}: {message}"
+                )));
+            }
             Err(Attempt::TryAnother(message)) => {
                 let _ = fs::remove_dir_all(&venv);
-                remember_failure(&venv, &message);
+                remember_failure(&venv, &message, false);
                 tracing::info!(package = %requirement, "Python 3.{minor} does not work: {message}");
                 attempts.push(format!("Python 3.{minor}: {message}"));
             }
@@ -635,6 +654,9 @@ enum Attempt {
     TryAnother(String),
     /// No interpreter will help (the package does not exist, the network is down…).
     Fatal(String),
+    /// The connector started but failed by itself (a TRACE error from `spec`): no interpreter
+    /// will help, and the same install would fail the same way, so it is remembered.
+    Broken(String),
 }
 
 fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<PathBuf, Attempt> {
@@ -714,6 +736,24 @@ fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<Pa
         let m: serde_json::Value = serde_json::from_str(l).ok()?;
         (m.get("type")?.as_str()? == "SPEC").then(|| m.get("spec").cloned())?
     });
+    // A TRACE error means Python imported the connector, which then failed by itself.
+    let trace = out.1.lines().find_map(|l| {
+        let m: serde_json::Value = serde_json::from_str(l).ok()?;
+        (m.get("type")?.as_str()? == "TRACE").then_some(())?;
+        let error = m.pointer("/trace/error")?;
+        let text = |k: &str| error.get(k).and_then(serde_json::Value::as_str);
+        Some(crate::session::trace_error_text(
+            text("message"),
+            text("internal_message"),
+            text("stack_trace"),
+        ))
+    });
+    if let (None, Some(trace)) = (&spec, trace) {
+        return Err(Attempt::Broken(format!(
+            "the connector starts but its `spec` fails: {}",
+            trace.chars().take(400).collect::<String>()
+        )));
+    }
     let Some(spec) = spec.filter(|_| out.0) else {
         return Err(Attempt::TryAnother(format!(
             "the connector does not start (`{} spec`): {}",
@@ -915,19 +955,25 @@ mod tests {
     fn failures_are_remembered_for_a_while() {
         let dir = tempfile::tempdir().unwrap();
         let venv = dir.path().join("airbyte-source-x-__1.0-py3.12");
-        assert_eq!(remembered_failure(&venv), None);
-        remember_failure(&venv, "the package does not support this Python version");
+        assert!(remembered_failure(&venv).is_none());
+        remember_failure(
+            &venv,
+            "the package does not support this Python version",
+            false,
+        );
+        let failed = remembered_failure(&venv).unwrap();
         assert_eq!(
-            remembered_failure(&venv).as_deref(),
-            Some("the package does not support this Python version")
+            (failed.message.as_str(), failed.no_other),
+            ("the package does not support this Python version", false)
         );
         assert!(failure_file(&venv).ends_with("airbyte-source-x-__1.0-py3.12.failed.json"));
         let old = Remembered {
             message: "old".into(),
             at: now_secs() - REMEMBER_FAILURE.as_secs() - 1,
+            no_other: true,
         };
         fs::write(failure_file(&venv), serde_json::to_vec(&old).unwrap()).unwrap();
-        assert_eq!(remembered_failure(&venv), None);
+        assert!(remembered_failure(&venv).is_none());
     }
 
     #[test]

@@ -782,6 +782,8 @@ args = sys.argv
 config = json.load(open(args[args.index("--config") + 1])) if "--config" in args else {}
 if args[1] == "spec":
     emit({"type": "SPEC", "spec": {"connectionSpecification": {"properties": {"mode": {"type": "string"}}}}})
+elif args[1] == "discover" and config.get("mode") == "empty":
+    emit({"type": "CATALOG", "catalog": {"streams": []}})
 elif args[1] == "discover":
     emit({"type": "CATALOG", "catalog": {"streams": [{"name": "items", "json_schema": {"properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}}}, "supported_sync_modes": ["full_refresh", "incremental"], "source_defined_cursor": True, "default_cursor_field": ["id"], "source_defined_primary_key": [["id"]]}]}})
 elif config["mode"] == "off_schema":
@@ -866,5 +868,76 @@ fn off_schema_values_a_failed_runs_committed_rows_and_its_stored_error_through_t
             .as_str()
             .is_some_and(|e| e.contains(cause)),
         "{status}"
+    );
+
+    // A catalog without streams is said to be one.
+    p.product("sales", "fake", &product("empty"));
+    let discover = p
+        .weft(["connector", "discover", "sales/fake"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&discover.stdout).trim(), "[]");
+    let stderr = String::from_utf8_lossy(&discover.stderr);
+    assert!(
+        stderr.contains("the connector's catalog has no streams at all: nothing can be synced"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_remembered_install_failure_is_not_retried_until_forced() {
+    let cache = tempfile::tempdir().unwrap();
+    let p = TestProject::with_lake(BIN, "1s");
+    let package = "weft-no-such-airbyte-connector==0.0.1";
+    // What a failed attempt on Python 3.11 left (a connector whose spec failed by itself).
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        cache
+            .path()
+            .join("weft-no-such-airbyte-connector-__0.0.1-py3.11.failed.json"),
+        serde_json::json!({"message": "the connector starts but its `spec` fails: boom", "at": at, "no_other": true}).to_string(),
+    )
+    .unwrap();
+    let install = |force: bool| {
+        let mut args = vec!["connector", "install", package, "--python", "3.11"];
+        if force {
+            args.push("--force");
+        }
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", cache.path())
+            .output()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let remembered = install(false);
+    assert_eq!(remembered.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&remembered.stderr);
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!("error: cannot install `{package}` with Python 3.11: the connector starts but its `spec` fails: boom (remembered from an earlier attempt: `weft connector install {package} --force` tries again)")
+    );
+    // Nothing was installed to learn that (no virtualenv, no pip).
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!cache
+        .path()
+        .join("weft-no-such-airbyte-connector-__0.0.1-py3.11")
+        .exists());
+    // --force tries again: pip now says what is wrong.
+    let forced = install(true);
+    let reached_pip = String::from_utf8_lossy(&forced.stderr).contains("pip found no such package");
+    if !reached_pip && pypi_unavailable(&forced) {
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("pip found no such package on PyPI"),
+        "{stderr}"
     );
 }

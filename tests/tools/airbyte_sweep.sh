@@ -26,12 +26,12 @@ mkdir -p "$cache"
 sweep_one() {
   local pkg=$1 n=$2 dir="$work/$2"
   mkdir -p "$dir/domains/sweep"
-  printf 'version: 1\nstate:\n  path: .weft/state.db\n' > "$dir/weft.yaml"
+  printf 'version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n' > "$dir/weft.yaml"
   printf 'product: p%s\ndomain: sweep\nowner: sweep@example.com\ndescription: sweep\nsource:\n  connector: airbyte\n  config:\n    package: "%s"\n    catalog_cache: 0s\n    config: {}\nstreams:\n  - name: sweep\n' \
     "$n" "$pkg" > "$dir/domains/sweep/p$n.yaml"
   local w=(env WEFT_CONNECTOR_CACHE="$cache" "$weft" --project "$dir")
   # The error line of a failed command, shortened for the table.
-  short() { grep -a '^error: ' "$1" | tail -1 | sed 's/^error: //; s/|/\\|/g' | cut -c1-160; }
+  short() { grep -a '^error: ' "$1" | tail -1 | sed 's/^error: //; s/.*its last error[^:]*: //; s/|/\\|/g' | cut -c1-200; }
   local start=$SECONDS install spec discover python note=""
   if timeout 900 "${w[@]}" connector install "$pkg" > "$dir/install.out" 2> "$dir/install.err"; then
     install="ok ($((SECONDS - start)) s)"

@@ -139,11 +139,13 @@ pub fn report(report: &RunReport, format: OutputFormat) {
             ]);
             for s in &report.streams {
                 // A failed stream's rows were read; only the committed ones are in the store.
-                let rows = if s.rows_committed == s.rows {
-                    s.rows.to_string()
-                } else {
-                    format!("{} read, {} committed", s.rows, s.rows_committed)
-                };
+                // (A succeeded stream committed everything its mappers kept.)
+                let rows =
+                    if s.status == weft_state::RunStatus::Succeeded || s.rows_committed == s.rows {
+                        s.rows.to_string()
+                    } else {
+                        format!("{} read, {} committed", s.rows, s.rows_committed)
+                    };
                 t.add_row([
                     s.stream.clone(),
                     s.status.to_string(),

@@ -164,6 +164,10 @@ pub enum ConnectorCommand {
         /// the package supports.
         #[arg(long)]
         python: Option<String>,
+        /// Try again the interpreters an earlier attempt failed with (failures are remembered
+        /// for a day, so other commands do not redo a long install that fails the same way).
+        #[arg(long)]
+        force: bool,
     },
 }
 

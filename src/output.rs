@@ -240,6 +240,14 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                 );
                 println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
             }
+            for s in report.streams.iter().filter(|s| s.off_schema_values > 0) {
+                let text = format!(
+                    "note: {}: {} value(s) did not fit the stream's schema and were written as \
+                     NULL (the source records each in its row)",
+                    s.stream, s.off_schema_values
+                );
+                println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+            }
             let text = format!(
                 "run {}: {} — {} rows read, {} landed ({} in memory as Arrow)",
                 report.run_id,

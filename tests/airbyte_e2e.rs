@@ -76,9 +76,18 @@ struct Direct {
 }
 
 fn read_directly(exe: &PathBuf, incremental: &[&str], state: Option<&serde_json::Value>) -> Direct {
+    read_directly_with(exe, &faker_config(), incremental, state)
+}
+
+fn read_directly_with(
+    exe: &PathBuf,
+    faker_config: &serde_json::Value,
+    incremental: &[&str],
+    state: Option<&serde_json::Value>,
+) -> Direct {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.json");
-    std::fs::write(&config, faker_config().to_string()).unwrap();
+    std::fs::write(&config, faker_config.to_string()).unwrap();
     let discover = Command::new(exe)
         .args(["discover", "--config"])
         .arg(&config)
@@ -423,7 +432,7 @@ fn connector_install_then_spec_check_discover_list_of_a_product() {
     let stderr = stderr.lines().last().unwrap_or_default();
     assert!(
         stderr.starts_with(&format!(
-            "error: cannot install `{PACKAGE}`: python3.99 is not on PATH; install Python 3.99, or remove `python` to use another installed version (found: "
+            "error: cannot install `{PACKAGE}`: no working Python 3.99: python3.99 is not on PATH nor in pyenv's or uv's folders; install Python 3.99, or remove `python` to use another installed version (found: 3."
         )),
         "{stderr}"
     );
@@ -504,5 +513,441 @@ fn connector_install_then_spec_check_discover_list_of_a_product() {
     assert_eq!(
         p.read_stream("sales", "fake", "products").num_rows() as u64,
         read_directly(&faker, &[], None).counts["products"]
+    );
+}
+
+/// The pids of processes still alive (zombies count as gone: they have exited).
+fn alive(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        })
+        .collect()
+}
+
+/// The `weft-airbyte-*` input folders (they hold the connector's config) under `tmp`.
+fn input_folders(tmp: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("weft-airbyte-"))
+        })
+        .collect()
+}
+
+/// A relay in front of the real faker: passes its output through and, on the first `read`,
+/// notes its own and faker's pid once 600 records went by, then slows down so the test's
+/// kill lands mid-read, after weft has seen several STATE messages.
+const RELAY: &str = r#"
+import os, subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+slow = sys.argv[2] == "read" and not os.path.exists("resumed")
+records = 0
+for line in child.stdout:
+    sys.stdout.buffer.write(line)
+    sys.stdout.flush()
+    if slow and b'"RECORD"' in line:
+        records += 1
+        if records == 600:
+            with open("marker.tmp", "w") as f:
+                f.write("%d %d" % (os.getpid(), child.pid))
+            os.rename("marker.tmp", "marker")
+        if records >= 600:
+            time.sleep(0.05)
+sys.exit(child.wait())
+"#;
+
+#[test]
+fn a_killed_full_refresh_restarts_from_scratch_and_leaves_no_connector_or_config_behind() {
+    // Install faker through weft first (shared with the other tests).
+    let setup = TestProject::with_lake(BIN, "1s");
+    let install = setup
+        .weft(["connector", "install", PACKAGE])
+        .env("WEFT_CONNECTOR_CACHE", venv_cache())
+        .output()
+        .unwrap();
+    if pypi_unavailable(&install) {
+        return;
+    }
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let faker = installed_faker();
+
+    const USERS: i64 = 2_000;
+    let config = serde_json::json!({"count": USERS, "seed": 7, "records_per_slice": 100, "always_updated": false, "parallelism": 1});
+    // Commits as often as checkpoints come, so a resumable read would have committed mid-read.
+    let p = TestProject::with_lake(BIN, "10ms");
+    p.file("relay.py", RELAY);
+    p.product(
+        "sales",
+        "fake",
+        &format!(
+            "product: fake\ndomain: sales\nowner: test@example.com\ndescription: faker\nsource:\n  connector: airbyte\n  config:\n    command: [\"python3\", \"relay.py\", \"{}\"]\n    catalog_cache: 0s\n    config: {config}\nstreams:\n  - name: users\n    mode: full_refresh\n    write: overwrite\n",
+            faker.display()
+        ),
+    );
+    let tmp = p.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let weft = || {
+        let mut cmd = p.weft(["sync", "run", "--no-progress"]);
+        cmd.env("TMPDIR", &tmp);
+        cmd
+    };
+
+    let mut run = weft()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marker = p.path().join("marker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !marker.exists() {
+        if let Some(status) = run.try_wait().unwrap() {
+            let out = run.wait_with_output().unwrap();
+            panic!(
+                "weft ended ({status}) before the read was under way:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no record reached the relay"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pids: Vec<i32> = std::fs::read_to_string(&marker)
+        .unwrap()
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    run.kill().unwrap(); // SIGKILL, mid-read
+    let killed = run.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&killed.stderr).into_owned();
+
+    // The connector (the relay) dies with weft, and faker behind it once its pipe closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !alive(&pids).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connector processes {:?} outlived the killed weft",
+            alive(&pids)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The killed weft could not remove its input folder, with the config in it.
+    let left = input_folders(&tmp);
+    assert!(
+        left.iter().any(|d| d.join("config.json").exists()),
+        "{left:?}\n{log}"
+    );
+
+    std::fs::write(p.path().join("resumed"), "").unwrap();
+    let again = weft().output().unwrap();
+    assert!(
+        again.status.success(),
+        "the rerun failed\n{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        input_folders(&tmp),
+        Vec::<PathBuf>::new(),
+        "input folders left behind"
+    );
+
+    // The published table is exactly what faker sends in one full read, row by row.
+    let direct = read_directly_with(&faker, &config, &[], None);
+    assert_eq!(direct.counts["users"], USERS as u64);
+    let users = p.read_stream("sales", "fake", "users");
+    let ids = users
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let mut sorted = ids.values().to_vec();
+    sorted.sort_unstable();
+    let published = sorted.len();
+    sorted.dedup();
+    assert_eq!(
+        (published, sorted.len()),
+        (USERS as usize, USERS as usize),
+        "rows and distinct ids published after the restart"
+    );
+    assert_eq!(
+        sorted,
+        (1..=USERS).collect::<Vec<_>>(),
+        "ids after the restart"
+    );
+    let names = users.column_by_name("name").unwrap().as_string::<i32>();
+    let emails = users.column_by_name("email").unwrap().as_string::<i32>();
+    for row in 0..users.num_rows() {
+        let expected = &direct.users[&ids.value(row)];
+        assert_eq!(
+            names.value(row),
+            expected["name"].as_str().unwrap(),
+            "row {row}"
+        );
+        assert_eq!(
+            emails.value(row),
+            expected["email"].as_str().unwrap(),
+            "row {row}"
+        );
+    }
+}
+
+/// pyenv's interpreter for 3.`minor` when its `python3.N` on PATH is a shim that does not run
+/// (a machine with another `pyenv global`), else None.
+fn pyenv_only(minor: u32) -> Option<PathBuf> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+    let found = std::fs::read_dir(root.join("versions"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin").join(format!("python3.{minor}")))
+        .find(|p| p.exists())?;
+    let on_path = Command::new(format!("python3.{minor}"))
+        .args(["-c", "pass"])
+        .output();
+    on_path.is_ok_and(|o| !o.status.success()).then_some(found)
+}
+
+#[test]
+fn a_product_pinned_to_python_3_10_installs_with_pyenv_s_interpreter() {
+    let Some(python) = pyenv_only(10) else {
+        eprintln!("SKIPPED: needs pyenv with 3.10 installed but not selected (its python3.10 on PATH a shim that does not run)");
+        return;
+    };
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product(
+        "sales",
+        "fake",
+        &product().replace(
+            &format!("    package: \"{PACKAGE}\"\n"),
+            &format!("    package: \"{PACKAGE}\"\n    python: \"3.10\"\n"),
+        ),
+    );
+    let weft = |args: &[&str]| {
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", venv_cache())
+            .output()
+            .unwrap()
+    };
+    let check = weft(&["connector", "check", "sales/fake"]);
+    if pypi_unavailable(&check) {
+        return;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "sales/fake source `airbyte`: check succeeded\n",
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let install = weft(&["connector", "install", PACKAGE, "--python", "3.10"]);
+    let stdout = String::from_utf8_lossy(&install.stdout).into_owned();
+    assert!(
+        stdout.starts_with(&format!("{PACKAGE}: already installed\n")),
+        "{stdout}"
+    );
+    let interpreter = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  python:     3.10 ("))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        std::fs::canonicalize(interpreter).unwrap(),
+        std::fs::canonicalize(&python).unwrap()
+    );
+}
+
+/// A small fake Airbyte source for what needs no real connector: config `mode` picks what its
+/// `read` does.
+const FAKE_SOURCE: &str = r#"
+import json, sys, time
+def emit(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+def record(i, **extra):
+    data = {"id": i, "at": "2024-05-01T10:00:00Z"}
+    data.update(extra)
+    emit({"type": "RECORD", "record": {"stream": "items", "data": data, "emitted_at": 1}})
+def state(v):
+    emit({"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": "items"}, "stream_state": {"id": v}}}})
+args = sys.argv
+config = json.load(open(args[args.index("--config") + 1])) if "--config" in args else {}
+if args[1] == "spec":
+    emit({"type": "SPEC", "spec": {"connectionSpecification": {"properties": {"mode": {"type": "string"}}}}})
+elif args[1] == "discover" and config.get("mode") == "empty":
+    emit({"type": "CATALOG", "catalog": {"streams": []}})
+elif args[1] == "discover":
+    emit({"type": "CATALOG", "catalog": {"streams": [{"name": "items", "json_schema": {"properties": {"id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}}}, "supported_sync_modes": ["full_refresh", "incremental"], "source_defined_cursor": True, "default_cursor_field": ["id"], "source_defined_primary_key": [["id"]]}]}})
+elif config["mode"] == "off_schema":
+    print("progress: starting")  # not a protocol message: skipped
+    record(1); record(2, at=""); record(3)
+    state(3)
+else:
+    record(4); record(5); record(6)
+    time.sleep(0.05)  # past the commit interval: the state below is committed
+    state(6)
+    record(7); record(8)
+    emit({"type": "TRACE", "trace": {"type": "ERROR", "emitted_at": 1, "error": {"message": "Something went wrong in the connector. See the logs for more details.", "internal_message": "KeyError: 'base_url'", "stack_trace": "Traceback (most recent call last):\n  File \"source.py\", line 9, in read\n    url = config['base_url']\nKeyError: 'base_url'\n", "failure_type": "system_error"}}})
+    sys.exit(1)
+"#;
+
+#[test]
+fn off_schema_values_a_failed_runs_committed_rows_and_its_stored_error_through_the_binary() {
+    let p = TestProject::with_lake(BIN, "10ms");
+    p.file("source.py", FAKE_SOURCE);
+    let product = |mode: &str| {
+        format!("product: fake\ndomain: sales\nowner: test@example.com\ndescription: fake\nsource:\n  connector: airbyte\n  config:\n    command: [\"python3\", \"source.py\"]\n    catalog_cache: 0s\n    batch_size: 2\n    config: {{mode: {mode}}}\nstreams:\n  - name: items\n    mode: incremental\n    write: append\n")
+    };
+    p.product("sales", "fake", &product("off_schema"));
+    let first = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let words = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("note: sales/fake/items: 1 value(s) did not fit the stream's schema and were written as NULL (the source records each in its row)"),
+        "{stdout}"
+    );
+    let items = p.read_stream("sales", "fake", "items");
+    assert_eq!(items.num_rows(), 3);
+    let ids = items
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let at = items.column_by_name("at").unwrap();
+    let meta = items
+        .column_by_name("_airbyte_meta")
+        .unwrap()
+        .as_string::<i32>();
+    for row in 0..3 {
+        let nulled = ids.value(row) == 2;
+        assert_eq!(at.is_null(row), nulled, "at of id {}", ids.value(row));
+        assert_eq!(meta.is_null(row), !nulled, "meta of id {}", ids.value(row));
+        if nulled {
+            let meta: serde_json::Value = serde_json::from_str(meta.value(row)).unwrap();
+            assert_eq!(
+                meta,
+                serde_json::json!({"changes": [{"field": "at", "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"}]})
+            );
+        }
+    }
+
+    // A run that fails after its first commit: the summary tells read from committed rows, and
+    // the stored error keeps the cause the connector gave beside its generic message.
+    p.product("sales", "fake", &product("fail"));
+    let failed = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout).into_owned();
+    // The summary's row: stream, status, rows read, rows landed, ...
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("sales/fake/items"))
+        .unwrap_or_else(|| panic!("no summary row:\n{stdout}"));
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["sales/fake/items", "failed", "5", "3"],
+        "{stdout}"
+    );
+    assert_eq!(p.read_stream("sales", "fake", "items").num_rows(), 6);
+    let cause = "its last error (stdout line 7): Something went wrong in the connector. See the logs for more details. (internal message: KeyError: 'base_url') [stack trace, last lines: File \"source.py\", line 9, in read | url = config['base_url'] | KeyError: 'base_url']";
+    let history = p
+        .weft(["sync", "history", "--format", "json"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let error = history[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(cause), "{history}");
+    let status = p
+        .weft(["sync", "status", "--format", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(cause)),
+        "{status}"
+    );
+
+    // A catalog without streams is said to be one.
+    p.product("sales", "fake", &product("empty"));
+    let discover = p
+        .weft(["connector", "discover", "sales/fake", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&discover.stdout).trim(), "[]");
+    let stderr = String::from_utf8_lossy(&discover.stderr);
+    assert!(
+        stderr.contains("the connector's catalog has no streams at all: nothing can be synced"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_remembered_install_failure_is_not_retried_until_forced() {
+    let cache = tempfile::tempdir().unwrap();
+    let p = TestProject::with_lake(BIN, "1s");
+    let package = "weft-no-such-airbyte-connector==0.0.1";
+    // What a failed attempt on Python 3.11 left (a connector whose spec failed by itself).
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(
+        cache
+            .path()
+            .join("weft-no-such-airbyte-connector-__0.0.1-py3.11.failed.json"),
+        serde_json::json!({"message": "the connector starts but its `spec` fails: boom", "at": at, "no_other": true}).to_string(),
+    )
+    .unwrap();
+    let install = |force: bool| {
+        let mut args = vec!["connector", "install", package, "--python", "3.11"];
+        if force {
+            args.push("--force");
+        }
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", cache.path())
+            .output()
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let remembered = install(false);
+    assert_eq!(remembered.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&remembered.stderr);
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        format!("error: cannot install `{package}` with Python 3.11: the connector starts but its `spec` fails: boom (remembered from an earlier attempt: `weft connector install {package} --force` tries again)")
+    );
+    // Nothing was installed to learn that (no virtualenv, no pip).
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!cache
+        .path()
+        .join("weft-no-such-airbyte-connector-__0.0.1-py3.11")
+        .exists());
+    // --force tries again: pip now says what is wrong.
+    let forced = install(true);
+    let reached_pip = String::from_utf8_lossy(&forced.stderr).contains("pip found no such package");
+    if !reached_pip && pypi_unavailable(&forced) {
+        return;
+    }
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("pip found no such package on PyPI"),
+        "{stderr}"
     );
 }

@@ -130,7 +130,11 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             }
         }
         ConnectorCommand::Discover(target) => super::discover::run(project, target).await,
-        ConnectorCommand::Install { package, python } => install(package, python).await,
+        ConnectorCommand::Install {
+            package,
+            python,
+            force,
+        } => install(package, python, force).await,
     }
 }
 
@@ -143,9 +147,13 @@ pub(super) fn airbyte_source(
 }
 
 #[cfg(feature = "source-airbyte")]
-async fn install(package: String, python: Option<String>) -> Result<ExitCode, Failure> {
+async fn install(
+    package: String,
+    python: Option<String>,
+    force: bool,
+) -> Result<ExitCode, Failure> {
     let report = tokio::task::spawn_blocking(move || {
-        weft_source_airbyte::install_package(&package, python.as_deref())
+        weft_source_airbyte::install_package(&package, python.as_deref(), force)
     })
     .await
     .map_err(Failure::runtime)?
@@ -174,7 +182,11 @@ async fn install(package: String, python: Option<String>) -> Result<ExitCode, Fa
 }
 
 #[cfg(not(feature = "source-airbyte"))]
-async fn install(_package: String, _python: Option<String>) -> Result<ExitCode, Failure> {
+async fn install(
+    _package: String,
+    _python: Option<String>,
+    _force: bool,
+) -> Result<ExitCode, Failure> {
     Err(Failure::config(
         "this weft was built without the `source-airbyte` feature",
     ))

@@ -16,6 +16,8 @@ pub struct DiscoveredStream {
     pub id: StreamId,
     /// The AirbyteStream as the connector described it, for the configured catalog.
     pub raw: Value,
+    /// Whether an interrupted full refresh may resume from the connector's last state.
+    pub resumable_full_refresh: bool,
 }
 
 /// Maps every stream of a connector catalog.
@@ -50,6 +52,10 @@ pub fn map_catalog(
                 supported_sync_modes: sync_modes(raw),
                 row_estimate: None,
             },
+            resumable_full_refresh: overrides
+                .get(&id.name)
+                .and_then(|o| o.resumable)
+                .unwrap_or_else(|| resumable_full_refresh(raw)),
             id,
             raw: raw.clone(),
         });
@@ -105,6 +111,20 @@ fn weft_name(name: &str, overrides: &BTreeMap<String, StreamOverride>) -> Result
     })?;
     tracing::info!("connector stream `{name}` is weft stream `{mapped}`");
     Ok(mapped)
+}
+
+/// Whether the connector can continue an interrupted full refresh from its last state: only a
+/// stream it marks `is_resumable` that cannot read incrementally (a real resumable full refresh,
+/// with a page or offset as its synthetic cursor). **Decision:** the state of a stream that
+/// reads incrementally is an incremental cursor, and given back in full refresh it does not
+/// continue the interrupted read (source-faker then sends nothing, or starts over at id 1),
+/// so weft restarts such a full refresh from scratch, as for streams without the mark.
+fn resumable_full_refresh(raw: &Value) -> bool {
+    let marked = raw
+        .get("is_resumable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    marked && !sync_modes(raw).contains(&SyncMode::Incremental)
 }
 
 /// Top-level key fields; a nested key path cannot name a column, so such a key is dropped.
@@ -195,6 +215,27 @@ mod tests {
             [SyncMode::FullRefresh]
         );
         assert_eq!(got[2].descriptor.name.as_str(), "stream_meta");
+        assert!(!got[0].resumable_full_refresh);
+    }
+
+    #[test]
+    fn only_marked_full_refresh_only_streams_resume_a_full_refresh() {
+        let streams = vec![
+            json!({"name": "pages", "is_resumable": true, "supported_sync_modes": ["full_refresh"]}),
+            json!({"name": "users", "is_resumable": true, "supported_sync_modes": ["full_refresh", "incremental"]}),
+            json!({"name": "plain", "supported_sync_modes": ["full_refresh"]}),
+        ];
+        let got = map_catalog(&streams, &BTreeMap::new()).unwrap();
+        let resumable: Vec<bool> = got.iter().map(|s| s.resumable_full_refresh).collect();
+        assert_eq!(resumable, [true, false, false]);
+        let overrides = BTreeMap::from([(
+            "users".to_string(),
+            StreamOverride {
+                name: None,
+                resumable: Some(true),
+            },
+        )]);
+        assert!(map_catalog(&streams, &overrides).unwrap()[1].resumable_full_refresh);
     }
 
     #[test]
@@ -208,6 +249,7 @@ mod tests {
             "a/b".to_string(),
             StreamOverride {
                 name: Some(StreamName::new("ab").unwrap()),
+                resumable: None,
             },
         )]);
         assert_eq!(
@@ -217,7 +259,13 @@ mod tests {
                 .as_str(),
             "ab"
         );
-        let overrides = BTreeMap::from([("nope".to_string(), StreamOverride { name: None })]);
+        let overrides = BTreeMap::from([(
+            "nope".to_string(),
+            StreamOverride {
+                name: None,
+                resumable: None,
+            },
+        )]);
         let err = map_catalog(&streams[1..], &overrides)
             .unwrap_err()
             .to_string();

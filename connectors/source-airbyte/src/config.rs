@@ -30,8 +30,10 @@ pub struct AirbyteConfig {
     /// installed interpreters are tried newest first until the package installs and starts.
     #[serde(default)]
     pub python: Option<String>,
-    /// The connector's own config (see its documentation, or its spec). Every string in it is
-    /// treated as a secret: it is redacted from logs and errors.
+    /// The connector's own config (see its documentation, or its spec). The values its spec
+    /// marks `airbyte_secret`, and those under secret-looking keys (`password`, `token`,
+    /// `api_key`…), are redacted from logs and errors; every string is, while the spec is
+    /// unknown. Values from `${VAR}` and `${file:…}` are redacted everywhere anyway.
     #[serde(default = "empty_object")]
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub config: serde_json::Value,
@@ -55,6 +57,26 @@ pub struct AirbyteConfig {
     /// Per-stream overrides, keyed by the connector's stream name.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamOverride>,
+    /// What to do with a value that does not fit its column's type (an empty string in a
+    /// `date-time` field, text in an `integer` one): `null` writes NULL and records the change
+    /// in the row's `_airbyte_meta` column, as Airbyte's destinations do; `fail` fails the read.
+    #[serde(default)]
+    pub off_schema: OffSchema,
+    /// How many stdout lines that are not JSON at all (progress output) are logged and skipped
+    /// before the read fails.
+    #[serde(default = "default_max_invalid_lines")]
+    pub max_invalid_lines: u64,
+}
+
+/// What to do with a value that does not fit its column's type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OffSchema {
+    /// Write NULL and record the change in the row's `_airbyte_meta` column.
+    #[default]
+    Null,
+    /// Fail the read, naming the stdout line and the field.
+    Fail,
 }
 
 /// Overrides for one of the connector's streams.
@@ -66,6 +88,12 @@ pub struct StreamOverride {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub name: Option<StreamName>,
+    /// Whether an interrupted full refresh of this stream resumes from the connector's last
+    /// state rather than starting over. Default: only for streams the connector marks
+    /// `is_resumable` that cannot read incrementally; set `true` only for a connector known to
+    /// continue a full refresh from its state, or rows are lost or duplicated.
+    #[serde(default)]
+    pub resumable: Option<bool>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -80,6 +108,9 @@ fn default_catalog_cache() -> Duration {
 }
 fn default_batch_size() -> usize {
     8_192
+}
+fn default_max_invalid_lines() -> u64 {
+    1_000
 }
 
 /// Which connector runs, once the config is validated.

@@ -4,6 +4,11 @@
 //! row type in between). JSON-text columns (objects, arrays, mixed types) and fields the schema
 //! does not declare are picked out in one scan of each record's keys: the former keep their
 //! JSON text, the latter go to `_airbyte_extra` as one JSON object per row.
+//!
+//! A value that does not fit its column's type (an empty string for a timestamp, text for an
+//! integer) fails the batch's decode. The batch is then decoded record by record to find the
+//! offending fields: with [`OffSchema::Null`] they are set to null and listed in the row's
+//! `_airbyte_meta`, otherwise the error names the stdout line and the field.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -18,7 +23,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::schema::{is_json_text, EXTRA_COLUMN, UTC};
+use crate::config::OffSchema;
+use crate::schema::{is_json_text, EXTRA_COLUMN, META_COLUMN, UTC};
 
 /// A record that could not be decoded, and the stdout line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,7 @@ enum Column {
     Typed(usize),
     Json(usize),
     Extra,
+    Meta,
 }
 
 /// Accumulates records of one stream and turns them into batches of its schema.
@@ -48,10 +55,19 @@ pub struct RecordDecoder {
     buf: Vec<u8>,
     /// Where each buffered record starts in `buf`, and its stdout line.
     starts: Vec<(usize, u64)>,
+    off_schema: OffSchema,
+    /// Per buffered row, its `_airbyte_meta` (set only when a value was nulled).
+    meta: Vec<Option<String>>,
+    /// Values nulled since the last [`RecordDecoder::take_nulled`].
+    nulled: u64,
 }
 
 impl RecordDecoder {
-    pub fn new(schema: SchemaRef, batch_size: usize) -> Result<Self, String> {
+    pub fn new(
+        schema: SchemaRef,
+        batch_size: usize,
+        off_schema: OffSchema,
+    ) -> Result<Self, String> {
         let mut typed_fields = Vec::new();
         let mut layout = Vec::new();
         let mut json_index = HashMap::new();
@@ -59,6 +75,8 @@ impl RecordDecoder {
         for field in schema.fields() {
             if field.name() == EXTRA_COLUMN {
                 layout.push(Column::Extra);
+            } else if field.name() == META_COLUMN {
+                layout.push(Column::Meta);
             } else if is_json_text(field) {
                 layout.push(Column::Json(json_index.len()));
                 json_index.insert(field.name().clone(), json_index.len());
@@ -83,22 +101,39 @@ impl RecordDecoder {
             extra: StringBuilder::new(),
             buf: Vec::new(),
             starts: Vec::new(),
+            off_schema,
+            meta: Vec::new(),
+            nulled: 0,
         };
         this.decoder = Some(this.new_decoder(batch_size)?);
         Ok(this)
     }
 
     fn new_decoder(&self, batch_size: usize) -> Result<arrow_json::reader::Decoder, String> {
-        arrow_json::ReaderBuilder::new(self.typed.clone())
-            // Fields outside the typed part are handled by the key scan, not dropped.
-            .with_strict_mode(false)
-            // A string column takes numbers and booleans as their text.
-            .with_coerce_primitive(true)
-            .with_batch_size(batch_size)
-            .build_decoder()
-            .map_err(|e| e.to_string())
+        decoder_for(self.typed.clone(), batch_size)
     }
 
+    /// How many values were written as NULL since the last call.
+    pub fn take_nulled(&mut self) -> u64 {
+        std::mem::take(&mut self.nulled)
+    }
+}
+
+fn decoder_for(
+    schema: SchemaRef,
+    batch_size: usize,
+) -> Result<arrow_json::reader::Decoder, String> {
+    arrow_json::ReaderBuilder::new(schema)
+        // Fields outside the typed part are handled by the key scan, not dropped.
+        .with_strict_mode(false)
+        // A string column takes numbers and booleans as their text.
+        .with_coerce_primitive(true)
+        .with_batch_size(batch_size)
+        .build_decoder()
+        .map_err(|e| e.to_string())
+}
+
+impl RecordDecoder {
     pub fn len(&self) -> usize {
         self.starts.len()
     }
@@ -147,6 +182,7 @@ impl RecordDecoder {
         self.starts.push((self.buf.len(), line));
         self.buf.extend_from_slice(data.get().as_bytes());
         self.buf.push(b'\n');
+        self.meta.push(None);
         Ok(())
     }
 
@@ -160,6 +196,7 @@ impl RecordDecoder {
         let first_line = self.starts[0].1;
         self.buf.clear();
         self.starts.clear();
+        let meta = std::mem::take(&mut self.meta);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.layout.len());
         let mut json: Vec<ArrayRef> = self
             .json_builders
@@ -173,6 +210,13 @@ impl RecordDecoder {
                 Column::Typed(i) => relabel(&typed[*i], self.schema.field(columns.len())),
                 Column::Json(i) => std::mem::replace(&mut json[*i], extra.slice(0, 0)),
                 Column::Extra => extra.clone(),
+                Column::Meta => {
+                    let mut builder = StringBuilder::with_capacity(rows, 0);
+                    for m in &meta {
+                        builder.append_option(m.as_deref());
+                    }
+                    Arc::new(builder.finish()) as ArrayRef
+                }
             });
         }
         RecordBatch::try_new(self.schema.clone(), columns)
@@ -202,12 +246,100 @@ impl RecordDecoder {
                 ),
             }),
             Err(err) => {
-                // The decoder is unusable after an error; find the record to blame.
-                let diagnosis = self.diagnose(err.to_string());
+                // The decoder is unusable after an error.
                 self.decoder = self.new_decoder(self.batch_size).ok();
-                Err(diagnosis)
+                if self.off_schema == OffSchema::Null && self.null_off_schema_values() {
+                    return self.decode_typed_again(rows, err.to_string());
+                }
+                Err(self.diagnose(err.to_string()))
             }
         }
+    }
+
+    /// The second attempt, after off-schema values were nulled.
+    fn decode_typed_again(
+        &mut self,
+        rows: usize,
+        first_error: String,
+    ) -> Result<Vec<ArrayRef>, DecodeError> {
+        let decoder = self.decoder.as_mut().expect("a decoder");
+        let attempt = decoder.decode(&self.buf).and_then(|_| decoder.flush());
+        match attempt {
+            Ok(Some(batch)) if batch.num_rows() == rows => Ok(batch.columns().to_vec()),
+            _ => {
+                self.decoder = self.new_decoder(self.batch_size).ok();
+                Err(self.diagnose(first_error))
+            }
+        }
+    }
+
+    /// The typed fields of one record's `data` that fail to decode, with arrow-json's error.
+    fn bad_fields(&self, data: &[u8]) -> Vec<(String, String)> {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data)
+        else {
+            return Vec::new();
+        };
+        let mut bad = Vec::new();
+        for field in self.typed.fields() {
+            let Some(value) = map.get(field.name()).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let single = Arc::new(Schema::new(vec![field.clone()]));
+            let Ok(mut decoder) = decoder_for(single, 1) else {
+                continue;
+            };
+            let one = serde_json::json!({ field.name().as_str(): value }).to_string();
+            if let Err(e) = decoder.decode(one.as_bytes()).and_then(|_| decoder.flush()) {
+                bad.push((field.name().clone(), e.to_string()));
+            }
+        }
+        bad
+    }
+
+    /// Rewrites the buffered records whose typed values do not fit with those values set to
+    /// null, noting each in the row's meta; false when no such value was found (the batch
+    /// fails for another reason).
+    fn null_off_schema_values(&mut self) -> bool {
+        let mut buf = Vec::with_capacity(self.buf.len());
+        let mut starts = Vec::with_capacity(self.starts.len());
+        let mut changed = false;
+        for (i, &(start, line)) in self.starts.iter().enumerate() {
+            let end = self.starts.get(i + 1).map_or(self.buf.len(), |s| s.0);
+            let record = &self.buf[start..end];
+            let data = record.strip_suffix(b"\n").unwrap_or(record);
+            starts.push((buf.len(), line));
+            let bad = self.bad_fields(data);
+            let fixed = (!bad.is_empty())
+                .then(|| serde_json::from_slice::<serde_json::Value>(data).ok())
+                .flatten();
+            let Some(mut value) = fixed else {
+                buf.extend_from_slice(record);
+                continue;
+            };
+            let mut changes = Vec::new();
+            for (name, why) in &bad {
+                value[name.as_str()] = serde_json::Value::Null;
+                tracing::warn!(
+                    "stdout line {line}: field `{name}` does not fit its column's type ({why}); \
+                     written as NULL and recorded in `{META_COLUMN}`"
+                );
+                changes.push(serde_json::json!({
+                    "field": name,
+                    "change": "NULLED",
+                    "reason": "DESTINATION_TYPECAST_ERROR",
+                }));
+            }
+            self.nulled += bad.len() as u64;
+            self.meta[i] = Some(serde_json::json!({ "changes": changes }).to_string());
+            buf.extend_from_slice(value.to_string().as_bytes());
+            buf.push(b'\n');
+            changed = true;
+        }
+        if changed {
+            self.buf = buf;
+            self.starts = starts;
+        }
+        changed
     }
 
     /// Decodes the buffered records one at a time to name the first bad one.
@@ -221,10 +353,16 @@ impl RecordDecoder {
                 .decode(&self.buf[start..end])
                 .and_then(|_| single.flush());
             if let Err(e) = result {
-                return DecodeError {
-                    line,
-                    message: e.to_string(),
+                let record = &self.buf[start..end];
+                let bad = self.bad_fields(record.strip_suffix(b"\n").unwrap_or(record));
+                let message = match bad.first() {
+                    Some((name, why)) => format!(
+                        "field `{name}`: {why} (set the source's `off_schema: null` to write \
+                         such values as NULL, recorded in `{META_COLUMN}`)"
+                    ),
+                    None => e.to_string(),
                 };
+                return DecodeError { line, message };
             }
         }
         DecodeError {
@@ -329,7 +467,7 @@ mod tests {
             "at": {"type": "string", "format": "date-time"},
             "address": {"type": "object"},
         }}));
-        RecordDecoder::new(schema, batch_size).unwrap()
+        RecordDecoder::new(schema, batch_size, OffSchema::Fail).unwrap()
     }
 
     fn raw(text: &str) -> Box<RawValue> {
@@ -379,6 +517,57 @@ mod tests {
         assert!(err.message.contains("not a number"), "{err:?}");
         d.push(&raw(r#"{"id": 5}"#), 9).unwrap();
         assert_eq!(d.finish().unwrap().unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn off_schema_values_become_null_and_are_recorded_per_row() {
+        let schema = crate::schema::arrow_schema(&json!({"properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+        }}));
+        let mut d = RecordDecoder::new(schema, 10, OffSchema::Null).unwrap();
+        d.push(&raw(r#"{"id": 1, "at": "2024-01-02T03:04:05Z"}"#), 3)
+            .unwrap();
+        d.push(&raw(r#"{"id": "seven", "at": ""}"#), 4).unwrap();
+        d.push(&raw(r#"{"id": 3, "at": ""}"#), 5).unwrap();
+        let batch = d.finish().unwrap().unwrap();
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!(
+            (0..3)
+                .map(|i| ids.is_valid(i).then(|| ids.value(i)))
+                .collect::<Vec<_>>(),
+            [Some(1), None, Some(3)]
+        );
+        let at = batch.column_by_name("at").unwrap();
+        assert_eq!(
+            (at.is_null(0), at.is_null(1), at.is_null(2)),
+            (false, true, true)
+        );
+        let meta = batch
+            .column_by_name(META_COLUMN)
+            .unwrap()
+            .as_string::<i32>();
+        assert!(meta.is_null(0));
+        let row1: serde_json::Value = serde_json::from_str(meta.value(1)).unwrap();
+        assert_eq!(
+            row1,
+            // In column order (serde_json sorts the schema's properties).
+            json!({"changes": [
+                {"field": "at", "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"},
+                {"field": "id", "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"}
+            ]})
+        );
+        let row2: serde_json::Value = serde_json::from_str(meta.value(2)).unwrap();
+        assert_eq!(row2["changes"][0]["field"], "at");
+        assert_eq!(d.take_nulled(), 3);
+        assert_eq!(d.take_nulled(), 0);
+        // The next batch is clean again.
+        d.push(&raw(r#"{"id": 4}"#), 6).unwrap();
+        let batch = d.finish().unwrap().unwrap();
+        assert!(batch.column_by_name(META_COLUMN).unwrap().is_null(0));
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Installing PyPI connectors: one virtualenv per requirement and Python version, cached and
 //! shared between projects, created under a file lock so concurrent runs install once.
 //!
-//! Without a pinned `python`, interpreters on PATH (`python3.N`) are tried newest first: a
-//! version pip refuses (Requires-Python) or on which the connector fails to start (`spec`) is
-//! skipped, and the error lists every attempt.
+//! Interpreters are found as `python3.N` on PATH, in pyenv's folder (`$PYENV_ROOT/versions`,
+//! default `~/.pyenv`) and in uv's (`$UV_PYTHON_INSTALL_DIR`, default
+//! `~/.local/share/uv/python`), and each candidate is run once before it counts: a pyenv shim
+//! for a version that is not selected is on PATH but does not run. Without a pinned `python`,
+//! the working versions are tried newest first: a version pip refuses (Requires-Python) or on
+//! which the connector fails to start (`spec`) is skipped, and the error lists every attempt.
+//! A failed attempt is remembered per package, version and interpreter for a day, so commands
+//! do not redo a long install that fails the same way; `weft connector install --force`
+//! tries again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,14 @@ use weft_core::{ConnectorError, Result};
 
 /// File written last into a complete virtualenv, naming its connector executable.
 const MARKER: &str = "weft-installed.json";
+/// The connector's spec, saved by the install's smoke test (for redaction by `airbyte_secret`).
+const SPEC_FILE: &str = "weft-spec.json";
 /// How long the `spec` smoke test may take (a cold start imports a lot of Python).
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long running an interpreter candidate to learn its version may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a failed install attempt is remembered.
+const REMEMBER_FAILURE: Duration = Duration::from_secs(24 * 3600);
 
 /// A PyPI requirement: a distribution name plus an optional version specifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +161,12 @@ pub struct InstallReport {
 
 /// Installs a PyPI connector ahead of a sync (`weft connector install`), or finds it
 /// installed; the same virtualenv a sync of `package: <requirement>` then uses.
-pub fn install_package(requirement: &str, python: Option<&str>) -> Result<InstallReport> {
-    let (mut installed, reused) = ensure(requirement, python)?;
+pub fn install_package(
+    requirement: &str,
+    python: Option<&str>,
+    force: bool,
+) -> Result<InstallReport> {
+    let (mut installed, reused) = ensure(requirement, python, force)?;
     installed
         .requirement
         .get_or_insert_with(|| requirement.trim().to_string());
@@ -193,14 +209,165 @@ pub fn installed_packages() -> Vec<Installed> {
     found.into_iter().map(|(_, i)| i).collect()
 }
 
-/// The `python3.N` interpreters on PATH, newest first.
-pub fn interpreters() -> Vec<u32> {
-    let mut found: Vec<u32> = (6..=30)
-        .rev()
-        .filter(|minor| find_on_path(&format!("python3.{minor}")).is_some())
-        .collect();
-    found.dedup();
+/// A Python 3 interpreter that ran and reported its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    pub minor: u32,
+    pub path: PathBuf,
+}
+
+/// Where interpreters are looked for: the process's environment, or a test's.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub path: Option<std::ffi::OsString>,
+    pub pyenv_root: Option<PathBuf>,
+    pub uv_dir: Option<PathBuf>,
+}
+
+impl Search {
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from);
+        Self {
+            path: var("PATH"),
+            pyenv_root: var("PYENV_ROOT")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".pyenv"))),
+            uv_dir: var("UV_PYTHON_INSTALL_DIR")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    var("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("uv").join("python"))
+                })
+                .or_else(|| home.map(|h| h.join(".local").join("share").join("uv").join("python"))),
+        }
+    }
+
+    /// Candidates for Python 3.`minor`, best first: PATH, then pyenv's and uv's folders
+    /// (newest patch release first).
+    fn candidates(&self, minor: u32) -> Vec<PathBuf> {
+        let name = format!("python3.{minor}");
+        let mut out = Vec::new();
+        if let Some(path) = &self.path {
+            if let Some(p) = std::env::split_paths(path)
+                .map(|dir| dir.join(&name))
+                .find(|p| is_executable(p))
+            {
+                out.push(p);
+            }
+        }
+        let versioned = |root: Option<&PathBuf>, strip: &str| -> Vec<PathBuf> {
+            let mut found: Vec<(u32, PathBuf)> = root
+                .and_then(|r| fs::read_dir(r).ok())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let folder = e.file_name().to_string_lossy().into_owned();
+                    let version = folder.strip_prefix(strip)?;
+                    let mut parts = version.split(['.', '-']);
+                    let (major, m, patch) = (parts.next()?, parts.next()?, parts.next());
+                    if major != "3" || m.parse::<u32>().ok()? != minor {
+                        return None;
+                    }
+                    let patch = patch.and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+                    let exe = e.path().join("bin").join(&name);
+                    is_executable(&exe).then_some((patch, exe))
+                })
+                .collect();
+            found.sort_by_key(|f| std::cmp::Reverse(f.0));
+            found.into_iter().map(|(_, p)| p).collect()
+        };
+        let pyenv = self.pyenv_root.as_ref().map(|r| r.join("versions"));
+        out.extend(versioned(pyenv.as_ref(), ""));
+        out.extend(versioned(self.uv_dir.as_ref(), "cpython-"));
+        out.dedup();
+        out
+    }
+}
+
+/// What a search found: one working interpreter per version, newest first, and the candidates
+/// that did not run (path, and why: the cause first, as the candidate said it).
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub working: Vec<Interpreter>,
+    pub broken: Vec<(PathBuf, String)>,
+}
+
+impl Found {
+    pub fn get(&self, minor: u32) -> Option<&Interpreter> {
+        self.working.iter().find(|i| i.minor == minor)
+    }
+
+    fn versions(&self) -> String {
+        list_versions(&self.working.iter().map(|i| i.minor).collect::<Vec<_>>())
+    }
+
+    /// Why no candidate for 3.`minor` worked, if any was found.
+    fn why_not(&self, minor: u32) -> Option<String> {
+        let name = format!("python3.{minor}");
+        let causes: Vec<String> = self
+            .broken
+            .iter()
+            .filter(|(p, _)| p.file_name().is_some_and(|n| n == name.as_str()))
+            .map(|(p, why)| format!("{} does not run: {why}", p.display()))
+            .collect();
+        (!causes.is_empty()).then(|| causes.join("; "))
+    }
+}
+
+/// Finds the working Python 3 interpreters, running each candidate once.
+pub fn find_interpreters(search: &Search) -> Found {
+    let mut found = Found::default();
+    for minor in (6..=30).rev() {
+        for candidate in search.candidates(minor) {
+            match probe(&candidate) {
+                Ok(got) if got == minor => {
+                    found.working.push(Interpreter {
+                        minor,
+                        path: candidate,
+                    });
+                    break;
+                }
+                Ok(got) => found
+                    .broken
+                    .push((candidate, format!("it is Python 3.{got}"))),
+                Err(why) => found.broken.push((candidate, why)),
+            }
+        }
+    }
     found
+}
+
+/// The interpreters of this process's environment, searched once.
+pub fn interpreters() -> &'static Found {
+    static FOUND: std::sync::OnceLock<Found> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| find_interpreters(&Search::from_env()))
+}
+
+/// Runs `python` to learn its minor version; the error is what it printed, cause first.
+fn probe(python: &Path) -> Result<u32, String> {
+    let (ok, out) = run_quiet(
+        Command::new(python).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+        PROBE_TIMEOUT,
+    )?;
+    let last = out
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
+    match last.strip_prefix("3.").and_then(|m| m.parse::<u32>().ok()) {
+        Some(minor) if ok => Ok(minor),
+        _ => Err(if out.trim().is_empty() {
+            "it printed nothing".to_string()
+        } else {
+            first_lines(&out, 1)
+        }),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The first executable file called `name` on PATH.
@@ -209,11 +376,6 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// `name==version` of the distribution a virtualenv was made for, from its `.dist-info`
@@ -247,19 +409,96 @@ fn installed_version(venv: &Path, folder: &str) -> Option<String> {
 
 /// Installs `requirement` (once) and returns its executable.
 pub fn ensure_installed(requirement: &str, python: Option<&str>) -> Result<Installed> {
-    ensure(requirement, python).map(|(installed, _)| installed)
+    ensure(requirement, python, false).map(|(installed, _)| installed)
 }
 
-/// As [`ensure_installed`], plus whether it was installed already.
-fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> {
+/// The spec a package's install saved, for the connector `program` runs.
+pub fn saved_spec(program: &crate::process::Program) -> Option<serde_json::Value> {
+    let exe = Path::new(program.argv.first()?);
+    let venv = exe.parent()?.parent()?;
+    if !venv.join(MARKER).is_file() {
+        return None;
+    }
+    serde_json::from_slice(&fs::read(venv.join(SPEC_FILE)).ok()?).ok()
+}
+
+/// Saves a package connector's spec in its virtualenv (installs of older weft versions have
+/// none), so later runs need not start the connector for it; a command's is not saved.
+pub fn save_spec(program: &crate::process::Program, spec: &serde_json::Value) {
+    let Some(venv) = Path::new(&program.argv[0]).parent().and_then(Path::parent) else {
+        return;
+    };
+    if venv.join(MARKER).is_file() {
+        let _ = fs::write(
+            venv.join(SPEC_FILE),
+            serde_json::to_vec(spec).expect("JSON"),
+        );
+    }
+}
+
+/// A failed attempt, remembered next to the virtualenv it would have been.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    message: String,
+    /// Seconds since the Unix epoch.
+    at: u64,
+    /// No other interpreter would help: the package failed by itself.
+    #[serde(default)]
+    no_other: bool,
+}
+
+fn failure_file(venv: &Path) -> PathBuf {
+    let mut name = venv.file_name().unwrap_or_default().to_os_string();
+    name.push(".failed.json");
+    venv.with_file_name(name)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn remembered_failure(venv: &Path) -> Option<Remembered> {
+    let r: Remembered = serde_json::from_slice(&fs::read(failure_file(venv)).ok()?).ok()?;
+    (now_secs().saturating_sub(r.at) < REMEMBER_FAILURE.as_secs()).then_some(r)
+}
+
+fn remember_failure(venv: &Path, message: &str, no_other: bool) {
+    let r = Remembered {
+        message: message.to_string(),
+        at: now_secs(),
+        no_other,
+    };
+    let _ = fs::write(failure_file(venv), serde_json::to_vec(&r).expect("JSON"));
+}
+
+/// As [`ensure_installed`], plus whether it was installed already. `force` forgets failures
+/// remembered from earlier attempts.
+fn ensure(requirement: &str, python: Option<&str>, force: bool) -> Result<(Installed, bool)> {
     let req = Requirement::parse(requirement).map_err(|e| ConnectorError::config("package", e))?;
     let root = cache_root()?;
     fs::create_dir_all(&root).map_err(|e| ConnectorError::io("creating", &root, e))?;
-    let candidates: Vec<u32> = match python {
-        Some(v) => vec![parse_python_version(v).map_err(|e| ConnectorError::config("python", e))?],
-        None => interpreters(),
-    };
     let venv_of = |minor: u32| root.join(format!("{}-py3.{minor}", req.cache_key()));
+    let pinned = python
+        .map(parse_python_version)
+        .transpose()
+        .map_err(|e| ConnectorError::config("python", e))?;
+    // An installed virtualenv needs no interpreter search (newest first when not pinned).
+    let installed = match pinned {
+        Some(minor) => read_marker(&venv_of(minor)),
+        None => (6..=30)
+            .rev()
+            .find_map(|minor| read_marker(&venv_of(minor))),
+    };
+    if let Some(done) = installed {
+        return Ok((done, true));
+    }
+    let found = interpreters();
+    let candidates: Vec<u32> = match pinned {
+        Some(minor) => vec![minor],
+        None => found.working.iter().map(|i| i.minor).collect(),
+    };
     let ready = |candidates: &[u32]| {
         candidates
             .iter()
@@ -269,9 +508,23 @@ fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> 
         return Ok((done, true));
     }
     if candidates.is_empty() {
+        let broken = if found.broken.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                found
+                    .broken
+                    .iter()
+                    .map(|(p, why)| format!("{} does not run: {why}", p.display()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
         return Err(ConnectorError::Other(format!(
-            "cannot install `{requirement}`: no Python 3 interpreter (`python3.N`) found on \
-             PATH; install Python 3.10 or newer, or run an installed connector with `command`"
+            "cannot install `{requirement}`: no working Python 3 interpreter found on PATH or \
+             in pyenv's or uv's folders{broken}; install Python 3.10 or newer, or run an \
+             installed connector with `command`"
         )));
     }
     let lock_path = root.join(format!("{}.lock", req.cache_key()));
@@ -288,18 +541,37 @@ fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> 
         return Ok((done, true));
     }
     let mut attempts = Vec::new();
+    let mut remembered = 0;
     for &minor in &candidates {
-        let interpreter = format!("python3.{minor}");
-        let Some(interpreter_path) = find_on_path(&interpreter) else {
+        let Some(interpreter) = found.get(minor) else {
+            let cause = found.why_not(minor).unwrap_or_else(|| {
+                format!("python3.{minor} is not on PATH nor in pyenv's or uv's folders")
+            });
             return Err(ConnectorError::Other(format!(
-                "cannot install `{requirement}`: {interpreter} is not on PATH; install Python \
-                 3.{minor}, or remove `python` to use another installed version (found: {})",
-                list_versions(&interpreters())
+                "cannot install `{requirement}`: no working Python 3.{minor}: {cause}; install \
+                 Python 3.{minor}, or remove `python` to use another installed version (found: \
+                 {})",
+                found.versions()
             )));
         };
         let venv = venv_of(minor);
-        tracing::info!(package = %requirement, python = %interpreter, venv = %venv.display(), "installing the Airbyte connector");
-        match install_into(&req, &interpreter_path, &venv) {
+        if force {
+            let _ = fs::remove_file(failure_file(&venv));
+        } else if let Some(failed) = remembered_failure(&venv) {
+            if failed.no_other {
+                return Err(ConnectorError::Other(format!(
+                    "cannot install `{requirement}` with Python 3.{minor}: {} (remembered from \
+                     an earlier attempt: `weft connector install {requirement} --force` tries \
+                     again)",
+                    failed.message
+                )));
+            }
+            remembered += 1;
+            attempts.push(format!("Python 3.{minor}: {}", failed.message));
+            continue;
+        }
+        tracing::info!(package = %requirement, python = %interpreter.path.display(), venv = %venv.display(), "installing the Airbyte connector");
+        match install_into(&req, &interpreter.path, &venv) {
             Ok(executable) => {
                 let installed = Installed {
                     executable,
@@ -317,8 +589,16 @@ fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> 
                     "cannot install `{requirement}` with Python 3.{minor}: {message}"
                 )));
             }
+            Err(Attempt::Broken(message)) => {
+                let _ = fs::remove_dir_all(&venv);
+                remember_failure(&venv, &message, true);
+                return Err(ConnectorError::Other(format!(
+                    "cannot install `{requirement}` with Python 3.{minor}: {message}"
+                )));
+            }
             Err(Attempt::TryAnother(message)) => {
                 let _ = fs::remove_dir_all(&venv);
+                remember_failure(&venv, &message, false);
                 tracing::info!(package = %requirement, "Python 3.{minor} does not work: {message}");
                 attempts.push(format!("Python 3.{minor}: {message}"));
             }
@@ -327,15 +607,28 @@ fn ensure(requirement: &str, python: Option<&str>) -> Result<(Installed, bool)> 
     let hint = if python.is_some() {
         format!(
             "set `python` to another installed version ({}), or remove it to try them all",
-            list_versions(&interpreters())
+            found.versions()
         )
     } else {
         "install a Python version the package supports (see its Requires-Python on PyPI) and \
          set `python`, e.g. `python: \"3.10\"`"
             .to_string()
     };
+    let retry = if remembered > 0 {
+        format!(
+            "; {} remembered from an earlier attempt: `weft connector install {requirement} \
+             --force` tries again",
+            if remembered == 1 {
+                "this failure is"
+            } else {
+                "these failures are"
+            }
+        )
+    } else {
+        String::new()
+    };
     Err(ConnectorError::Other(format!(
-        "cannot install `{requirement}`: {}; {hint}",
+        "cannot install `{requirement}`: {}; {hint}{retry}",
         attempts.join("; ")
     )))
 }
@@ -361,6 +654,9 @@ enum Attempt {
     TryAnother(String),
     /// No interpreter will help (the package does not exist, the network is down…).
     Fatal(String),
+    /// The connector started but failed by itself (a TRACE error from `spec`): no interpreter
+    /// will help, and the same install would fail the same way, so it is remembered.
+    Broken(String),
 }
 
 fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<PathBuf, Attempt> {
@@ -436,13 +732,39 @@ fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<Pa
     // A connector that cannot even print its spec (an import error on this Python) is no use.
     let out =
         run_quiet(Command::new(&executable).arg("spec"), SMOKE_TIMEOUT).map_err(Attempt::Fatal)?;
-    if !out.0 || !out.1.contains("\"SPEC\"") {
+    let spec = out.1.lines().find_map(|l| {
+        let m: serde_json::Value = serde_json::from_str(l).ok()?;
+        (m.get("type")?.as_str()? == "SPEC").then(|| m.get("spec").cloned())?
+    });
+    // A TRACE error means Python imported the connector, which then failed by itself.
+    let trace = out.1.lines().find_map(|l| {
+        let m: serde_json::Value = serde_json::from_str(l).ok()?;
+        (m.get("type")?.as_str()? == "TRACE").then_some(())?;
+        let error = m.pointer("/trace/error")?;
+        let text = |k: &str| error.get(k).and_then(serde_json::Value::as_str);
+        Some(crate::session::trace_error_text(
+            text("message"),
+            text("internal_message"),
+            text("stack_trace"),
+        ))
+    });
+    if let (None, Some(trace)) = (&spec, trace) {
+        return Err(Attempt::Broken(format!(
+            "the connector starts but its `spec` fails: {}",
+            trace.chars().take(400).collect::<String>()
+        )));
+    }
+    let Some(spec) = spec.filter(|_| out.0) else {
         return Err(Attempt::TryAnother(format!(
             "the connector does not start (`{} spec`): {}",
             executable.display(),
             last_lines(&out.1, 3)
         )));
-    }
+    };
+    let _ = fs::write(
+        venv.join(SPEC_FILE),
+        serde_json::to_vec(&spec).expect("JSON"),
+    );
     Ok(executable)
 }
 
@@ -497,18 +819,21 @@ fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(bool, String), Str
     let log = dir.path().join("out.log");
     let file = fs::File::create(&log).map_err(|e| format!("cannot create a temp file: {e}"))?;
     let file2 = file.try_clone().map_err(|e| e.to_string())?;
+    crate::process::contain(cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(file2)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child.id();
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
         if start.elapsed() > timeout {
+            crate::process::kill_group(pid);
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!(
@@ -516,10 +841,21 @@ fn run_quiet(cmd: &mut Command, timeout: Duration) -> Result<(bool, String), Str
                 timeout.as_secs()
             ));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     };
+    // pip's build helpers and the like die with their group.
+    crate::process::kill_group(pid);
     let text = String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
     Ok((status.success(), text))
+}
+
+fn first_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect();
+    lines.join(" | ")
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -546,6 +882,98 @@ mod tests {
         ] {
             assert!(Requirement::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn script(path: &Path, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_shim_that_does_not_run_is_not_counted_and_pyenv_and_uv_are_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("shims");
+        // A pyenv shim for a version that is not selected: on PATH, but it does not run.
+        script(
+            &bin.join("python3.27"),
+            "echo 'pyenv: python3.27: command not found' >&2\necho 'The `python3.27` command exists in these Python versions:' >&2\nexit 127",
+        );
+        script(&bin.join("python3.26"), "echo 3.26");
+        // A shim of another version under this name reports the wrong version.
+        script(&bin.join("python3.25"), "echo 3.11");
+        let pyenv = dir.path().join("pyenv");
+        script(&pyenv.join("versions/3.27.1/bin/python3.27"), "echo 3.27");
+        script(&pyenv.join("versions/3.27.10/bin/python3.27"), "echo 3.27");
+        script(&pyenv.join("versions/2.7.18/bin/python2.7"), "echo 2.7");
+        let uv = dir.path().join("uv");
+        script(
+            &uv.join("cpython-3.24.2-linux-x86_64-gnu/bin/python3.24"),
+            "echo 3.24",
+        );
+        let search = Search {
+            path: Some(bin.into_os_string()),
+            pyenv_root: Some(pyenv.clone()),
+            uv_dir: Some(uv.clone()),
+        };
+        let found = find_interpreters(&search);
+        let working: Vec<(u32, PathBuf)> = found
+            .working
+            .iter()
+            .map(|i| (i.minor, i.path.clone()))
+            .collect();
+        assert_eq!(
+            working,
+            [
+                (27, pyenv.join("versions/3.27.10/bin/python3.27")),
+                (26, dir.path().join("shims/python3.26")),
+                (
+                    24,
+                    uv.join("cpython-3.24.2-linux-x86_64-gnu/bin/python3.24")
+                ),
+            ]
+        );
+        assert_eq!(
+            found.why_not(27).unwrap(),
+            format!(
+                "{} does not run: pyenv: python3.27: command not found",
+                dir.path().join("shims/python3.27").display()
+            )
+        );
+        assert_eq!(
+            found.why_not(25).unwrap(),
+            format!(
+                "{} does not run: it is Python 3.11",
+                dir.path().join("shims/python3.25").display()
+            )
+        );
+        assert_eq!(found.versions(), "3.27, 3.26, 3.24");
+    }
+
+    #[test]
+    fn failures_are_remembered_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("airbyte-source-x-__1.0-py3.12");
+        assert!(remembered_failure(&venv).is_none());
+        remember_failure(
+            &venv,
+            "the package does not support this Python version",
+            false,
+        );
+        let failed = remembered_failure(&venv).unwrap();
+        assert_eq!(
+            (failed.message.as_str(), failed.no_other),
+            ("the package does not support this Python version", false)
+        );
+        assert!(failure_file(&venv).ends_with("airbyte-source-x-__1.0-py3.12.failed.json"));
+        let old = Remembered {
+            message: "old".into(),
+            at: now_secs() - REMEMBER_FAILURE.as_secs() - 1,
+            no_other: true,
+        };
+        fs::write(failure_file(&venv), serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(remembered_failure(&venv).is_none());
     }
 
     #[test]

@@ -35,10 +35,11 @@ mod redact;
 pub mod schema;
 mod session;
 
-pub use config::{AirbyteConfig, StreamOverride};
+pub use config::{AirbyteConfig, OffSchema, StreamOverride};
 pub use install::{install_package, installed_packages, InstallReport, Installed};
+pub use process::sweep_stale_inputs;
 pub use read::AirbyteCheckpoint;
-pub use schema::{EXTRA_COLUMN, JSON_TEXT};
+pub use schema::{EXTRA_COLUMN, JSON_TEXT, META_COLUMN};
 
 use catalog::DiscoveredStream;
 use catalog_cache::CatalogCache;
@@ -71,7 +72,8 @@ pub struct AirbyteSource {
     config: AirbyteConfig,
     launch: Launch,
     project_dir: PathBuf,
-    redactor: Redactor,
+    /// Every config string until the connector's spec is known, then its secrets only.
+    redactor: Mutex<Redactor>,
     /// Resolved (and for packages installed) on first use.
     program: Mutex<Option<Program>>,
     /// The connector's catalog, discovered once per source (or taken from the catalog cache).
@@ -84,7 +86,7 @@ impl AirbyteSource {
     pub fn new(config: AirbyteConfig, ctx: &ConnectorContext) -> Result<Self> {
         let launch = config.validate()?;
         Ok(Self {
-            redactor: Redactor::from_config(&config.config),
+            redactor: Mutex::new(Redactor::from_config(&config.config)),
             config,
             launch,
             project_dir: ctx.project_dir.clone(),
@@ -135,16 +137,48 @@ impl AirbyteSource {
                         }
                     }
                 };
+                self.learn_secrets(&program).await;
                 *self.program.lock().expect("program lock") = Some(program.clone());
                 program
             }
         };
-        Ok(Connector {
+        Ok(self.connector_for(program))
+    }
+
+    fn connector_for(&self, program: Program) -> Connector {
+        Connector {
             program,
             config: self.config.config.clone(),
             timeout: self.config.timeout,
-            redactor: self.redactor.clone(),
-        })
+            redactor: self.redactor.lock().expect("redactor lock").clone(),
+            max_invalid_lines: self.config.max_invalid_lines,
+        }
+    }
+
+    /// Narrows redaction to the secrets the connector's spec marks (the spec a package's
+    /// install saved, else the connector's `spec`); while the spec is unknown every config
+    /// string stays masked.
+    async fn learn_secrets(&self, program: &Program) {
+        let spec = match install::saved_spec(program) {
+            Some(spec) => Some(spec),
+            None => {
+                let connector = self.connector_for(program.clone());
+                match blocking(move || connector.spec()).await {
+                    Ok(spec) => {
+                        install::save_spec(program, &spec);
+                        Some(spec)
+                    }
+                    Err(e) => {
+                        tracing::debug!(connector = %program.label(), "no spec to tell secrets from other config values ({e}); every config string stays redacted");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(spec) = spec {
+            *self.redactor.lock().expect("redactor lock") =
+                Redactor::from_spec(&self.config.config, &spec);
+        }
     }
 
     async fn discovered(&self) -> Result<Arc<Vec<DiscoveredStream>>> {
@@ -264,12 +298,30 @@ impl Source for AirbyteSource {
                      reset the stream's state to read it from the start"
                 ))
             })?;
-        let resume = match saved {
-            // A completed full refresh starts over; an interrupted one resumes from its state.
-            Some(s) if !incremental && s.complete => None,
-            Some(s) => s.state,
-            None => None,
-        };
+        let checkpoint_mid_read = incremental || found.resumable_full_refresh;
+        let resume =
+            match saved {
+                // A completed full refresh starts over; an interrupted one resumes from its state
+                // only when the connector can continue it.
+                Some(s) if !incremental && s.complete => None,
+                Some(_) if !checkpoint_mid_read => {
+                    if stream.write_mode == WriteMode::Overwrite {
+                        // Left by an earlier weft version, or from before the stream lost its
+                        // resumability: finishing that generation would publish its rows twice.
+                        return Err(ConnectorError::Other(format!(
+                        "stream `{name}`: an interrupted full refresh is pending in the product \
+                         store, but the connector cannot resume it (the stream is not \
+                         resumable), so finishing it would publish rows twice; run `weft sync \
+                         reset {}` to read it again from scratch",
+                        // `domain.product.stream`; the stream name may hold dots itself.
+                        stream.pipeline_id.splitn(3, '.').collect::<Vec<_>>().join("/")
+                    )));
+                    }
+                    None
+                }
+                Some(s) => s.state,
+                None => None,
+            };
         let job = read::ReadJob {
             connector: self.connector().await?,
             stream: found.id.clone(),
@@ -277,6 +329,8 @@ impl Source for AirbyteSource {
             raw_stream: found.raw.clone(),
             schema: found.descriptor.schema.clone(),
             incremental,
+            checkpoint_mid_read,
+            off_schema: self.config.off_schema,
             cursor_field: stream.cursor_field.clone(),
             destination_sync_mode: match stream.write_mode {
                 WriteMode::Overwrite => "overwrite",

@@ -1,5 +1,11 @@
 //! Running a connector: its input files in a private temp dir, stdout read line by line, stderr
 //! captured into the log, and a watchdog that kills it when it stalls or nobody reads anymore.
+//!
+//! A connector runs in its own process group, which is killed on every way out (it ended, it
+//! stalled, the read was dropped, weft panicked), so helpers it started die with it; and it
+//! asks the kernel to kill it when weft itself dies (a parent-death signal), so a `kill -9` of
+//! weft leaves no connector behind. The temp dirs holding a config (secrets) are 0700, and
+//! those a killed weft left behind are removed by the next run (see [`sweep_stale_inputs`]).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -43,19 +49,41 @@ impl Program {
     }
 }
 
+/// The prefix of the temp dirs holding a connector's inputs.
+const INPUTS_PREFIX: &str = "weft-airbyte-";
+/// The file in an inputs dir that its live owner holds locked.
+const OWNER_LOCK: &str = ".owner.lock";
+/// Inputs dirs of older weft versions have no owner lock: removed once they are this old.
+const LOCKLESS_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// Input files (config, catalog, state) in a private temp dir, removed on drop.
 pub struct Inputs {
     dir: tempfile::TempDir,
+    /// Locked while this process lives: a dir whose lock can be taken has lost its owner.
+    _owner: std::fs::File,
 }
 
 impl Inputs {
     pub fn new() -> Result<Self> {
-        // tempfile creates the folder 0700: configs hold secrets.
+        use std::os::unix::fs::PermissionsExt;
+        sweep_stale_inputs_once();
+        // 0700 explicitly: configs hold secrets, and the default follows the umask (0755).
         let dir = tempfile::Builder::new()
-            .prefix("weft-airbyte-")
+            .prefix(INPUTS_PREFIX)
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(|e| ConnectorError::io("creating", std::env::temp_dir(), e))?;
-        Ok(Self { dir })
+        let lock_path = dir.path().join(OWNER_LOCK);
+        let owner = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| ConnectorError::io("creating", &lock_path, e))?;
+        owner
+            .lock()
+            .map_err(|e| ConnectorError::io("locking", &lock_path, e))?;
+        Ok(Self { dir, _owner: owner })
     }
 
     /// Writes `value` as `name` (mode 0600) and returns its path.
@@ -71,6 +99,99 @@ impl Inputs {
         file.write_all(&serde_json::to_vec(value).expect("JSON serialises"))
             .map_err(|e| ConnectorError::io("writing", &path, e))?;
         Ok(path)
+    }
+}
+
+fn sweep_stale_inputs_once() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let removed = sweep_stale_inputs(&std::env::temp_dir());
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed connector input folders that a killed weft left behind"
+            );
+        }
+    });
+}
+
+/// Removes the inputs dirs under `temp` whose owner is gone (their owner lock can be taken) or,
+/// for dirs without one, that are older than an hour; returns how many it removed. A weft
+/// killed with SIGKILL cannot clean up, and these dirs hold connector configs with secrets.
+pub fn sweep_stale_inputs(temp: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(INPUTS_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        // Never follow a symlink someone planted in a shared temp dir.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            _ => continue,
+        }
+        let stale = match std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join(OWNER_LOCK))
+        {
+            // The lock goes with its file when the dir is removed.
+            Ok(lock) => lock.try_lock().is_ok(),
+            Err(_) => std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > LOCKLESS_MAX_AGE),
+        };
+        if stale && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Makes `command` start in its own process group and die with the thread that starts it
+/// (the parent-death signal follows the spawning thread, which here always waits for it).
+pub fn contain(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid before the fork; prctl, getppid and _exit are async-signal-safe and
+        // touch no memory of the parent.
+        let parent = unsafe { libc::getpid() };
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the signal was armed.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Kills the process group a [`contain`]ed child leads (the child and everything it started).
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+/// Kills a child's process group when dropped: on every way out of [`run`], a panic included.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
     }
 }
 
@@ -119,6 +240,7 @@ pub fn run(
     if let Some(dir) = &program.cwd {
         command.current_dir(dir);
     }
+    contain(&mut command);
     let mut child = command
         .args(&program.argv[1..])
         .args(args)
@@ -134,6 +256,7 @@ pub fn run(
                 program.argv[0]
             ))
         })?;
+    let group = GroupGuard(child.id());
     let stdout = child.stdout.take().expect("piped stdout");
     widen_pipe(&stdout);
     let stderr = child.stderr.take().expect("piped stderr");
@@ -175,10 +298,21 @@ pub fn run(
     let watchdog = {
         let watch = watch.clone();
         let child = child.clone();
+        let pid = group.0;
         let tick = (timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
         std::thread::spawn(move || {
+            let mut exited = false;
             while !watch.done.load(Ordering::SeqCst) {
                 std::thread::sleep(tick);
+                // A helper the connector left behind may hold stdout open: once the connector
+                // itself has exited, its group goes, so the read sees the end of its output.
+                if !exited {
+                    let status = child.lock().expect("child lock").try_wait();
+                    if let Ok(Some(_)) = status {
+                        exited = true;
+                        kill_group(pid);
+                    }
+                }
                 let idle = watch.last.lock().expect("watch lock").elapsed();
                 let stalled = !watch.busy.load(Ordering::SeqCst) && idle > timeout;
                 let gone = abandoned();
@@ -189,6 +323,7 @@ pub fn run(
                         &watch.stopped
                     };
                     flag.store(true, Ordering::SeqCst);
+                    kill_group(pid);
                     let _ = child.lock().expect("child lock").kill();
                     return;
                 }
@@ -225,6 +360,7 @@ pub fn run(
         *watch.last.lock().expect("watch lock") = Instant::now();
         if flow == Flow::Stop {
             watch.stopped.store(true, Ordering::SeqCst);
+            kill_group(group.0);
             let _ = child.lock().expect("child lock").kill();
             break;
         }
@@ -244,7 +380,9 @@ pub fn run(
     };
     watch.done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
-    // A grandchild may hold stderr open; do not wait for it forever.
+    // Helpers the connector left running die with their group (they may hold stderr open).
+    drop(group);
+    // A grandchild outside the group may hold stderr open; do not wait for it forever.
     let _ = stderr_done.recv_timeout(Duration::from_secs(2));
     if let Some(e) = read_error {
         tracing::warn!(connector = %label, "reading the connector's output failed: {e}");
@@ -278,3 +416,44 @@ fn widen_pipe(stdout: &std::process::ChildStdout) {
 
 #[cfg(not(target_os = "linux"))]
 fn widen_pipe(_stdout: &std::process::ChildStdout) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn inputs_are_private_and_only_ownerless_ones_are_swept() {
+        let inputs = Inputs::new().unwrap();
+        let path = inputs
+            .write("config.json", &serde_json::json!({"k": 1}))
+            .unwrap();
+        let dir = path.parent().unwrap().to_path_buf();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+
+        let temp = tempfile::tempdir().unwrap();
+        // A dir whose owner died: its lock file is there, unlocked.
+        let dead = temp.path().join(format!("{INPUTS_PREFIX}dead"));
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(OWNER_LOCK), "").unwrap();
+        std::fs::write(dead.join("config.json"), "{}").unwrap();
+        // A live owner holds its lock.
+        let live = temp.path().join(format!("{INPUTS_PREFIX}live"));
+        std::fs::create_dir(&live).unwrap();
+        let held = std::fs::File::create(live.join(OWNER_LOCK)).unwrap();
+        held.lock().unwrap();
+        // A recent dir of an older weft (no lock), and something else.
+        let recent = temp.path().join(format!("{INPUTS_PREFIX}old-version"));
+        std::fs::create_dir(&recent).unwrap();
+        let other = temp.path().join("someone-else");
+        std::fs::create_dir(&other).unwrap();
+        assert_eq!(sweep_stale_inputs(temp.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && recent.exists() && other.exists());
+        drop(held);
+        assert_eq!(sweep_stale_inputs(temp.path()), 1);
+        assert!(!live.exists());
+    }
+}

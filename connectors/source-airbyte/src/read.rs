@@ -1,6 +1,11 @@
 //! Reading one stream: `read` with a one-stream configured catalog and its saved state, RECORD
 //! lines decoded into batches, each STATE turned into a checkpoint after the records before it,
 //! and a final checkpoint only when the connector finished cleanly.
+//!
+//! A full refresh the connector cannot resume ([`ReadJob::checkpoint_mid_read`] false) yields
+//! no checkpoint before its final one: nothing is committed mid-read, so a killed run leaves no
+//! pending generation to resume, and the next run reads the stream again from scratch rather
+//! than publishing the rows before the kill twice (or with a gap).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -31,6 +36,10 @@ pub struct ReadJob {
     pub raw_stream: Value,
     pub schema: SchemaRef,
     pub incremental: bool,
+    /// Whether STATE messages become checkpoints as they come (incremental reads, resumable
+    /// full refreshes) or only the final one does.
+    pub checkpoint_mid_read: bool,
+    pub off_schema: crate::config::OffSchema,
     pub cursor_field: Option<String>,
     pub destination_sync_mode: &'static str,
     pub primary_key: Vec<String>,
@@ -89,7 +98,7 @@ impl ReadJob {
                     .into_os_string(),
             );
         }
-        let mut decoder = RecordDecoder::new(self.schema.clone(), self.batch_size)
+        let mut decoder = RecordDecoder::new(self.schema.clone(), self.batch_size, self.off_schema)
             .map_err(|e| self.error(format!("cannot decode its records: {e}")))?;
         let mut last_state = self.state.clone();
         let mut incomplete = false;
@@ -101,7 +110,14 @@ impl ReadJob {
                          send: &mut dyn FnMut(Result<SourceMessage>) -> bool|
              -> Option<bool> {
                 match decoder.finish() {
-                    Ok(Some(batch)) => Some(send(Ok(SourceMessage::Records(batch)))),
+                    Ok(Some(batch)) => {
+                        let nulled = decoder.take_nulled();
+                        Some(
+                            send(Ok(SourceMessage::Records(batch)))
+                                && (nulled == 0
+                                    || send(Ok(SourceMessage::OffSchema { values: nulled }))),
+                        )
+                    }
                     Ok(None) => Some(true),
                     Err(e) => {
                         diag.fatal = Some(format!(
@@ -152,6 +168,10 @@ impl ReadJob {
                                     return Flow::Stop;
                                 }
                                 None => return Flow::Stop,
+                            }
+                            if !self.checkpoint_mid_read {
+                                last_state = Some(body);
+                                return Flow::Continue;
                             }
                             let checkpoint = Checkpoint::encode(&AirbyteCheckpoint {
                                 state: Some(body.clone()),
@@ -220,7 +240,10 @@ impl ReadJob {
         }
         match decoder.finish() {
             Ok(Some(batch)) => {
-                if !send(Ok(SourceMessage::Records(batch))) {
+                let nulled = decoder.take_nulled();
+                if !send(Ok(SourceMessage::Records(batch)))
+                    || (nulled > 0 && !send(Ok(SourceMessage::OffSchema { values: nulled })))
+                {
                     return Ok(());
                 }
             }

@@ -17,7 +17,8 @@
 //! type: integer and number give Float64; scalars mixed with strings give Utf8 (numbers and
 //! booleans as text); anything else gives JSON text. JSON-text columns carry the field metadata
 //! [`JSON_TEXT`]. Fields a record has but the schema lacks land in [`EXTRA_COLUMN`] as a JSON
-//! object, so nothing is dropped.
+//! object, so nothing is dropped. [`META_COLUMN`] comes last: per row, the values weft could not
+//! fit their column's type and wrote as NULL (null when there were none).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use serde_json::Value;
 
 /// The column holding a record's fields that its stream's schema does not declare.
 pub const EXTRA_COLUMN: &str = "_airbyte_extra";
+/// The column recording, per row, the values written as NULL because they did not fit their
+/// column's type, as Airbyte's destinations record them: `{"changes": [{"field": …, "change":
+/// "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"}]}`; null when the row has none.
+pub const META_COLUMN: &str = "_airbyte_meta";
 /// The zone of zoned timestamps, as elsewhere in weft.
 pub const UTC: &str = "UTC";
 /// Field metadata key marking a Utf8 column that holds JSON text.
@@ -39,12 +44,13 @@ enum Kind {
     JsonText,
 }
 
-/// The Arrow schema of a stream: its declared properties in order, then [`EXTRA_COLUMN`].
+/// The Arrow schema of a stream: its declared properties in order, then [`EXTRA_COLUMN`] and
+/// [`META_COLUMN`].
 pub fn arrow_schema(json_schema: &Value) -> SchemaRef {
     let mut fields = Vec::new();
     if let Some(props) = json_schema.get("properties").and_then(Value::as_object) {
         for (name, prop) in props {
-            if name == EXTRA_COLUMN {
+            if name == EXTRA_COLUMN || name == META_COLUMN {
                 continue;
             }
             fields.push(match kind_of(prop) {
@@ -54,6 +60,7 @@ pub fn arrow_schema(json_schema: &Value) -> SchemaRef {
         }
     }
     fields.push(json_text_field(EXTRA_COLUMN));
+    fields.push(json_text_field(META_COLUMN));
     Arc::new(Schema::new(fields))
 }
 
@@ -197,6 +204,7 @@ mod tests {
         ];
         expect.sort_by_key(|e| e.0);
         expect.push((EXTRA_COLUMN, "Utf8", true));
+        expect.push((META_COLUMN, "Utf8", true));
         assert_eq!(got.len(), expect.len());
         for ((n, t, j), (en, et, ej)) in got.iter().zip(expect) {
             assert_eq!((n.as_str(), j), (en, &ej), "{n}");
@@ -209,10 +217,13 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_without_properties_has_only_the_extra_column() {
+    fn a_schema_without_properties_has_only_the_extra_and_meta_columns() {
         assert_eq!(
             types(&json!({"type": "object"})),
-            [(EXTRA_COLUMN.to_string(), "Utf8".to_string(), true)]
+            [
+                (EXTRA_COLUMN.to_string(), "Utf8".to_string(), true),
+                (META_COLUMN.to_string(), "Utf8".to_string(), true)
+            ]
         );
     }
 }

@@ -1,6 +1,10 @@
 //! One connector command (`spec`, `check`, `discover`, `read`) at the protocol level: lines
 //! parsed into messages, LOG lines logged (redacted), TRACE errors and the connector's exit
 //! turned into one error message that says what happened, where, and what to try.
+//!
+//! Lines that are not JSON at all (progress output some sources print on stdout) are logged and
+//! skipped, as the Airbyte platform does, up to `max_invalid_lines`; a line that starts like a
+//! JSON object but does not parse is fatal, since it may be a truncated record.
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -19,7 +23,14 @@ pub struct Connector {
     pub config: Value,
     pub timeout: Duration,
     pub redactor: Redactor,
+    /// Non-JSON stdout lines skipped before the command fails.
+    pub max_invalid_lines: u64,
 }
+
+/// How many skipped lines are logged one by one (the rest are only counted).
+const SHOWN_INVALID_LINES: usize = 5;
+/// How much of a connector's stack trace the error keeps: its last lines.
+const STACK_TAIL_LINES: usize = 3;
 
 /// What the connector said went wrong, gathered while reading its output.
 #[derive(Debug, Default)]
@@ -30,6 +41,10 @@ pub struct Diagnostics {
     pub error_log: Option<(u64, String)>,
     /// A problem weft found in the output (a line that is not a message…): the read stops.
     pub fatal: Option<String>,
+    /// Stdout lines that were not JSON, skipped.
+    pub skipped_lines: u64,
+    /// The first few of them (redacted, shortened), for the log.
+    pub skipped_sample: Vec<String>,
 }
 
 impl Connector {
@@ -59,10 +74,30 @@ impl Connector {
                     Err(e) => {
                         let shown: String =
                             String::from_utf8_lossy(line).chars().take(200).collect();
-                        diag.fatal = Some(format!(
-                            "stdout line {n} is not an Airbyte protocol message ({e}): `{}`",
-                            self.redact(&shown)
-                        ));
+                        let shown = self.redact(&shown);
+                        let looks_like_json = line
+                            .iter()
+                            .find(|b| !b.is_ascii_whitespace())
+                            .is_some_and(|&b| b == b'{');
+                        if !looks_like_json && diag.skipped_lines < self.max_invalid_lines {
+                            diag.skipped_lines += 1;
+                            if diag.skipped_sample.len() < SHOWN_INVALID_LINES {
+                                tracing::warn!(connector = %label, "skipping stdout line {n}, which is not an Airbyte message: {shown}");
+                                diag.skipped_sample.push(format!("line {n}: {shown}"));
+                            }
+                            return Flow::Continue;
+                        }
+                        let why = if looks_like_json {
+                            format!("stdout line {n} is not an Airbyte protocol message ({e})")
+                        } else {
+                            format!(
+                                "stdout line {n} is the {} line that is not an Airbyte \
+                                 protocol message, more than `max_invalid_lines` ({}) allows",
+                                ordinal(diag.skipped_lines + 1),
+                                self.max_invalid_lines
+                            )
+                        };
+                        diag.fatal = Some(format!("{why}: `{shown}`"));
                         return Flow::Stop;
                     }
                 };
@@ -83,6 +118,14 @@ impl Connector {
                 }
             },
         )?;
+        if diag.skipped_lines > 0 {
+            tracing::warn!(
+                connector = %label,
+                "skipped {} stdout line(s) that were not Airbyte messages (first: {})",
+                diag.skipped_lines,
+                diag.skipped_sample.join(" | ")
+            );
+        }
         Ok((outcome, diag))
     }
 
@@ -109,15 +152,22 @@ impl Connector {
             return;
         }
         let error = trace.get("error").cloned().unwrap_or(Value::Null);
-        let message = error
-            .get("message")
-            .and_then(Value::as_str)
-            .or_else(|| error.get("internal_message").and_then(Value::as_str))
-            .unwrap_or("an error without a message");
-        let message = self.redact(message);
-        if let Some(stack) = error.get("stack_trace").and_then(Value::as_str) {
+        let text = |key: &str| {
+            error
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+        };
+        let stack = text("stack_trace");
+        if let Some(stack) = stack {
             tracing::debug!(connector = %label, "stack trace of the error: {}", self.redact(stack));
         }
+        let message = self.redact(&trace_error_text(
+            text("message"),
+            text("internal_message"),
+            stack,
+        ));
         tracing::error!(connector = %label, "the connector reported an error: {message}");
         diag.trace_error = Some((line, message));
     }
@@ -244,7 +294,17 @@ impl Connector {
         self.verdict("discover", &outcome, &diag)?;
         let catalog = catalog.ok_or_else(|| self.missing("discover", "CATALOG"))?;
         match catalog.get("streams") {
-            Some(Value::Array(streams)) => Ok(streams.clone()),
+            Some(Value::Array(streams)) => {
+                if streams.is_empty() {
+                    tracing::warn!(
+                        connector = %self.program.label(),
+                        "the connector's catalog has no streams at all: nothing can be synced; \
+                         check its config (credentials that see nothing, no selected reports or \
+                         tables…)"
+                    );
+                }
+                Ok(streams.clone())
+            }
             _ => Err(ConnectorError::Other(format!(
                 "Airbyte connector `{}` discover: its CATALOG has no `streams` list",
                 self.program.label()
@@ -259,6 +319,51 @@ impl Connector {
             self.program.label()
         ))
     }
+}
+
+/// A TRACE error as one line: the user-facing message, then the internal message and the end
+/// of the stack trace when they add something (the CDK's message is often just "Something went
+/// wrong in the connector", the cause being in `internal_message` and the trace's last line).
+pub fn trace_error_text(
+    message: Option<&str>,
+    internal: Option<&str>,
+    stack: Option<&str>,
+) -> String {
+    let mut text = message
+        .or(internal)
+        .unwrap_or("an error without a message")
+        .to_string();
+    if let (Some(internal), Some(_)) = (internal, message) {
+        if !text.contains(internal) {
+            text.push_str(&format!(" (internal message: {internal})"));
+        }
+    }
+    if let Some(stack) = stack {
+        let lines: Vec<&str> = stack
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(STACK_TAIL_LINES)..];
+        if !tail.is_empty() {
+            let mut joined = tail.join(" | ");
+            if joined.chars().count() > 600 {
+                joined = joined.chars().take(600).collect::<String>() + "…";
+            }
+            text.push_str(&format!(" [stack trace, last lines: {joined}]"));
+        }
+    }
+    text
+}
+
+fn ordinal(n: u64) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, r) if r != 11 => "st",
+        (2, r) if r != 12 => "nd",
+        (3, r) if r != 13 => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 fn never() -> Box<dyn Fn() -> bool + Send> {

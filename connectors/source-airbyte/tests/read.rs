@@ -75,6 +75,35 @@ fn fake(read_body: &str, extra: Value) -> Fake {
     Fake { _dir: dir, source }
 }
 
+/// A fake whose `spec` runs `spec_body` first, and whose failed check says `check_message`
+/// (Python string-literal content, concatenations allowed).
+fn fake_with_spec(spec_body: &str, extra: Value, check_message: &str) -> Fake {
+    let prelude = PRELUDE
+        .replace(
+            "if cmd == \"spec\":\n",
+            &format!(
+                "if cmd == \"spec\":\n    {}\n",
+                spec_body.replace('\n', "\n    ")
+            ),
+        )
+        .replace(
+            "\"bad key \" + str(config.get(\"api_key\"))",
+            &format!("'{check_message}'"),
+        );
+    assert_ne!(prelude, PRELUDE);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("connector.py"), prelude).unwrap();
+    let mut config = json!({"command": ["python3", "connector.py"], "catalog_cache": "0s"});
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let ctx = ConnectorContext {
+        project_dir: dir.path().to_path_buf(),
+    };
+    let source = AirbyteSourceFactory.build(&config, &ctx).unwrap();
+    Fake { _dir: dir, source }
+}
+
 /// What a read yielded: "rows:N" per batch, "cp:<checkpoint>", "est:N", and the error if any.
 async fn read(
     f: &Fake,
@@ -159,13 +188,41 @@ async fn records_then_states_become_batches_then_checkpoints() {
 }
 
 #[tokio::test]
-async fn a_garbage_line_fails_after_the_last_good_state() {
-    let f = fake("record(1)\nstate_msg(1)\nrecord(2)\nprint('oops, debugging output')\nrecord(3)\nstate_msg(3)", json!({}));
+async fn non_json_lines_are_skipped_up_to_the_threshold_and_broken_json_is_fatal() {
+    let body = "record(1)\nstate_msg(1)\nrecord(2)\nprint('progress: 50% sk-secret-123')\nprint('progress: 100%')\nrecord(3)\nstate_msg(3)";
+    let f = fake(body, json!({}));
+    let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        log,
+        [
+            "rows:[1]".to_string(),
+            cp(stream_state(1), false),
+            "rows:[2, 3]".into(),
+            cp(stream_state(3), false),
+            cp(stream_state(3), true),
+        ]
+    );
+    // Past the threshold the read fails after the last good state, naming the line.
+    let f = fake(body, json!({"max_invalid_lines": 1}));
+    let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
+    assert_eq!(log, ["rows:[1]".to_string(), cp(stream_state(1), false)]);
+    assert_eq!(
+        error.unwrap(),
+        "Airbyte connector `python3 connector.py` read of stream `items`: stdout line 5 is the \
+         2nd line that is not an Airbyte protocol message, more than `max_invalid_lines` (1) \
+         allows: `progress: 100%`"
+    );
+    // A line that starts like JSON but does not parse may be a cut record: never skipped.
+    let f = fake(
+        "record(1)\nstate_msg(1)\nrecord(2)\nprint('{\"type\": \"RECORD\", \"record\": {\"stream\"')\nrecord(3)\nstate_msg(3)",
+        json!({}),
+    );
     let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
     assert_eq!(log, ["rows:[1]".to_string(), cp(stream_state(1), false)]);
     let error = error.unwrap();
     assert!(
-        error.starts_with("Airbyte connector `python3 connector.py` read of stream `items`: stdout line 4 is not an Airbyte protocol message (expected value at line 1 column 1): `oops, debugging output`"),
+        error.starts_with("Airbyte connector `python3 connector.py` read of stream `items`: stdout line 4 is not an Airbyte protocol message (EOF while parsing"),
         "{error}"
     );
 }
@@ -197,6 +254,20 @@ async fn a_trace_error_is_the_failure_message_with_secrets_redacted() {
         error.unwrap(),
         "Airbyte connector `python3 connector.py` read of stream `items`: exited with code 1 \
          after stdout line 3; its last error (stdout line 3): HTTP 401 for key ***"
+    );
+    // The CDK's generic message comes with the internal message and the end of the trace.
+    let f = fake(
+        "emit({'type': 'TRACE', 'trace': {'type': 'ERROR', 'emitted_at': 1, 'error': {'message': 'Something went wrong in the connector. See the logs for more details.', 'internal_message': \"'base_url'\", 'stack_trace': 'Traceback (most recent call last):\\n  File \"a.py\", line 1, in <module>\\n  File \"b.py\", line 7, in read\\n    url = config[\"base_url\"]\\nKeyError: \\'base_url\\'\\n', 'failure_type': 'system_error'}}})\nsys.exit(1)",
+        json!({}),
+    );
+    let (_, _, error) = read(&f, SyncMode::Incremental, None).await;
+    assert_eq!(
+        error.unwrap(),
+        "Airbyte connector `python3 connector.py` read of stream `items`: exited with code 1 \
+         after stdout line 1; its last error (stdout line 1): Something went wrong in the \
+         connector. See the logs for more details. (internal message: 'base_url') [stack trace, \
+         last lines: File \"b.py\", line 7, in read | url = config[\"base_url\"] | KeyError: \
+         'base_url']"
     );
     // A TRACE error with a clean exit fails the read too.
     let f = fake("record(1)\nemit({'type': 'TRACE', 'trace': {'type': 'ERROR', 'error': {'message': 'partial'}}})", json!({}));
@@ -376,17 +447,166 @@ async fn a_stalled_connector_is_killed_after_the_timeout() {
 }
 
 #[tokio::test]
-async fn a_record_that_does_not_fit_names_its_line() {
-    let f = fake("record(1)\nemit({'type': 'RECORD', 'record': {'stream': 'items', 'data': {'id': 'seven'}}})\nstate_msg(2)", json!({}));
+async fn a_record_that_does_not_fit_names_its_line_and_field_with_off_schema_fail() {
+    let f = fake(
+        "record(1)\nemit({'type': 'RECORD', 'record': {'stream': 'items', 'data': {'id': 'seven'}}})\nstate_msg(2)",
+        json!({"off_schema": "fail"}),
+    );
     let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
     assert!(log.is_empty(), "{log:?}");
     let error = error.unwrap();
     assert!(
         error.contains(
-            "read of stream `items`: stdout line 2: a record does not fit the stream's schema"
+            "read of stream `items`: stdout line 2: a record does not fit the stream's schema: \
+             field `id`: "
+        ) && error.ends_with(
+            "(set the source's `off_schema: null` to write such values as NULL, recorded in \
+             `_airbyte_meta`)"
         ),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn off_schema_values_are_written_as_null_recorded_per_row_and_counted() {
+    let f = fake(
+        "record(1)\nemit({'type': 'RECORD', 'record': {'stream': 'items', 'data': {'id': 'seven', 'name': 'x'}}})\nrecord(3)\nstate_msg(3)",
+        json!({}),
+    );
+    let catalog = f.source.discover().await.unwrap();
+    let stream = ConfiguredStream {
+        descriptor: catalog.stream("items").unwrap().clone(),
+        sync_mode: SyncMode::Incremental,
+        write_mode: WriteMode::Append,
+        cursor_field: None,
+        primary_key: vec![],
+        pipeline_id: "test.product.stream".into(),
+        follow: false,
+    };
+    let messages: Vec<SourceMessage> = f
+        .source
+        .read(&stream, None)
+        .await
+        .unwrap()
+        .map(|m| m.unwrap())
+        .collect()
+        .await;
+    let SourceMessage::Records(batch) = &messages[0] else {
+        panic!("{messages:?}")
+    };
+    let ids = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!(
+        (0..3)
+            .map(|i| ids.is_valid(i).then(|| ids.value(i)))
+            .collect::<Vec<_>>(),
+        [Some(1), None, Some(3)]
+    );
+    let names = batch.column_by_name("name").unwrap().as_string::<i32>();
+    assert_eq!(names.value(1), "x");
+    let meta = batch
+        .column_by_name("_airbyte_meta")
+        .unwrap()
+        .as_string::<i32>();
+    assert!(meta.is_null(0) && meta.is_null(2));
+    assert_eq!(
+        serde_json::from_str::<Value>(meta.value(1)).unwrap(),
+        json!({"changes": [{"field": "id", "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR"}]})
+    );
+    assert!(
+        matches!(messages[1], SourceMessage::OffSchema { values: 1 }),
+        "{messages:?}"
+    );
+    assert!(matches!(messages[2], SourceMessage::Checkpoint(_)));
+}
+
+#[tokio::test]
+async fn a_full_refresh_the_connector_cannot_resume_checkpoints_only_at_its_end() {
+    // The fake's stream reads incrementally and is not marked `is_resumable`.
+    let body = "record(1)\nstate_msg(1)\nrecord(2)\nstate_msg(2)";
+    let f = fake(body, json!({}));
+    let (log, _, error) = read(&f, SyncMode::FullRefresh, None).await;
+    assert_eq!(error, None);
+    assert_eq!(
+        log,
+        [
+            "rows:[1]".to_string(),
+            "rows:[2]".into(),
+            cp(stream_state(2), true)
+        ]
+    );
+    // An interrupted one (left by an earlier weft) is read from scratch in append mode …
+    let interrupted = json!({"state": stream_state(1), "complete": false});
+    let f = fake("record(0 if state is None else 99)", json!({}));
+    let (log, _, _) = read(&f, SyncMode::FullRefresh, Some(interrupted.clone())).await;
+    assert_eq!(log, ["rows:[0]".to_string(), cp(Value::Null, true)]);
+    // … and refused in overwrite mode, where finishing it would publish rows twice.
+    let catalog = f.source.discover().await.unwrap();
+    let stream = ConfiguredStream {
+        descriptor: catalog.stream("items").unwrap().clone(),
+        sync_mode: SyncMode::FullRefresh,
+        write_mode: WriteMode::Overwrite,
+        cursor_field: None,
+        primary_key: vec![],
+        pipeline_id: "sales.shop.items".into(),
+        follow: false,
+    };
+    let Err(err) = f
+        .source
+        .read(&stream, Some(&Checkpoint::new(interrupted.clone())))
+        .await
+    else {
+        panic!("an interrupted overwrite must not resume")
+    };
+    assert_eq!(
+        err.to_string(),
+        "stream `items`: an interrupted full refresh is pending in the product store, but the \
+         connector cannot resume it (the stream is not resumable), so finishing it would \
+         publish rows twice; run `weft sync reset sales/shop/items` to read it again from scratch"
+    );
+    // A stream declared resumable resumes, with checkpoints as it goes.
+    let f = fake(
+        "record(int(state[0]['stream']['stream_state']['cursor']) + 1)\nstate_msg(2)",
+        json!({"streams": {"items": {"resumable": true}}}),
+    );
+    let (log, _, _) = read(&f, SyncMode::FullRefresh, Some(interrupted)).await;
+    assert_eq!(
+        log,
+        [
+            "rows:[2]".to_string(),
+            cp(stream_state(2), false),
+            cp(stream_state(2), true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn helpers_a_connector_leaves_running_die_with_its_process_group() {
+    let f = fake(
+        "import subprocess\np = subprocess.Popen(['sleep', '300'])\nopen('helper.pid', 'w').write(str(p.pid))\nrecord(1)\nstate_msg(1)",
+        json!({}),
+    );
+    let (log, _, error) = read(&f, SyncMode::Incremental, None).await;
+    assert_eq!(error, None, "{log:?}");
+    let pid: i32 = std::fs::read_to_string(f._dir.path().join("helper.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Killed by the group kill; reaped by init once its parent (the connector) is gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the connector's helper {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]
@@ -400,6 +620,18 @@ async fn check_spec_and_missing_executables() {
     assert_eq!(
         bad.source.check().await.unwrap_err().to_string(),
         "Airbyte connector `python3 connector.py` check failed: bad key ***"
+    );
+    // Secrets by the spec: `token` is marked `airbyte_secret`, `host` is not (and stays
+    // readable), `api_key` looks secret whatever the spec says.
+    let spec = "emit({'type': 'SPEC', 'spec': {'connectionSpecification': {'properties': {'token': {'type': 'string', 'airbyte_secret': True}, 'host': {'type': 'string'}}}}})\nsys.exit(0)";
+    let marked = fake_with_spec(
+        spec,
+        json!({"config": {"api_key": "sk-secret-123", "token": "tok-777777", "host": "db.example.com", "ok": false}}),
+        "bad key ' + str(config.get('api_key')) + ' token ' + config['token'] + ' at ' + config['host'] + '",
+    );
+    assert_eq!(
+        marked.source.check().await.unwrap_err().to_string(),
+        "Airbyte connector `python3 connector.py` check failed: bad key *** token *** at db.example.com"
     );
     let ctx = ConnectorContext {
         project_dir: Path::new("/").to_path_buf(),

@@ -22,6 +22,9 @@ pub enum SourceMessage {
     SchemaChange(SchemaRef),
     /// The source's estimate of the rows it will yield in this read, for progress displays.
     Estimate { rows: u64 },
+    /// Since the last such message, `values` values did not fit the stream's schema and the
+    /// source wrote them as NULL, recording each in its row; counted in the run summary.
+    OffSchema { values: u64 },
 }
 
 /// The kind of a change row.

@@ -45,6 +45,8 @@ pub struct StreamProgress {
     commits: AtomicU64,
     /// Rows covered by the last committed checkpoint.
     committed_rows: AtomicU64,
+    /// Values the source wrote as NULL because they did not fit the schema.
+    off_schema: AtomicU64,
     phase: AtomicU8,
     started: Mutex<Option<Instant>>,
     elapsed_ms: AtomicU64,
@@ -61,6 +63,7 @@ impl StreamProgress {
             estimate: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             committed_rows: AtomicU64::new(0),
+            off_schema: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Waiting as u8),
             started: Mutex::new(None),
             elapsed_ms: AtomicU64::new(0),
@@ -79,6 +82,9 @@ impl StreamProgress {
     }
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+    pub fn off_schema(&self) -> u64 {
+        self.off_schema.load(Ordering::Relaxed)
     }
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
@@ -153,6 +159,10 @@ impl StreamProgress {
 
     pub(crate) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_off_schema(&self, values: u64) {
+        self.off_schema.fetch_add(values, Ordering::Relaxed);
     }
 
     pub(crate) fn set_committed_rows(&self, rows: u64) {

@@ -83,6 +83,8 @@ pub struct StreamReport {
     pub write: String,
     /// Size of the rows read as Arrow data in memory (not the bytes the destination wrote,
     /// which compress).
+    /// Values that did not fit the stream's schema and were written as NULL.
+    pub off_schema_values: u64,
     pub bytes: u64,
     /// Total seconds: reading, then finishing.
     pub seconds: f64,
@@ -342,6 +344,7 @@ impl PreparedRun {
                 rows: progress.rows(),
                 committed_rows: progress.committed_rows(),
                 write,
+                off_schema_values: progress.off_schema(),
                 bytes: progress.bytes(),
                 seconds: progress.elapsed_secs(),
                 read_seconds: progress.read_secs(),

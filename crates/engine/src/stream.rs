@@ -294,6 +294,10 @@ async fn read_and_map(
                 progress.set_estimate(rows);
                 continue;
             }
+            Ok(SourceMessage::OffSchema { values }) => {
+                progress.add_off_schema(values);
+                continue;
+            }
             Ok(SourceMessage::SchemaChange(schema)) => {
                 // Mappers are recompiled; the destination learns the new output schema.
                 match MapperChain::recompile(&mappers, &schema) {

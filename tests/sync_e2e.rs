@@ -134,7 +134,16 @@ fn run_with_kills(
 
 fn staging_is_empty(stream_dir: &Path) -> bool {
     let staging = weft_testkit::staging_dir(stream_dir);
-    !staging.exists() || walk_files(&staging) == 0
+    let empty = !staging.exists() || walk_files(&staging) == 0;
+    if !empty {
+        let listing = std::process::Command::new("find")
+            .arg(&staging)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("staging holds files:\n{listing}");
+    }
+    empty
 }
 
 fn walk_files(dir: &Path) -> usize {

@@ -16,7 +16,7 @@
 //! Positions: a change row's position is its transaction's commit end LSN; a checkpoint's
 //! `lsn` P means every transaction ending at or before P was yielded. A read without
 //! `follow` stops at the WAL flush position once everything committed before it started is
-//! flushed (logical decoding reads flushed WAL only; [`setup::catch_up_lsn`] flushes commits
+//! flushed (logical decoding reads flushed WAL only; `setup::catch_up_lsn` flushes commits
 //! made with `synchronous_commit=off` first, so they are in this read, not the next), and
 //! always ends with a checkpoint at least there, so an idle table never pins WAL of a busy
 //! server.

@@ -643,7 +643,7 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
     run(
         &p,
         &cluster,
-        &["sync", "reset", "shop/current/public.items"],
+        &["sync", "reset", "shop/current/public.items", "--yes"],
     )
     .expect_code(0);
     run(
@@ -737,7 +737,7 @@ fn two_projects_with_the_same_names_never_share_a_slot() {
     run(
         &a,
         &cluster,
-        &["sync", "reset", "shop/current/public.items"],
+        &["sync", "reset", "shop/current/public.items", "--yes"],
     )
     .expect_code(0);
     let left = cluster.sql("postgres", "SELECT count(*) FROM pg_replication_slots");

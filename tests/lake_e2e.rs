@@ -208,7 +208,7 @@ fn a_second_project_writing_the_same_lake_stream_is_told_who_holds_it() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     second
-        .run(["sync", "reset", "sales/shop/orders"])
+        .run(["sync", "reset", "sales/shop/orders", "--yes"])
         .expect_code(0);
     let dir = lake.path().join("sales/shop/orders");
     assert!(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
+use weft_testkit::readers::dump;
 use weft_testkit::rng::Rng;
 use weft_testkit::{Outcome, TestProject};
 
@@ -570,6 +571,29 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
         "changes",
         &product_yaml("changes", &src, Some(&sink), "append"),
     );
+    // The same current state and changelog in the lake.
+    p.product(
+        "shop",
+        "lake",
+        &product_yaml("lake", &src, None, "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "lake_changes",
+        &product_yaml("lake_changes", &src, None, "append"),
+    );
+    // The lake as DuckDB and pyarrow read it (README's way), as `id|v|extra` rows.
+    let lake = |product: &str| {
+        let rows = dump(&p.stream_dir("shop", product, "public.items"), "id");
+        let cell = |c: Option<String>| c.unwrap_or_else(|| "NULL".into());
+        let (ids, vs, extras) = (rows.column("id"), rows.column("v"), rows.column("extra"));
+        ids.into_iter()
+            .zip(vs)
+            .zip(extras)
+            .map(|((id, v), extra)| format!("{}|{}|{}", cell(id), cell(v), cell(extra)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
 
     cluster.sql(
@@ -593,6 +617,10 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
             .trim(),
         "1|a|d,2|b|d"
     );
+    // The lake's current state too (the row synced before the column was in a file without
+    // it); its changelog keeps what was sent.
+    assert_eq!(lake("lake"), "1|a|d,2|b|d");
+    assert_eq!(lake("lake_changes"), "1|a|NULL,2|b|d");
     // Later rows carry exactly what the source sends (the fill is no default of the table).
     cluster.sql(
         "shop",
@@ -608,6 +636,7 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
             .trim(),
         "1|a|e,2|b|d,3|c|NULL"
     );
+    assert_eq!(lake("lake"), "1|a|e,2|b|d,3|c|NULL");
     assert_eq!(
         cluster
             .sql(

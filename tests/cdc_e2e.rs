@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
+use weft_testkit::readers::dump;
 use weft_testkit::rng::Rng;
 use weft_testkit::{Outcome, TestProject};
 
@@ -531,8 +532,8 @@ fn cdc_on_a_server_without_logical_wal_and_in_overwrite_mode_fail_clearly() {
 }
 
 /// The private cluster runs with synchronous_commit=off: a commit can return before its WAL
-/// is flushed, and a run only reads flushed WAL, so a change made right before a run could
-/// land in the next one. These tests want each change in the run right after it.
+/// is flushed (a run flushes it before catching up: `changes_committed_right_before_a_run_are_in_it`).
+/// These tests commit synchronously.
 fn synchronous_commits(cluster: &PrivateCluster) {
     cluster.sql("postgres", "ALTER SYSTEM SET synchronous_commit = on");
     cluster.sql("postgres", "SELECT pg_reload_conf()");
@@ -570,6 +571,29 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
         "changes",
         &product_yaml("changes", &src, Some(&sink), "append"),
     );
+    // The same current state and changelog in the lake.
+    p.product(
+        "shop",
+        "lake",
+        &product_yaml("lake", &src, None, "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "lake_changes",
+        &product_yaml("lake_changes", &src, None, "append"),
+    );
+    // The lake as DuckDB and pyarrow read it (README's way), as `id|v|extra` rows.
+    let lake = |product: &str| {
+        let rows = dump(&p.stream_dir("shop", product, "public.items"), "id");
+        let cell = |c: Option<String>| c.unwrap_or_else(|| "NULL".into());
+        let (ids, vs, extras) = (rows.column("id"), rows.column("v"), rows.column("extra"));
+        ids.into_iter()
+            .zip(vs)
+            .zip(extras)
+            .map(|((id, v), extra)| format!("{}|{}|{}", cell(id), cell(v), cell(extra)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
 
     cluster.sql(
@@ -593,6 +617,10 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
             .trim(),
         "1|a|d,2|b|d"
     );
+    // The lake's current state too (the row synced before the column was in a file without
+    // it); its changelog keeps what was sent.
+    assert_eq!(lake("lake"), "1|a|d,2|b|d");
+    assert_eq!(lake("lake_changes"), "1|a|NULL,2|b|d");
     // Later rows carry exactly what the source sends (the fill is no default of the table).
     cluster.sql(
         "shop",
@@ -608,6 +636,7 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
             .trim(),
         "1|a|e,2|b|d,3|c|NULL"
     );
+    assert_eq!(lake("lake"), "1|a|e,2|b|d,3|c|NULL");
     assert_eq!(
         cluster
             .sql(
@@ -745,4 +774,93 @@ fn two_projects_with_the_same_names_never_share_a_slot() {
     cluster.sql("shop", "INSERT INTO items VALUES (4, 'd');");
     run(&b, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
     assert_eq!(rows("sink_b"), "1z,2b,3c,4d");
+}
+
+/// Changes committed right before a run are in that run, with the private cluster's own
+/// `synchronous_commit=off` (a commit returns before its WAL is flushed, and decoding reads
+/// flushed WAL only): the catch-up position is taken once the WAL is flushed. Before, the run
+/// stopped at the flush position taken at its start and yielded none of them (they came one
+/// run late). Snapshot run, then rounds of updates, inserts and deletes committed right before
+/// the next run; after every run the lake's and the PostgreSQL store's current states equal
+/// the source row by row and the changelog replays to its keys, through both transports.
+#[test]
+fn changes_committed_right_before_a_run_are_in_it() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    assert_eq!(cluster.sql("postgres", "SHOW synchronous_commit"), "off");
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql("postgres", "CREATE DATABASE sink");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text, note text);
+         INSERT INTO items SELECT g, 0, 'seed' || g FROM generate_series(1, 20000) g;",
+    );
+    let src = source_config(&cluster, "shop");
+    let poll = format!(
+        "{}, replication: {{ transport: poll }} }}",
+        src.trim_end_matches('}').trim_end()
+    );
+    let sink = format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
+        cluster.host, cluster.port, cluster.user
+    );
+    let p = TestProject::new(
+        BIN,
+        "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 50ms\n",
+    );
+    p.product(
+        "shop",
+        "lake",
+        &product_yaml("lake", &src, None, "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "current",
+        &product_yaml("current", &poll, Some(&sink), "append_dedup"),
+    );
+    p.product(
+        "shop",
+        "changes",
+        &product_yaml("changes", &src, Some(&sink), "append"),
+    );
+    let replayed = "WITH last AS (SELECT DISTINCT ON (id) id, _weft_op FROM shop.\"changes__public.items\"
+                      ORDER BY id, _weft_position DESC, _weft_ordinal DESC)
+                    SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM last WHERE _weft_op <> 'delete'";
+    let ids = "SELECT string_agg(id::text, ',' ORDER BY id) FROM items";
+    for round in 0..4u64 {
+        if round > 0 {
+            // Three transactions right before the run, as an application commits them.
+            let base = 100_000 + round * 1000;
+            for sql in [
+                format!("UPDATE items SET k = k + 1 WHERE id % 37 = {round}"),
+                format!("INSERT INTO items SELECT g, 0, 'new' FROM generate_series({base}, {base} + 999) g"),
+                format!("DELETE FROM items WHERE id % 50 = {round}"),
+            ] {
+                cluster.sql("shop", &sql);
+            }
+        }
+        run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+        let source = source_lines(&cluster, "shop", "items");
+        let lake = lake_lines(&p.read_stream("shop", "lake", "public.items"));
+        let store = source_lines(&cluster, "sink", "shop.\"current__public.items\"");
+        for (what, got) in [("lake", &lake), ("PostgreSQL store", &store)] {
+            if got != &source {
+                let a: std::collections::BTreeSet<&String> = got.iter().collect();
+                let b: std::collections::BTreeSet<&String> = source.iter().collect();
+                let only_dest: Vec<_> = a.difference(&b).take(5).collect();
+                let only_source: Vec<_> = b.difference(&a).take(5).collect();
+                panic!(
+                    "round {round}: the {what}'s current state ({} rows) differs from the source \
+                     ({} rows)\nonly there: {only_dest:?}\nonly in the source: {only_source:?}",
+                    got.len(),
+                    source.len()
+                );
+            }
+        }
+        assert!(
+            cluster.sql("sink", replayed) == cluster.sql("shop", ids),
+            "round {round}: replaying the changelog does not give the source's keys"
+        );
+    }
 }

@@ -69,7 +69,9 @@
 //! Only added columns are accepted (mid-stream through `schema_change`, or between runs when
 //! the stream is opened with more columns); a dropped or retyped column is an error naming the
 //! stream and the column. The current state is rewritten at `finish` with the new columns
-//! null-filled, so all its files share one schema. Changelog files are never rewritten: files
+//! null-filled, so all its files share one schema; a column added with a constant default
+//! (`weft_core::values::FILL`) is filled with it instead in every row written before it
+//! appeared (published rows and earlier changes of the run), as the source reads them. Changelog files are never rewritten: files
 //! written before the change lack the new column, so read them by column name
 //! (DuckDB `read_parquet(files, union_by_name = true)`, pyarrow
 //! `dataset(files, schema=<the newest file's schema>)`); the manifest's `fields` is the latest
@@ -330,6 +332,10 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
     let label = table.label.clone();
     let files = table.manifest.files.clone();
     let out_schema = table.schema.clone();
+    // Rows of files written before a column added with a constant default read that value
+    // upstream (PostgreSQL logged none of them): they are written with it (see `evolution`).
+    // Published files without the column are rewritten anyway (their schema differs).
+    let fills = crate::evolution::Fills::of(&label, &out_schema);
     let err = |path: &std::path::Path, e: &dyn std::fmt::Display| {
         ConnectorError::Other(format!("{label}: compacting {}: {e}", path.display()))
     };
@@ -626,9 +632,14 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     let name = out_schema.field(c as usize).name();
                     let values = match batch.column_by_name(name) {
                         Some(column) => take(column, &UInt32Array::from(rows), None)?,
-                        None => {
-                            new_null_array(out_schema.field(c as usize).data_type(), rows.len())
-                        }
+                        // The value was sent before the column existed: the row read the
+                        // column's fill upstream, if it has one.
+                        None => match fills.column(name, rows.len())? {
+                            Some(filled) => filled,
+                            None => {
+                                new_null_array(out_schema.field(c as usize).data_type(), rows.len())
+                            }
+                        },
                     };
                     for (i, target) in targets.into_iter().enumerate() {
                         captured
@@ -656,7 +667,7 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     continue;
                 }
                 let batch = filter_record_batch(&batch, &mask).map_err(|e| err(&path, &e))?;
-                let mut columns = crate::evolution::conform(&batch, &out_schema)?;
+                let mut columns = crate::evolution::conform(&batch, &out_schema, &fills)?;
                 if !file.compacted {
                     let fills: Vec<Vec<Captured>> = selected
                         .iter()

@@ -73,9 +73,6 @@ pub(crate) struct Compaction {
 }
 
 pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
-    if table.manifest.files.iter().all(|f| f.compacted) {
-        return Ok(None);
-    }
     let label = table.label.clone();
     let files = table.manifest.files.clone();
     let schema = table.schema.clone();
@@ -86,6 +83,20 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
         let reader = File::open(path).map_err(|e| ConnectorError::io("opening", path, e))?;
         ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| err(path, &e))
     };
+    // Files without a column added with a constant default hold rows that read that value
+    // upstream: they are rewritten filled (see `evolution`), whether or not a key changed.
+    // Only their footers are read to tell.
+    let fills = crate::evolution::Fills::of(&label, &schema);
+    let mut lacking = vec![false; files.len()];
+    if !fills.is_empty() {
+        for (index, file) in files.iter().enumerate() {
+            let path = table.file_path(&file.path);
+            lacking[index] = fills.lacked_by(open(&path)?.schema());
+        }
+    }
+    if table.manifest.files.iter().all(|f| f.compacted) && !lacking.contains(&true) {
+        return Ok(None);
+    }
 
     let key_cols = table.primary_key.clone();
     let cursor_col = table.cursor.clone();
@@ -289,7 +300,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
             let dropping = listed.len() as u64;
             stats.rows_before += rows;
             stats.rows_after += rows.saturating_sub(dropping);
-            if dropping == 0 {
+            if dropping == 0 && !lacking[index] {
                 kept.push(DataFile {
                     compacted: true,
                     ..file.clone()
@@ -319,7 +330,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                 let batch = if batch.schema().fields() == table.schema.fields() {
                     batch
                 } else {
-                    let columns = crate::evolution::conform(&batch, &table.schema)?;
+                    let columns = crate::evolution::conform(&batch, &table.schema, &fills)?;
                     RecordBatch::try_new(table.schema.clone(), columns)?
                 };
                 writer.write(&batch)?;

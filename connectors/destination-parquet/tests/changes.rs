@@ -1166,6 +1166,74 @@ async fn a_column_added_between_runs_is_null_filled_in_the_published_state() {
     );
 }
 
+/// A column added upstream with a constant DEFAULT (`weft.fill`, issue #15 item 1): rows that
+/// existed before it read the default in the source, whether the lake holds them in the
+/// published state or in changes of the run sent before the column appeared; rows sent after
+/// it carry what the source sent (NULL included).
+#[tokio::test]
+async fn rows_from_before_a_column_added_with_a_default_read_the_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut w = open(root, WriteMode::AppendDedup, "r1").await;
+    w.write_changes(changes(&[
+        ins(1, "a", "d1", 10, 0),
+        ins(2, "b", "d2", 10, 1),
+    ]))
+    .await
+    .unwrap();
+    w.finish(&cp(10)).await.unwrap();
+    drop(w);
+
+    let mut w = open(root, WriteMode::AppendDedup, "r2").await;
+    w.write_changes(changes(&[ins(3, "c", "d3", 20, 0)]))
+        .await
+        .unwrap();
+    w.commit(&cp(20)).await.unwrap();
+    let mut fields: Vec<Field> = schema_with_email()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[3] = fields[3]
+        .clone()
+        .with_metadata(std::collections::HashMap::from([(
+            weft_core::values::FILL.to_string(),
+            "none@x".to_string(),
+        )]));
+    w.schema_change(Arc::new(Schema::new(fields)))
+        .await
+        .unwrap();
+    w.write_changes(with_email(
+        &[upd_keep_doc(1, "a2", 30, 0), ins(4, "d", "d4", 30, 1)],
+        &[Some("a@x"), None],
+    ))
+    .await
+    .unwrap();
+    w.finish(&cp(30)).await.unwrap();
+    drop(w);
+
+    let mut rows: Vec<_> = read_visible(root)
+        .into_iter()
+        .map(|r| (r.id.unwrap(), r.name.unwrap(), r.doc.unwrap(), r.email))
+        .collect();
+    rows.sort();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            (1, "a2".into(), "d1".into(), some("a@x")),
+            (2, "b".into(), "d2".into(), some("none@x")),
+            (3, "c".into(), "d3".into(), some("none@x")),
+            (4, "d".into(), "d4".into(), None),
+        ]
+    );
+    let files = committed_files(&dir_of(root)).unwrap();
+    assert!(file_schemas(&files)
+        .iter()
+        .all(|s| s.index_of("email").is_ok()));
+    assert_clean(root);
+}
+
 #[tokio::test]
 async fn an_added_column_in_the_changelog_is_readable_by_name() {
     let tmp = tempfile::tempdir().unwrap();

@@ -15,10 +15,11 @@
 //!
 //! Positions: a change row's position is its transaction's commit end LSN; a checkpoint's
 //! `lsn` P means every transaction ending at or before P was yielded. A read without
-//! `follow` stops at the WAL flush position current when it started (what logical decoding
-//! can read: with `synchronous_commit=off` a commit made just before may land in the next
-//! read), and always ends with a checkpoint at least there, so an idle table never pins WAL
-//! of a busy server.
+//! `follow` stops at the WAL flush position once everything committed before it started is
+//! flushed (logical decoding reads flushed WAL only; `setup::catch_up_lsn` flushes commits
+//! made with `synchronous_commit=off` first, so they are in this read, not the next), and
+//! always ends with a checkpoint at least there, so an idle table never pins WAL of a busy
+//! server.
 //!
 //! Acks: `ack` advances the slot (never past the engine's ack) and wakes the read. A
 //! streaming read holds the slot and reports the position in its status updates; the slot
@@ -368,7 +369,7 @@ async fn poll_changes(
     let target = if follow {
         None
     } else {
-        Some(setup::current_lsn(&meta).await?)
+        Some(setup::catch_up_lsn(&meta, &ctx.stream).await?)
     };
     let base = ctx.config.replication.poll_changes as usize;
     let idle = Duration::from_millis(ctx.config.replication.idle_poll_ms);

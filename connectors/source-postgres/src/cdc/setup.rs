@@ -445,6 +445,35 @@ pub async fn drop_publication(client: &Client, name: &str) -> Result<()> {
         .map_err(|e| query_error(&format!("dropping publication {name}"), &e))
 }
 
+/// Where a read without `follow` stops: the WAL flush position once everything committed
+/// before now is flushed.
+///
+/// With `synchronous_commit=off` (server, role or session setting) a commit returns, and is
+/// visible, before its WAL is flushed, and logical decoding only reads flushed WAL: stopping at
+/// the flush position alone made a run started right after such commits yield none of them
+/// (they came one run late; the walwriter flushes them within a few `wal_writer_delay`s). So a
+/// tiny transaction first writes a logical message (prefix `weft`, which pgoutput does not
+/// publish) and commits with `synchronous_commit = local`: its commit flushes the WAL up to
+/// itself, which covers every commit made before it. (Transactional: a transaction that wrote
+/// no WAL commits without a flush, and a non-transactional message is not flushed before
+/// PostgreSQL 17.) If the server refuses, the read stops at the flush position as before.
+pub async fn catch_up_lsn(client: &Client, stream: &str) -> Result<Lsn> {
+    let flushed = client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = local;
+             SELECT pg_logical_emit_message(true, 'weft', 'catch-up'); COMMIT",
+        )
+        .await;
+    if let Err(e) = flushed {
+        let _ = client.batch_execute("ROLLBACK").await;
+        tracing::warn!(
+            "stream `{stream}`: could not flush the WAL before catching up ({e}); commits made \
+             with synchronous_commit=off right before this run may only be read by the next one"
+        );
+    }
+    current_lsn(client).await
+}
+
 /// The server's WAL flush position: the end of what logical decoding can read. (Not the write
 /// position `pg_current_wal_lsn()`: WAL written but not yet flushed is not decoded yet, and
 /// claiming a position past it would skip the transactions committed there.)

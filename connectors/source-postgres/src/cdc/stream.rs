@@ -19,7 +19,8 @@
 //! the keepalive's WAL position (the server sends a keepalive at its sent position when it
 //! has caught up: everything ending at or before it was sent), so acks move the slot while
 //! the watched table is idle and the server is busy. A read without `follow` stops on the
-//! first Begin, Commit or keepalive at or past the WAL flush position taken at its start.
+//! first Begin, Commit or keepalive at or past its catch-up position (the WAL flush position
+//! once everything committed before the read started is flushed: `setup::catch_up_lsn`).
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ pub(super) async fn stream_changes(
     let target = if follow {
         None
     } else {
-        Some(setup::current_lsn(&meta).await?)
+        Some(setup::catch_up_lsn(&meta, &ctx.stream).await?)
     };
     if target.is_some_and(|t| reader.position >= t.0) {
         // Nothing can be newer than what the checkpoint already covers.

@@ -20,7 +20,7 @@
 //! | List / LargeList of any of the above | that type's array (`bigint[]`) |
 //!
 //! A field carrying a PostgreSQL source's type (`weft.pg_type`) may get that type instead (see
-//! [`crate::source_types`]). Anything else is refused with an error naming the column and
+//! `crate::source_types`). Anything else is refused with an error naming the column and
 //! its type. Existing columns
 //! are widened (smallint → integer → bigint, real → double precision, numeric to more digits,
 //! varchar → text) but never narrowed or changed to another kind.
@@ -49,7 +49,7 @@ pub enum PgType {
     Array(Box<PgType>),
     /// `character varying(n)`: a PostgreSQL source's type, or an existing table's.
     Varchar(Option<u32>),
-    /// Types kept from a PostgreSQL source (see [`crate::source_types`]), written from the
+    /// Types kept from a PostgreSQL source (see `crate::source_types`), written from the
     /// source's text form.
     Jsonb,
     Inet,

@@ -18,7 +18,7 @@ use crate::sql::{qualified, quote_ident, quote_literal};
 /// hex of the whole id's hash>`, at most 63 characters of `[a-z0-9_]` (what slot names
 /// allow). The hash covers the project id (`…@<project id>`), so two projects with the same
 /// names get different slots, and keeps ids that sanitize alike (`a.b` and `a_b`) apart.
-/// Before weft named slots per project the id had no project part: [`legacy_name`].
+/// Before weft named slots per project the id had no project part: `legacy_name`.
 pub fn resource_name(pipeline_id: &str) -> String {
     let mut clean = String::new();
     for c in pipeline_name(pipeline_id).chars() {

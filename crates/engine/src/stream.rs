@@ -168,10 +168,30 @@ impl StreamJob {
         let mut rows_written = 0u64;
         let mut pending_rows = 0u64;
         loop {
+            // A following read has no end: when the source goes quiet after a checkpoint (an
+            // idle server), the checkpoint is committed once `commit_interval` has passed, so
+            // what was applied is acked and the slot confirms it, instead of waiting for the
+            // next message (which may take as long as unrelated WAL takes to appear).
+            let idle_commit = match &pending {
+                Some(_) if self.source_stream.follow => {
+                    Some(self.commit_interval.saturating_sub(last_commit.elapsed()))
+                }
+                _ => None,
+            };
             let item = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(StreamStop::Cancelled),
                 item = rx.recv() => item,
+                _ = tokio::time::sleep(idle_commit.unwrap_or_default()), if idle_commit.is_some() => {
+                    if let Some(checkpoint) = pending.take() {
+                        self.commit(writer, &checkpoint, generation, false).await?;
+                        self.progress.set_committed_rows(pending_rows);
+                        last_commit = Instant::now();
+                        last_committed = Some(checkpoint);
+                    }
+                    due = false;
+                    continue;
+                }
             };
             if item.is_some() && due {
                 if let Some(checkpoint) = pending.take() {

@@ -17,7 +17,7 @@
 //! | Timestamp(unit, none) | timestamp without time zone |
 //! | Time32, Time64 | time without time zone |
 //! | Interval (any), Duration | interval |
-//! | List / LargeList of any of the above | that type's array (`bigint[]`) |
+//! | List / LargeList of any of the above | that type's array (`bigint[]`); lists of lists are its multi-dimensional values (rectangular, lower bounds 1) |
 //!
 //! A field carrying a PostgreSQL source's type (`weft.pg_type`) may get that type instead (see
 //! [`crate::source_types`]). Anything else is refused with an error naming the column and

@@ -458,9 +458,12 @@ fn columns_not_selected_are_not_read() {
     p.product("ops", "whole", &product("whole", ""));
     let out = p.run(["sync", "run", "--no-progress"]);
     out.expect_code(1);
-    // Reading the 2-D array still fails, naming the column and what to do.
+    // A 2-D value in a column declared `int4[]` fails the whole stream, naming the column and
+    // the fix (declared 2-D, it reads: two_dimensional_arrays_round_trip_…).
     assert!(
-        out.stderr().contains("column `m`") && out.stderr().contains("2-dimensional"),
+        out.stderr().contains(
+            "column `m`: an array value with 2 dimensions where the column declares one dimension"
+        ),
         "{}",
         out.stderr()
     );
@@ -491,4 +494,89 @@ fn columns_not_selected_are_not_read() {
         .collect();
     values.sort();
     assert_eq!(values, ["1|a|10", "2|b|20"]);
+}
+
+/// A nested list as `{{1,NULL},{3,4}}`, for comparing with PostgreSQL's array text.
+fn array_text(a: &dyn Array, row: usize) -> String {
+    if a.is_null(row) {
+        return "NULL".into();
+    }
+    match a.data_type() {
+        DataType::List(_) => {
+            let l = a.as_list::<i32>().value(row);
+            let items: Vec<String> = (0..l.len()).map(|j| array_text(l.as_ref(), j)).collect();
+            format!("{{{}}}", items.join(","))
+        }
+        DataType::Int32 => a
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .value(row)
+            .to_string(),
+        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
+        other => panic!("no formatter for {other}"),
+    }
+}
+
+const GRIDS: &str = "CREATE TABLE grids (id int8 PRIMARY KEY, g int4[][], tg text[][], u uuid[][]);
+     INSERT INTO grids VALUES
+       (1, '{{1,NULL,3},{4,5,-6}}', '{{a,NULL},{b,c}}', '{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11},{NULL}}'),
+       (2, '{}', '{}', '{}'),
+       (3, NULL, '{{x}}', NULL);";
+
+#[test]
+fn two_dimensional_arrays_round_trip_into_postgres_and_the_lake() {
+    let db = PgTestDb::create("rt_grids");
+    db.sql(GRIDS);
+    let grids = "  - name: public.grids\n    mode: full_refresh\n    write: overwrite\n";
+    // PostgreSQL → PostgreSQL: the same values with the same dimensions, the same types.
+    let p = pg_project(&db);
+    p.product("ops", "db", &zoo_product(&db, grids));
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let target = "landing.\"db__public.grids\"";
+    let cols = "id, g::text, array_ndims(g), tg::text, u::text";
+    assert_eq!(
+        db.sql(&format!("SELECT {cols} FROM {target} ORDER BY id")),
+        db.sql(&format!("SELECT {cols} FROM public.grids ORDER BY id"))
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT g::text, array_ndims(g) FROM {target} WHERE id = 1"
+        )),
+        "{{1,NULL,3},{4,5,-6}}|2"
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = \
+             '{target}'::regclass AND attname IN ('g', 'tg', 'u') ORDER BY attnum"
+        )),
+        "integer[]\ntext[]\nuuid[]"
+    );
+    // PostgreSQL → the lake, read back by the parquet crate: nested lists.
+    let lake = TestProject::with_lake(BIN, "1ms");
+    lake.product("ops", "db", &zoo_product(&db, grids));
+    lake.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let batch = lake.read_stream("ops", "db", "public.grids");
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    let mut rows: Vec<(i64, String)> = (0..batch.num_rows())
+        .map(|r| {
+            let cells: Vec<String> = ["g", "tg", "u"]
+                .iter()
+                .map(|c| array_text(batch.column_by_name(c).unwrap().as_ref(), r))
+                .collect();
+            (ids.value(r), cells.join("|"))
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            (
+                1,
+                "{{1,NULL,3},{4,5,-6}}|{{a,NULL},{b,c}}|\
+                 {{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11},{NULL}}"
+                    .to_string()
+            ),
+            (2, "{}|{}|{}".to_string()),
+            (3, "NULL|{{x}}|NULL".to_string()),
+        ]
+    );
 }

@@ -284,10 +284,19 @@ impl<'a> Col<'a> {
                 Val::MonthDayNano(array.as_primitive::<IntervalMonthDayNanoType>().values())
             }
             D::List(field) | D::LargeList(field) => {
-                // The table's element type when known (a source's `uuid[]`), else the Arrow one.
+                // The table's element type when known (a source's `uuid[]`), else the Arrow
+                // one; for a list of lists, the innermost element's (arrays do not nest).
                 let element = match ty {
                     Some(PgType::Array(element)) => element.as_ref().clone(),
-                    _ => pg_type_of(field).map_err(|why| format!("{name:?}: {why}"))?,
+                    _ => match pg_type_of(field).map_err(|why| format!("{name:?}: {why}"))? {
+                        PgType::Array(element) => *element,
+                        element => element,
+                    },
+                };
+                // Inner lists are further dimensions of the same array.
+                let values_type = match field.data_type() {
+                    D::List(_) | D::LargeList(_) => PgType::Array(Box::new(element.clone())),
+                    _ => element.clone(),
                 };
                 let (offsets, values) = match array.data_type() {
                     D::List(_) => {
@@ -299,12 +308,9 @@ impl<'a> Col<'a> {
                         (Offsets::Large(list.value_offsets()), list.values())
                     }
                 };
-                if matches!(element, PgType::Array(_)) {
-                    return Err(format!("column {name:?}: lists of lists are not supported"));
-                }
                 Val::List {
                     offsets,
-                    values: Box::new(Col::new(values.as_ref(), name, Some(&element))?),
+                    values: Box::new(Col::new(values.as_ref(), name, Some(&values_type))?),
                     oid: element.oid(),
                 }
             }
@@ -413,18 +419,49 @@ impl<'a> Col<'a> {
             } => {
                 let start = buf.len();
                 buf.put_i32(0); // the length, patched below
-                let (lo, hi) = offsets.range(row);
-                let has_nulls = (lo..hi).any(|i| values.is_null(i));
-                buf.put_i32(i32::from(hi > lo)); // dimensions: an empty array has none
+                let (mut lo, mut hi) = offsets.range(row);
+                // Nested lists are further dimensions: each level's lists must all be there
+                // and of one length (PostgreSQL arrays are rectangular); the innermost
+                // elements follow in row-major order.
+                let mut dims = vec![hi - lo];
+                let mut leaf: &Col = values;
+                while let Val::List {
+                    offsets: inner,
+                    values: next,
+                    ..
+                } = &leaf.val
+                {
+                    let mut size = None;
+                    for i in lo..hi {
+                        if leaf.is_null(i) {
+                            return Err(self.not_rectangular(row, "holds a NULL list"));
+                        }
+                        let (a, b) = inner.range(i);
+                        if *size.get_or_insert(b - a) != b - a {
+                            return Err(
+                                self.not_rectangular(row, "holds lists of different lengths")
+                            );
+                        }
+                    }
+                    dims.push(size.unwrap_or(0));
+                    if hi > lo {
+                        (lo, hi) = (inner.range(lo).0, inner.range(hi - 1).1);
+                    }
+                    leaf = next;
+                }
+                let has_nulls = (lo..hi).any(|i| leaf.is_null(i));
+                // An array without elements ([] or [[]]) has no dimensions at all.
+                let ndim = if hi > lo { dims.len() } else { 0 };
+                buf.put_i32(ndim as i32);
                 buf.put_i32(i32::from(has_nulls));
                 buf.put_u32(*oid);
-                if hi > lo {
-                    let len = i32::try_from(hi - lo).map_err(|_| self.too_large(row))?;
+                for size in &dims[..ndim] {
+                    let len = i32::try_from(*size).map_err(|_| self.too_large(row))?;
                     buf.put_i32(len);
                     buf.put_i32(1); // lower bound
-                    for i in lo..hi {
-                        values.write(i, buf)?;
-                    }
+                }
+                for i in lo..hi {
+                    leaf.write(i, buf)?;
                 }
                 let len = i32::try_from(buf.len() - start - 4).map_err(|_| self.too_large(row))?;
                 buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -436,6 +473,15 @@ impl<'a> Col<'a> {
     fn out_of_range(&self, row: usize, kind: &str) -> String {
         format!(
             "column {:?}: the value in row {row} of a batch is outside PostgreSQL's {kind} range",
+            self.name
+        )
+    }
+
+    fn not_rectangular(&self, row: usize, what: &str) -> String {
+        format!(
+            "column {:?}: the list in row {row} of a batch {what}; a PostgreSQL array is \
+             rectangular (every inner list present and of one length): filter such rows or \
+             turn the column into text with a mapper",
             self.name
         )
     }

@@ -90,7 +90,8 @@ async fn kept(
 ) -> Result<Option<PgType>> {
     Ok(match data_type {
         DataType::Utf8 => scalar(client, layout, source).await?,
-        DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+        // A list of lists is a multi-dimensional array of the same type (`uuid[]`).
+        DataType::List(item) if innermost(item.data_type()) == &DataType::Utf8 => {
             match source.strip_suffix("[]") {
                 Some(element) => scalar(client, layout, element)
                     .await?
@@ -100,6 +101,14 @@ async fn kept(
         }
         _ => None,
     })
+}
+
+/// The element type under any number of list levels.
+fn innermost(data_type: &DataType) -> &DataType {
+    match data_type {
+        DataType::List(item) => innermost(item.data_type()),
+        other => other,
+    }
 }
 
 async fn scalar(client: &Client, layout: &Layout, source: &str) -> Result<Option<PgType>> {

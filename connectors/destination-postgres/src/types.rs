@@ -17,7 +17,7 @@
 //! | Timestamp(unit, none) | timestamp without time zone |
 //! | Time32, Time64 | time without time zone |
 //! | Interval (any), Duration | interval |
-//! | List / LargeList of any of the above | that type's array (`bigint[]`) |
+//! | List / LargeList of any of the above | that type's array (`bigint[]`); lists of lists are its multi-dimensional values (rectangular, lower bounds 1) |
 //!
 //! A field carrying a PostgreSQL source's type (`weft.pg_type`) may get that type instead (see
 //! `crate::source_types`). Anything else is refused with an error naming the column and
@@ -208,12 +208,13 @@ fn pg_type(data_type: &DataType, in_list: bool) -> Result<PgType, String> {
         D::Time32(_) | D::Time64(_) => PgType::Time,
         D::Interval(_) | D::Duration(_) => PgType::Interval,
         D::List(element) | D::LargeList(element) => {
+            // A PostgreSQL array type has any number of dimensions: a list of lists is an
+            // array of its innermost element (`integer[]`), written as a 2-D value.
+            let element = pg_type(element.data_type(), true)?;
             if in_list {
-                return Err("lists of lists are not supported (PostgreSQL arrays are \
-                            rectangular)"
-                    .into());
+                return Ok(element);
             }
-            PgType::Array(Box::new(pg_type(element.data_type(), true)?))
+            PgType::Array(Box::new(element))
         }
         _ => return Err("no PostgreSQL type is mapped for it".into()),
     })
@@ -333,9 +334,10 @@ mod tests {
             DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
             true,
         )));
-        assert!(pg_type_of(&Field::new("m", nested, true))
-            .unwrap_err()
-            .contains("lists of lists"));
+        assert_eq!(
+            pg_type_of(&Field::new("m", nested, true)).unwrap(),
+            PgType::Array(Box::new(PgType::Int4))
+        );
     }
 
     #[test]

@@ -422,17 +422,7 @@ impl Column {
                     .ok_or("an interval too long for nanoseconds")?;
                 b.append_value(IntervalMonthDayNano::new(months, days, nanos));
             }
-            Column::List {
-                child,
-                offsets,
-                validity,
-                ..
-            } => {
-                let count = append_array(child, v)?;
-                let last = *offsets.last().unwrap();
-                offsets.push(last + count);
-                validity.append_non_null();
-            }
+            Column::List { .. } => append_array(self, v)?,
         }
         Ok(())
     }
@@ -502,38 +492,132 @@ impl Column {
     }
 }
 
-/// Appends the elements of a binary array value to `child`; returns how many.
-fn append_array(child: &mut Column, v: &[u8]) -> Result<i32, String> {
-    let word = |at: usize| -> Result<i32, String> {
-        v.get(at..at + 4)
-            .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
-            .ok_or_else(|| "a truncated array value".to_string())
-    };
-    let ndim = word(0)?;
-    if ndim == 0 {
-        return Ok(0);
+/// An array value in the binary send format: `ndim`, a has-NULLs flag, the element OID, then
+/// `(size, lower bound)` per dimension and the elements in row-major order.
+struct ArrayValue<'a> {
+    dims: Vec<i32>,
+    elements: &'a [u8],
+}
+
+impl<'a> ArrayValue<'a> {
+    fn parse(v: &'a [u8]) -> Result<Self, String> {
+        let word = |at: usize| -> Result<i32, String> {
+            v.get(at..at + 4)
+                .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
+                .ok_or_else(|| "a truncated array value".to_string())
+        };
+        let ndim = word(0)?;
+        // PostgreSQL allows at most 6 dimensions (MAXDIM).
+        if !(0..=6).contains(&ndim) {
+            return Err(format!("an array value with {ndim} dimensions"));
+        }
+        // Lower bounds (at 16 + 8i) are not kept: Arrow lists have none (see crate::types).
+        let dims = (0..ndim as usize)
+            .map(|i| word(12 + 8 * i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if dims.iter().any(|d| *d < 0) {
+            return Err("an array value with a negative dimension".into());
+        }
+        let start = 12 + 8 * ndim as usize;
+        Ok(Self {
+            dims,
+            elements: v.get(start..).ok_or("a truncated array value")?,
+        })
     }
-    if ndim != 1 {
+
+    /// Appends the next `count` elements to `leaf`, advancing past them.
+    fn append_elements(&mut self, leaf: &mut Column, count: usize) -> Result<(), String> {
+        for _ in 0..count {
+            let len = self
+                .elements
+                .get(..4)
+                .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
+                .ok_or("a truncated array element")?;
+            let rest = &self.elements[4..];
+            if len < 0 {
+                leaf.append(None)?;
+                self.elements = rest;
+                continue;
+            }
+            let elem = rest
+                .get(..len as usize)
+                .ok_or("a truncated array element")?;
+            leaf.append(Some(elem))?;
+            self.elements = &rest[len as usize..];
+        }
+        Ok(())
+    }
+}
+
+impl Column {
+    /// The number of nested list levels (the declared array dimensions).
+    fn depth(&self) -> usize {
+        match self {
+            Column::List { child, .. } => 1 + child.depth(),
+            _ => 0,
+        }
+    }
+}
+
+/// Appends a binary array value to the list column `list`, nested as deep as the column is.
+fn append_array(list: &mut Column, v: &[u8]) -> Result<(), String> {
+    let mut value = ArrayValue::parse(v)?;
+    let depth = list.depth();
+    if value.dims.is_empty() {
+        // An empty array has no dimensions at all: an empty list at any depth.
+        return append_lists(list, 1, &[0], &mut value);
+    }
+    if value.dims.len() != depth {
+        let shape = |n: usize| match n {
+            1 => "one dimension".to_string(),
+            n => format!("{n} dimensions"),
+        };
         return Err(format!(
-            "a {ndim}-dimensional array; weft reads one-dimensional arrays as lists (select \
-             the column as text with a view, or flatten it)"
+            "an array value with {} where the column declares {}; PostgreSQL does not enforce \
+             declared dimensions, weft reads them as that many nested lists: declare the \
+             values' dimensions (`ALTER TABLE … ALTER COLUMN … TYPE <element>{}`, which \
+             rewrites no data), or leave the column out with `columns:`",
+            shape(value.dims.len()),
+            shape(depth),
+            "[]".repeat(value.dims.len()),
         ));
     }
-    let count = word(12)?;
-    let mut at = 20;
+    let dims = value.dims.clone();
+    append_lists(list, 1, &dims, &mut value)
+}
+
+/// Appends `count` lists of `dims[0]` items each to `column`, then their items level by level:
+/// in row-major order every list of a level has the same length, so each level's values are
+/// the next level's lists in sequence.
+fn append_lists(
+    column: &mut Column,
+    count: usize,
+    dims: &[i32],
+    value: &mut ArrayValue<'_>,
+) -> Result<(), String> {
+    let Column::List {
+        child,
+        offsets,
+        validity,
+        ..
+    } = column
+    else {
+        return value.append_elements(column, count);
+    };
+    let size = dims.first().copied().unwrap_or(0);
     for _ in 0..count {
-        let len = word(at)?;
-        at += 4;
-        if len < 0 {
-            child.append(None)?;
-            continue;
-        }
-        let end = at + len as usize;
-        let elem = v.get(at..end).ok_or("a truncated array element")?;
-        child.append(Some(elem))?;
-        at = end;
+        let last = *offsets.last().unwrap();
+        offsets.push(
+            last.checked_add(size)
+                .ok_or("an array with more than 2^31 elements in one batch")?,
+        );
+        validity.append_non_null();
     }
-    Ok(count)
+    let items = count * size as usize;
+    match dims.get(1..) {
+        Some(rest) if !rest.is_empty() => append_lists(child, items, rest, value),
+        _ => value.append_elements(child, items),
+    }
 }
 
 #[cfg(test)]

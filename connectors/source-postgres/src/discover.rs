@@ -136,7 +136,8 @@ SELECT a.attrelid::int8, a.attname::text, a.attnotnull,
        bt.oid::int8, (CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)::int4,
        bt.typtype = 'e', et.oid::int8, coalesce(et.typtype = 'e', false),
        coalesce(et.typtype IN ('d', 'c', 'r', 'm') OR et.typcategory = 'A', false),
-       a.atthasmissing, (a.attmissingval::text::text[])[1], d.oid IS NOT NULL
+       a.atthasmissing, (a.attmissingval::text::text[])[1], d.oid IS NOT NULL,
+       (CASE WHEN t.typtype = 'd' THEN t.typndims ELSE a.attndims END)::int4
 FROM pg_attribute a
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 JOIN pg_type t ON t.oid = a.atttypid
@@ -206,6 +207,7 @@ pub async fn tables(
             base_is_enum: r.get(6),
             elem_oid: elem.map(|e| e as u32),
             elem_is_enum: r.get(8),
+            ndims: r.get(13),
         };
         // Arrays of domains, composites or ranges have no list decoder: read as text.
         let (kind, cast) = if elem.is_some() && elem_is_complex {

@@ -20,10 +20,26 @@
 //! | timestamp | Timestamp(µs); `±infinity` as `i64::MAX`, `-i64::MAX`; a value after 294247-01-10 (beyond Arrow's µs range) is an error naming the column |
 //! | timestamptz | Timestamp(µs, "UTC"); as timestamp |
 //! | interval | Interval(MonthDayNano) |
-//! | one-dimensional arrays of the above | List of the element type (a multi-dimensional value is an error naming the column) |
+//! | arrays of the above | List of the element type, nested once per declared dimension (`int[]` → List<Int32>, `int[][]` → List<List<Int32>>); see below |
 //! | money | Utf8, its exact `numeric` text (selected as `col::numeric`, never the locale's `$1,234.56`); CDC refuses it |
 //! | domains | as their base type |
 //! | everything else (timetz, inet, cidr, macaddr, bit, varbit, xml, tsvector, ranges, composites, "char", extension types…) | Utf8, selected as `col::text` (a warning names the column) |
+//!
+//! **Arrays.** A column's Arrow type is fixed when it is discovered, but PostgreSQL does not fix
+//! an array column's number of dimensions: `int[]`, `int[][]` and `int[3]` are one type whose
+//! values may have any number of dimensions, and the declared count (`attndims`, a domain's
+//! `typndims`) is only documentation. weft does what DuckDB's PostgreSQL scanner does: the
+//! declared dimensions give the nesting (none declared, as in views and `CREATE TABLE AS`,
+//! counts as one), values with that many dimensions are read as nested lists in row-major
+//! order (`{{1,2},{3,NULL}}` → `[[1,2],[3,null]]`), an empty array is an empty list at any
+//! depth, and a value with another number of dimensions is an error naming the column, the
+//! value's and the declared dimensions and the fix: declare them (`ALTER TABLE … ALTER COLUMN
+//! … TYPE integer[][]`, a catalog change that rewrites nothing) or leave the column out. The
+//! alternatives were worse: flattening loses the shape; typing the column from its values needs a
+//! scan of the table at every discovery and can still change with the next insert; a text form
+//! for every array column loses the element types for the common one-dimensional case. What
+//! is dropped: lower bounds (`'[0:2]={1,2,3}'` reads as `[1,2,3]`, and a PostgreSQL product
+//! store writes it back starting at 1), as Arrow lists have none.
 
 use arrow_schema::{DataType, Field, TimeUnit};
 
@@ -77,7 +93,8 @@ pub enum Kind {
     Timestamp,
     TimestampTz,
     Interval,
-    /// A one-dimensional array of the element kind.
+    /// An array dimension: a list of the element kind (itself a `List` for each further
+    /// declared dimension).
     List(Box<Kind>),
 }
 
@@ -156,6 +173,8 @@ pub struct PgType {
     /// For arrays: the element type and whether it is an enum / a domain.
     pub elem_oid: Option<u32>,
     pub elem_is_enum: bool,
+    /// For arrays: the declared number of dimensions (`attndims`; 0 when not declared).
+    pub ndims: i32,
 }
 
 /// The kind a column is decoded with, or `None` when it is read as `col::text`.
@@ -163,7 +182,11 @@ pub fn kind_of(t: &PgType) -> Option<Kind> {
     match t.elem_oid {
         // Element typmods are the column's typmod (numeric(10,2)[] keeps its precision).
         Some(elem) => {
-            Kind::scalar(elem, t.base_typmod, t.elem_is_enum).map(|k| Kind::List(Box::new(k)))
+            let mut kind = Kind::scalar(elem, t.base_typmod, t.elem_is_enum)?;
+            for _ in 0..t.ndims.max(1) {
+                kind = Kind::List(Box::new(kind));
+            }
+            Some(kind)
         }
         None => Kind::scalar(t.base_oid, t.base_typmod, t.base_is_enum),
     }
@@ -172,6 +195,22 @@ pub fn kind_of(t: &PgType) -> Option<Kind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_dimensions_nest_lists() {
+        let array = |ndims| PgType {
+            base_oid: 1007,
+            base_typmod: -1,
+            base_is_enum: false,
+            elem_oid: Some(oid::INT4),
+            elem_is_enum: false,
+            ndims,
+        };
+        let list = |k: Kind| Kind::List(Box::new(k));
+        assert_eq!(kind_of(&array(0)), Some(list(Kind::Int4)));
+        assert_eq!(kind_of(&array(1)), Some(list(Kind::Int4)));
+        assert_eq!(kind_of(&array(2)), Some(list(list(Kind::Int4))));
+    }
 
     #[test]
     fn numeric_typmods() {

@@ -114,16 +114,19 @@ async fn type_zoo_matches_postgres_value_by_value() {
           b bytea, bo bool, d date, tm time, ttz timetz, ts timestamp, tstz timestamptz, iv interval,
           u uuid, j json, jb jsonb, ai int4[], at text[], an numeric(6,2)[], e mood, dom posint,
           ip inet, cidr_ cidr, mac macaddr, m money, bt bit(4), vb varbit, x xml, tsv tsvector,
-          r int4range, comp pg_stat_wal_receiver[] );
+          r int4range, comp pg_stat_wal_receiver[], ai2 int4[][], at2 text[][], ai3 int8[][][] );
         INSERT INTO zoo (id) VALUES (1);
         INSERT INTO zoo VALUES (2, -32768, 2147483647, 4294967295, 1.5, -1e300,
           1234567890.12, -1234567890123456789012345678.0123456789, 'NaN', 'héllo ☃ "q" \ 😀', 'ab', 'x', 'nm',
           '\x00ff10', true, '2024-02-29', '23:59:59.999999', '12:00+05', '1999-12-31 23:59:59.5', '2024-01-01 00:00:00+02', '1 year 2 mons 3 days 04:05:06.789',
           'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2]}', '{"b": null, "a": 1}', '{1,NULL,3}', '{}', '{1.50,NULL}', 'happy', 7,
-          '10.0.0.1/8', '10.0.0.0/8', '08:00:2b:01:02:03', 12.34, B'1010', B'101', '<a>x</a>', 'a fat cat', '[1,5)', NULL);
+          '10.0.0.1/8', '10.0.0.0/8', '08:00:2b:01:02:03', 12.34, B'1010', B'101', '<a>x</a>', 'a fat cat', '[1,5)', NULL,
+          '{{1,NULL,3},{4,5,-6}}', '{{a,NULL},{"b c",""}}', '{{{1},{2}},{{NULL},{4}}}');
         INSERT INTO zoo (id, nfree, d, ts, tstz, t, b, f8) VALUES
           (3, '123456789012345678901234567890123456789012345.000000000000000000001', 'infinity', '-infinity', 'infinity', repeat('x', 200000), decode(repeat('ab', 100000), 'hex'), 'NaN'),
-          (4, '-Infinity', '0001-01-01', '1970-01-01', '1970-01-01 00:00:00+00', '', '\x', '-0');"#,
+          (4, '-Infinity', '0001-01-01', '1970-01-01', '1970-01-01 00:00:00+00', '', '\x', '-0');
+        -- An empty array (no dimensions) and lower bounds other than 1 (not kept).
+        UPDATE zoo SET ai2 = '{}', at2 = '[0:0][-1:0]={{x,y}}', ai3 = '{}' WHERE id = 3;"#,
     );
     let source = PostgresSource::new(config(&db)).unwrap();
     let stream = configured(&source, "public.zoo", SyncMode::FullRefresh, None).await;
@@ -143,6 +146,11 @@ async fn type_zoo_matches_postgres_value_by_value() {
     assert!(matches!(ty("ai"), DataType::List(f) if f.data_type() == &DataType::Int32));
     assert!(matches!(ty("an"), DataType::List(f) if f.data_type() == &DataType::Decimal128(6, 2)));
     assert_eq!(ty("ip"), DataType::Utf8);
+    // Declared dimensions nest the lists.
+    let list = |t: DataType| DataType::List(Field::new("item", t, true).into());
+    assert_eq!(ty("ai2"), list(list(DataType::Int32)));
+    assert_eq!(ty("at2"), list(list(DataType::Utf8)));
+    assert_eq!(ty("ai3"), list(list(list(DataType::Int64))));
     // Each field names its PostgreSQL type (domains as their base type).
     let pg_type =
         |c: &str| schema.field_with_name(c).unwrap().metadata()[weft_core::values::PG_TYPE].clone();
@@ -152,6 +160,7 @@ async fn type_zoo_matches_postgres_value_by_value() {
     assert_eq!(pg_type("dom"), "integer");
     assert_eq!(pg_type("an"), "numeric(6,2)[]");
     assert_eq!(pg_type("m"), "money");
+    assert_eq!(pg_type("ai2"), "integer[]");
     let (batches, _) = read_all(&source, &stream, None).await;
     let table = concat(&batches, &stream);
     assert_eq!(table.num_rows(), 4);
@@ -172,6 +181,10 @@ async fn type_zoo_matches_postgres_value_by_value() {
                 }
                 DataType::Time64(_) => format!("((extract(epoch from {c}) * 1000000)::int8)::text"),
                 DataType::Interval(_) => format!("(extract(year from {c})*12 + extract(month from {c}))::text || ' ' || extract(day from {c})::text || ' ' || ((extract(epoch from {c} - date_trunc('day', {c}))*1000000)::int8)::text"),
+                // Nested lists: the array's text without its bounds (dropped) or quotes.
+                DataType::List(item) if matches!(item.data_type(), DataType::List(_)) => format!(
+                    "translate(regexp_replace({c}::text, '^(\\[-?\\d+:-?\\d+\\])+=', ''), '{{}}\"', '[]')"
+                ),
                 DataType::List(_) => format!("'[' || array_to_string({c}, ',', 'NULL') || ']'"),
                 DataType::Float32 | DataType::Float64 => format!("CASE WHEN {c} = 'NaN' THEN 'NaN' WHEN {c}::text = '-0' THEN '-0' ELSE {c}::text END"),
                 // money as its exact numeric value, not the locale's text.
@@ -182,6 +195,25 @@ async fn type_zoo_matches_postgres_value_by_value() {
             (f.name().as_str(), format!("coalesce({e}, 'NULL')"))
         })
         .collect();
+    // The nested columns' exact values, independent of the expressions above.
+    let rows = |c: &str| {
+        let col = table.column_by_name(c).unwrap();
+        let ids = table.column(0).as_primitive::<Int64Type>();
+        let mut by_id = vec![String::new(); 4];
+        for row in 0..4 {
+            by_id[ids.value(row) as usize - 1] = show(col.as_ref(), row);
+        }
+        by_id
+    };
+    assert_eq!(rows("ai2"), ["NULL", "[[1,NULL,3],[4,5,-6]]", "[]", "NULL"]);
+    assert_eq!(
+        rows("at2"),
+        ["NULL", "[[a,NULL],[b c,]]", "[[x,y]]", "NULL"]
+    );
+    assert_eq!(
+        rows("ai3"),
+        ["NULL", "[[[1],[2]],[[NULL],[4]]]", "[]", "NULL"]
+    );
     for (name, expr) in exprs {
         // One line, values separated by \x1f: text values may hold newlines or be empty.
         let expected = db.sql(&format!(
@@ -231,6 +263,45 @@ async fn decimal_nan_is_an_error_naming_the_column() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn arrays_with_other_than_the_declared_dimensions_name_the_fix() {
+    let db = PgTestDb::create("pgsrc_dims");
+    // PostgreSQL stores a 2-D value in an `int4[]` column without complaint.
+    db.sql(
+        "CREATE TABLE grid (id int PRIMARY KEY, cells int4[]);
+         INSERT INTO grid VALUES (1, '{1,2}'), (2, '{{1,2},{3,4}}');
+         CREATE TABLE fixed (id int PRIMARY KEY, cells int4[]);
+         INSERT INTO fixed VALUES (2, '{{1,2},{3,4}}');
+         -- The fix the error names, before any read holds a lock.
+         ALTER TABLE fixed ALTER COLUMN cells TYPE int4[][];",
+    );
+    let source = PostgresSource::new(config(&db)).unwrap();
+    let stream = configured(&source, "public.grid", SyncMode::FullRefresh, None).await;
+    let mut messages = source.read(&stream, None).await.unwrap();
+    let mut err = None;
+    while let Some(m) = messages.next().await {
+        if let Err(e) = m {
+            err = Some(e.to_string());
+        }
+    }
+    let err = err.expect("an error");
+    assert!(
+        err.contains(
+            "stream `public.grid`: column `cells`: an array value with 2 dimensions where the \
+             column declares one dimension; PostgreSQL does not enforce declared dimensions, \
+             weft reads them as that many nested lists: declare the values' dimensions \
+             (`ALTER TABLE … ALTER COLUMN … TYPE <element>[][]`, which rewrites no data), or \
+             leave the column out with `columns:`"
+        ),
+        "{err}"
+    );
+    // The fix the error names: the 2-D value reads.
+    let stream = configured(&source, "public.fixed", SyncMode::FullRefresh, None).await;
+    let (batches, _) = read_all(&source, &stream, None).await;
+    let table = concat(&batches, &stream);
+    assert_eq!(show(table.column(1).as_ref(), 0), "[[1,2],[3,4]]");
 }
 
 fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {

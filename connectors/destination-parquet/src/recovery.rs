@@ -26,10 +26,6 @@ pub(crate) struct Recovered {
 /// Removes everything `manifest` does not account for. Pending overwrite files found in the
 /// stream folder (a publish cut short before its manifest) are moved back to their generation.
 pub(crate) fn recover(stream_dir: &Path, manifest: Option<&Manifest>) -> Result<Recovered> {
-    let mut done = Recovered {
-        removed: versions::remove_stale(stream_dir)?,
-        restored: 0,
-    };
     let published: HashSet<&str> = manifest
         .map(|m| m.files.iter().map(|f| f.path.as_str()).collect())
         .unwrap_or_default();
@@ -37,6 +33,20 @@ pub(crate) fn recover(stream_dir: &Path, manifest: Option<&Manifest>) -> Result<
     let pending_files: HashSet<&str> = pending
         .map(|p| p.files.iter().map(|f| f.path.as_str()).collect())
         .unwrap_or_default();
+    // Before stale versions are removed: a publish cut short between removing its generation
+    // and its flip left the generation's files only in the unreferenced new version.
+    let restored = match pending {
+        Some(p) => versions::restore_pending(
+            stream_dir,
+            &layout::generation_dir(stream_dir, &p.generation),
+            &p.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        )?,
+        None => 0,
+    };
+    let mut done = Recovered {
+        removed: versions::remove_stale(stream_dir)?,
+        restored,
+    };
 
     let staging = layout::staging_dir(stream_dir);
     for (name, is_dir) in layout::list_dir(stream_dir)? {

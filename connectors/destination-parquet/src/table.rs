@@ -350,10 +350,12 @@ impl Table {
         next.checkpoint = pending.checkpoint;
         next.write_mode = WriteMode::Overwrite;
         next.pending = None;
-        // Readers now see the new files only; the old version went with the publish.
-        self.replace(next, &[])?;
+        // Readers now see the new files only; the old version went with the publish, and the
+        // generation's folder before its flip (so a kill right after leaves staging empty).
+        let sources = self.unpublished.clone();
+        versions::store_consuming(&self.dir, &next, &sources, Some(&gen_dir))?;
+        self.manifest = next;
         self.unpublished.clear();
-        layout::remove_dir_all(&gen_dir)?;
         self.generation = None;
         Ok(())
     }

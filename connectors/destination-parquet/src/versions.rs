@@ -112,6 +112,20 @@ pub(crate) fn store(
     next: &Manifest,
     sources: &HashMap<String, PathBuf>,
 ) -> Result<()> {
+    store_consuming(stream_dir, next, sources, None)
+}
+
+/// [`store`] that also removes `consumed` (the staging generation being published) once the
+/// new version folder holds its files, before the stream path is flipped to it: so a run
+/// killed right after its publish leaves nothing in staging. A crash between the two steps is
+/// recovered by putting the generation's files back from that unreferenced version folder
+/// ([`restore_pending`]).
+pub(crate) fn store_consuming(
+    stream_dir: &Path,
+    next: &Manifest,
+    sources: &HashMap<String, PathBuf>,
+    consumed: Option<&Path>,
+) -> Result<()> {
     if let Some(dir) = current(stream_dir)? {
         let mut visible: Vec<String> = layout::list_dir(&dir)?
             .into_iter()
@@ -126,14 +140,24 @@ pub(crate) fn store(
             .map(String::as_str)
             .eq(listed.iter().copied())
         {
-            return write_manifest(stream_dir, next);
+            write_manifest(stream_dir, next)?;
+            // Nothing of `consumed` is published here, so nothing can be lost with it.
+            if let Some(consumed) = consumed {
+                layout::remove_dir_all(consumed)?;
+            }
+            return Ok(());
         }
     }
-    publish(stream_dir, next, sources)
+    publish(stream_dir, next, sources, consumed)
 }
 
 /// Publishes `next` as a new version (see the module docs).
-fn publish(stream_dir: &Path, next: &Manifest, sources: &HashMap<String, PathBuf>) -> Result<()> {
+fn publish(
+    stream_dir: &Path,
+    next: &Manifest,
+    sources: &HashMap<String, PathBuf>,
+    consumed: Option<&Path>,
+) -> Result<()> {
     let home = home_dir(stream_dir);
     let previous = current(stream_dir)?;
     let name = format!(
@@ -153,12 +177,59 @@ fn publish(stream_dir: &Path, next: &Manifest, sources: &HashMap<String, PathBuf
     }
     write_manifest(&dir, next)?;
     fsync_dir(&dir)?;
+    if let Some(consumed) = consumed {
+        // Every file of `consumed` is durably linked into `dir` now. Removed before the flip,
+        // not after: a kill between the flip and a later removal would leave them in staging
+        // with no run left to clean up (the stream is published, nothing reopens it).
+        layout::remove_dir_all(consumed)?;
+        if let Some(staging) = consumed.parent() {
+            fsync_dir(staging)?;
+        }
+    }
     flip(stream_dir, &name)?;
     if let Some(previous) = previous.filter(|p| p != &dir) {
         // Readers now see the new version; a crash here leaves this to `remove_stale`.
         remove_version(&previous)?;
     }
     Ok(())
+}
+
+/// Puts files of the pending generation that are missing from `gen_dir` back from version
+/// folders nothing points to: a publish that removed its generation (see [`store_consuming`])
+/// and crashed before its flip left them only there. Call before [`remove_stale`]. Returns
+/// how many files it put back.
+pub(crate) fn restore_pending(stream_dir: &Path, gen_dir: &Path, files: &[&str]) -> Result<usize> {
+    let missing: Vec<&str> = files
+        .iter()
+        .copied()
+        .filter(|f| !gen_dir.join(f).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let home = home_dir(stream_dir);
+    let current = current(stream_dir)?;
+    let current = current.as_deref().and_then(Path::file_name);
+    let stale: Vec<PathBuf> = layout::list_dir(&home)?
+        .into_iter()
+        .filter(|(name, is_dir)| {
+            *is_dir && name.starts_with('v') && current != Some(std::ffi::OsStr::new(name))
+        })
+        .map(|(name, _)| home.join(name))
+        .collect();
+    let mut restored = 0;
+    for file in missing {
+        if let Some(from) = stale.iter().map(|v| v.join(file)).find(|p| p.exists()) {
+            layout::create_dirs(gen_dir)?;
+            let to = gen_dir.join(file);
+            std::fs::hard_link(&from, &to).map_err(|e| ConnectorError::io("linking", &from, e))?;
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        fsync_dir(gen_dir)?;
+    }
+    Ok(restored)
 }
 
 /// Removes a version folder: its data files and manifest. Files weft did not write (someone

@@ -317,6 +317,57 @@ async fn an_overwrite_publish_cut_short_is_rolled_back_into_its_generation() {
     );
 }
 
+/// A run killed right after its overwrite is published is never followed by one that cleans
+/// up, so the publish must have emptied staging by its flip; a publish cut short between the
+/// two must still resume its generation.
+#[tokio::test]
+async fn an_overwrite_publish_empties_staging_before_its_flip_and_a_cut_short_one_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let dir = dir_of(root);
+    let home = staging_of(&dir).parent().unwrap().to_path_buf();
+
+    let mut w = open(root, WriteMode::Overwrite).await;
+    w.write(batch(&[1], &["a"])).await.unwrap();
+    w.commit(&cp(1)).await.unwrap();
+    w.write(batch(&[2], &["b"])).await.unwrap();
+    // A folder where the flip makes its temporary link: the publish fails at its flip, after
+    // the new version folder was made.
+    std::fs::create_dir(home.join("link.tmp")).unwrap();
+    let err = w.finish(&cp(2)).await.unwrap_err();
+    assert!(err.to_string().contains("link.tmp"), "{err}");
+    assert_eq!(
+        data_files(&staging_of(&dir)),
+        Vec::<String>::new(),
+        "the generation's files left staging before the flip"
+    );
+    drop(w);
+    std::fs::remove_dir(home.join("link.tmp")).unwrap();
+    assert!(
+        committed_files(&dir).unwrap().is_empty(),
+        "nothing published"
+    );
+
+    // The next run puts the generation back from the version folder the flip never reached.
+    let mut w = open(root, WriteMode::Overwrite).await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(1)));
+    assert_eq!(data_files(&staging_of(&dir)).len(), 1);
+    w.write(batch(&[2], &["b"])).await.unwrap();
+    w.finish(&cp(2)).await.unwrap();
+    drop(w);
+    assert_eq!(
+        read_rows(&committed_files(&dir).unwrap()),
+        rows(&[(1, "a"), (2, "b")])
+    );
+    assert_eq!(all_files(&staging_of(&dir)), Vec::<String>::new());
+    let versions: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('v'))
+        .collect();
+    assert_eq!(versions.len(), 1, "one version folder: {versions:?}");
+}
+
 #[tokio::test]
 async fn abort_drops_uncommitted_rows_and_leaves_the_manifest_alone() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@
 //! | timestamp | Timestamp(µs); `±infinity` as `i64::MAX`, `-i64::MAX`; a value after 294247-01-10 (beyond Arrow's µs range) is an error naming the column |
 //! | timestamptz | Timestamp(µs, "UTC"); as timestamp |
 //! | interval | Interval(MonthDayNano) |
-//! | arrays of the above | List of the element type, nested once per declared dimension (`int[]` → List<Int32>, `int[][]` → List<List<Int32>>); see below |
+//! | arrays of the above | List of the element type, nested once per declared dimension (`int[]` → `List<Int32>`, `int[][]` → `List<List<Int32>>`); see below |
 //! | money | Utf8, its exact `numeric` text (selected as `col::numeric`, never the locale's `$1,234.56`); CDC refuses it |
 //! | domains | as their base type |
 //! | everything else (timetz, inet, cidr, macaddr, bit, varbit, xml, tsvector, ranges, composites, "char", extension types…) | Utf8, selected as `col::text` (a warning names the column) |

@@ -277,7 +277,8 @@ fn a_column_added_upstream_and_a_widened_type_flow_into_incremental_lake_streams
     assert_eq!(current.types["extra"], "string");
 
     // The appended history: the first run's rows (written before the change) and the new ones.
-    let history = dump(&p.stream_dir("ops", "db_append", "public.t"), "id");
+    // An id appears once per version of its row: `n` orders them (it only grew).
+    let history = dump(&p.stream_dir("ops", "db_append", "public.t"), "id,n");
     assert_eq!(history.duckdb.len(), 4, "{:?}", history.duckdb);
     assert_eq!(
         history.column("extra"),
@@ -338,7 +339,8 @@ fn a_column_added_with_a_default_reaches_the_lake_rows_already_synced_between_ru
     );
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let rows = |product: &str| {
-        let rows = dump(&p.stream_dir("ops", product, "public.t"), "id");
+        // `v` orders the versions of one id in the appended history.
+        let rows = dump(&p.stream_dir("ops", product, "public.t"), "id,v");
         let cell = |c: Option<String>| c.unwrap_or_else(|| "NULL".into());
         let columns: Vec<_> = ["id", "v", "extra", "qty"]
             .iter()

@@ -194,18 +194,21 @@ import json, os, sys
 import duckdb, pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq
 stream, order = sys.argv[1:3]
 glob = os.path.join(stream, "*.parquet").replace("'", "''")
-rel = duckdb.sql(f"SELECT * FROM read_parquet('{glob}', union_by_name = true) ORDER BY \"{order}\"")
+order = order.split(",")
+by = ", ".join('"' + c.replace('"', '""') + '"' for c in order)
+rel = duckdb.sql(f"SELECT * FROM read_parquet('{glob}', union_by_name = true) ORDER BY {by}")
 duck = [dict(zip(rel.columns, [None if v is None else str(v) for v in row])) for row in rel.fetchall()]
 files = ds.dataset(stream, format="parquet").files
 schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-t = ds.dataset(files, format="parquet", schema=schema).to_table().sort_by(order)
+t = ds.dataset(files, format="parquet", schema=schema).to_table().sort_by([(c, "ascending") for c in order])
 arrow = [{k: None if v is None else str(v) for k, v in r.items()} for r in t.to_pylist()]
 types = {f.name: str(f.type) for f in schema}
 print(json.dumps({"duckdb": duck, "pyarrow": arrow, "types": types}))
 "#;
 
 /// A stream's rows as DuckDB and pyarrow read it the way README shows (combining files by
-/// name), ordered by `order`.
+/// name), ordered by `order` (column names, comma-separated: give enough for a total order,
+/// or the two readers may order ties differently).
 pub struct Dump {
     /// One map per row, column to value as text (`None` for NULL), from DuckDB.
     pub duckdb: Vec<serde_json::Map<String, serde_json::Value>>,

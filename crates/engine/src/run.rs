@@ -48,6 +48,7 @@ impl RunOptions {
 }
 
 struct ProductRun {
+    product: weft_mesh::Product,
     label: String,
     file: String,
     source: Arc<dyn Source>,
@@ -64,6 +65,8 @@ pub struct PreparedRun {
     products: Vec<ProductRun>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
+    /// The project's policy and the project it governs, for the forced transformations.
+    governance: crate::governance::Governance,
 }
 
 /// How one stream ended.
@@ -124,9 +127,11 @@ pub fn prepare(
     state: Arc<dyn StateStore>,
     options: RunOptions,
 ) -> Result<PreparedRun, EngineError> {
+    let governance = crate::governance::Governance::load(project)?;
     let mut products = Vec::new();
     for selection in selections {
         let product = selection.product;
+        governance.refuse_violations(product)?;
         let file = product
             .file
             .strip_prefix(&project.root)
@@ -154,6 +159,7 @@ pub fn prepare(
             })
             .collect();
         products.push(ProductRun {
+            product: product.clone(),
             label,
             file,
             source: Arc::from(source),
@@ -168,6 +174,7 @@ pub fn prepare(
         products,
         state,
         options,
+        governance,
     })
 }
 
@@ -247,7 +254,13 @@ impl PreparedRun {
                     pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
                     follow: self.options.follow,
                 };
-                let plan = match plan_stream(config, &catalog, &scope) {
+                let governed = self.governance.govern(&product.product, config, &catalog);
+                let plan = match governed.and_then(|(config, audit)| {
+                    let plan = plan_stream(&config, &catalog, &scope, self.governance.keys())?;
+                    self.governance
+                        .record(&self.state, &self.run_id, key, &audit);
+                    Ok(plan)
+                }) {
                     Ok(plan) => plan,
                     Err(message) => {
                         let message =

@@ -18,6 +18,7 @@ mod yaml;
 
 pub use config::{ConnectorRef, DomainFile, FieldMeta, FilterOp, Mapper, ProductFile, ProjectFile};
 pub use error::{Position, ProjectError};
+pub use interpolate::expand_value;
 pub use project::{
     Domain, Product, Project, ProjectSettings, RawRule, StreamConfig, CONFIG_FILE, DOMAINS_DIR,
     DOMAIN_FILE,
@@ -26,3 +27,4 @@ pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};
 pub use schema::{domain_json_schema, product_json_schema, project_json_schema};
 pub use selector::{Selection, Selector};
+pub use yaml::parse as parse_yaml;

@@ -98,8 +98,14 @@ impl Lines {
             .map(|(i, _)| i as u64 + 1)
     }
 
+    /// The stream's `- name:` line under the top-level `streams:` (not a source config's).
     fn stream(&self, name: &str) -> Option<u64> {
-        self.find(&format!("name: {name}"), 1)
+        let streams = self
+            .text
+            .lines()
+            .position(|l| l.starts_with("streams:"))
+            .map_or(1, |i| i as u64 + 1);
+        self.find(&format!("name: {name}"), streams)
     }
 
     fn column(&self, stream: &str, column: &str) -> Option<u64> {
@@ -183,11 +189,16 @@ impl Policy {
                 .filter(|r| r.kind == RuleKind::Naming && r.applies_to == Some(NameTarget::Column))
             {
                 for column in &columns {
-                    if !rule
-                        .pattern
-                        .as_ref()
-                        .is_some_and(|p| p.is_match(&column.name))
-                    {
+                    // What lands is checked: the name after the product's renames.
+                    let landed =
+                        stream
+                            .mappers
+                            .iter()
+                            .fold(column.name.clone(), |name, m| match m {
+                                Mapper::Rename { from, to } if *from == name => to.clone(),
+                                _ => name,
+                            });
+                    if !rule.pattern.as_ref().is_some_and(|p| p.is_match(&landed)) {
                         let line = ctx.lines.column(stream.name.as_str(), &column.name);
                         ctx.report(
                             rule,
@@ -394,7 +405,8 @@ impl Policy {
                     severity: Severity::Error,
                     subject: subject.clone(),
                     message: format!(
-                        "rule `{}` forces `{action}` on `{}` but {} sets no `keys.{key}`",
+                        "{} (rule `{}` forces `{action}` on `{}` but {} sets no `keys.{key}`)",
+                        rule.message.trim_end_matches('.'),
                         rule.id,
                         column.name,
                         crate::POLICY_FILE

@@ -387,7 +387,7 @@ fn a_governed_stream_killed_mid_sync_resumes_without_loss_duplicates_or_clear_te
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(
-            "import duckdb, sys\nprint(duckdb.sql(f\"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE NOT regexp_full_match(email, '[0-9a-f]{64}')) FROM read_parquet('{sys.argv[1]}', union_by_name = true)\").fetchall()[0], duckdb.sql(f\"SELECT * FROM read_parquet('{sys.argv[1]}', union_by_name = true) LIMIT 0\").columns)",
+            "import duckdb, sys\nprint(duckdb.sql(f\"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE NOT regexp_full_match(email, '[0-9a-f]{{64}}')) FROM read_parquet('{sys.argv[1]}', union_by_name = true)\").fetchall()[0], duckdb.sql(f\"SELECT * FROM read_parquet('{sys.argv[1]}', union_by_name = true) LIMIT 0\").columns)",
         )
         .arg(&glob)
         .output()

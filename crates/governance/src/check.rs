@@ -121,7 +121,16 @@ struct Ctx<'a> {
     out: &'a mut Vec<Violation>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(project: &Project, product: &Product, out: &'a mut Vec<Violation>) -> Self {
+        Self {
+            file: project.relative(&product.file).to_path_buf(),
+            label: product.label(),
+            lines: Lines::read(product),
+            out,
+        }
+    }
+
     fn report(
         &mut self,
         rule: &Rule,
@@ -152,12 +161,7 @@ impl Policy {
         schemas: &dyn Fn(&str) -> Option<Schema>,
     ) -> Vec<Violation> {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut out,
-        };
+        let mut ctx = Ctx::new(project, product, &mut out);
         let rules: Vec<&Rule> = self.rules_for(product.domain.as_str()).collect();
         if let Some(level) = &product.classification {
             if !self.classifications.contains(level) {
@@ -296,12 +300,7 @@ impl Policy {
         schema: &Schema,
     ) -> (Vec<Forced>, Vec<Violation>) {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut out,
-        };
+        let mut ctx = Ctx::new(project, product, &mut out);
         let columns = columns_of(stream, Some(schema));
         let rules: Vec<&Rule> = self.rules_for(product.domain.as_str()).collect();
         check_detection(&rules, stream, &columns, &mut ctx);
@@ -321,12 +320,7 @@ impl Policy {
         columns: &Schema,
     ) -> Vec<Forced> {
         let mut sink = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut sink,
-        };
+        let mut ctx = Ctx::new(project, product, &mut sink);
         let columns = columns_of(stream, Some(columns));
         self.forced_for(product, stream, &columns, &mut ctx, true).0
     }

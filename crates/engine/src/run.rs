@@ -8,11 +8,12 @@ use chrono::Utc;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use weft_core::{Destination, Source};
 use weft_mesh::{Project, Selection};
 use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
 
+use crate::contract::{enforce, Enforced};
 use crate::error::EngineError;
 use crate::plan::{plan_stream, PlanScope};
 use crate::progress::{Phase, StreamProgress};
@@ -48,6 +49,7 @@ impl RunOptions {
 }
 
 struct ProductRun {
+    product: weft_mesh::Product,
     label: String,
     file: String,
     source: Arc<dyn Source>,
@@ -61,6 +63,8 @@ pub struct PreparedRun {
     /// See [`crate::admin::project_id`].
     project_id: String,
     selectors: Vec<String>,
+    /// For messages naming project files.
+    project: Project,
     products: Vec<ProductRun>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
@@ -154,6 +158,7 @@ pub fn prepare(
             })
             .collect();
         products.push(ProductRun {
+            product: product.clone(),
             label,
             file,
             source: Arc::from(source),
@@ -165,6 +170,7 @@ pub fn prepare(
         run_id: new_run_id(),
         project_id: crate::admin::project_id(&project.root),
         selectors,
+        project: project.clone(),
         products,
         state,
         options,
@@ -247,8 +253,31 @@ impl PreparedRun {
                     pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
                     follow: self.options.follow,
                 };
-                let plan = match plan_stream(config, &catalog, &scope) {
-                    Ok(plan) => plan,
+                let planned = plan_stream(config, &catalog, &scope).and_then(|plan| {
+                    enforce(
+                        &self.project,
+                        &product.product,
+                        config,
+                        plan,
+                        &catalog,
+                        &scope,
+                    )
+                });
+                let plan = match planned {
+                    Ok(Enforced { plan, drift }) => {
+                        if !drift.is_empty() {
+                            warn!(
+                                stream = %key,
+                                "{}: stream `{}` drifts from its locked contract: {}; handled per `on_change: {}`. Re-lock with `weft product contract {}`",
+                                product.file,
+                                config.name,
+                                drift.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
+                                product.product.contract.on_change,
+                                product.label
+                            );
+                        }
+                        plan
+                    }
                     Err(message) => {
                         let message =
                             format!("{}: stream `{}`: {message}", product.file, config.name);
@@ -262,6 +291,7 @@ impl PreparedRun {
                     }
                 };
                 let job = StreamJob {
+                    metadata: crate::contract::metadata(&product.product, config, &plan),
                     key: key.clone(),
                     run_id: self.run_id.clone(),
                     source_stream: plan.source_stream,

@@ -6,6 +6,7 @@
 //! in a [`Redactor`]). Errors name the file, line, field and what to do.
 
 mod config;
+pub mod contract;
 mod error;
 mod interpolate;
 mod load;
@@ -16,7 +17,10 @@ mod schema;
 mod selector;
 mod yaml;
 
-pub use config::{ConnectorRef, FilterOp, Mapper, ProductFile, ProjectFile};
+pub use config::{
+    ConnectorRef, ContractPolicy, FieldMeta, FilterOp, Mapper, OnChange, ProductFile, ProjectFile,
+};
+pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};
 pub use project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
 pub use redact::Redactor;

@@ -280,6 +280,10 @@ fn product_files(
             if !file_path.is_file() {
                 continue;
             }
+            // A product's locked contract (`weft product contract`), read with its product.
+            if file_name.ends_with(crate::contract::CONTRACT_SUFFIX) {
+                continue;
+            }
             match yaml_stem(&file_name) {
                 Some(stem) => found.push(FoundProduct {
                     domain: name.clone(),
@@ -448,7 +452,27 @@ fn load_product(
         }
     };
 
+    let contract_rel = file
+        .rel
+        .with_file_name(format!("{name}{}", crate::contract::CONTRACT_SUFFIX));
+    let contract_file = file
+        .abs
+        .with_file_name(contract_rel.file_name().unwrap_or_default());
+    let locked_contract = if contract_file.is_file() {
+        let root = file
+            .abs
+            .ancestors()
+            .nth(file.rel.components().count())
+            .unwrap_or(Path::new("/"));
+        Some(crate::contract::Contract::read(root, &contract_rel)?)
+    } else {
+        None
+    };
+
     Ok(Product {
+        contract: raw.contract.unwrap_or_default(),
+        contract_file,
+        locked_contract,
         domain,
         name,
         owner: file.expand(&raw.owner, "owner", interp)?,
@@ -572,6 +596,16 @@ fn load_stream(
         mappers.push(mapper);
     }
 
+    let mut fields = std::collections::BTreeMap::new();
+    for (column, meta) in &raw.fields {
+        let mut meta = meta.value.clone();
+        if let Some(text) = &meta.description {
+            meta.description =
+                Some(file.expand(text, field(&format!("fields.{column}.description")), interp)?);
+        }
+        fields.insert(column.clone(), meta);
+    }
+
     Ok(StreamConfig {
         name,
         mode,
@@ -580,5 +614,7 @@ fn load_stream(
         primary_key,
         columns: raw.columns.clone(),
         mappers,
+        description: raw.description.clone().filter(|d| !d.trim().is_empty()),
+        fields,
     })
 }

@@ -1,12 +1,14 @@
 //! The loaded, validated project: [`Project`], [`Product`], [`StreamConfig`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, Mapper};
+use crate::config::{ConnectorRef, ContractPolicy, FieldMeta, Mapper};
+use crate::contract::Contract;
 use crate::error::ProjectError;
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
@@ -59,6 +61,15 @@ pub struct Product {
     pub schedule: Option<Schedule>,
     /// The product file (absolute).
     pub file: PathBuf,
+    // --- product contracts (contracts engineer) ---
+    /// The product's contract policy (defaults: `on_change: evolve`).
+    pub contract: ContractPolicy,
+    /// The locked contract file, `<product>.contract.yaml` next to the product file
+    /// (absolute), whether or not it exists yet.
+    pub contract_file: PathBuf,
+    /// The locked contract, when the file exists.
+    pub locked_contract: Option<Contract>,
+    // --- end product contracts ---
 }
 
 impl Product {
@@ -82,6 +93,11 @@ pub struct StreamConfig {
     pub primary_key: Option<Vec<String>>,
     pub columns: Option<Vec<String>>,
     pub mappers: Vec<Mapper>,
+    // --- stream and column metadata (contracts engineer) ---
+    pub description: Option<String>,
+    /// Per-column metadata, by source column name.
+    pub fields: BTreeMap<String, FieldMeta>,
+    // --- end stream and column metadata ---
 }
 
 impl Project {

@@ -3,7 +3,9 @@
 mod config;
 mod connector;
 mod discover;
+mod domain;
 mod init;
+mod product;
 mod skeleton;
 mod sync;
 
@@ -29,6 +31,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
+        Command::Product(cmd) => product::run(project_arg, cmd).await,
+        Command::Domain(cmd) => domain::run(project_arg, cmd).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

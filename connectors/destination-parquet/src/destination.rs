@@ -130,7 +130,8 @@ impl Destination for ParquetLake {
             (None, schema)
         };
         let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
-        let props = with_product_metadata(self.props.clone(), &target.metadata);
+        let props =
+            crate::product_meta::with_product_metadata(self.props.clone(), &target.metadata);
         let file_bytes = self.file_bytes;
         let project = self.project.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -154,27 +155,4 @@ impl Destination for ParquetLake {
                 .with_changes(cdc_data),
         ))
     }
-}
-
-/// The writer properties with the product's metadata added to every file's footer as
-/// key-value pairs (`weft.owner`, `weft.description`, ...; see
-/// [`weft_core::ProductMetadata::key_values`]), so a reader of a single file finds its owner.
-fn with_product_metadata(
-    props: WriterProperties,
-    metadata: &weft_core::ProductMetadata,
-) -> WriterProperties {
-    let pairs = metadata.key_values();
-    if pairs.is_empty() {
-        return props;
-    }
-    let mut kv = props.key_value_metadata().cloned().unwrap_or_default();
-    kv.extend(
-        pairs
-            .into_iter()
-            .map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v)),
-    );
-    props
-        .into_builder()
-        .set_key_value_metadata(Some(kv))
-        .build()
 }

@@ -5,6 +5,7 @@
 //! checked values: valid names, defaults applied, `${VAR}` secrets substituted (and registered
 //! in a [`Redactor`]). Errors name the file, line, field and what to do.
 
+pub mod catalog;
 mod config;
 pub mod contract;
 mod error;

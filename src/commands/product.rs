@@ -448,20 +448,24 @@ fn print_show(doc: &serde_json::Value) {
             text(&s["mode"]),
             text(&s["write"])
         );
-        let mut table = output::table(["column", "type", "tags", "transformation", "description"]);
+        let mut table = output::table([
+            "column",
+            "type",
+            "null",
+            "tags",
+            "transformation",
+            "description",
+        ]);
         for c in s["columns"].as_array().into_iter().flatten() {
             let list = |v: &serde_json::Value| {
                 v.as_array()
                     .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default()
             };
-            let mut ty = text(&c["type"]);
-            if c["nullable"] == false {
-                ty.push_str(" not null");
-            }
             table.add_row([
                 text(&c["name"]),
-                ty,
+                text(&c["type"]),
+                if c["nullable"] == false { "no" } else { "yes" }.to_string(),
                 list(&c["tags"]),
                 list(&c["transformations"]),
                 text(&c["description"]),

@@ -262,3 +262,32 @@ pub fn dump(stream_dir: &Path, order: &str) -> Dump {
         types: v["types"].as_object().unwrap().clone(),
     }
 }
+
+const METADATA: &str = r#"
+import json, sys
+import pyarrow.dataset as ds, pyarrow.parquet as pq
+out = []
+for f in sorted(ds.dataset(sys.argv[1], format="parquet").files):
+    s = pq.read_schema(f)
+    d = lambda m: {k.decode(): v.decode() for k, v in (m or {}).items()}
+    out.append({"schema": d(s.metadata), "fields": {x.name: d(x.metadata) for x in s}})
+print(json.dumps(out))
+"#;
+
+/// pyarrow's view of the metadata of every Parquet file of `stream_dir`, in file order:
+/// `[{"schema": {key: value}, "fields": {column: {key: value}}}]`.
+pub fn parquet_metadata(stream_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(METADATA)
+        .arg(stream_dir)
+        .output()
+        .expect("python3 runs (pip install pyarrow duckdb)");
+    assert!(
+        out.status.success(),
+        "reading {} with pyarrow failed: {}",
+        stream_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -230,6 +230,7 @@ pub enum ConfigCommand {
 pub enum SchemaKind {
     Product,
     Project,
+    Domain,
 }
 
 #[derive(Debug, Subcommand)]

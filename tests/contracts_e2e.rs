@@ -16,6 +16,8 @@ fn product(on_change: &str, overrides: &str, key: &str) -> String {
 domain: sales
 owner: sales-data@example.com
 description: People from the CRM's CSV drops.
+classification: confidential
+freshness: 24h
 contract: {{ on_change: {on_change} }}
 source:
   connector: files
@@ -349,17 +351,28 @@ streams:
 #[test]
 fn the_catalog_lists_domains_and_products_and_shows_one() {
     let p = locked("freeze");
+    p.domain(
+        "finance",
+        "domain: finance\nowners: [cfo@example.com, finance-data@example.com]\ndescription: Revenue and margins.\ncontact: \"#finance-data\"\n",
+    );
     p.product("finance", "revenue", FINANCE);
 
     let out = p.run(["domain", "list"]);
     out.expect_code(0);
     assert_eq!(
         out.stdout(),
-        "domain   products  owners\nfinance  revenue   finance-data@example.com\nsales    people    sales-data@example.com\n"
+        "domain   owners                    products  description\n\
+         finance  cfo@example.com,          revenue   Revenue and margins.\n         finance-data@example.com\n\
+         sales    sales-data@example.com    people    The sales domain.\n"
     );
     let out = p.run(["domain", "list", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     assert_eq!(json[0]["domain"], "finance");
+    assert_eq!(json[0]["contact"], "#finance-data");
+    assert_eq!(
+        json[0]["owners"],
+        serde_json::json!(["cfo@example.com", "finance-data@example.com"])
+    );
     assert_eq!(json[1]["products"], serde_json::json!(["people"]));
 
     let out = p.run(["product", "list"]);
@@ -397,14 +410,16 @@ fn the_catalog_lists_domains_and_products_and_shows_one() {
     }
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     assert!(
-        text.contains("freshness       synced (no SLA), last success "),
+        text.contains("freshness       fresh, last success "),
         "{text}"
     );
+    assert!(text.contains("classification  confidential"), "{text}");
 
     let out = p.run(["product", "show", "sales/people", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     assert_eq!(json["contract"]["version"], "1.0");
-    assert_eq!(json["freshness"]["status"], "synced (no SLA)");
+    assert_eq!(json["freshness"]["status"], "fresh");
+    assert_eq!(json["freshness"]["sla"], "1day");
     let email = &json["streams"][0]["columns"][2];
     assert_eq!(email["name"], "email");
     assert_eq!(email["tags"], serde_json::json!(["pii"]));

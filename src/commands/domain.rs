@@ -1,4 +1,5 @@
-//! `weft domain list`: the project's domains, their products and owners.
+//! `weft domain list`: the declared domains (`domains/<domain>/domain.yaml`), their owners,
+//! contact and products.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,43 +14,39 @@ pub async fn run(project: Option<PathBuf>, cmd: DomainCommand) -> Result<ExitCod
     let project = super::load_project(project)?;
     match cmd {
         DomainCommand::List { format } => {
-            let domains: Vec<serde_json::Value> = project
-                .domains()
-                .into_iter()
-                .map(|d| {
-                    let products: Vec<_> =
-                        project.products.iter().filter(|p| &p.domain == d).collect();
-                    let mut owners: Vec<&str> = products.iter().map(|p| p.owner.as_str()).collect();
-                    owners.sort();
-                    owners.dedup();
-                    json!({
-                        "domain": d,
-                        "products": products.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-                        "owners": owners,
-                    })
-                })
-                .collect();
+            let products = |d: &weft_mesh::Domain| -> Vec<String> {
+                project
+                    .products
+                    .iter()
+                    .filter(|p| p.domain == d.name)
+                    .map(|p| p.name.to_string())
+                    .collect()
+            };
             match format {
                 OutputFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&domains).expect("JSON"))
+                    let domains: Vec<serde_json::Value> = project
+                        .domains()
+                        .iter()
+                        .map(|d| {
+                            json!({
+                                "domain": d.name,
+                                "owners": d.owners,
+                                "description": d.description,
+                                "contact": d.contact,
+                                "products": products(d),
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&domains).expect("JSON"));
                 }
                 OutputFormat::Table => {
-                    let mut table = output::table(["domain", "products", "owners"]);
-                    let list = |v: &serde_json::Value| {
-                        v.as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|x| x.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            })
-                            .unwrap_or_default()
-                    };
-                    for d in &domains {
+                    let mut table = output::table(["domain", "owners", "products", "description"]);
+                    for d in project.domains() {
                         table.add_row([
-                            d["domain"].as_str().unwrap_or("").to_string(),
-                            list(&d["products"]),
-                            list(&d["owners"]),
+                            d.name.to_string(),
+                            d.owners.join(", "),
+                            products(d).join(", "),
+                            d.description.clone(),
                         ]);
                     }
                     println!("{}", output::fit(table));

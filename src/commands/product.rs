@@ -181,13 +181,13 @@ fn list(
     format: OutputFormat,
 ) -> Result<ExitCode, Failure> {
     if let Some(d) = domain {
-        if !project.domains().iter().any(|x| x.as_str() == d) {
+        if project.domain(d).is_none() {
             return Err(Failure::config(format!(
                 "no domain `{d}` in this project; domains: {}",
                 project
                     .domains()
                     .iter()
-                    .map(|d| d.as_str())
+                    .map(|d| d.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
@@ -209,6 +209,7 @@ fn list(
                         "name": p.name,
                         "owner": p.owner,
                         "description": p.description,
+                        "classification": p.classification,
                         "contract_version": p.locked_contract.as_ref().map(|c| c.version.to_string()),
                         "streams": p.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
                     })
@@ -287,11 +288,6 @@ pub fn freshness(
     }
 }
 
-/// The product's freshness SLA; the product file's `freshness` joins with governance.
-fn freshness_sla(_product: &Product) -> Option<std::time::Duration> {
-    None
-}
-
 /// The output column's name in the source: renames followed backwards.
 fn source_name(stream: &weft_mesh::StreamConfig, column: &str) -> String {
     let mut name = column.to_string();
@@ -318,7 +314,7 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
     };
     let state = super::sync::existing_state(project)?;
     let last = last_success(state.as_deref(), product)?;
-    let sla = freshness_sla(product);
+    let sla = product.freshness;
     let fresh = freshness(last, sla, Utc::now());
     let streams: Vec<serde_json::Value> = product
         .streams
@@ -356,7 +352,8 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
         "product": label,
         "owner": product.owner,
         "description": product.description,
-        "classification": null,
+        "classification": product.classification,
+        "tags": product.tags,
         "file": project.relative(&product.file).display().to_string(),
         "contract": {
             "version": product.locked_contract.as_ref().map(|c| c.version.to_string()),

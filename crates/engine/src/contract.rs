@@ -84,8 +84,10 @@ pub fn product_contract(
         version,
         owner: product.owner.clone(),
         description: product.description.clone(),
-        classification: None,
-        freshness: None,
+        classification: product.classification.clone(),
+        freshness: product
+            .freshness
+            .map(|d| humantime::format_duration(d).to_string()),
         streams,
     })
 }

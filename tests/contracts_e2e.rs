@@ -439,3 +439,21 @@ fn the_catalog_lists_domains_and_products_and_shows_one() {
         "error: no product `sales/nope` in this project; name one as domain/product: finance/revenue, sales/people"
     );
 }
+
+#[test]
+fn a_contract_file_of_another_product_is_refused() {
+    let p = locked("evolve");
+    let path = p.path().join(CONTRACT);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("product: sales/people", "product: sales/other"),
+    )
+    .unwrap();
+    let out = p.run(["product", "list"]);
+    out.expect_code(2);
+    assert_eq!(
+        out.stderr().trim(),
+        format!("error: {CONTRACT}: product: this contract is for `sales/other`, not `sales/people`; regenerate it with `weft product contract sales/people`")
+    );
+}

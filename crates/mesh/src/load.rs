@@ -566,7 +566,18 @@ fn load_product(
             .ancestors()
             .nth(file.rel.components().count())
             .unwrap_or(Path::new("/"));
-        Some(crate::contract::Contract::read(root, &contract_rel)?)
+        let contract = crate::contract::Contract::read(root, &contract_rel)?;
+        let label = format!("{domain}/{name}");
+        if contract.product != label {
+            return Err(ProjectError::invalid(
+                at(&contract_rel, None, "product"),
+                format!(
+                    "this contract is for `{}`, not `{label}`; regenerate it with `weft product contract {label}`",
+                    contract.product
+                ),
+            ));
+        }
+        Some(contract)
     } else {
         None
     };

@@ -475,13 +475,7 @@ fn a_discarding_sync_killed_mid_read_resumes_without_loss_or_duplicates() {
     }
     p.file("drops/a.csv", &csv);
 
-    let release = p.path().join("release");
-    let mut cmd = p.weft(["sync", "run", "--no-progress"]);
-    cmd.env(
-        "WEFT_PAUSEPOINT",
-        format!("after_commit:{}", release.display()),
-    );
-    let mut run = weft_testkit::Running::spawn(cmd);
+    let (mut run, _release) = p.spawn_paused("after_commit", ["sync", "run", "--no-progress"]);
     let limit = std::time::Duration::from_secs(120);
     run.wait_for_line("pausepoint `after_commit` reached", limit);
     run.signal(libc::SIGKILL);

@@ -75,6 +75,12 @@ pub enum Command {
     /// The governance policy: check every product against it, decrypt values it encrypted.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The catalog of data products, and their contracts.
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// The project's domains.
+    #[command(subcommand)]
+    Domain(DomainCommand),
     /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
     Completions {
         /// The shell to complete in.
@@ -245,4 +251,52 @@ pub enum SchemaKind {
     Product,
     Project,
     Domain,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// The products of the project (or of one domain): owner, contract version, description.
+    List {
+        /// Only this domain's products.
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// One product: owner, description, contract, freshness, lineage, grants, and each
+    /// stream's columns with their tags and transformations.
+    Show {
+        /// `domain/product`.
+        product: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Lock the product's contract from its source as it is now, into
+    /// `domains/<domain>/<product>.contract.yaml`: version 1.0 first, the next minor after
+    /// additive changes; a breaking change needs --major.
+    #[command(alias = "lock")]
+    Contract {
+        /// `domain/product`.
+        product: String,
+        /// Accept breaking changes: lock the next major version (consumers must accept it).
+        #[arg(long)]
+        major: bool,
+    },
+    /// The locked contract against the source as it is now. Exit 1 on a breaking change (for
+    /// CI), 0 when they match or differ only additively.
+    Diff {
+        /// `domain/product`.
+        product: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// The domains, their products and owners.
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
 }

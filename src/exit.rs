@@ -34,6 +34,10 @@ impl Failure {
         Self::failed(e)
     }
 
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub fn code(&self) -> ExitCode {
         ExitCode::from(self.code)
     }

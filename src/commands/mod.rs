@@ -3,8 +3,10 @@
 mod config;
 mod connector;
 mod discover;
+mod domain;
 mod init;
 mod policy;
+mod product;
 mod skeleton;
 mod sync;
 
@@ -31,6 +33,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
         Command::Policy(cmd) => policy::run(project_arg, cmd).await,
+        Command::Product(cmd) => product::run(project_arg, cmd).await,
+        Command::Domain(cmd) => domain::run(project_arg, cmd).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -79,7 +79,7 @@ pub async fn run(
 }
 
 /// The state store if one exists: looking at status or history never creates it.
-fn existing_state(project: &Project) -> Result<Option<Arc<dyn StateStore>>, Failure> {
+pub(super) fn existing_state(project: &Project) -> Result<Option<Arc<dyn StateStore>>, Failure> {
     if project.settings.state_path.exists() {
         open_state(project).map(Some)
     } else {

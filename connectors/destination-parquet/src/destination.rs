@@ -130,7 +130,9 @@ impl Destination for ParquetLake {
             (None, schema)
         };
         let (root, target, stream) = (self.root.clone(), target.clone(), stream.clone());
-        let (props, file_bytes) = (self.props.clone(), self.file_bytes);
+        let props =
+            crate::product_meta::with_product_metadata(self.props.clone(), &target.metadata);
+        let file_bytes = self.file_bytes;
         let project = self.project.clone();
         let opened = tokio::task::spawn_blocking(move || {
             Table::open(&root, &project, &target, &stream, schema, props, file_bytes)

@@ -86,15 +86,18 @@ impl PartWriter {
                 let path = self.dir.join(&name);
                 let file = File::create_new(&path)
                     .map_err(|e| ConnectorError::io("creating", &path, e))?;
-                let writer =
-                    ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-                        .map_err(|e| {
-                            ConnectorError::Other(format!(
-                                "{}: writing {}: {e}",
-                                self.label,
-                                path.display()
-                            ))
-                        })?;
+                let writer = ArrowWriter::try_new(
+                    file,
+                    crate::product_meta::file_schema(&self.schema, &self.props),
+                    Some(self.props.clone()),
+                )
+                .map_err(|e| {
+                    ConnectorError::Other(format!(
+                        "{}: writing {}: {e}",
+                        self.label,
+                        path.display()
+                    ))
+                })?;
                 slot.insert(OpenPart {
                     name,
                     path,

@@ -36,6 +36,7 @@ mod evolution;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+mod product_meta;
 mod recovery;
 mod storable;
 mod table;

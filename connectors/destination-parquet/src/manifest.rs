@@ -36,6 +36,10 @@ pub struct Manifest {
     /// An overwrite generation committed but not yet published (its run has not finished).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingGeneration>,
+    /// The product's owner, description, contract version and column metadata, as of the
+    /// commit (the same as the data files' key-value metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<weft_core::ProductMetadata>,
 }
 
 /// A committed data file.
@@ -92,6 +96,7 @@ impl Manifest {
             run_id: run_id.to_string(),
             committed_at: Utc::now(),
             pending: None,
+            product: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct Table {
     pub label: String,
     pub mode: WriteMode,
     pub run_id: String,
+    /// What the product says about itself, recorded in every manifest this table writes.
+    pub metadata: weft_core::ProductMetadata,
     pub schema: SchemaRef,
     pub columns: Vec<ColumnSpec>,
     pub manifest: Manifest,
@@ -180,6 +182,7 @@ impl Table {
                 label,
                 mode: stream.write_mode,
                 run_id: target.run_id.clone(),
+                metadata: target.metadata.clone(),
                 schema,
                 columns,
                 manifest,
@@ -213,6 +216,7 @@ impl Table {
         next.version += 1;
         next.run_id = self.run_id.clone();
         next.committed_at = Utc::now();
+        next.product = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         next
     }
 

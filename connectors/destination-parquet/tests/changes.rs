@@ -38,6 +38,7 @@ fn target(run: &str) -> StreamTarget {
         product: ProductName::new("crm").unwrap(),
         stream: StreamName::new("customers").unwrap(),
         run_id: run.into(),
+        metadata: Default::default(),
     }
 }
 

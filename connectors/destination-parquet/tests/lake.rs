@@ -32,6 +32,7 @@ fn target(run: &str) -> StreamTarget {
         product: ProductName::new("revenue").unwrap(),
         stream: StreamName::new("orders").unwrap(),
         run_id: run.into(),
+        metadata: Default::default(),
     }
 }
 

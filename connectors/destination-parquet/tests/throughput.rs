@@ -78,6 +78,7 @@ async fn lake_is_close_to_a_bare_arrow_writer() {
             product: ProductName::new("p").unwrap(),
             stream: StreamName::new("s").unwrap(),
             run_id: "bench".into(),
+            metadata: Default::default(),
         };
         let stream = ConfiguredStream {
             descriptor: StreamDescriptor {

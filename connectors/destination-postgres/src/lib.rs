@@ -33,6 +33,7 @@
 //! table, the column and both types. Connections are plain TCP (TLS is not supported yet).
 
 mod changes;
+mod comments;
 mod config;
 mod connect;
 mod destination;

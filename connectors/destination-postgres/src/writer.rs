@@ -500,6 +500,29 @@ impl PgWriter {
             .map_err(|e| self.sql_error("dropping the aborted overwrite's next table", e))
     }
 
+    /// Records the product's metadata as table and column comments (inside the open
+    /// transaction, so they change with the data they describe).
+    async fn comment(&mut self) -> Result<()> {
+        let columns: Vec<String> = self
+            .layout
+            .table_columns()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let sql = crate::comments::comment_sql(
+            &self.layout.names.qualified(),
+            &columns,
+            &self.target.metadata,
+        );
+        if sql.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.sql_error("recording the product's comments", e))
+    }
+
     /// Replaces the product table with the next one (inside the open transaction).
     async fn swap(&mut self) -> Result<()> {
         let names = &self.layout.names;
@@ -527,6 +550,10 @@ impl PgWriter {
             }
             if overwrite && finish {
                 self.swap().await?;
+            }
+            // The product table exists now (an unfinished overwrite fills the next one).
+            if !overwrite || finish {
+                self.comment().await?;
             }
             self.record(checkpoint, overwrite && !finish).await?;
             self.client

@@ -34,6 +34,7 @@ fn target(stream: &str) -> StreamTarget {
         product: ProductName::new("shop").unwrap(),
         stream: StreamName::new(stream).unwrap(),
         run_id: "run-1".into(),
+        metadata: Default::default(),
     }
 }
 

@@ -32,6 +32,7 @@ fn target(domain: &str, product: &str, stream: &str) -> StreamTarget {
         product: ProductName::new(product).unwrap(),
         stream: StreamName::new(stream).unwrap(),
         run_id: "run-1".into(),
+        metadata: Default::default(),
     }
 }
 

@@ -183,14 +183,24 @@ impl Source for FilesSource {
                 config.name
             ))
         })?;
-        let full_schema = stream.descriptor.schema.clone();
+        let requested = stream.descriptor.schema.clone();
         let mode = stream.sync_mode;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(2);
         tokio::task::spawn_blocking(move || {
             let send = |msg| tx.blocking_send(msg).is_ok();
             // A panic must end the read with an error, never as a silently short stream.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&config, &root, mode, state, full_schema, &send)
+                // The engine may ask for fewer columns than the files hold (`columns`, dropped
+                // ones): decode with the whole schema and hand on the requested columns.
+                let full_schema = Self::describe(&config, &root)?.schema;
+                if full_schema == requested {
+                    return run(&config, &root, mode, state, full_schema, &send);
+                }
+                let project = |msg: Result<SourceMessage>| match msg {
+                    Ok(SourceMessage::Records(batch)) => send(project_batch(batch, &requested)),
+                    other => send(other),
+                };
+                run(&config, &root, mode, state, full_schema, &project)
             }));
             let err = match outcome {
                 Ok(Ok(())) => return,
@@ -207,6 +217,28 @@ impl Source for FilesSource {
             rx.poll_recv(cx)
         })))
     }
+}
+
+/// The requested columns of a batch decoded with the whole schema.
+fn project_batch(
+    batch: weft_core::arrow_array::RecordBatch,
+    requested: &SchemaRef,
+) -> Result<SourceMessage> {
+    let columns = requested
+        .fields()
+        .iter()
+        .map(|f| {
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                ConnectorError::Other(format!(
+                    "column `{}` was asked for but the files do not have it (a bug in weft)",
+                    f.name()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    weft_core::arrow_array::RecordBatch::try_new(requested.clone(), columns)
+        .map(SourceMessage::Records)
+        .map_err(|e| ConnectorError::Other(format!("projecting the requested columns: {e}")))
 }
 
 /// One read, on a blocking thread. Returns early (Ok) when the reader went away.

@@ -8,6 +8,7 @@ use crate::catalog::ConfiguredStream;
 use crate::checkpoint::Checkpoint;
 use crate::error::{ConnectorError, Result};
 use crate::message::ChangeBatch;
+use crate::metadata::ProductMetadata;
 use crate::names::{DomainName, ProductName, StreamName};
 
 /// Where a stream lands: the product table of one stream of one product of one domain.
@@ -18,6 +19,9 @@ pub struct StreamTarget {
     pub stream: StreamName,
     /// The run writing, recorded with the data where the destination can.
     pub run_id: String,
+    /// What the product says about itself, recorded with the data where the destination can
+    /// (Parquet key-value metadata, PostgreSQL comments).
+    pub metadata: ProductMetadata,
 }
 
 /// A configured destination (a domain's product store).

@@ -15,6 +15,7 @@ pub mod connector;
 pub mod destination;
 pub mod error;
 pub mod message;
+pub mod metadata;
 pub mod names;
 pub mod source;
 pub mod sql_type;
@@ -27,6 +28,7 @@ pub use connector::{ConnectorContext, ConnectorKind, DestinationFactory, SourceF
 pub use destination::{Destination, StreamTarget, StreamWriter};
 pub use error::{ConnectorError, Result};
 pub use message::{change_columns, ChangeBatch, ChangeOp, MessageStream, SourceMessage};
+pub use metadata::{ColumnMetadata, ProductMetadata};
 pub use names::{DomainName, InvalidName, ProductName, StreamName};
 pub use source::Source;
 pub use sql_type::sql_type;

@@ -162,6 +162,7 @@ pub async fn reset(
             product: handle.key.product.clone(),
             stream: handle.key.stream.clone(),
             run_id: "reset".into(),
+            metadata: Default::default(),
         };
         if let Err(e) = handle.destination.reset(&target, &destination_stream).await {
             errors.push(format!("destination: {e}"));

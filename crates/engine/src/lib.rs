@@ -2,6 +2,7 @@
 //! their product stores, with the checkpoint protocol of its `stream` module (commit → record → ack).
 //!
 //! - [`admin`]: `weft sync reset` and CDC lag, outside runs;
+//! - [`contract`]: product contracts generated, enforced at planning, and product metadata;
 //! - [`registry`]: the connectors a binary offers, by name;
 //! - `plan`: configured streams matched against the source's catalog, before any row moves;
 //! - [`mappers`]: select/drop/rename/hash/mask/filter on whole Arrow batches;
@@ -12,6 +13,7 @@
 //! - [`failpoint`]: crash injection for tests.
 
 pub mod admin;
+pub mod contract;
 pub mod error;
 pub mod failpoint;
 pub mod governance;
@@ -24,6 +26,7 @@ mod stream;
 pub mod validate;
 
 pub use admin::{cdc_lags, reset, ResetReport};
+pub use contract::{current_contract, product_contract};
 pub use error::EngineError;
 pub use governance::StreamAudit;
 pub use mappers::{MapperChain, MapperError};

@@ -61,6 +61,17 @@ pub(crate) fn plan_stream(
     }
     let schema = &descriptor.schema;
     let has = |c: &str| schema.field_with_name(c).is_ok();
+    if let Some(missing) = config.fields.keys().find(|c| !has(c)) {
+        return Err(format!(
+            "`fields` describes column `{missing}`, which the source does not have; it offers: {}",
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
 
     if config.mode == SyncMode::Cdc {
         if config.write == WriteMode::Overwrite {
@@ -241,6 +252,7 @@ mod tests {
             primary_key: None,
             columns: None,
             mappers,
+            description: None,
             fields: Default::default(),
         }
     }

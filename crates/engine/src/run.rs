@@ -8,11 +8,12 @@ use chrono::Utc;
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use weft_core::{Destination, Source};
 use weft_mesh::{Project, Selection};
 use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
 
+use crate::contract::{enforce, Enforced};
 use crate::error::EngineError;
 use crate::plan::{plan_stream, PlanScope};
 use crate::progress::{Phase, StreamProgress};
@@ -62,6 +63,8 @@ pub struct PreparedRun {
     /// See [`crate::admin::project_id`].
     project_id: String,
     selectors: Vec<String>,
+    /// For messages naming project files.
+    project: Project,
     products: Vec<ProductRun>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
@@ -171,6 +174,7 @@ pub fn prepare(
         run_id: new_run_id(),
         project_id: crate::admin::project_id(&project.root),
         selectors,
+        project: project.clone(),
         products,
         state,
         options,
@@ -255,13 +259,37 @@ impl PreparedRun {
                     follow: self.options.follow,
                 };
                 let governed = self.governance.govern(&product.product, config, &catalog);
-                let plan = match governed.and_then(|(config, audit)| {
-                    let plan = plan_stream(&config, &catalog, &scope, self.governance.keys())?;
+                let planned = governed.and_then(|(governed, audit)| {
+                    let keys = self.governance.keys();
+                    let plan = plan_stream(&governed, &catalog, &scope, keys)?;
+                    let enforced = enforce(
+                        &self.project,
+                        &product.product,
+                        &governed,
+                        plan,
+                        &catalog,
+                        &scope,
+                        keys,
+                    )?;
                     self.governance
                         .record(&self.state, &self.run_id, key, &audit);
-                    Ok(plan)
-                }) {
-                    Ok(plan) => plan,
+                    Ok(enforced)
+                });
+                let plan = match planned {
+                    Ok(Enforced { plan, drift }) => {
+                        if !drift.is_empty() {
+                            warn!(
+                                stream = %key,
+                                "{}: stream `{}` drifts from its locked contract: {}; handled per `on_change: {}`. Re-lock with `weft product contract {}`",
+                                product.file,
+                                config.name,
+                                drift.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
+                                product.product.contract.on_change,
+                                product.label
+                            );
+                        }
+                        plan
+                    }
                     Err(message) => {
                         let message =
                             format!("{}: stream `{}`: {message}", product.file, config.name);
@@ -275,6 +303,7 @@ impl PreparedRun {
                     }
                 };
                 let job = StreamJob {
+                    metadata: crate::contract::metadata(&product.product, config, &plan),
                     key: key.clone(),
                     run_id: self.run_id.clone(),
                     source_stream: plan.source_stream,

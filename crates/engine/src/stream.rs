@@ -47,6 +47,8 @@ pub(crate) struct StreamJob {
     pub commit_interval: Duration,
     pub channel_capacity: usize,
     pub progress: Arc<StreamProgress>,
+    /// What the destination records with the data.
+    pub metadata: weft_core::ProductMetadata,
 }
 
 /// Why a stream stopped early.
@@ -75,6 +77,7 @@ impl StreamJob {
             product: self.key.product.clone(),
             stream: self.key.stream.clone(),
             run_id: self.run_id.clone(),
+            metadata: self.metadata.clone(),
         };
         let mut writer = self
             .destination

@@ -139,6 +139,12 @@ pub struct ProductFile {
     /// A cron expression (`0 * * * *`) for `weft daemon`.
     #[serde(default)]
     pub schedule: Option<String>,
+    // --- product contracts (contracts engineer) ---
+    /// How a sync treats a source schema that differs from the locked contract
+    /// (`<product>.contract.yaml`, written by `weft product contract`).
+    #[serde(default)]
+    pub contract: Option<ContractPolicy>,
+    // --- end product contracts ---
 
     // --- governance (#9): classification, tags, freshness SLA ---
     /// How sensitive the product is: one of `governance.yaml`'s `classifications`
@@ -194,6 +200,52 @@ pub struct FieldMeta {
     pub tags: Vec<String>,
 }
 
+// --- product contracts (contracts engineer) ---
+/// A product's contract policy: `contract: { on_change: evolve }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContractPolicy {
+    /// What a sync does when the source gained columns the locked contract does not have;
+    /// breaking changes (a dropped, renamed or narrowed column, a changed key) always stop the
+    /// stream.
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// What a sync does with additive differences from the locked contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// New columns and new streams are written and reported as drift to re-lock.
+    #[default]
+    Evolve,
+    /// Any difference from the contract stops the stream.
+    Freeze,
+    /// New columns are left out of the data.
+    DiscardValue,
+    /// Rows carrying a value in a new column are left out, and so is the column.
+    DiscardRow,
+}
+
+impl OnChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnChange::Evolve => "evolve",
+            OnChange::Freeze => "freeze",
+            OnChange::DiscardValue => "discard_value",
+            OnChange::DiscardRow => "discard_row",
+        }
+    }
+}
+
+impl std::fmt::Display for OnChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// --- end product contracts ---
+
 /// One stream of a product.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +275,11 @@ pub struct StreamFile {
     #[serde(default)]
     #[schemars(with = "Vec<Mapper>")]
     pub mappers: Vec<Spanned<Mapper>>,
+    // --- stream metadata (contracts engineer) ---
+    /// What one row of the stream is, for consumers.
+    #[serde(default)]
+    pub description: Option<String>,
+    // --- end stream metadata ---
     /// Per-column metadata: description and tags, by column name.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldMeta>,

@@ -5,7 +5,9 @@
 //! checked values: valid names, defaults applied, `${VAR}` secrets substituted (and registered
 //! in a [`Redactor`]). Errors name the file, line, field and what to do.
 
+pub mod catalog;
 mod config;
+pub mod contract;
 mod error;
 mod interpolate;
 mod load;
@@ -16,7 +18,11 @@ mod schema;
 mod selector;
 mod yaml;
 
-pub use config::{ConnectorRef, DomainFile, FieldMeta, FilterOp, Mapper, ProductFile, ProjectFile};
+pub use config::{
+    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, Mapper, OnChange, ProductFile,
+    ProjectFile,
+};
+pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};
 pub use interpolate::expand_value;
 pub use project::{

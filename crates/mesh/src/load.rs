@@ -377,6 +377,10 @@ fn project_files(root: &Path, warnings: &mut Vec<String>) -> Result<FoundFiles, 
             if !file_path.is_file() {
                 continue;
             }
+            // A product's locked contract (`weft product contract`), read with its product.
+            if file_name.ends_with(crate::contract::CONTRACT_SUFFIX) {
+                continue;
+            }
             match yaml_stem(&file_name) {
                 Some(_) if file_name == DOMAIN_FILE => {}
                 Some("domain") => {
@@ -550,7 +554,38 @@ fn load_product(
         }
     };
 
+    let contract_rel = file
+        .rel
+        .with_file_name(format!("{name}{}", crate::contract::CONTRACT_SUFFIX));
+    let contract_file = file
+        .abs
+        .with_file_name(contract_rel.file_name().unwrap_or_default());
+    let locked_contract = if contract_file.is_file() {
+        let root = file
+            .abs
+            .ancestors()
+            .nth(file.rel.components().count())
+            .unwrap_or(Path::new("/"));
+        let contract = crate::contract::Contract::read(root, &contract_rel)?;
+        let label = format!("{domain}/{name}");
+        if contract.product != label {
+            return Err(ProjectError::invalid(
+                at(&contract_rel, None, "product"),
+                format!(
+                    "this contract is for `{}`, not `{label}`; regenerate it with `weft product contract {label}`",
+                    contract.product
+                ),
+            ));
+        }
+        Some(contract)
+    } else {
+        None
+    };
+
     Ok(Product {
+        contract: raw.contract.unwrap_or_default(),
+        contract_file,
+        locked_contract,
         domain,
         name,
         owner: file.expand(&raw.owner, "owner", interp)?,
@@ -677,6 +712,16 @@ fn load_stream(
         mappers.push(mapper);
     }
 
+    let mut fields = std::collections::BTreeMap::new();
+    for (column, meta) in &raw.fields {
+        let mut meta = meta.clone();
+        if let Some(text) = &meta.description {
+            meta.description =
+                Some(file.expand(text, field(&format!("fields.{column}.description")), interp)?);
+        }
+        fields.insert(column.clone(), meta);
+    }
+
     Ok(StreamConfig {
         name,
         mode,
@@ -685,6 +730,7 @@ fn load_stream(
         primary_key,
         columns: raw.columns.clone(),
         mappers,
-        fields: raw.fields.clone(),
+        description: raw.description.clone().filter(|d| !d.trim().is_empty()),
+        fields,
     })
 }

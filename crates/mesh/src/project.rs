@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, FieldMeta, Mapper};
+use crate::config::{ConnectorRef, ContractPolicy, FieldMeta, Mapper};
+use crate::contract::Contract;
 use crate::error::ProjectError;
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
@@ -101,6 +102,15 @@ pub struct Product {
     pub schedule: Option<Schedule>,
     /// The product file (absolute).
     pub file: PathBuf,
+    // --- product contracts (contracts engineer) ---
+    /// The product's contract policy (defaults: `on_change: evolve`).
+    pub contract: ContractPolicy,
+    /// The locked contract file, `<product>.contract.yaml` next to the product file
+    /// (absolute), whether or not it exists yet.
+    pub contract_file: PathBuf,
+    /// The locked contract, when the file exists.
+    pub locked_contract: Option<Contract>,
+    // --- end product contracts ---
 
     // --- governance (#9) ---
     /// One of the policy's classification levels, as written (checked by `weft-governance`).
@@ -132,6 +142,9 @@ pub struct StreamConfig {
     pub primary_key: Option<Vec<String>>,
     pub columns: Option<Vec<String>>,
     pub mappers: Vec<Mapper>,
+    // --- stream metadata (contracts engineer) ---
+    pub description: Option<String>,
+    // --- end stream metadata ---
     /// Per-column metadata (description, tags) by column name.
     pub fields: BTreeMap<String, FieldMeta>,
 }

@@ -143,6 +143,19 @@ impl TestProject {
         Running::spawn(self.weft(args))
     }
 
+    /// Starts `weft ARGS…` armed to hold at the pausepoint `point` (`WEFT_PAUSEPOINT`, see
+    /// `weft_engine::failpoint`) until the returned release file exists.
+    pub fn spawn_paused<I, S>(&self, point: &str, args: I) -> (Running, PathBuf)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let release = self.path().join(format!("release-{point}"));
+        let mut cmd = self.weft(args);
+        cmd.env("WEFT_PAUSEPOINT", format!("{point}:{}", release.display()));
+        (Running::spawn(cmd), release)
+    }
+
     /// Runs `weft ARGS…` to completion, failing the test if it takes longer than `limit`.
     pub fn run_within<I, S>(&self, limit: std::time::Duration, args: I) -> Outcome
     where

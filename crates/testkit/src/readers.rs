@@ -234,20 +234,7 @@ impl Dump {
 
 /// Reads `stream_dir` once with DuckDB and pyarrow, as README shows.
 pub fn dump(stream_dir: &Path, order: &str) -> Dump {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(DUMP)
-        .arg(stream_dir)
-        .arg(order)
-        .output()
-        .expect("python3 runs (pip install pyarrow duckdb)");
-    assert!(
-        out.status.success(),
-        "reading {} with DuckDB and pyarrow failed: {}",
-        stream_dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(DUMP, stream_dir, &[order], "DuckDB and pyarrow");
     let rows = |name: &str| {
         v[name]
             .as_array()
@@ -261,4 +248,41 @@ pub fn dump(stream_dir: &Path, order: &str) -> Dump {
         pyarrow: rows("pyarrow"),
         types: v["types"].as_object().unwrap().clone(),
     }
+}
+
+const METADATA: &str = r#"
+import json, sys
+import pyarrow.dataset as ds, pyarrow.parquet as pq
+out = []
+for f in sorted(ds.dataset(sys.argv[1], format="parquet").files):
+    s = pq.read_schema(f)
+    d = lambda m: {k.decode(): v.decode() for k, v in (m or {}).items()}
+    out.append({"schema": d(s.metadata), "fields": {x.name: d(x.metadata) for x in s}})
+print(json.dumps(out))
+"#;
+
+/// pyarrow's view of the metadata of every Parquet file of `stream_dir`, in file order:
+/// `[{"schema": {key: value}, "fields": {column: {key: value}}}]`.
+pub fn parquet_metadata(stream_dir: &Path) -> Vec<serde_json::Value> {
+    let v = python_json(METADATA, stream_dir, &[], "pyarrow");
+    v.as_array().expect("a list").clone()
+}
+
+/// Runs a reader `script` on `stream_dir` (and `args`) with python3 and parses the JSON it
+/// prints; a failure fails the test, naming the `readers`.
+fn python_json(script: &str, stream_dir: &Path, args: &[&str], readers: &str) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(stream_dir)
+        .args(args)
+        .output()
+        .expect("python3 runs (pip install pyarrow duckdb)");
+    assert!(
+        out.status.success(),
+        "reading {} with {readers} failed: {}",
+        stream_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -36,6 +36,7 @@ mod evolution;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod reader;
 mod recovery;
 mod storable;
 mod table;
@@ -48,4 +49,5 @@ pub use layout::stream_dir;
 pub use manifest::{
     committed_files, read_manifest, ColumnSpec, DataFile, Manifest, PendingGeneration,
 };
+pub use reader::LakeReader;
 pub use writer::LakeWriter;

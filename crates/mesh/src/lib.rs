@@ -14,12 +14,17 @@ mod redact;
 mod schedule;
 mod schema;
 mod selector;
+mod sharing;
 mod yaml;
 
-pub use config::{ConnectorRef, FilterOp, Mapper, ProductFile, ProjectFile};
+pub use config::{ConnectorRef, FilterOp, GrantFilter, Mapper, ProductFile, ProjectFile};
 pub use error::{Position, ProjectError};
 pub use project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
 pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};
 pub use schema::{product_json_schema, project_json_schema};
 pub use selector::{Selection, Selector};
+pub use sharing::{
+    access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream, Lineage, LineageLink, ProductRef,
+    Upstream, PRODUCT_SOURCE,
+};

@@ -59,6 +59,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
         products.push(product);
     }
     products.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+    crate::sharing::check_project(&root, &products)?;
     let secrets = Redactor::new(interp.into_secrets());
 
     Ok(Project {
@@ -71,7 +72,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
 }
 
 /// A project file's text and its path relative to the project folder.
-struct SourceFile {
+pub(crate) struct SourceFile {
     abs: PathBuf,
     rel: PathBuf,
     text: String,
@@ -87,16 +88,16 @@ impl SourceFile {
         Ok(Self { abs, rel, text })
     }
 
-    fn at(&self, location: Option<serde_saphyr::Location>, field: impl Into<String>) -> Position {
+    pub(crate) fn at(&self, location: Option<serde_saphyr::Location>, field: impl Into<String>) -> Position {
         at(&self.rel, location, field)
     }
 
-    fn at_span<T>(&self, span: &serde_saphyr::Spanned<T>, field: impl Into<String>) -> Position {
+    pub(crate) fn at_span<T>(&self, span: &serde_saphyr::Spanned<T>, field: impl Into<String>) -> Position {
         at_span(&self.rel, span, field)
     }
 
     /// The first line mentioning `needle`: for values without a recorded span.
-    fn at_text(&self, needle: &str, field: impl Into<String>) -> Position {
+    pub(crate) fn at_text(&self, needle: &str, field: impl Into<String>) -> Position {
         at_text(&self.rel, &self.text, needle, field)
     }
 
@@ -105,7 +106,7 @@ impl SourceFile {
     }
 
     /// Expands `${...}` in a connector config and checks it is a mapping.
-    fn connector(
+    pub(crate) fn connector(
         &self,
         mut connector: ConnectorRef,
         field: &str,
@@ -418,7 +419,8 @@ fn load_product(
         streams.push(config);
     }
 
-    let source = file.connector(raw.source, "source", interp)?;
+    let (source, upstream) = crate::sharing::load_source(file, raw.source, interp)?;
+    let grants = crate::sharing::load_grants(file, &raw.grants, interp)?;
     let destination_file = match raw.destination {
         Some(_) => file.abs.clone(),
         None => config_path.to_path_buf(),
@@ -459,6 +461,8 @@ fn load_product(
         destination_file,
         schedule,
         file: file.abs.clone(),
+        upstream,
+        grants,
     })
 }
 
@@ -508,7 +512,35 @@ fn load_stream(
 
     let mut mappers = Vec::with_capacity(raw.mappers.len());
     for (j, mapper) in raw.mappers.iter().enumerate() {
-        let mapper_field = |name: &str| format!("streams[{i}].mappers[{j}].{name}");
+        mappers.push(load_mapper(
+            file,
+            &format!("streams[{i}].mappers[{j}]"),
+            mapper,
+            interp,
+        )?);
+    }
+
+    Ok(StreamConfig {
+        name,
+        mode,
+        write,
+        cursor,
+        primary_key,
+        columns: raw.columns.clone(),
+        mappers,
+    })
+}
+
+/// Checks one mapper and expands the `${...}` in its values; `at` is its field path
+/// (`streams[0].mappers[1]`).
+pub(crate) fn load_mapper(
+    file: &SourceFile,
+    at: &str,
+    mapper: &serde_saphyr::Spanned<Mapper>,
+    interp: &mut Interpolator<'_>,
+) -> Result<Mapper, ProjectError> {
+    {
+        let mapper_field = |name: &str| format!("{at}.{name}");
         let invalid = |name: &str, message: String| {
             ProjectError::invalid(file.at_span(mapper, mapper_field(name)), message)
         };
@@ -569,16 +601,6 @@ fn load_stream(
             }
             other => other,
         };
-        mappers.push(mapper);
+        Ok(mapper)
     }
-
-    Ok(StreamConfig {
-        name,
-        mode,
-        write,
-        cursor,
-        primary_key,
-        columns: raw.columns.clone(),
-        mappers,
-    })
 }

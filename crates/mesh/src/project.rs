@@ -59,6 +59,13 @@ pub struct Product {
     pub schedule: Option<Schedule>,
     /// The product file (absolute).
     pub file: PathBuf,
+    // --- sharing between domains (sharing engineer) ---
+    /// The product this one reads (`source: { product: d/p }`); `source` then names the
+    /// pseudo-connector [`crate::PRODUCT_SOURCE`].
+    pub upstream: Option<crate::sharing::Upstream>,
+    /// What this product shares with other domains.
+    pub grants: Vec<crate::sharing::Grant>,
+    // --- end sharing ---
 }
 
 impl Product {

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use weft_core::arrow_array::RecordBatch;
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use weft_core::{
-    Catalog, Checkpoint, ConfiguredStream, ConnectorError, DomainName, MessageStream,
-    ProductName, Result, Source, SourceMessage, StreamDescriptor, StreamName, SyncMode, WriteMode,
+    Catalog, Checkpoint, ConfiguredStream, ConnectorError, DomainName, MessageStream, ProductName,
+    Result, Source, SourceMessage, StreamDescriptor, StreamName, SyncMode, WriteMode,
 };
 
 use crate::layout::{self, WEFT_DIR};
@@ -74,7 +74,9 @@ impl LakeReader {
     }
 
     fn product_dir(&self) -> PathBuf {
-        self.root.join(self.domain.as_str()).join(self.product.as_str())
+        self.root
+            .join(self.domain.as_str())
+            .join(self.product.as_str())
     }
 
     fn stream_dir(&self, stream: &StreamName) -> PathBuf {
@@ -90,9 +92,8 @@ fn published(label: &str, stream_dir: &Path) -> Result<Option<(PathBuf, Manifest
         Err(e) => return Err(ConnectorError::io("reading", stream_dir, e)),
     };
     let manifest = read_manifest(&version)?;
-    Ok(manifest.map(|m| (version, m))).map_err(|e: ConnectorError| {
-        ConnectorError::Other(format!("{label}: {e}"))
-    })
+    Ok(manifest.map(|m| (version, m)))
+        .map_err(|e: ConnectorError| ConnectorError::Other(format!("{label}: {e}")))
 }
 
 /// The Arrow schema a manifest records.
@@ -175,9 +176,7 @@ impl Source for LakeReader {
         let mut opened = Vec::new();
         for (file, skip) in &plan.todo {
             let path = version_dir.join(file);
-            let handle = File::open(&path).map_err(|e| {
-                ConnectorError::io("opening", &path, e)
-            })?;
+            let handle = File::open(&path).map_err(|e| ConnectorError::io("opening", &path, e))?;
             opened.push((file.clone(), *skip, handle));
         }
         let rows: u64 = plan.todo_rows;
@@ -191,7 +190,9 @@ impl Source for LakeReader {
                 send(Err(e));
             }
         });
-        Ok(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 }
 
@@ -225,7 +226,10 @@ impl LakeReader {
                 continue;
             };
             let mut modes = vec![SyncMode::FullRefresh];
-            if matches!(manifest.write_mode, WriteMode::Append | WriteMode::AppendDedup) {
+            if matches!(
+                manifest.write_mode,
+                WriteMode::Append | WriteMode::AppendDedup
+            ) {
                 modes.push(SyncMode::Incremental);
             }
             streams.push(StreamDescriptor {
@@ -380,9 +384,13 @@ mod tests {
         let mut state = first.state;
         state.files.insert("a".into());
         state.current = Some(("b".into(), 4));
-        let next =
-            plan_read("p", SyncMode::Incremental, &manifest(2, &["a", "b", "c"]), Some(state))
-                .unwrap();
+        let next = plan_read(
+            "p",
+            SyncMode::Incremental,
+            &manifest(2, &["a", "b", "c"]),
+            Some(state),
+        )
+        .unwrap();
         assert_eq!(next.todo, vec![("b".to_string(), 4), ("c".to_string(), 0)]);
         assert_eq!(next.todo_rows, 16);
         assert_eq!(next.state.version, 2);
@@ -396,14 +404,24 @@ mod tests {
             complete: true,
             ..Default::default()
         };
-        let again = plan_read("p", SyncMode::FullRefresh, &manifest(1, &["a"]), Some(state.clone()))
-            .unwrap();
+        let again = plan_read(
+            "p",
+            SyncMode::FullRefresh,
+            &manifest(1, &["a"]),
+            Some(state.clone()),
+        )
+        .unwrap();
         assert_eq!(again.todo.len(), 1);
         state.complete = false;
-        let err = plan_read("f/p/s", SyncMode::FullRefresh, &manifest(2, &["x"]), Some(state))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = plan_read(
+            "f/p/s",
+            SyncMode::FullRefresh,
+            &manifest(2, &["x"]),
+            Some(state),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("published version 2 while this stream's interrupted full read of version 1 was staged"), "{err}");
     }
 }

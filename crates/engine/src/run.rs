@@ -143,8 +143,8 @@ pub fn prepare(
             .map_err(|problems| {
                 EngineError::Config(problems.into_iter().next().expect("at least one problem"))
             })?;
-        let configs = crate::validate::effective_streams(project, product)
-            .map_err(EngineError::Config)?;
+        let configs =
+            crate::validate::effective_streams(project, product).map_err(EngineError::Config)?;
         let streams = configs
             .iter()
             .filter(|s| selection.streams.contains(&s.name))
@@ -256,7 +256,10 @@ impl PreparedRun {
                             )));
                         }
                     }
-                    None => self.spawn_product(product, &semaphore, &cancel, &mut tasks).await,
+                    None => {
+                        self.spawn_product(product, &semaphore, &cancel, &mut tasks)
+                            .await
+                    }
                 }
             }
             for joined in join_all(tasks).await {
@@ -264,11 +267,11 @@ impl PreparedRun {
                     continue;
                 };
                 if report.status != RunStatus::Succeeded {
-                    if let Some(product) = self
-                        .products
-                        .iter()
-                        .find(|p| p.streams.iter().any(|(_, k, _)| k.to_string() == report.stream))
-                    {
+                    if let Some(product) = self.products.iter().find(|p| {
+                        p.streams
+                            .iter()
+                            .any(|(_, k, _)| k.to_string() == report.stream)
+                    }) {
                         if !unfinished.contains(&product.label) {
                             unfinished.push(product.label.clone());
                         }

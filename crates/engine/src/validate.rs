@@ -172,13 +172,17 @@ pub fn effective_streams(
     let Some(access) = access else {
         return Ok(product.streams.clone());
     };
+    // The upstream's streams as they run: a cursor or key it inherits comes along too. The
+    // lineage is acyclic (checked at load), so this ends.
+    let upstream_streams = effective_streams(project, access.upstream)
+        .unwrap_or_else(|_| access.upstream.streams.clone());
     Ok(product
         .streams
         .iter()
         .map(|s| {
-            let upstream = access
-                .upstream
-                .stream(s.name.as_str())
+            let upstream = upstream_streams
+                .iter()
+                .find(|u| u.name == s.name)
                 .expect("access checked the stream exists");
             let granted = access.grant.and_then(|g| g.stream(s.name.as_str()));
             weft_mesh::granted_stream(upstream, granted, s)

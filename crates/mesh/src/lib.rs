@@ -25,6 +25,6 @@ pub use schedule::{Schedule, ScheduleError};
 pub use schema::{product_json_schema, project_json_schema};
 pub use selector::{Selection, Selector};
 pub use sharing::{
-    access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream, Lineage, LineageLink, ProductRef,
-    Upstream, PRODUCT_SOURCE,
+    access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream,
+    Lineage, LineageLink, ProductRef, Upstream, PRODUCT_SOURCE,
 };

@@ -88,11 +88,19 @@ impl SourceFile {
         Ok(Self { abs, rel, text })
     }
 
-    pub(crate) fn at(&self, location: Option<serde_saphyr::Location>, field: impl Into<String>) -> Position {
+    pub(crate) fn at(
+        &self,
+        location: Option<serde_saphyr::Location>,
+        field: impl Into<String>,
+    ) -> Position {
         at(&self.rel, location, field)
     }
 
-    pub(crate) fn at_span<T>(&self, span: &serde_saphyr::Spanned<T>, field: impl Into<String>) -> Position {
+    pub(crate) fn at_span<T>(
+        &self,
+        span: &serde_saphyr::Spanned<T>,
+        field: impl Into<String>,
+    ) -> Position {
         at_span(&self.rel, span, field)
     }
 

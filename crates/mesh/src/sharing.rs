@@ -139,7 +139,8 @@ pub(crate) fn load_source(
             "a source is either a `product` or a `connector` with its `config`, not both; remove one",
         ));
     }
-    let product = parse_product_ref(&named.value).map_err(|e| ProjectError::invalid(at.clone(), e))?;
+    let product =
+        parse_product_ref(&named.value).map_err(|e| ProjectError::invalid(at.clone(), e))?;
     let connector = ConnectorRef {
         connector: PRODUCT_SOURCE.to_string(),
         config: serde_json::json!({ "product": product.to_string() }),
@@ -188,7 +189,10 @@ pub(crate) fn load_grants(
             let sfield = format!("{field}.streams[{j}]");
             let s = &stream.value;
             let name = StreamName::new(s.name.value.as_str()).map_err(|e| {
-                ProjectError::invalid(file.at_span(&s.name, format!("{sfield}.name")), e.to_string())
+                ProjectError::invalid(
+                    file.at_span(&s.name, format!("{sfield}.name")),
+                    e.to_string(),
+                )
             })?;
             if streams.iter().any(|g| g.name == name) {
                 return Err(ProjectError::invalid(
@@ -208,7 +212,12 @@ pub(crate) fn load_grants(
                         stream.referenced,
                         stream.defined,
                     );
-                    Some(load_mapper(file, &format!("{sfield}.filter"), &mapper, interp)?)
+                    Some(load_mapper(
+                        file,
+                        &format!("{sfield}.filter"),
+                        &mapper,
+                        interp,
+                    )?)
                 }
             };
             let mut transform = Vec::with_capacity(s.transform.len());
@@ -232,11 +241,7 @@ pub(crate) fn load_grants(
                 transform,
             });
         }
-        out.push(Grant {
-            to,
-            streams,
-            at,
-        });
+        out.push(Grant { to, streams, at });
     }
     Ok(out)
 }
@@ -293,7 +298,10 @@ pub(crate) fn check_project(root: &Path, products: &[Product]) -> Result<(), Pro
     }
     if let Some((start, cycle)) = first_cycle(products) {
         let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-        let up = start.upstream.as_ref().expect("a product in a cycle reads another");
+        let up = start
+            .upstream
+            .as_ref()
+            .expect("a product in a cycle reads another");
         return Err(ProjectError::invalid(
             up.at.clone(),
             format!(
@@ -369,7 +377,13 @@ pub struct AccessDenied {
 
 impl fmt::Display for AccessDenied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.field, self.message)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.field,
+            self.message
+        )
     }
 }
 
@@ -501,10 +515,12 @@ pub fn granted_stream(
             .cursor
             .clone()
             .or_else(|| upstream.cursor.as_ref().map(renamed)),
-        primary_key: consumer
-            .primary_key
-            .clone()
-            .or_else(|| upstream.primary_key.as_ref().map(|k| k.iter().map(renamed).collect())),
+        primary_key: consumer.primary_key.clone().or_else(|| {
+            upstream
+                .primary_key
+                .as_ref()
+                .map(|k| k.iter().map(renamed).collect())
+        }),
         columns: None,
         mappers,
     }
@@ -542,7 +558,10 @@ pub fn lineage(project: &Project, product: &Product) -> Lineage {
         else {
             break;
         };
-        if upstream.iter().any(|l: &LineageLink| l.product == up.product) {
+        if upstream
+            .iter()
+            .any(|l: &LineageLink| l.product == up.product)
+        {
             break;
         }
         upstream.push(LineageLink {
@@ -603,7 +622,11 @@ pub fn run_order(products: &[&Product]) -> Vec<Vec<usize>> {
             return l;
         }
         // The graph is acyclic (checked at load); the guard only bounds a broken one.
-        let l = match products[i].upstream.as_ref().and_then(|u| index.get(&u.product)) {
+        let l = match products[i]
+            .upstream
+            .as_ref()
+            .and_then(|u| index.get(&u.product))
+        {
             Some(&up) if guard < products.len() => {
                 level_of(up, products, index, level, guard + 1) + 1
             }

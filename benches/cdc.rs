@@ -39,6 +39,11 @@ fn env_u64(key: &str, default: u64) -> u64 {
 fn write_project(dir: &Path, cluster: &PrivateCluster, db: &str, commit_interval: &str) {
     std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
     std::fs::write(
+        dir.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
+    std::fs::write(
         dir.join("weft.yaml"),
         format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: {commit_interval}\n"),
     )

@@ -26,6 +26,11 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn project(dir: &Path, destination: &str, rows: u64, changes: u64) {
     std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
     std::fs::write(
+        dir.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
+    std::fs::write(
         dir.join("weft.yaml"),
         format!(
             "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n{destination}  commit_interval: 10s\n"

@@ -77,6 +77,11 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) -> (f64, f64) {
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
     std::fs::write(
+        project.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
+    std::fs::write(
         project.join("weft.yaml"),
         "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
     )
@@ -143,6 +148,11 @@ pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        project.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
     std::fs::write(
         project.join("weft.yaml"),
         format!(

@@ -54,6 +54,11 @@ fn main() {
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
     std::fs::write(
+        project.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
+    std::fs::write(
         project.join("weft.yaml"),
         "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
     )

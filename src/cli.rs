@@ -224,4 +224,5 @@ pub enum ConfigCommand {
 pub enum SchemaKind {
     Product,
     Project,
+    Domain,
 }

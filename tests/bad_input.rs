@@ -353,6 +353,18 @@ fn config_validate_refuses_what_sync_run_would_and_names_file_and_field() {
             code: 0,
             says: &["warning: domains/marketing holds no product files", "valid: 1 domain(s), 1 product(s), 1 stream(s)"],
         },
+        BadProject {
+            case: "a product of an undeclared domain",
+            files: &[("-domains/sales/domain.yaml", None)],
+            code: 2,
+            says: &["domains/sales/shop.yaml: domain: domain `sales` is not declared; create domains/sales/domain.yaml, for example:\n  domain: sales\n  owners: [sales-data@example.com]\n"],
+        },
+        BadProject {
+            case: "a declared domain without products",
+            files: &[("domains/marketing/domain.yaml", Some("domain: marketing\nowners: [m@example.com]\ndescription: Campaigns.\n"))],
+            code: 0,
+            says: &["domain marketing (domains/marketing/domain.yaml): 0 product(s), owners m@example.com", "valid: 2 domain(s), 1 product(s), 1 stream(s)"],
+        },
     ];
     for case in cases {
         let p = TestProject::new(BIN, LAKE_WEFT_YAML);

@@ -519,11 +519,11 @@ fn config_validate_lists_what_it_found_and_connect_runs_the_checks() {
     out.expect_code(0);
     let stdout = out.stdout();
     for line in [
-        "domain finance: 1 product(s)",
+        "domain finance (domains/finance/domain.yaml): 1 product(s), owners finance-data@example.com",
         "  ledger (domains/finance/ledger.yaml): sample -> parquet, no schedule",
         "    customers: incremental / append_dedup",
         "    products: full_refresh / overwrite",
-        "domain sales: 1 product(s)",
+        "domain sales (domains/sales/domain.yaml): 1 product(s), owners sales-data@example.com",
         "valid: 2 domain(s), 2 product(s), 3 stream(s)",
     ] {
         assert!(

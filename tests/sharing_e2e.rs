@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 use weft_testkit::{every_value_below, Running, TestProject};
@@ -366,7 +366,7 @@ fn bad_sharing_configs_are_refused_with_exit_2() {
                 header("finance", "revenue")
             ),
         )]),
-        "domains/finance/revenue.yaml:9:9: grants[0].to: grants `finance/revenue` to domain `markting`, which is not declared",
+        "domains/finance/revenue.yaml:9:9: grants[0].to: grants `finance/revenue` to domain `markting`, which is not declared; declare it in domains/markting/domain.yaml or fix the name (domains: finance, sales)",
     );
 
     // Circular lineage.

@@ -22,6 +22,7 @@ pub async fn run(project: Option<PathBuf>, cmd: ConfigCommand) -> Result<ExitCod
             let schema = match kind {
                 SchemaKind::Product => weft_mesh::product_json_schema(),
                 SchemaKind::Project => weft_mesh::project_json_schema(),
+                SchemaKind::Domain => weft_mesh::domain_json_schema(),
             };
             println!("{}", serde_json::to_string_pretty(&schema).expect("JSON"));
             Ok(ExitCode::SUCCESS)
@@ -79,7 +80,16 @@ fn print_summary(project: &Project) {
             .iter()
             .filter(|p| &p.domain == domain)
             .collect();
-        println!("domain {domain}: {} product(s)", products.len());
+        println!(
+            "domain {domain} ({}): {} product(s), owners {}{}",
+            project.relative(&domain.file).display(),
+            products.len(),
+            domain.owners.join(", "),
+            domain
+                .contact
+                .as_ref()
+                .map_or_else(String::new, |c| format!(", contact {c}"))
+        );
         for product in products {
             let schedule = product.schedule.as_ref().map_or_else(
                 || "no schedule".to_string(),

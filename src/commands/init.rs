@@ -16,6 +16,10 @@ const QUICKSTART: &[(&str, &str)] = &[
         include_str!("../../configs/quickstart/weft.yaml"),
     ),
     (
+        "domains/sales/domain.yaml",
+        include_str!("../../configs/quickstart/domains/sales/domain.yaml"),
+    ),
+    (
         "domains/sales/shop.yaml",
         include_str!("../../configs/quickstart/domains/sales/shop.yaml"),
     ),
@@ -199,9 +203,22 @@ fn skeleton(source: &str, destination: &str) -> Result<Vec<(String, String)>, Fa
         "# When the daemon runs it (cron, UTC):".into(),
         "# schedule: \"0 * * * *\"".into(),
     ]);
+    let domain = [
+        "# Declares the `example` domain: every folder under domains/ needs one.",
+        "domain: example",
+        "# Who answers for the domain's products.",
+        "owners: [data-team@example.com]",
+        "description: What this domain owns, for the rest of the organisation.",
+        "# contact: \"#data-team\"",
+        "# The product store of this domain's products that name none (else weft.yaml's default):",
+        "# destination: { connector: ..., config: { ... } }",
+    ]
+    .map(String::from)
+    .to_vec();
     let lines = |l: Vec<String>| l.join("\n") + "\n";
     Ok(vec![
         ("weft.yaml".into(), lines(weft_yaml)),
+        ("domains/example/domain.yaml".into(), lines(domain)),
         ("domains/example/my_product.yaml".into(), lines(product)),
         (".gitignore".into(), GITIGNORE.into()),
     ])

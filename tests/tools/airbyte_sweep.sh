@@ -26,6 +26,7 @@ mkdir -p "$cache"
 sweep_one() {
   local pkg=$1 n=$2 dir="$work/$2"
   mkdir -p "$dir/domains/sweep"
+  printf 'domain: sweep\nowners: [sweep@example.com]\ndescription: sweep\n' > "$dir/domains/sweep/domain.yaml"
   printf 'version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n' > "$dir/weft.yaml"
   printf 'product: p%s\ndomain: sweep\nowner: sweep@example.com\ndescription: sweep\nsource:\n  connector: airbyte\n  config:\n    package: "%s"\n    catalog_cache: 0s\n    config: {}\nstreams:\n  - name: sweep\n' \
     "$n" "$pkg" > "$dir/domains/sweep/p$n.yaml"

@@ -236,6 +236,7 @@ mod tests {
             primary_key: None,
             columns: None,
             mappers,
+            fields: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The file formats: `weft.yaml` ([`ProjectFile`]) and product files ([`ProductFile`]), as
 //! written by users. Doc comments become descriptions in the generated JSON Schemas.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
@@ -145,6 +146,59 @@ pub struct ProductFile {
     #[schemars(with = "Vec<GrantFile>")]
     pub grants: Vec<Spanned<GrantFile>>,
     // --- end sharing ---
+
+    // --- governance (#9): classification, tags, freshness SLA ---
+    /// How sensitive the product is: one of `governance.yaml`'s `classifications`
+    /// (`public`, `internal`, `confidential`, `restricted` by default).
+    #[serde(default)]
+    pub classification: Option<String>,
+    /// Free-form labels (`revenue`, `pii`) that governance rules may require or act on.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The freshness SLA: the longest the data may go without a successful sync (humantime:
+    /// `24h`, `30m`).
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub freshness: Option<Duration>,
+    // --- end governance ---
+}
+
+/// `domains/<domain>/domain.yaml`: declares a domain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFile {
+    /// The domain's name; must equal the name of the folder holding the file.
+    #[schemars(with = "String")]
+    pub domain: Spanned<String>,
+    /// Who answers for the domain (emails or team handles); at least one.
+    #[schemars(with = "Vec<String>")]
+    pub owners: Spanned<Vec<String>>,
+    /// What the domain owns, for the rest of the organisation.
+    pub description: String,
+    /// Where to reach the domain's team (a chat channel, a mailing list).
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// The domain's default product store, for its products that name no `destination`
+    /// (weft.yaml's `defaults.destination` when absent).
+    #[serde(default)]
+    pub destination: Option<ConnectorRef>,
+    /// Domain-level governance rules, in `governance.yaml`'s rule format: they add to the
+    /// central rules and may never weaken them.
+    #[serde(default)]
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub rules: Vec<Spanned<serde_json::Value>>,
+}
+
+/// Per-column metadata of a stream (`fields: { email: { tags: [pii] } }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMeta {
+    /// What the column holds, for the product's consumers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Classification tags (`pii`, `financial`) that governance rules act on.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 // --- sharing between domains (sharing engineer) ---
@@ -242,6 +296,9 @@ pub struct StreamFile {
     #[serde(default)]
     #[schemars(with = "Vec<Mapper>")]
     pub mappers: Vec<Spanned<Mapper>>,
+    /// Per-column metadata: description and tags, by column name.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldMeta>,
 }
 
 /// A transformation of a stream's batches.

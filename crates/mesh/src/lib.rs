@@ -1,5 +1,5 @@
-//! The weft project model: a folder with `weft.yaml` and one YAML file per data product under
-//! `domains/<domain>/<product>.yaml`.
+//! The weft project model: a folder with `weft.yaml`, one `domains/<domain>/domain.yaml` per
+//! declared domain and one YAML file per data product under `domains/<domain>/<product>.yaml`.
 //!
 //! [`Project::load`] reads and validates everything once, so the engine and CLI work with
 //! checked values: valid names, defaults applied, `${VAR}` secrets substituted (and registered
@@ -17,12 +17,17 @@ mod selector;
 mod sharing;
 mod yaml;
 
-pub use config::{ConnectorRef, FilterOp, GrantFilter, Mapper, ProductFile, ProjectFile};
+pub use config::{
+    ConnectorRef, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, ProductFile, ProjectFile,
+};
 pub use error::{Position, ProjectError};
-pub use project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
+pub use project::{
+    Domain, Product, Project, ProjectSettings, RawRule, StreamConfig, CONFIG_FILE, DOMAINS_DIR,
+    DOMAIN_FILE,
+};
 pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};
-pub use schema::{product_json_schema, project_json_schema};
+pub use schema::{domain_json_schema, product_json_schema, project_json_schema};
 pub use selector::{Selection, Selector};
 pub use sharing::{
     access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream,

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, Mapper, ProductFile, ProjectFile, StreamFile};
+use crate::config::{ConnectorRef, DomainFile, Mapper, ProductFile, ProjectFile, StreamFile};
 use crate::error::{Position, ProjectError};
 use crate::interpolate::{EnvLookup, InterpError, Interpolator};
-use crate::project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
+use crate::project::{
+    Domain, Product, Project, ProjectSettings, RawRule, StreamConfig, CONFIG_FILE, DOMAINS_DIR,
+    DOMAIN_FILE,
+};
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
 use crate::yaml::{self, at, at_span, at_text};
@@ -28,15 +31,32 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
     let (settings, default_destination) = load_settings(&root, &file, &mut interp)?;
 
     let mut warnings = Vec::new();
+    let found = project_files(&root, &mut warnings)?;
+    let mut domains: Vec<Domain> = Vec::with_capacity(found.domains.len());
+    for (folder, rel) in found.domains {
+        let file = SourceFile::read(&root, rel)?;
+        domains.push(load_domain(&file, &folder, &mut interp)?);
+    }
     let mut products: Vec<Product> = Vec::new();
-    for product_file in product_files(&root, &mut warnings)? {
+    for product_file in found.products {
         let file = SourceFile::read(&root, product_file.rel)?;
+        let Some(domain) = domains
+            .iter()
+            .find(|d| d.name.as_str() == product_file.domain)
+        else {
+            return Err(undeclared_domain(&file, &product_file.domain));
+        };
+        let default_destination = match &domain.destination {
+            Some(d) => Some((d, domain.file.as_path())),
+            None => default_destination
+                .as_ref()
+                .map(|d| (d, config_path.as_path())),
+        };
         let product = load_product(
             &file,
             &product_file.domain,
             &product_file.stem,
-            default_destination.as_ref(),
-            &config_path,
+            default_destination,
             &mut interp,
         )?;
         if let Some(first) = products
@@ -59,12 +79,13 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
         products.push(product);
     }
     products.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
-    crate::sharing::check_project(&root, &products)?;
+    crate::sharing::check_project(&root, &domains, &products)?;
     let secrets = Redactor::new(interp.into_secrets());
 
     Ok(Project {
         root,
         settings,
+        domains,
         products,
         secrets,
         warnings,
@@ -224,6 +245,70 @@ fn load_settings(
     Ok((settings, destination))
 }
 
+/// The error for a product whose folder has no `domain.yaml`, with a file to start from.
+fn undeclared_domain(file: &SourceFile, domain: &str) -> ProjectError {
+    ProjectError::invalid(
+        file.at(None, "domain"),
+        format!(
+            "domain `{domain}` is not declared; create {DOMAINS_DIR}/{domain}/{DOMAIN_FILE}, for example:\n  domain: {domain}\n  owners: [{domain}-data@example.com]\n  description: What the {domain} domain owns."
+        ),
+    )
+}
+
+fn load_domain(
+    file: &SourceFile,
+    folder: &str,
+    interp: &mut Interpolator<'_>,
+) -> Result<Domain, ProjectError> {
+    let raw: DomainFile = yaml::parse(&file.text, &file.rel)?;
+    let name = DomainName::new(raw.domain.value.as_str()).map_err(|e| {
+        ProjectError::invalid(
+            file.at_span(&raw.domain, "domain"),
+            format!("{e}; it must be the name of the folder holding this file (`{folder}`)"),
+        )
+    })?;
+    if name.as_str() != folder {
+        return Err(ProjectError::invalid(
+            file.at_span(&raw.domain, "domain"),
+            format!(
+                "the file is in folder `{DOMAINS_DIR}/{folder}` but says `domain: {name}`; set `domain: {folder}`"
+            ),
+        ));
+    }
+    if raw.owners.value.iter().all(|o| o.trim().is_empty()) {
+        return Err(ProjectError::invalid(
+            file.at_span(&raw.owners, "owners"),
+            "names no owner; list who answers for the domain, for example `owners: [team@example.com]`",
+        ));
+    }
+    if raw.description.trim().is_empty() {
+        return Err(ProjectError::invalid(
+            file.at_text("description", "description"),
+            "is empty; say what the domain owns, for the rest of the organisation",
+        ));
+    }
+    let destination = raw
+        .destination
+        .map(|d| file.connector(d, "destination", interp))
+        .transpose()?;
+    Ok(Domain {
+        name,
+        owners: raw.owners.value,
+        description: raw.description,
+        contact: raw.contact,
+        destination,
+        rules: raw
+            .rules
+            .into_iter()
+            .map(|rule| RawRule {
+                line: yaml::line_of(&rule),
+                value: rule.value,
+            })
+            .collect(),
+        file: file.abs.clone(),
+    })
+}
+
 /// A product file found under `domains/`.
 struct FoundProduct {
     domain: String,
@@ -231,22 +316,30 @@ struct FoundProduct {
     rel: PathBuf,
 }
 
-/// Every `domains/<domain>/<product>.yaml` (or `.yml`), sorted; dot files are skipped.
+/// What `domains/` holds: the domain files (folder name, path) and product files.
+struct FoundFiles {
+    domains: Vec<(String, PathBuf)>,
+    products: Vec<FoundProduct>,
+}
+
+/// Every `domains/<domain>/domain.yaml` and `domains/<domain>/<product>.yaml` (or `.yml`),
+/// sorted; dot files are skipped.
 ///
 /// Nothing that looks like a product file is ignored silently: a wrong-case extension or a
 /// product file in a sub-folder is an error; a missing or empty `domains/` or a domain folder
-/// without products is a warning.
-fn product_files(
-    root: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<FoundProduct>, ProjectError> {
+/// without a domain file or products is a warning.
+fn project_files(root: &Path, warnings: &mut Vec<String>) -> Result<FoundFiles, ProjectError> {
     let domains_dir = root.join(DOMAINS_DIR);
     let no_products = format!(
         "{DOMAINS_DIR}/ holds no product files; add one as {DOMAINS_DIR}/<domain>/<product>.yaml"
     );
+    let mut domain_files = Vec::new();
     if !domains_dir.is_dir() {
         warnings.push(no_products);
-        return Ok(Vec::new());
+        return Ok(FoundFiles {
+            domains: domain_files,
+            products: Vec::new(),
+        });
     }
     let mut found = Vec::new();
     for (name, path) in sorted_entries(&domains_dir, Path::new(DOMAINS_DIR))? {
@@ -272,6 +365,10 @@ fn product_files(
             ));
         }
         let before = found.len();
+        let declared = path.join(DOMAIN_FILE).is_file();
+        if declared {
+            domain_files.push((name.clone(), rel.join(DOMAIN_FILE)));
+        }
         for (file_name, file_path) in sorted_entries(&path, &rel)? {
             let file_rel = rel.join(&file_name);
             if file_path.is_dir() {
@@ -290,6 +387,13 @@ fn product_files(
                 continue;
             }
             match yaml_stem(&file_name) {
+                Some(_) if file_name == DOMAIN_FILE => {}
+                Some("domain") => {
+                    return Err(ProjectError::invalid(
+                        at(&file_rel, None, ""),
+                        format!("the domain file is named {DOMAIN_FILE}; rename this one"),
+                    ))
+                }
                 Some(stem) => found.push(FoundProduct {
                     domain: name.clone(),
                     stem: stem.to_string(),
@@ -307,7 +411,7 @@ fn product_files(
                 None => {}
             }
         }
-        if found.len() == before {
+        if found.len() == before && !declared {
             warnings.push(format!(
                 "{} holds no product files; add <product>.yaml files or remove the folder",
                 rel.display()
@@ -317,7 +421,10 @@ fn product_files(
     if found.is_empty() && !warnings.iter().any(|w| w.starts_with(DOMAINS_DIR)) {
         warnings.push(no_products);
     }
-    Ok(found)
+    Ok(FoundFiles {
+        domains: domain_files,
+        products: found,
+    })
 }
 
 fn yaml_stem(file_name: &str) -> Option<&str> {
@@ -371,8 +478,7 @@ fn load_product(
     file: &SourceFile,
     folder: &str,
     stem: &str,
-    default_destination: Option<&ConnectorRef>,
-    config_path: &Path,
+    default_destination: Option<(&ConnectorRef, &Path)>,
     interp: &mut Interpolator<'_>,
 ) -> Result<Product, ProjectError> {
     let raw: ProductFile = yaml::parse(&file.text, &file.rel)?;
@@ -429,19 +535,15 @@ fn load_product(
 
     let (source, upstream) = crate::sharing::load_source(file, raw.source, interp)?;
     let grants = crate::sharing::load_grants(file, &raw.grants, interp)?;
-    let destination_file = match raw.destination {
-        Some(_) => file.abs.clone(),
-        None => config_path.to_path_buf(),
-    };
-    let destination = match raw.destination {
-        Some(d) => file.connector(d, "destination", interp)?,
+    let (destination, destination_file) = match raw.destination {
+        Some(d) => (file.connector(d, "destination", interp)?, file.abs.clone()),
         None => match default_destination {
-            Some(d) => d.clone(),
+            Some((d, from)) => (d.clone(), from.to_path_buf()),
             None => {
                 return Err(ProjectError::invalid(
                     file.at(None, "destination"),
                     format!(
-                        "the product names no destination and {CONFIG_FILE} has no `defaults.destination`; add `destination: {{ connector: ..., config: {{...}} }}` to this file or a default to {CONFIG_FILE}"
+                        "the product names no destination and neither its {DOMAIN_FILE} nor {CONFIG_FILE} has a default (`destination` / `defaults.destination`); add `destination: {{ connector: ..., config: {{...}} }}` to this file, its {DOMAIN_FILE} or a default to {CONFIG_FILE}"
                     ),
                 ))
             }
@@ -471,6 +573,9 @@ fn load_product(
         file: file.abs.clone(),
         upstream,
         grants,
+        classification: raw.classification,
+        tags: raw.tags,
+        freshness: raw.freshness,
     })
 }
 
@@ -536,6 +641,7 @@ fn load_stream(
         primary_key,
         columns: raw.columns.clone(),
         mappers,
+        fields: raw.fields.clone(),
     })
 }
 

@@ -1,12 +1,14 @@
 //! The loaded, validated project: [`Project`], [`Product`], [`StreamConfig`].
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, Mapper};
+use crate::config::{ConnectorRef, FieldMeta, Mapper};
 use crate::error::ProjectError;
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
@@ -15,6 +17,8 @@ use crate::schedule::Schedule;
 pub const CONFIG_FILE: &str = "weft.yaml";
 /// The folder holding `<domain>/<product>.yaml` files.
 pub const DOMAINS_DIR: &str = "domains";
+/// The file declaring a domain, in its folder: `domains/<domain>/domain.yaml`.
+pub const DOMAIN_FILE: &str = "domain.yaml";
 
 /// A loaded and validated project.
 #[derive(Debug, Clone)]
@@ -22,6 +26,8 @@ pub struct Project {
     /// The project folder (absolute).
     pub root: PathBuf,
     pub settings: ProjectSettings,
+    /// The declared domains (`domains/<domain>/domain.yaml`), by name.
+    pub domains: Vec<Domain>,
     /// Ordered by domain, then product.
     pub products: Vec<Product>,
     /// Every secret substituted into the configs; scrub errors and logs with it.
@@ -41,6 +47,42 @@ pub struct ProjectSettings {
     pub channel_capacity: usize,
 }
 
+/// A declared domain: `domains/<domain>/domain.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Domain {
+    pub name: DomainName,
+    pub owners: Vec<String>,
+    pub description: String,
+    pub contact: Option<String>,
+    /// The domain's default product store for its products that name none.
+    pub destination: Option<ConnectorRef>,
+    /// Domain-level governance rules, unparsed: `weft-governance` reads them in the central
+    /// policy's rule format.
+    pub rules: Vec<RawRule>,
+    /// The `domain.yaml` file (absolute).
+    pub file: PathBuf,
+}
+
+/// One entry of a domain's `rules:` as written, with its line for messages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RawRule {
+    pub line: Option<u64>,
+    pub value: serde_json::Value,
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.name.fmt(f)
+    }
+}
+
+// So `product.domain == domain` reads naturally wherever domains are listed.
+impl PartialEq<Domain> for DomainName {
+    fn eq(&self, other: &Domain) -> bool {
+        *self == other.name
+    }
+}
+
 /// A data product: one file under `domains/<domain>/`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Product {
@@ -50,10 +92,10 @@ pub struct Product {
     pub description: String,
     pub source: ConnectorRef,
     pub streams: Vec<StreamConfig>,
-    /// The product store: the product's own, or the project default.
+    /// The product store: the product's own, its domain's default, or the project default.
     pub destination: ConnectorRef,
-    /// The file naming [`Product::destination`] (absolute): the product file, or `weft.yaml`
-    /// for the project default, so errors about it point where it can be fixed.
+    /// The file naming [`Product::destination`] (absolute): the product file, the domain's
+    /// `domain.yaml` or `weft.yaml`, so errors about it point where it can be fixed.
     pub destination_file: PathBuf,
     /// When the daemon runs the product; checked when the project loads.
     pub schedule: Option<Schedule>,
@@ -66,6 +108,14 @@ pub struct Product {
     /// What this product shares with other domains.
     pub grants: Vec<crate::sharing::Grant>,
     // --- end sharing ---
+
+    // --- governance (#9) ---
+    /// One of the policy's classification levels, as written (checked by `weft-governance`).
+    pub classification: Option<String>,
+    pub tags: Vec<String>,
+    /// The freshness SLA.
+    pub freshness: Option<Duration>,
+    // --- end governance ---
 }
 
 impl Product {
@@ -89,6 +139,8 @@ pub struct StreamConfig {
     pub primary_key: Option<Vec<String>>,
     pub columns: Option<Vec<String>>,
     pub mappers: Vec<Mapper>,
+    /// Per-column metadata (description, tags) by column name.
+    pub fields: BTreeMap<String, FieldMeta>,
 }
 
 impl Project {
@@ -124,11 +176,13 @@ impl Project {
             .find(|p| p.domain.as_str() == domain && p.name.as_str() == product)
     }
 
-    /// Distinct domains, in order.
-    pub fn domains(&self) -> Vec<&DomainName> {
-        let mut domains: Vec<&DomainName> = self.products.iter().map(|p| &p.domain).collect();
-        domains.dedup();
-        domains
+    /// The declared domains, by name (including those without products yet).
+    pub fn domains(&self) -> &[Domain] {
+        &self.domains
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.iter().find(|d| d.name.as_str() == name)
     }
 
     /// A path relative to the project folder when inside it, for messages.

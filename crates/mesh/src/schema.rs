@@ -1,10 +1,15 @@
 //! JSON Schemas of the project files, for `weft config schema` and editors.
 
-use crate::config::{ProductFile, ProjectFile};
+use crate::config::{DomainFile, ProductFile, ProjectFile};
 
 /// The JSON Schema of a product file (`domains/<domain>/<product>.yaml`).
 pub fn product_json_schema() -> serde_json::Value {
     weft_core::spec_of::<ProductFile>()
+}
+
+/// The JSON Schema of a domain file (`domains/<domain>/domain.yaml`).
+pub fn domain_json_schema() -> serde_json::Value {
+    weft_core::spec_of::<DomainFile>()
 }
 
 /// The JSON Schema of `weft.yaml`.

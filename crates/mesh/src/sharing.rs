@@ -247,13 +247,12 @@ pub(crate) fn load_grants(
 }
 
 /// The checks on the shape of the mesh, once every product is loaded.
-pub(crate) fn check_project(root: &Path, products: &[Product]) -> Result<(), ProjectError> {
-    let declared: Vec<&DomainName> = {
-        let mut d: Vec<&DomainName> = products.iter().map(|p| &p.domain).collect();
-        d.sort();
-        d.dedup();
-        d
-    };
+pub(crate) fn check_project(
+    root: &Path,
+    domains: &[crate::project::Domain],
+    products: &[Product],
+) -> Result<(), ProjectError> {
+    let declared: Vec<&DomainName> = domains.iter().map(|d| &d.name).collect();
     let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_path_buf();
     for product in products {
         for grant in &product.grants {
@@ -261,7 +260,7 @@ pub(crate) fn check_project(root: &Path, products: &[Product]) -> Result<(), Pro
                 return Err(ProjectError::invalid(
                     grant.at.clone(),
                     format!(
-                        "grants `{}` to domain `{}`, which is not declared; declare it (domains/{}/) or fix the name (domains: {})",
+                        "grants `{}` to domain `{}`, which is not declared; declare it in domains/{}/domain.yaml or fix the name (domains: {})",
                         product.label(),
                         grant.to,
                         grant.to,
@@ -523,6 +522,7 @@ pub fn granted_stream(
         }),
         columns: None,
         mappers,
+        fields: consumer.fields.clone(),
     }
 }
 

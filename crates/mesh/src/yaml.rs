@@ -71,6 +71,13 @@ pub(crate) fn at(file: &Path, location: Option<Location>, field: impl Into<Strin
     }
 }
 
+/// The line of a spanned value, when known.
+pub(crate) fn line_of<T>(span: &Spanned<T>) -> Option<u64> {
+    Some(span.referenced)
+        .filter(|l| *l != Location::UNKNOWN)
+        .map(|l| l.line())
+}
+
 /// The position of a spanned value.
 pub(crate) fn at_span<T>(file: &Path, span: &Spanned<T>, field: impl Into<String>) -> Position {
     at(file, Some(span.referenced), field)

@@ -63,9 +63,24 @@ impl TempProject {
         self.dir.path().to_path_buf()
     }
 
+    /// Writes a file; a product file's domain gets a minimal `domain.yaml` when it has none.
     fn write(&self, rel: &str, text: &str) -> &Self {
         let path = self.dir.path().join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let folder = path.parent().unwrap();
+        std::fs::create_dir_all(folder).unwrap();
+        let domain_file = folder.join("domain.yaml");
+        if rel.starts_with("domains/")
+            && rel.matches('/').count() == 2
+            && !rel.ends_with("/domain.yaml")
+            && !domain_file.exists()
+        {
+            let domain = folder.file_name().unwrap().to_str().unwrap();
+            std::fs::write(
+                domain_file,
+                format!("domain: {domain}\nowners: [{domain}@example.com]\ndescription: The {domain} domain.\n"),
+            )
+            .unwrap();
+        }
         std::fs::write(path, text).unwrap();
         self
     }
@@ -328,7 +343,7 @@ fn a_destination_is_required_without_a_default() {
     );
     assert_eq!(
         p.error(),
-        "domains/sales/orders.yaml: destination: the product names no destination and weft.yaml has no `defaults.destination`; add `destination: { connector: ..., config: {...} }` to this file or a default to weft.yaml"
+        "domains/sales/orders.yaml: destination: the product names no destination and neither its domain.yaml nor weft.yaml has a default (`destination` / `defaults.destination`); add `destination: { connector: ..., config: {...} }` to this file, its domain.yaml or a default to weft.yaml"
     );
 }
 
@@ -545,4 +560,104 @@ fn misplaced_product_files_are_explained() {
         p.error(),
         "domains/_sales: the folder name is not a valid domain name (invalid domain name \"_sales\": names starting with `_` or `.` are reserved); rename the folder"
     );
+}
+
+// --- declared domains (#9) ---
+
+const FINANCE_DOMAIN: &str = r##"domain: finance
+owners: [finance-data@example.com, cfo@example.com]
+description: Revenue and margins.
+contact: "#finance-data"
+destination: { connector: parquet, config: { path: finance-lake } }
+rules:
+  - { id: finance-tags, kind: required_metadata, severity: error, message: m, field: tags }
+"##;
+
+const REVENUE_YAML: &str = "product: revenue\ndomain: finance\nowner: bob\nsource: { connector: sample }\nstreams:\n  - name: revenue\n";
+
+#[test]
+fn declared_domains_load_with_their_fields_and_default_store() {
+    let p = TempProject::new(WEFT_YAML);
+    p.write("domains/finance/domain.yaml", FINANCE_DOMAIN)
+        .write("domains/finance/revenue.yaml", REVENUE_YAML)
+        .write("domains/sales/orders.yaml", ORDERS_YAML)
+        .write(
+            "domains/marketing/domain.yaml",
+            "domain: marketing\nowners: [m@example.com]\ndescription: Campaigns.\n",
+        );
+    let project = p.load().unwrap();
+    let names: Vec<String> = project.domains().iter().map(|d| d.to_string()).collect();
+    assert_eq!(names, ["finance", "marketing", "sales"]);
+    assert!(project.warnings.is_empty(), "{:?}", project.warnings);
+    let finance = project.domain("finance").unwrap();
+    assert_eq!(
+        finance.owners,
+        ["finance-data@example.com", "cfo@example.com"]
+    );
+    assert_eq!(finance.description, "Revenue and margins.");
+    assert_eq!(finance.contact.as_deref(), Some("#finance-data"));
+    assert_eq!(
+        finance.file,
+        project.root.join("domains/finance/domain.yaml")
+    );
+    assert_eq!(finance.rules.len(), 1);
+    assert_eq!(finance.rules[0].line, Some(7));
+    assert_eq!(finance.rules[0].value["id"], "finance-tags");
+    // The domain's store sits between the product's own and weft.yaml's default.
+    let revenue = project.product("finance", "revenue").unwrap();
+    assert_eq!(revenue.destination.config, json!({"path": "finance-lake"}));
+    assert_eq!(revenue.destination_file, finance.file);
+    let orders = project.product("sales", "orders").unwrap();
+    assert_eq!(orders.destination.config, json!({"path": "sales-lake"}));
+    assert_eq!(project.domain("marketing").unwrap().destination, None);
+}
+
+#[test]
+fn a_product_of_an_undeclared_domain_names_the_file_to_create() {
+    let p = TempProject::new(WEFT_YAML);
+    p.write("domains/finance/domain.yaml", FINANCE_DOMAIN)
+        .write("domains/finance/revenue.yaml", REVENUE_YAML);
+    std::fs::create_dir_all(p.root().join("domains/hr")).unwrap();
+    std::fs::write(
+        p.root().join("domains/hr/people.yaml"),
+        REVENUE_YAML
+            .replace("domain: finance", "domain: hr")
+            .replace("revenue", "people"),
+    )
+    .unwrap();
+    assert_eq!(
+        p.error(),
+        "domains/hr/people.yaml: domain: domain `hr` is not declared; create domains/hr/domain.yaml, for example:\n  domain: hr\n  owners: [hr-data@example.com]\n  description: What the hr domain owns."
+    );
+}
+
+#[test]
+fn bad_domain_files_are_refused_with_file_line_and_field() {
+    for (text, expected) in [
+        (
+            "domain: sales\nowners: [a@example.com]\ndescription: d\n",
+            "domains/finance/domain.yaml:1:9: domain: the file is in folder `domains/finance` but says `domain: sales`; set `domain: finance`",
+        ),
+        (
+            "domain: finance\nowners: []\ndescription: d\n",
+            "domains/finance/domain.yaml:2:9: owners: names no owner; list who answers for the domain, for example `owners: [team@example.com]`",
+        ),
+        (
+            "domain: finance\nowners: [a]\ndescription: \"\"\n",
+            "domains/finance/domain.yaml:3:1: description: is empty; say what the domain owns, for the rest of the organisation",
+        ),
+        (
+            "domain: finance\nowners: [a]\ndescription: d\nowner: b\n",
+            "domains/finance/domain.yaml:4:1: owner: unknown field `owner`, expected one of domain, owners, description, contact, destination, rules",
+        ),
+        (
+            "domain: finance\nowners: [a]\n",
+            "domains/finance/domain.yaml: missing field `description`",
+        ),
+    ] {
+        let p = TempProject::new(WEFT_YAML);
+        p.write("domains/finance/domain.yaml", text)
+            .write("domains/finance/revenue.yaml", REVENUE_YAML);
+        assert_eq!(p.error(), expected, "{text}");
+    }
 }

@@ -20,6 +20,11 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+/// The smallest valid `domain.yaml` declaring `domain`.
+pub fn minimal_domain_yaml(domain: &str) -> String {
+    format!("domain: {domain}\nowners: [{domain}-data@example.com]\ndescription: The {domain} domain.\n")
+}
+
 /// A project folder in a temp dir, removed on drop.
 pub struct TestProject {
     dir: tempfile::TempDir,
@@ -59,12 +64,22 @@ impl TestProject {
         self.path().join("lake")
     }
 
-    /// Writes (or replaces) `domains/<domain>/<product>.yaml`.
+    /// Writes (or replaces) `domains/<domain>/<product>.yaml`, declaring the domain with a
+    /// minimal `domain.yaml` when it has none.
     pub fn product(&self, domain: &str, product: &str, yaml: &str) -> &Self {
         let dir = self.path().join("domains").join(domain);
         fs::create_dir_all(&dir).expect("create domain folder");
+        let domain_file = dir.join("domain.yaml");
+        if !domain_file.exists() {
+            fs::write(domain_file, minimal_domain_yaml(domain)).expect("write domain.yaml");
+        }
         fs::write(dir.join(format!("{product}.yaml")), yaml).expect("write product file");
         self
+    }
+
+    /// Writes (or replaces) `domains/<domain>/domain.yaml`.
+    pub fn domain(&self, domain: &str, yaml: &str) -> &Self {
+        self.file(&format!("domains/{domain}/domain.yaml"), yaml)
     }
 
     /// Writes any file of the project.

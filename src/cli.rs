@@ -72,6 +72,9 @@ pub enum Command {
     /// Project configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The governance policy: check every product against it, decrypt values it encrypted.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
     Completions {
         /// The shell to complete in.
@@ -202,6 +205,23 @@ pub struct DiscoverTarget {
 pub enum KindArg {
     Source,
     Destination,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Evaluate every product against governance.yaml and the domains' rules (for CI): each
+    /// violation with file:line, rule and fix; exit 1 on any `error` rule broken, 0 with only
+    /// warnings.
+    Check {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Check only the columns the files name; do not ask the sources for theirs.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Decrypt values encrypted by an `encrypt` rule or mapper, with governance.yaml's
+    /// `keys.encrypt` (arguments, or one value per line on stdin).
+    Decrypt { values: Vec<String> },
 }
 
 #[derive(Debug, Subcommand)]

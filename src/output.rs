@@ -499,12 +499,34 @@ pub fn reset(reports: &[weft_engine::ResetReport], format: OutputFormat) {
     }
 }
 
-pub fn history(runs: &[RunRecord], format: OutputFormat) {
+/// Past runs; `audits[i]` holds run i's governance audits (stream key, audit JSON).
+pub fn history(runs: &[RunRecord], audits: &[Vec<(String, String)>], format: OutputFormat) {
+    let audit_of = |i: usize| -> serde_json::Map<String, serde_json::Value> {
+        audits
+            .get(i)
+            .into_iter()
+            .flatten()
+            .map(|(stream, json)| {
+                (
+                    stream.clone(),
+                    serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect()
+    };
     match format {
-        OutputFormat::Json => println!(
-            "{}",
-            redact(&serde_json::to_string_pretty(runs).expect("JSON"))
-        ),
+        OutputFormat::Json => {
+            let mut out = serde_json::to_value(runs).expect("JSON");
+            if let Some(list) = out.as_array_mut() {
+                for (i, run) in list.iter_mut().enumerate() {
+                    run["governance"] = serde_json::Value::Object(audit_of(i));
+                }
+            }
+            println!(
+                "{}",
+                redact(&serde_json::to_string_pretty(&out).expect("JSON"))
+            )
+        }
         OutputFormat::Table if runs.is_empty() => {
             println!("no runs yet: `weft sync run` starts the first");
         }
@@ -534,6 +556,37 @@ pub fn history(runs: &[RunRecord], format: OutputFormat) {
             for r in runs {
                 if let Some(e) = &r.error {
                     let text = format!("error of run {}: {}", r.run_id, redact(e));
+                    println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+                }
+            }
+            // What the policy did, per stream: digest, rules, column transformations.
+            for (i, r) in runs.iter().enumerate() {
+                for (stream, audit) in audit_of(i) {
+                    let digest = audit["policy_digest"].as_str().unwrap_or("");
+                    let columns: Vec<String> = audit["columns"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            format!(
+                                "{} {} ({})",
+                                c["column"].as_str().unwrap_or(""),
+                                c["action"].as_str().unwrap_or(""),
+                                c["rule"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    let rules = audit["rules"].as_array().map_or(0, Vec::len);
+                    let text = format!(
+                        "governance of run {} {stream}: policy {}, {rules} rule(s), {}",
+                        r.run_id,
+                        digest.get(..12).unwrap_or(digest),
+                        if columns.is_empty() {
+                            "no column transformed".to_string()
+                        } else {
+                            columns.join(", ")
+                        }
+                    );
                     println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
                 }
             }

@@ -4,6 +4,7 @@ mod config;
 mod connector;
 mod discover;
 mod init;
+mod policy;
 mod skeleton;
 mod sync;
 
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
+        Command::Policy(cmd) => policy::run(project_arg, cmd).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

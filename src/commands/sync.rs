@@ -61,11 +61,18 @@ pub async fn run(
         }
         SyncCommand::History { limit, format } => {
             let project = super::load_project(project)?;
-            let runs = match existing_state(&project)? {
-                Some(state) => state.runs(limit).map_err(Failure::failed)?,
-                None => Vec::new(),
+            let (runs, audits) = match existing_state(&project)? {
+                Some(state) => {
+                    let runs = state.runs(limit).map_err(Failure::failed)?;
+                    let mut audits = Vec::with_capacity(runs.len());
+                    for run in &runs {
+                        audits.push(state.policy_audits(&run.run_id).map_err(Failure::failed)?);
+                    }
+                    (runs, audits)
+                }
+                None => (Vec::new(), Vec::new()),
             };
-            output::history(&runs, format);
+            output::history(&runs, &audits, format);
             Ok(ExitCode::SUCCESS)
         }
     }

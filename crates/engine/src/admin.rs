@@ -93,7 +93,9 @@ fn configured(handle: &Handle, catalog: Option<&Catalog>) -> (ConfiguredStream, 
         pipeline_id: handle.pipeline_id.clone(),
         follow: false,
     };
-    if let Some(plan) = catalog.and_then(|c| plan_stream(&handle.config, c, &scope).ok()) {
+    if let Some(plan) =
+        catalog.and_then(|c| plan_stream(&handle.config, c, &scope, &Default::default()).ok())
+    {
         return (plan.source_stream, plan.destination_stream);
     }
     let bare = ConfiguredStream {

@@ -31,6 +31,10 @@ pub enum EngineError {
     #[error("{0}")]
     Config(crate::validate::ConfigProblem),
 
+    /// The project's policy is invalid, or a product breaks one of its `error` rules.
+    #[error("{0}")]
+    Policy(String),
+
     #[error("state store: {0}")]
     State(#[from] weft_state::StateError),
 }

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod error;
 pub mod failpoint;
+pub mod governance;
 pub mod mappers;
 mod plan;
 pub mod progress;
@@ -24,6 +25,7 @@ pub mod validate;
 
 pub use admin::{cdc_lags, reset, ResetReport};
 pub use error::EngineError;
+pub use governance::StreamAudit;
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;

@@ -1,5 +1,6 @@
-//! Per-stream mappers: select, drop, rename, hash, mask and filter, applied to whole Arrow
-//! batches between source and destination.
+//! Per-stream mappers: select, drop, rename, hash, mask, filter and the governance ones (keyed
+//! hash, encrypt, with the project's keys), applied to whole Arrow batches between source and
+//! destination.
 //!
 //! A [`MapperChain`] is compiled once per stream against the source schema, so a mapper naming
 //! a column that does not exist fails before any row moves, and the destination learns the
@@ -14,6 +15,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use sha2::{Digest, Sha256};
 use weft_core::ChangeBatch;
+use weft_governance::crypto::{Cipher, KeyedHasher};
+use weft_governance::Keys;
 use weft_mesh::{FilterOp, Mapper};
 
 /// A mapper that cannot be applied to a stream's schema or data.
@@ -27,7 +30,7 @@ pub struct MapperError {
 }
 
 /// One compiled step.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Step {
     /// Keep these column indices, in this order.
     Project(Vec<usize>),
@@ -39,6 +42,14 @@ enum Step {
         index: usize,
         keep_last: usize,
         mask_char: char,
+    },
+    KeyedHash {
+        index: usize,
+        hasher: KeyedHasher,
+    },
+    Encrypt {
+        index: usize,
+        cipher: Cipher,
     },
     Filter {
         index: usize,
@@ -57,6 +68,7 @@ pub struct MapperChain {
     /// What the chain was compiled from, to recompile on a schema change.
     columns: Option<Vec<String>>,
     mappers: Vec<Mapper>,
+    keys: Keys,
     /// The input's fields, and the indices of those the source is asked to read (see
     /// [`MapperChain::read_only`]): a batch of just those is widened back with NULL columns
     /// that the chain removes before anything reads them.
@@ -72,6 +84,21 @@ fn kind_of(m: &Mapper) -> &'static str {
         Mapper::Hash { .. } => "hash",
         Mapper::Mask { .. } => "mask",
         Mapper::Filter { .. } => "filter",
+        Mapper::Encrypt { .. } => "encrypt",
+        Mapper::KeyedHash { .. } => "keyed hash",
+    }
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Project(keep) => write!(f, "Project({keep:?})"),
+            Step::Hash { index, .. } => write!(f, "Hash({index})"),
+            Step::Mask { index, .. } => write!(f, "Mask({index})"),
+            Step::KeyedHash { index, .. } => write!(f, "KeyedHash({index})"),
+            Step::Encrypt { index, .. } => write!(f, "Encrypt({index})"),
+            Step::Filter { index, op, .. } => write!(f, "Filter({index} {op})"),
+        }
     }
 }
 
@@ -81,6 +108,16 @@ impl MapperChain {
         input: &SchemaRef,
         columns: Option<&[String]>,
         mappers: &[Mapper],
+    ) -> Result<Self, MapperError> {
+        Self::compile_with_keys(input, columns, mappers, &Keys::default())
+    }
+
+    /// [`MapperChain::compile`] with the project's keys, for keyed hashes and encryption.
+    pub fn compile_with_keys(
+        input: &SchemaRef,
+        columns: Option<&[String]>,
+        mappers: &[Mapper],
+        keys: &Keys,
     ) -> Result<Self, MapperError> {
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut origins: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
@@ -162,6 +199,28 @@ impl MapperChain {
                         salt: salt.clone().unwrap_or_default().into_bytes(),
                     });
                 }
+                Mapper::KeyedHash { column } => {
+                    let at = find(&fields, column, index, kind)?;
+                    check_castable_to_text(&fields[at], index, kind)?;
+                    let hasher = keys.hasher().ok_or_else(|| MapperError {
+                        index,
+                        kind,
+                        message: format!("hashing `{column}` needs `keys.hash` in governance.yaml"),
+                    })?;
+                    fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
+                    steps.push(Step::KeyedHash { index: at, hasher });
+                }
+                Mapper::Encrypt { column } => {
+                    let at = find(&fields, column, index, kind)?;
+                    check_castable_to_text(&fields[at], index, kind)?;
+                    let cipher = keys.cipher().ok_or_else(|| MapperError {
+                        index,
+                        kind,
+                        message: format!("encrypting `{column}` needs `keys.encrypt` in governance.yaml (64 hex digits, e.g. from `openssl rand -hex 32`)"),
+                    })?;
+                    fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
+                    steps.push(Step::Encrypt { index: at, cipher });
+                }
                 Mapper::Mask {
                     column,
                     keep_last,
@@ -217,6 +276,7 @@ impl MapperChain {
             origins,
             columns: columns.map(<[String]>::to_vec),
             mappers: mappers.to_vec(),
+            keys: keys.clone(),
             input: input.fields().iter().map(|f| f.as_ref().clone()).collect(),
             read: None,
         })
@@ -259,7 +319,10 @@ impl MapperChain {
                         *n = to.clone();
                     }
                 }
-                Mapper::Hash { column, .. } | Mapper::Mask { column, .. } => mark(&live, column),
+                Mapper::Hash { column, .. }
+                | Mapper::Mask { column, .. }
+                | Mapper::KeyedHash { column }
+                | Mapper::Encrypt { column } => mark(&live, column),
                 Mapper::Filter { column, .. } => mark(&live, column),
             }
         }
@@ -282,7 +345,7 @@ impl MapperChain {
 
     /// The same chain compiled against a new source schema (after a schema change).
     pub fn recompile(&self, input: &SchemaRef) -> Result<Self, MapperError> {
-        Self::compile(input, self.columns.as_deref(), &self.mappers)
+        Self::compile_with_keys(input, self.columns.as_deref(), &self.mappers, &self.keys)
     }
 
     /// The schema of mapped batches.
@@ -374,6 +437,12 @@ impl MapperChain {
                     mask_char,
                 } => {
                     columns[*index] = mask_column(&columns[*index], *keep_last, *mask_char)?;
+                }
+                Step::KeyedHash { index, hasher } => {
+                    columns[*index] = map_text(&columns[*index], |v| hasher.hash_hex(v))?;
+                }
+                Step::Encrypt { index, cipher } => {
+                    columns[*index] = map_text(&columns[*index], |v| cipher.encrypt(v))?;
                 }
                 Step::Filter { index, op, value } => {
                     let keep = predicate(&columns[*index], *op, value.as_ref())?;
@@ -522,6 +591,19 @@ fn hash_column(column: &ArrayRef, salt: &[u8]) -> Result<ArrayRef, ArrowError> {
                 hex::encode_to_slice(digest, &mut hex_buf).expect("64 bytes hold a SHA-256 in hex");
                 out.append_value(std::str::from_utf8(&hex_buf).expect("hex is ASCII"));
             }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Each value's text form through `f`; nulls stay null.
+fn map_text(column: &ArrayRef, f: impl Fn(&[u8]) -> String) -> Result<ArrayRef, ArrowError> {
+    let text = as_text(column)?;
+    let mut out = StringBuilder::with_capacity(text.len(), text.len() * 64);
+    for value in text.iter() {
+        match value {
+            None => out.append_null(),
+            Some(v) => out.append_value(f(v.as_bytes())),
         }
     }
     Ok(Arc::new(out.finish()))

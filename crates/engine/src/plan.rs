@@ -31,6 +31,7 @@ pub(crate) fn plan_stream(
     config: &StreamConfig,
     catalog: &Catalog,
     scope: &PlanScope,
+    keys: &weft_governance::Keys,
 ) -> Result<StreamPlan, String> {
     let Some(descriptor) = catalog.stream(config.name.as_str()) else {
         return Err(format!(
@@ -124,9 +125,13 @@ pub(crate) fn plan_stream(
     } else {
         schema.clone()
     };
-    let mut mappers =
-        MapperChain::compile(&mapped_input, config.columns.as_deref(), &config.mappers)
-            .map_err(|e| e.to_string())?;
+    let mut mappers = MapperChain::compile_with_keys(
+        &mapped_input,
+        config.columns.as_deref(),
+        &config.mappers,
+        keys,
+    )
+    .map_err(|e| e.to_string())?;
 
     // The destination sees the mapped names; keys and cursor must survive the mappers.
     let rename = |c: &String, role: &str| {
@@ -253,6 +258,7 @@ mod tests {
             ),
             &catalog(&["id"]),
             &PlanScope::default(),
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(plan.source_stream.primary_key, ["id"]);
@@ -266,6 +272,7 @@ mod tests {
             &config(WriteMode::AppendDedup, Some("at"), vec![]),
             &catalog(&[]),
             &PlanScope::default(),
+            &Default::default(),
         )
         .err()
         .unwrap();
@@ -285,6 +292,7 @@ mod tests {
             ),
             &catalog(&["id"]),
             &PlanScope::default(),
+            &Default::default(),
         )
         .err()
         .unwrap();
@@ -301,6 +309,7 @@ mod tests {
             &config(WriteMode::Append, None, vec![]),
             &cat,
             &PlanScope::default(),
+            &Default::default(),
         )
         .err()
         .unwrap();
@@ -313,6 +322,7 @@ mod tests {
             &config(WriteMode::Append, None, vec![]),
             &cat,
             &PlanScope::default(),
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(plan.source_stream.cursor_field.as_deref(), Some("at"));
@@ -321,14 +331,24 @@ mod tests {
     #[test]
     fn unknown_stream_and_cursor_are_named() {
         let mut c = config(WriteMode::Append, Some("nope"), vec![]);
-        let err = plan_stream(&c, &catalog(&["id"]), &PlanScope::default())
-            .err()
-            .unwrap();
+        let err = plan_stream(
+            &c,
+            &catalog(&["id"]),
+            &PlanScope::default(),
+            &Default::default(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err, "cursor column `nope` does not exist in the source");
         c.name = StreamName::new("other").unwrap();
-        let err = plan_stream(&c, &catalog(&["id"]), &PlanScope::default())
-            .err()
-            .unwrap();
+        let err = plan_stream(
+            &c,
+            &catalog(&["id"]),
+            &PlanScope::default(),
+            &Default::default(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err, "the source has no stream `other`; it offers: events");
     }
 }

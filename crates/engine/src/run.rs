@@ -48,6 +48,7 @@ impl RunOptions {
 }
 
 struct ProductRun {
+    product: weft_mesh::Product,
     label: String,
     /// The product this one reads (`domain/product`), when it reads one.
     upstream: Option<String>,
@@ -68,6 +69,8 @@ pub struct PreparedRun {
     waves: Vec<Vec<usize>>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
+    /// The project's policy and the project it governs, for the forced transformations.
+    governance: crate::governance::Governance,
 }
 
 /// How one stream ended.
@@ -128,9 +131,11 @@ pub fn prepare(
     state: Arc<dyn StateStore>,
     options: RunOptions,
 ) -> Result<PreparedRun, EngineError> {
+    let governance = crate::governance::Governance::load(project)?;
     let mut products = Vec::new();
     for selection in selections {
         let product = selection.product;
+        governance.refuse_violations(product)?;
         let file = product
             .file
             .strip_prefix(&project.root)
@@ -159,6 +164,7 @@ pub fn prepare(
             })
             .collect();
         products.push(ProductRun {
+            product: product.clone(),
             label,
             upstream: product.upstream.as_ref().map(|u| u.product.to_string()),
             file,
@@ -177,6 +183,7 @@ pub fn prepare(
         waves,
         state,
         options,
+        governance,
     })
 }
 
@@ -355,7 +362,13 @@ impl PreparedRun {
                 pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
                 follow: self.options.follow,
             };
-            let plan = match plan_stream(config, &catalog, &scope) {
+            let governed = self.governance.govern(&product.product, config, &catalog);
+            let plan = match governed.and_then(|(config, audit)| {
+                let plan = plan_stream(&config, &catalog, &scope, self.governance.keys())?;
+                self.governance
+                    .record(&self.state, &self.run_id, key, &audit);
+                Ok(plan)
+            }) {
                 Ok(plan) => plan,
                 Err(message) => {
                     let message = format!("{}: stream `{}`: {message}", product.file, config.name);

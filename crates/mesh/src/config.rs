@@ -335,6 +335,20 @@ pub enum Mapper {
         #[serde(default = "default_mask_char")]
         mask_char: char,
     },
+    /// Replace a column's values with AES-256-GCM ciphertext (base64 of nonce + ciphertext)
+    /// under the project's `keys.encrypt` of governance.yaml; `weft policy decrypt` reverses it.
+    Encrypt {
+        /// The column to encrypt.
+        column: String,
+    },
+    /// Replace a column's values with the keyed HMAC-SHA-256 (hex) under the project's
+    /// `keys.hash`: forced by governance rules, never written in product files.
+    #[serde(skip_deserializing)]
+    #[schemars(skip)]
+    KeyedHash {
+        /// The column to hash.
+        column: String,
+    },
     /// Keep only the rows matching a condition.
     Filter {
         /// The column to test.

@@ -222,3 +222,15 @@ mod tests {
         assert_eq!(path, ".a.b[1]");
     }
 }
+
+/// Expands `${VAR}`, `${VAR:-default}` and `${file:PATH}` in one value of another project file
+/// (the policy's keys): `Err((reference, message))` names the reference, never a value.
+pub fn expand_value(
+    root: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    input: &str,
+) -> Result<String, (String, String)> {
+    Interpolator::new(root, env)
+        .expand(input)
+        .map_err(|e| (e.reference, e.message))
+}

@@ -21,6 +21,7 @@ pub use config::{
     ConnectorRef, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, ProductFile, ProjectFile,
 };
 pub use error::{Position, ProjectError};
+pub use interpolate::expand_value;
 pub use project::{
     Domain, Product, Project, ProjectSettings, RawRule, StreamConfig, CONFIG_FILE, DOMAINS_DIR,
     DOMAIN_FILE,
@@ -33,3 +34,4 @@ pub use sharing::{
     access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream,
     Lineage, LineageLink, ProductRef, Upstream, PRODUCT_SOURCE,
 };
+pub use yaml::parse as parse_yaml;

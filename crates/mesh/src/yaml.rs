@@ -7,8 +7,9 @@ use serde_saphyr::{DefaultMessageFormatter, Location, MessageFormatter, Spanned}
 
 use crate::error::{Position, ProjectError};
 
-/// Parses `text` (the content of `file`, relative to the project folder).
-pub(crate) fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ProjectError> {
+/// Parses `text` (the content of `file`, relative to the project folder); errors carry the
+/// file, line and field path. Public for the crates reading other project files (the policy).
+pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ProjectError> {
     let mut field = String::new();
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|err| {

@@ -63,6 +63,18 @@ pub trait StateStore: Send + Sync {
     /// The latest run of every stream, with its run id, ordered by key.
     fn last_stream_runs(&self) -> StateResult<Vec<(StreamRun, String)>>;
 
+    /// Records what the governance policy did to one stream of a run (`audit` is JSON).
+    fn record_policy(
+        &self,
+        run_id: &str,
+        key: &StreamKey,
+        digest: &str,
+        audit: &str,
+    ) -> StateResult<()>;
+
+    /// The governance audits of a run: (stream key, audit JSON), by stream.
+    fn policy_audits(&self, run_id: &str) -> StateResult<Vec<(String, String)>>;
+
     /// Marks runs still `running` as `interrupted` (their process died): call it under the
     /// project lock before starting a new run. Returns how many were marked.
     fn mark_interrupted_runs(&self, now: DateTime<Utc>) -> StateResult<usize>;

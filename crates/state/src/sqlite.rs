@@ -13,7 +13,8 @@ use crate::model::{RunRecord, RunStart, RunStatus, StoredState, StreamKey, Strea
 use crate::StateStore;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE stream_state (
     domain      TEXT NOT NULL,
     product     TEXT NOT NULL,
@@ -51,7 +52,18 @@ CREATE TABLE stream_runs (
 );
 CREATE INDEX stream_runs_run ON stream_runs (run_id);
 CREATE INDEX stream_runs_key ON stream_runs (domain, product, stream);
-"#];
+"#,
+    // governance (#9): what the policy did to each stream of a run.
+    r#"
+CREATE TABLE run_policy (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    stream      TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    audit       TEXT NOT NULL,
+    PRIMARY KEY (run_id, stream)
+);
+"#,
+];
 
 /// How long a writer waits for another process holding the database (a `weft sync status`
 /// reading while a sync writes) before giving up.
@@ -546,6 +558,34 @@ impl StateStore for SqliteStateStore {
         raw.into_iter()
             .map(|(s, run_id)| Ok((self.stream_run(s)?, run_id)))
             .collect()
+    }
+
+    fn record_policy(
+        &self,
+        run_id: &str,
+        key: &StreamKey,
+        digest: &str,
+        audit: &str,
+    ) -> StateResult<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO run_policy (run_id, stream, digest, audit)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, key.to_string(), digest, audit],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+
+    fn policy_audits(&self, run_id: &str) -> StateResult<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT stream, audit FROM run_policy WHERE run_id = ?1 ORDER BY stream")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
     fn mark_interrupted_runs(&self, now: DateTime<Utc>) -> StateResult<usize> {

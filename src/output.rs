@@ -587,7 +587,8 @@ pub fn history(runs: &[RunRecord], audits: &[Vec<(String, String)>], format: Out
                             columns.join(", ")
                         }
                     );
-                    println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
+                    // Not wrapped: one line per stream, for grep.
+                    println!("{text}");
                 }
             }
         }

@@ -49,7 +49,8 @@ enum Step {
     },
     Encrypt {
         index: usize,
-        cipher: Cipher,
+        // Boxed: the AES key schedule is large, and every other step small.
+        cipher: Box<Cipher>,
     },
     Filter {
         index: usize,
@@ -219,7 +220,10 @@ impl MapperChain {
                         message: format!("encrypting `{column}` needs `keys.encrypt` in governance.yaml (64 hex digits, e.g. from `openssl rand -hex 32`)"),
                     })?;
                     fields[at] = Field::new(column, DataType::Utf8, fields[at].is_nullable());
-                    steps.push(Step::Encrypt { index: at, cipher });
+                    steps.push(Step::Encrypt {
+                        index: at,
+                        cipher: Box::new(cipher),
+                    });
                 }
                 Mapper::Mask {
                     column,

@@ -98,8 +98,14 @@ impl Lines {
             .map(|(i, _)| i as u64 + 1)
     }
 
+    /// The stream's `- name:` line under the top-level `streams:` (not a source config's).
     fn stream(&self, name: &str) -> Option<u64> {
-        self.find(&format!("name: {name}"), 1)
+        let streams = self
+            .text
+            .lines()
+            .position(|l| l.starts_with("streams:"))
+            .map_or(1, |i| i as u64 + 1);
+        self.find(&format!("name: {name}"), streams)
     }
 
     fn column(&self, stream: &str, column: &str) -> Option<u64> {
@@ -115,7 +121,16 @@ struct Ctx<'a> {
     out: &'a mut Vec<Violation>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(project: &Project, product: &Product, out: &'a mut Vec<Violation>) -> Self {
+        Self {
+            file: project.relative(&product.file).to_path_buf(),
+            label: product.label(),
+            lines: Lines::read(product),
+            out,
+        }
+    }
+
     fn report(
         &mut self,
         rule: &Rule,
@@ -146,12 +161,7 @@ impl Policy {
         schemas: &dyn Fn(&str) -> Option<Schema>,
     ) -> Vec<Violation> {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut out,
-        };
+        let mut ctx = Ctx::new(project, product, &mut out);
         let rules: Vec<&Rule> = self.rules_for(product.domain.as_str()).collect();
         if let Some(level) = &product.classification {
             if !self.classifications.contains(level) {
@@ -183,11 +193,16 @@ impl Policy {
                 .filter(|r| r.kind == RuleKind::Naming && r.applies_to == Some(NameTarget::Column))
             {
                 for column in &columns {
-                    if !rule
-                        .pattern
-                        .as_ref()
-                        .is_some_and(|p| p.is_match(&column.name))
-                    {
+                    // What lands is checked: the name after the product's renames.
+                    let landed =
+                        stream
+                            .mappers
+                            .iter()
+                            .fold(column.name.clone(), |name, m| match m {
+                                Mapper::Rename { from, to } if *from == name => to.clone(),
+                                _ => name,
+                            });
+                    if !rule.pattern.as_ref().is_some_and(|p| p.is_match(&landed)) {
                         let line = ctx.lines.column(stream.name.as_str(), &column.name);
                         ctx.report(
                             rule,
@@ -285,12 +300,7 @@ impl Policy {
         schema: &Schema,
     ) -> (Vec<Forced>, Vec<Violation>) {
         let mut out = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut out,
-        };
+        let mut ctx = Ctx::new(project, product, &mut out);
         let columns = columns_of(stream, Some(schema));
         let rules: Vec<&Rule> = self.rules_for(product.domain.as_str()).collect();
         check_detection(&rules, stream, &columns, &mut ctx);
@@ -310,12 +320,7 @@ impl Policy {
         columns: &Schema,
     ) -> Vec<Forced> {
         let mut sink = Vec::new();
-        let mut ctx = Ctx {
-            file: project.relative(&product.file).to_path_buf(),
-            label: product.label(),
-            lines: Lines::read(product),
-            out: &mut sink,
-        };
+        let mut ctx = Ctx::new(project, product, &mut sink);
         let columns = columns_of(stream, Some(columns));
         self.forced_for(product, stream, &columns, &mut ctx, true).0
     }
@@ -394,7 +399,8 @@ impl Policy {
                     severity: Severity::Error,
                     subject: subject.clone(),
                     message: format!(
-                        "rule `{}` forces `{action}` on `{}` but {} sets no `keys.{key}`",
+                        "{} (rule `{}` forces `{action}` on `{}` but {} sets no `keys.{key}`)",
+                        rule.message.trim_end_matches('.'),
                         rule.id,
                         column.name,
                         crate::POLICY_FILE

@@ -152,6 +152,18 @@ fn is_var_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
+/// Expands `${VAR}`, `${VAR:-default}` and `${file:PATH}` in one value of another project file
+/// (the policy's keys): `Err((reference, message))` names the reference, never a value.
+pub fn expand_value(
+    root: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    input: &str,
+) -> Result<String, (String, String)> {
+    Interpolator::new(root, env)
+        .expand(input)
+        .map_err(|e| (e.reference, e.message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,16 +233,4 @@ mod tests {
         let (path, _) = i.expand_json(&mut value).unwrap_err();
         assert_eq!(path, ".a.b[1]");
     }
-}
-
-/// Expands `${VAR}`, `${VAR:-default}` and `${file:PATH}` in one value of another project file
-/// (the policy's keys): `Err((reference, message))` names the reference, never a value.
-pub fn expand_value(
-    root: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-    input: &str,
-) -> Result<String, (String, String)> {
-    Interpolator::new(root, env)
-        .expand(input)
-        .map_err(|e| (e.reference, e.message))
 }

@@ -354,7 +354,7 @@ fn reopening_the_file_keeps_everything() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -370,7 +370,7 @@ fn a_database_from_a_newer_weft_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the state database {} has schema version 7, newer than this weft supports (1); upgrade weft",
+            "the state database {} has schema version 7, newer than this weft supports (2); upgrade weft",
             path.display()
         )
     );
@@ -421,4 +421,42 @@ fn the_store_is_shareable_across_threads() {
         assert_eq!(h.join().unwrap(), Some(20));
     }
     assert_eq!(store.list_states().unwrap().len(), 4);
+}
+
+#[test]
+fn policy_audits_are_kept_per_run_and_stream_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStateStore::open(&path).unwrap();
+    store
+        .start_run(&RunStart {
+            run_id: "r1".into(),
+            selectors: vec![],
+            started_at: at(0),
+        })
+        .unwrap();
+    let orders = key("sales", "shop", "orders");
+    let customers = key("sales", "shop", "customers");
+    store
+        .record_policy("r1", &orders, "d1", r#"{"columns":[]}"#)
+        .unwrap();
+    store
+        .record_policy("r1", &customers, "d1", r#"{"columns":["email"]}"#)
+        .unwrap();
+    drop(store);
+    let store = SqliteStateStore::open(&path).unwrap();
+    assert_eq!(
+        store.policy_audits("r1").unwrap(),
+        [
+            (
+                "sales/shop/customers".to_string(),
+                r#"{"columns":["email"]}"#.to_string()
+            ),
+            (
+                "sales/shop/orders".to_string(),
+                r#"{"columns":[]}"#.to_string()
+            ),
+        ]
+    );
+    assert!(store.policy_audits("r2").unwrap().is_empty());
 }

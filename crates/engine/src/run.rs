@@ -254,14 +254,7 @@ impl PreparedRun {
                             "{}: skipped: its source product `{upstream}` did not sync in this run",
                             product.file
                         );
-                        for (_, key, progress) in &product.streams {
-                            progress.set_phase(Phase::Failed);
-                            tasks.push(tokio::spawn(ready_outcome(
-                                key.clone(),
-                                progress.clone(),
-                                Err(StreamStop::Failed(message.clone())),
-                            )));
-                        }
+                        fail_all(product, &message, &mut tasks);
                     }
                     None => {
                         self.spawn_product(product, &semaphore, &cancel, &mut tasks)
@@ -346,14 +339,7 @@ impl PreparedRun {
             Err(e) => {
                 let message = format!("{}: source discovery failed: {e}", product.file);
                 error!(product = %product.label, "{message}");
-                for (_, key, progress) in &product.streams {
-                    progress.set_phase(Phase::Failed);
-                    tasks.push(tokio::spawn(ready_outcome(
-                        key.clone(),
-                        progress.clone(),
-                        Err(StreamStop::Failed(message.clone())),
-                    )));
-                }
+                fail_all(product, &message, tasks);
                 return;
             }
         };
@@ -474,6 +460,22 @@ impl PreparedRun {
             commits: progress.commits(),
             error,
         }))
+    }
+}
+
+/// Fails every stream of a product with one message, without running it.
+fn fail_all(
+    product: &ProductRun,
+    message: &str,
+    tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
+) {
+    for (_, key, progress) in &product.streams {
+        progress.set_phase(Phase::Failed);
+        tasks.push(tokio::spawn(ready_outcome(
+            key.clone(),
+            progress.clone(),
+            Err(StreamStop::Failed(message.to_string())),
+        )));
     }
 }
 

@@ -130,11 +130,10 @@ async fn check_all(project: &Project) -> usize {
     for product in &project.products {
         let label = product.label();
         // Configs were validated above, so building cannot fail here.
-        let outcome =
-            match registry.build_source(&product.source.connector, &product.source.config, &ctx) {
-                Ok(source) => source.check().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+        let outcome = match weft_engine::build_source(project, product, &registry, &ctx) {
+            Ok(source) => source.check().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         failed += report_check(
             &format!("{label} source `{}`", product.source.connector),
             outcome,

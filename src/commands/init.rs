@@ -23,6 +23,22 @@ const QUICKSTART: &[(&str, &str)] = &[
         "domains/sales/shop.yaml",
         include_str!("../../configs/quickstart/domains/sales/shop.yaml"),
     ),
+    (
+        "domains/finance/domain.yaml",
+        include_str!("../../configs/quickstart/domains/finance/domain.yaml"),
+    ),
+    (
+        "domains/finance/revenue.yaml",
+        include_str!("../../configs/quickstart/domains/finance/revenue.yaml"),
+    ),
+    (
+        "domains/marketing/domain.yaml",
+        include_str!("../../configs/quickstart/domains/marketing/domain.yaml"),
+    ),
+    (
+        "domains/marketing/campaign_margins.yaml",
+        include_str!("../../configs/quickstart/domains/marketing/campaign_margins.yaml"),
+    ),
     (".gitignore", GITIGNORE),
 ];
 

@@ -114,6 +114,18 @@ impl Destination for ParquetLake {
         .map_err(|e| ConnectorError::Other(format!("resetting a lake stream: {e}")))?
     }
 
+    fn product_reader(
+        &self,
+        domain: &weft_core::DomainName,
+        product: &weft_core::ProductName,
+    ) -> Option<Result<Box<dyn weft_core::Source>>> {
+        Some(Ok(Box::new(crate::reader::LakeReader::new(
+            self.root.clone(),
+            domain.clone(),
+            product.clone(),
+        ))))
+    }
+
     async fn open(
         &self,
         target: &StreamTarget,

@@ -37,6 +37,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 mod product_meta;
+pub mod reader;
 mod recovery;
 mod storable;
 mod table;
@@ -49,4 +50,5 @@ pub use layout::stream_dir;
 pub use manifest::{
     committed_files, read_manifest, ColumnSpec, DataFile, Manifest, PendingGeneration,
 };
+pub use reader::LakeReader;
 pub use writer::LakeWriter;

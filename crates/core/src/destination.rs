@@ -10,6 +10,7 @@ use crate::error::{ConnectorError, Result};
 use crate::message::ChangeBatch;
 use crate::metadata::ProductMetadata;
 use crate::names::{DomainName, ProductName, StreamName};
+use crate::source::Source;
 
 /// Where a stream lands: the product table of one stream of one product of one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,19 @@ pub trait Destination: Send + Sync {
             "this destination cannot reset stream `{}`; drop its table by hand",
             target.stream
         )))
+    }
+
+    /// This store read back: a [`Source`] of the published streams of one product it holds,
+    /// for products that read another product (`source: { product: domain/product }`). Its
+    /// checkpoints say which published version was read. `None` when the store cannot be read
+    /// back (the default).
+    fn product_reader(
+        &self,
+        domain: &DomainName,
+        product: &ProductName,
+    ) -> Option<Result<Box<dyn Source>>> {
+        let _ = (domain, product);
+        None
     }
 }
 

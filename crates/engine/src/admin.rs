@@ -54,18 +54,18 @@ fn handles(
     let mut out = Vec::new();
     for selection in selections {
         let product = selection.product;
-        let source: Arc<dyn Source> = Arc::from(registry.build_source(
-            &product.source.connector,
-            &product.source.config,
-            &ctx,
-        )?);
+        let source: Arc<dyn Source> = Arc::from(
+            crate::validate::build_source(project, product, registry, &ctx)
+                .map_err(EngineError::Config)?,
+        );
+        let configs =
+            crate::validate::effective_streams(project, product).map_err(EngineError::Config)?;
         let destination: Arc<dyn Destination> = Arc::from(registry.build_destination(
             &product.destination.connector,
             &product.destination.config,
             &ctx,
         )?);
-        for stream in product
-            .streams
+        for stream in configs
             .iter()
             .filter(|s| selection.streams.contains(&s.name))
         {

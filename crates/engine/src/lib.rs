@@ -33,4 +33,4 @@ pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;
 pub use run::{full_refresh_refusal, prepare, PreparedRun, RunOptions, RunReport, StreamReport};
-pub use validate::{check_connectors, ConfigProblem};
+pub use validate::{build_source, check_connectors, effective_streams, ConfigProblem};

@@ -51,6 +51,8 @@ impl RunOptions {
 struct ProductRun {
     product: weft_mesh::Product,
     label: String,
+    /// The product this one reads (`domain/product`), when it reads one.
+    upstream: Option<String>,
     file: String,
     source: Arc<dyn Source>,
     destination: Arc<dyn Destination>,
@@ -66,6 +68,8 @@ pub struct PreparedRun {
     /// For messages naming project files.
     project: Project,
     products: Vec<ProductRun>,
+    /// Indexes into `products`: each wave only reads products of earlier waves.
+    waves: Vec<Vec<usize>>,
     state: Arc<dyn StateStore>,
     options: RunOptions,
     /// The project's policy and the project it governs, for the forced transformations.
@@ -147,8 +151,9 @@ pub fn prepare(
             .map_err(|problems| {
                 EngineError::Config(problems.into_iter().next().expect("at least one problem"))
             })?;
-        let streams = product
-            .streams
+        let configs =
+            crate::validate::effective_streams(project, product).map_err(EngineError::Config)?;
+        let streams = configs
             .iter()
             .filter(|s| selection.streams.contains(&s.name))
             .map(|s| {
@@ -164,18 +169,22 @@ pub fn prepare(
         products.push(ProductRun {
             product: product.clone(),
             label,
+            upstream: product.upstream.as_ref().map(|u| u.product.to_string()),
             file,
             source: Arc::from(source),
             destination: Arc::from(destination),
             streams,
         });
     }
+    let selected: Vec<&weft_mesh::Product> = selections.iter().map(|s| s.product).collect();
+    let waves = weft_mesh::run_order(&selected);
     Ok(PreparedRun {
         run_id: new_run_id(),
         project_id: crate::admin::project_id(&project.root),
         selectors,
         project: project.clone(),
         products,
+        waves,
         state,
         options,
         governance,
@@ -234,166 +243,46 @@ impl PreparedRun {
         info!(run_id = %self.run_id, "sync run started");
 
         let semaphore = Arc::new(Semaphore::new(self.options.max_concurrent_streams));
-        let mut tasks = Vec::new();
-        for product in &self.products {
-            let catalog = match product.source.discover().await {
-                Ok(catalog) => Some(catalog),
-                Err(e) => {
-                    let message = format!("{}: source discovery failed: {e}", product.file);
-                    error!(product = %product.label, "{message}");
-                    for (_, key, progress) in &product.streams {
-                        progress.set_phase(Phase::Failed);
-                        tasks.push(tokio::spawn(ready_outcome(
-                            key.clone(),
-                            progress.clone(),
-                            Err(StreamStop::Failed(message.clone())),
-                        )));
-                    }
-                    None
-                }
-            };
-            let Some(catalog) = catalog else { continue };
-            for (config, key, progress) in &product.streams {
-                let scope = PlanScope {
-                    pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
-                    follow: self.options.follow,
-                };
-                let governed = self.governance.govern(&product.product, config, &catalog);
-                let planned = governed.and_then(|(governed, audit)| {
-                    let keys = self.governance.keys();
-                    let plan = plan_stream(&governed, &catalog, &scope, keys)?;
-                    let enforced = enforce(
-                        &self.project,
-                        &product.product,
-                        &governed,
-                        plan,
-                        &catalog,
-                        &scope,
-                        keys,
-                    )?;
-                    self.governance
-                        .record(&self.state, &self.run_id, key, &audit);
-                    Ok(enforced)
-                });
-                let plan = match planned {
-                    Ok(Enforced { plan, drift }) => {
-                        if !drift.is_empty() {
-                            warn!(
-                                stream = %key,
-                                "{}: stream `{}` drifts from its locked contract: {}; handled per `on_change: {}`. Re-lock with `weft product contract {}`",
-                                product.file,
-                                config.name,
-                                drift.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
-                                product.product.contract.on_change,
-                                product.label
-                            );
-                        }
-                        plan
-                    }
-                    Err(message) => {
-                        let message =
-                            format!("{}: stream `{}`: {message}", product.file, config.name);
-                        progress.set_phase(Phase::Failed);
-                        tasks.push(tokio::spawn(ready_outcome(
-                            key.clone(),
-                            progress.clone(),
-                            Err(StreamStop::Failed(message)),
-                        )));
-                        continue;
-                    }
-                };
-                let job = StreamJob {
-                    metadata: crate::contract::metadata(&product.product, config, &plan),
-                    key: key.clone(),
-                    run_id: self.run_id.clone(),
-                    source_stream: plan.source_stream,
-                    destination_stream: plan.destination_stream,
-                    mappers: plan.mappers,
-                    source: product.source.clone(),
-                    destination: product.destination.clone(),
-                    state: self.state.clone(),
-                    from_scratch: self.options.full_refresh
-                        && config.mode == weft_core::SyncMode::Incremental,
-                    commit_interval: self.options.commit_interval,
-                    channel_capacity: self.options.channel_capacity,
-                    progress: progress.clone(),
-                };
-                let semaphore = semaphore.clone();
-                let cancel = cancel.clone();
-                let progress = progress.clone();
-                let key = key.clone();
-                tasks.push(tokio::spawn(async move {
-                    let Ok(_permit) = semaphore.acquire_owned().await else {
-                        return (key, progress, Err(StreamStop::Cancelled), Utc::now());
-                    };
-                    let started = Utc::now();
-                    let outcome = if cancel.is_cancelled() {
-                        Err(StreamStop::Cancelled)
-                    } else {
-                        job.run(cancel).await
-                    };
-                    progress.set_phase(phase_of(&outcome));
-                    (key, progress, outcome, started)
-                }));
-            }
-        }
-
         let mut reports = Vec::new();
         // Each error is logged once (a product's discovery failure fails all its streams).
         let mut logged: Vec<String> = Vec::new();
-        for joined in join_all(tasks).await {
-            let (key, progress, outcome, started) = match joined {
-                Ok(v) => v,
-                Err(join_error) => {
-                    // A panic in a connector: report it rather than take the run down.
-                    error!("a stream task panicked: {join_error}");
-                    continue;
-                }
-            };
-            let (status, error) = match outcome {
-                Ok(()) => (RunStatus::Succeeded, None),
-                Err(StreamStop::Cancelled) => (RunStatus::Cancelled, None),
-                Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
-            };
-            if let Some(e) = &error {
-                if !logged.contains(e) {
-                    error!(stream = %key, "{e}");
-                    logged.push(e.clone());
+        // Products with a failed or cancelled stream: their consumers are skipped.
+        let mut unfinished: Vec<String> = Vec::new();
+        for wave in &self.waves {
+            let mut tasks = Vec::new();
+            for &index in wave {
+                let product = &self.products[index];
+                match product.upstream.as_ref().filter(|u| unfinished.contains(u)) {
+                    Some(upstream) => {
+                        let message = format!(
+                            "{}: skipped: its source product `{upstream}` did not sync in this run",
+                            product.file
+                        );
+                        fail_all(product, &message, &mut tasks);
+                    }
+                    None => {
+                        self.spawn_product(product, &semaphore, &cancel, &mut tasks)
+                            .await
+                    }
                 }
             }
-            let write = self
-                .products
-                .iter()
-                .flat_map(|p| &p.streams)
-                .find(|(_, k, _)| *k == key)
-                .map(|(config, _, _)| config.write.to_string())
-                .unwrap_or_default();
-            self.state.finish_stream(
-                &self.run_id,
-                &StreamRun {
-                    key: key.clone(),
-                    status,
-                    rows: progress.rows(),
-                    bytes: progress.bytes(),
-                    error: error.clone(),
-                    started_at: started,
-                    ended_at: Utc::now(),
-                },
-            )?;
-            reports.push(StreamReport {
-                stream: key.to_string(),
-                status,
-                rows: progress.rows(),
-                committed_rows: progress.committed_rows(),
-                write,
-                off_schema_values: progress.off_schema(),
-                bytes: progress.bytes(),
-                seconds: progress.elapsed_secs(),
-                read_seconds: progress.read_secs(),
-                publish_seconds: progress.publish_secs(),
-                commits: progress.commits(),
-                error,
-            });
+            for joined in join_all(tasks).await {
+                let Some(report) = self.record(joined, &mut logged)? else {
+                    continue;
+                };
+                if report.status != RunStatus::Succeeded {
+                    if let Some(product) = self.products.iter().find(|p| {
+                        p.streams
+                            .iter()
+                            .any(|(_, k, _)| k.to_string() == report.stream)
+                    }) {
+                        if !unfinished.contains(&product.label) {
+                            unfinished.push(product.label.clone());
+                        }
+                    }
+                }
+                reports.push(report);
+            }
         }
 
         // What really happened: a cancellation that came while every stream was publishing
@@ -431,6 +320,194 @@ impl PreparedRun {
     }
 }
 
+type Outcome = (
+    StreamKey,
+    Arc<StreamProgress>,
+    Result<(), StreamStop>,
+    chrono::DateTime<Utc>,
+);
+
+type Joined = Result<Outcome, tokio::task::JoinError>;
+
+impl PreparedRun {
+    /// Discovers a product's source and starts a task per stream (bounded by `semaphore`).
+    async fn spawn_product(
+        &self,
+        product: &ProductRun,
+        semaphore: &Arc<Semaphore>,
+        cancel: &CancellationToken,
+        tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
+    ) {
+        let catalog = match product.source.discover().await {
+            Ok(catalog) => catalog,
+            Err(e) => {
+                let message = format!("{}: source discovery failed: {e}", product.file);
+                error!(product = %product.label, "{message}");
+                fail_all(product, &message, tasks);
+                return;
+            }
+        };
+        for (config, key, progress) in &product.streams {
+            let scope = PlanScope {
+                pipeline_id: crate::admin::pipeline_id(&self.project_id, key),
+                follow: self.options.follow,
+            };
+            let governed = self.governance.govern(&product.product, config, &catalog);
+            let planned = governed.and_then(|(governed, audit)| {
+                let keys = self.governance.keys();
+                let plan = plan_stream(&governed, &catalog, &scope, keys)?;
+                let enforced = enforce(
+                    &self.project,
+                    &product.product,
+                    &governed,
+                    plan,
+                    &catalog,
+                    &scope,
+                    keys,
+                )?;
+                self.governance
+                    .record(&self.state, &self.run_id, key, &audit);
+                Ok(enforced)
+            });
+            let plan = match planned {
+                Ok(Enforced { plan, drift }) => {
+                    if !drift.is_empty() {
+                        warn!(
+                            stream = %key,
+                            "{}: stream `{}` drifts from its locked contract: {}; handled per `on_change: {}`. Re-lock with `weft product contract {}`",
+                            product.file,
+                            config.name,
+                            drift.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("; "),
+                            product.product.contract.on_change,
+                            product.label
+                        );
+                    }
+                    plan
+                }
+                Err(message) => {
+                    let message = format!("{}: stream `{}`: {message}", product.file, config.name);
+                    progress.set_phase(Phase::Failed);
+                    tasks.push(tokio::spawn(ready_outcome(
+                        key.clone(),
+                        progress.clone(),
+                        Err(StreamStop::Failed(message)),
+                    )));
+                    continue;
+                }
+            };
+            let job = StreamJob {
+                metadata: crate::contract::metadata(&product.product, config, &plan),
+                key: key.clone(),
+                run_id: self.run_id.clone(),
+                source_stream: plan.source_stream,
+                destination_stream: plan.destination_stream,
+                mappers: plan.mappers,
+                source: product.source.clone(),
+                destination: product.destination.clone(),
+                state: self.state.clone(),
+                from_scratch: self.options.full_refresh
+                    && config.mode == weft_core::SyncMode::Incremental,
+                commit_interval: self.options.commit_interval,
+                channel_capacity: self.options.channel_capacity,
+                progress: progress.clone(),
+            };
+            let semaphore = semaphore.clone();
+            let cancel = cancel.clone();
+            let progress = progress.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                let Ok(_permit) = semaphore.acquire_owned().await else {
+                    return (key, progress, Err(StreamStop::Cancelled), Utc::now());
+                };
+                let started = Utc::now();
+                let outcome = if cancel.is_cancelled() {
+                    Err(StreamStop::Cancelled)
+                } else {
+                    job.run(cancel).await
+                };
+                progress.set_phase(phase_of(&outcome));
+                (key, progress, outcome, started)
+            }));
+        }
+    }
+
+    /// Records how one stream ended in the state store; `None` for a task that panicked.
+    fn record(
+        &self,
+        joined: Joined,
+        logged: &mut Vec<String>,
+    ) -> Result<Option<StreamReport>, EngineError> {
+        let (key, progress, outcome, started) = match joined {
+            Ok(v) => v,
+            Err(join_error) => {
+                // A panic in a connector: report it rather than take the run down.
+                error!("a stream task panicked: {join_error}");
+                return Ok(None);
+            }
+        };
+        let (status, error) = match outcome {
+            Ok(()) => (RunStatus::Succeeded, None),
+            Err(StreamStop::Cancelled) => (RunStatus::Cancelled, None),
+            Err(StreamStop::Failed(message)) => (RunStatus::Failed, Some(message)),
+        };
+        if let Some(e) = &error {
+            if !logged.contains(e) {
+                error!(stream = %key, "{e}");
+                logged.push(e.clone());
+            }
+        }
+        let write = self
+            .products
+            .iter()
+            .flat_map(|p| &p.streams)
+            .find(|(_, k, _)| *k == key)
+            .map(|(config, _, _)| config.write.to_string())
+            .unwrap_or_default();
+        self.state.finish_stream(
+            &self.run_id,
+            &StreamRun {
+                key: key.clone(),
+                status,
+                rows: progress.rows(),
+                bytes: progress.bytes(),
+                error: error.clone(),
+                started_at: started,
+                ended_at: Utc::now(),
+            },
+        )?;
+        Ok(Some(StreamReport {
+            stream: key.to_string(),
+            status,
+            rows: progress.rows(),
+            committed_rows: progress.committed_rows(),
+            write,
+            off_schema_values: progress.off_schema(),
+            bytes: progress.bytes(),
+            seconds: progress.elapsed_secs(),
+            read_seconds: progress.read_secs(),
+            publish_seconds: progress.publish_secs(),
+            commits: progress.commits(),
+            error,
+        }))
+    }
+}
+
+/// Fails every stream of a product with one message, without running it.
+fn fail_all(
+    product: &ProductRun,
+    message: &str,
+    tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
+) {
+    for (_, key, progress) in &product.streams {
+        progress.set_phase(Phase::Failed);
+        tasks.push(tokio::spawn(ready_outcome(
+            key.clone(),
+            progress.clone(),
+            Err(StreamStop::Failed(message.to_string())),
+        )));
+    }
+}
+
 fn phase_of(outcome: &Result<(), StreamStop>) -> Phase {
     match outcome {
         Ok(()) => Phase::Succeeded,
@@ -443,11 +520,6 @@ async fn ready_outcome(
     key: StreamKey,
     progress: Arc<StreamProgress>,
     outcome: Result<(), StreamStop>,
-) -> (
-    StreamKey,
-    Arc<StreamProgress>,
-    Result<(), StreamStop>,
-    chrono::DateTime<Utc>,
-) {
+) -> Outcome {
     (key, progress, outcome, Utc::now())
 }

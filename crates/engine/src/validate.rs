@@ -99,9 +99,7 @@ pub(crate) fn build_product(
     let ctx = ConnectorContext {
         project_dir: project.root.clone(),
     };
-    let source = registry
-        .build_source(&product.source.connector, &product.source.config, &ctx)
-        .map_err(|e| problem(project, product, Side::Source, e));
+    let source = build_source(project, product, registry, &ctx);
     let destination = registry
         .build_destination(
             &product.destination.connector,
@@ -115,12 +113,94 @@ pub(crate) fn build_product(
     }
 }
 
+/// A product's source, built: its connector, or for a product reading another product
+/// (`source: { product: ... }`) the upstream's product store read back, once the consumer's
+/// access through its grant is checked.
+pub fn build_source(
+    project: &Project,
+    product: &Product,
+    registry: &Registry,
+    ctx: &ConnectorContext,
+) -> Result<Box<dyn Source>, ConfigProblem> {
+    let Some(access) = weft_mesh::access(project, product).map_err(|d| ConfigProblem {
+        file: d.file,
+        field: d.field,
+        message: d.message,
+    })?
+    else {
+        return registry
+            .build_source(&product.source.connector, &product.source.config, ctx)
+            .map_err(|e| problem(project, product, Side::Source, e));
+    };
+    let upstream = access.upstream;
+    let store = registry
+        .build_destination(
+            &upstream.destination.connector,
+            &upstream.destination.config,
+            ctx,
+        )
+        .map_err(|e| problem(project, upstream, Side::Destination, e))?;
+    match store.product_reader(&upstream.domain, &upstream.name) {
+        Some(reader) => reader.map_err(|e| ConfigProblem {
+            file: project.relative(&product.file).to_path_buf(),
+            field: "source.product".into(),
+            message: format!("cannot read product `{}`: {e}", upstream.label()),
+        }),
+        None => Err(ConfigProblem {
+            file: project.relative(&product.file).to_path_buf(),
+            field: "source.product".into(),
+            message: format!(
+                "product `{}` is kept in a `{}` store, which weft cannot read back as a source (the parquet and postgres stores can)",
+                upstream.label(),
+                upstream.destination.connector
+            ),
+        }),
+    }
+}
+
+/// A product's streams as they run: for a product reading another product, each with its
+/// grant's filter, transformations and columns in front of its own mappers.
+pub fn effective_streams(
+    project: &Project,
+    product: &Product,
+) -> Result<Vec<weft_mesh::StreamConfig>, ConfigProblem> {
+    let access = weft_mesh::access(project, product).map_err(|d| ConfigProblem {
+        file: d.file,
+        field: d.field,
+        message: d.message,
+    })?;
+    let Some(access) = access else {
+        return Ok(product.streams.clone());
+    };
+    // The upstream's streams as they run: a cursor or key it inherits comes along too. The
+    // lineage is acyclic (checked at load), so this ends.
+    let upstream_streams = effective_streams(project, access.upstream)
+        .unwrap_or_else(|_| access.upstream.streams.clone());
+    Ok(product
+        .streams
+        .iter()
+        .map(|s| {
+            let upstream = upstream_streams
+                .iter()
+                .find(|u| u.name == s.name)
+                .expect("access checked the stream exists");
+            let granted = access.grant.and_then(|g| g.stream(s.name.as_str()));
+            weft_mesh::granted_stream(upstream, granted, s)
+        })
+        .collect())
+}
+
 /// Every connector problem of the project, each once (a bad default destination is reported
 /// against `weft.yaml` once, not once per product using it).
 pub fn check_connectors(project: &Project, registry: &Registry) -> Vec<ConfigProblem> {
     let mut problems: Vec<ConfigProblem> = Vec::new();
     for product in &project.products {
-        if let Err(found) = build_product(project, product, registry) {
+        let found = build_product(project, product, registry)
+            .err()
+            .into_iter()
+            .flatten()
+            .chain(effective_streams(project, product).err());
+        {
             for p in found {
                 if !problems.contains(&p) {
                     problems.push(p);

@@ -128,8 +128,9 @@ pub struct ProductFile {
     /// What the product holds, for its consumers.
     #[serde(default)]
     pub description: String,
-    /// Where the data comes from.
-    pub source: ConnectorRef,
+    /// Where the data comes from: a connector, or another product (`source: { product:
+    /// finance/revenue }`) that grants this product's domain its streams.
+    pub source: SourceSpec,
     /// The streams to sync.
     #[schemars(with = "Vec<StreamFile>")]
     pub streams: Spanned<Vec<Spanned<StreamFile>>>,
@@ -145,6 +146,12 @@ pub struct ProductFile {
     #[serde(default)]
     pub contract: Option<ContractPolicy>,
     // --- end product contracts ---
+    // --- sharing between domains (sharing engineer) ---
+    /// What this product shares with other domains: only the producer's file holds grants.
+    #[serde(default)]
+    #[schemars(with = "Vec<GrantFile>")]
+    pub grants: Vec<Spanned<GrantFile>>,
+    // --- end sharing ---
 
     // --- governance (#9): classification, tags, freshness SLA ---
     /// How sensitive the product is: one of `governance.yaml`'s `classifications`
@@ -245,6 +252,71 @@ impl std::fmt::Display for OnChange {
 }
 
 // --- end product contracts ---
+// --- sharing between domains (sharing engineer) ---
+
+/// A product's source: a connector and its config, or another product.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// The connector's name, as listed by `weft connector list`.
+    #[serde(default)]
+    pub connector: Option<String>,
+    /// The connector's config: a mapping checked by the connector (`weft connector spec NAME`).
+    /// String values may use `${VAR}`, `${VAR:-default}` and `${file:PATH}`.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Another product, `domain/product`, read from its product store through the grant it
+    /// gives this product's domain; instead of `connector`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub product: Option<Spanned<String>>,
+}
+
+/// A grant of some of a product's streams to another domain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFile {
+    /// The consumer domain (declared under `domains/`).
+    #[schemars(with = "String")]
+    pub to: Spanned<String>,
+    /// The streams granted, each with the columns, rows and transformations that go with it.
+    #[schemars(with = "Vec<GrantStreamFile>")]
+    pub streams: Spanned<Vec<Spanned<GrantStreamFile>>>,
+}
+
+/// One granted stream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantStreamFile {
+    /// The stream of this product.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The columns the consumer may read (all when absent), after `transform`.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Only the rows matching this condition are shared (the `filter` mapper's semantics).
+    #[serde(default)]
+    pub filter: Option<GrantFilter>,
+    /// Transformations forced on the way, in order: `hash`, `mask` or `drop` mappers.
+    #[serde(default)]
+    #[schemars(with = "Vec<Mapper>")]
+    pub transform: Vec<Spanned<Mapper>>,
+}
+
+/// A row condition of a grant: the `filter` mapper's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFilter {
+    /// The column to test.
+    pub column: String,
+    /// The comparison.
+    pub op: FilterOp,
+    /// The value compared with; required except for `is_null` and `is_not_null`.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+}
+
+// --- end sharing ---
 
 /// One stream of a product.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -16,11 +16,12 @@ mod redact;
 mod schedule;
 mod schema;
 mod selector;
+mod sharing;
 mod yaml;
 
 pub use config::{
-    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, Mapper, OnChange, ProductFile,
-    ProjectFile,
+    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, OnChange,
+    ProductFile, ProjectFile,
 };
 pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};
@@ -33,4 +34,8 @@ pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};
 pub use schema::{domain_json_schema, product_json_schema, project_json_schema};
 pub use selector::{Selection, Selector};
+pub use sharing::{
+    access, granted_stream, lineage, run_order, Access, AccessDenied, Grant, GrantedStream,
+    Lineage, LineageLink, ProductRef, Upstream, PRODUCT_SOURCE,
+};
 pub use yaml::parse as parse_yaml;

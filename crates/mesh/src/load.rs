@@ -79,6 +79,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
         products.push(product);
     }
     products.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+    crate::sharing::check_project(&root, &domains, &products)?;
     let secrets = Redactor::new(interp.into_secrets());
 
     Ok(Project {
@@ -92,7 +93,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
 }
 
 /// A project file's text and its path relative to the project folder.
-struct SourceFile {
+pub(crate) struct SourceFile {
     abs: PathBuf,
     rel: PathBuf,
     text: String,
@@ -108,16 +109,24 @@ impl SourceFile {
         Ok(Self { abs, rel, text })
     }
 
-    fn at(&self, location: Option<serde_saphyr::Location>, field: impl Into<String>) -> Position {
+    pub(crate) fn at(
+        &self,
+        location: Option<serde_saphyr::Location>,
+        field: impl Into<String>,
+    ) -> Position {
         at(&self.rel, location, field)
     }
 
-    fn at_span<T>(&self, span: &serde_saphyr::Spanned<T>, field: impl Into<String>) -> Position {
+    pub(crate) fn at_span<T>(
+        &self,
+        span: &serde_saphyr::Spanned<T>,
+        field: impl Into<String>,
+    ) -> Position {
         at_span(&self.rel, span, field)
     }
 
     /// The first line mentioning `needle`: for values without a recorded span.
-    fn at_text(&self, needle: &str, field: impl Into<String>) -> Position {
+    pub(crate) fn at_text(&self, needle: &str, field: impl Into<String>) -> Position {
         at_text(&self.rel, &self.text, needle, field)
     }
 
@@ -126,7 +135,7 @@ impl SourceFile {
     }
 
     /// Expands `${...}` in a connector config and checks it is a mapping.
-    fn connector(
+    pub(crate) fn connector(
         &self,
         mut connector: ConnectorRef,
         field: &str,
@@ -528,7 +537,8 @@ fn load_product(
         streams.push(config);
     }
 
-    let source = file.connector(raw.source, "source", interp)?;
+    let (source, upstream) = crate::sharing::load_source(file, raw.source, interp)?;
+    let grants = crate::sharing::load_grants(file, &raw.grants, interp)?;
     let (destination, destination_file) = match raw.destination {
         Some(d) => (file.connector(d, "destination", interp)?, file.abs.clone()),
         None => match default_destination {
@@ -596,6 +606,8 @@ fn load_product(
         destination_file,
         schedule,
         file: file.abs.clone(),
+        upstream,
+        grants,
         classification: raw.classification,
         tags: raw.tags,
         freshness: raw.freshness,
@@ -648,7 +660,47 @@ fn load_stream(
 
     let mut mappers = Vec::with_capacity(raw.mappers.len());
     for (j, mapper) in raw.mappers.iter().enumerate() {
-        let mapper_field = |name: &str| format!("streams[{i}].mappers[{j}].{name}");
+        mappers.push(load_mapper(
+            file,
+            &format!("streams[{i}].mappers[{j}]"),
+            mapper,
+            interp,
+        )?);
+    }
+
+    let mut fields = std::collections::BTreeMap::new();
+    for (column, meta) in &raw.fields {
+        let mut meta = meta.clone();
+        if let Some(text) = &meta.description {
+            meta.description =
+                Some(file.expand(text, field(&format!("fields.{column}.description")), interp)?);
+        }
+        fields.insert(column.clone(), meta);
+    }
+
+    Ok(StreamConfig {
+        name,
+        mode,
+        write,
+        cursor,
+        primary_key,
+        columns: raw.columns.clone(),
+        mappers,
+        description: raw.description.clone().filter(|d| !d.trim().is_empty()),
+        fields,
+    })
+}
+
+/// Checks one mapper and expands the `${...}` in its values; `at` is its field path
+/// (`streams[0].mappers[1]`).
+pub(crate) fn load_mapper(
+    file: &SourceFile,
+    at: &str,
+    mapper: &serde_saphyr::Spanned<Mapper>,
+    interp: &mut Interpolator<'_>,
+) -> Result<Mapper, ProjectError> {
+    {
+        let mapper_field = |name: &str| format!("{at}.{name}");
         let invalid = |name: &str, message: String| {
             ProjectError::invalid(file.at_span(mapper, mapper_field(name)), message)
         };
@@ -709,28 +761,6 @@ fn load_stream(
             }
             other => other,
         };
-        mappers.push(mapper);
+        Ok(mapper)
     }
-
-    let mut fields = std::collections::BTreeMap::new();
-    for (column, meta) in &raw.fields {
-        let mut meta = meta.clone();
-        if let Some(text) = &meta.description {
-            meta.description =
-                Some(file.expand(text, field(&format!("fields.{column}.description")), interp)?);
-        }
-        fields.insert(column.clone(), meta);
-    }
-
-    Ok(StreamConfig {
-        name,
-        mode,
-        write,
-        cursor,
-        primary_key,
-        columns: raw.columns.clone(),
-        mappers,
-        description: raw.description.clone().filter(|d| !d.trim().is_empty()),
-        fields,
-    })
 }

@@ -111,6 +111,13 @@ pub struct Product {
     /// The locked contract, when the file exists.
     pub locked_contract: Option<Contract>,
     // --- end product contracts ---
+    // --- sharing between domains (sharing engineer) ---
+    /// The product this one reads (`source: { product: d/p }`); `source` then names the
+    /// pseudo-connector [`crate::PRODUCT_SOURCE`].
+    pub upstream: Option<crate::sharing::Upstream>,
+    /// What this product shares with other domains.
+    pub grants: Vec<crate::sharing::Grant>,
+    // --- end sharing ---
 
     // --- governance (#9) ---
     /// One of the policy's classification levels, as written (checked by `weft-governance`).

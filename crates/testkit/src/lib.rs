@@ -287,3 +287,53 @@ pub fn read_committed(stream_dir: &Path) -> RecordBatch {
         None => RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty())),
     }
 }
+
+/// Every value of every text or binary column of every Parquet file anywhere below `dir` (published versions,
+/// staging, leftovers: symlinks are not followed, so each file is read once), as text, plus
+/// the text of every other file there (manifests, locks): what a store holds, to scan for
+/// values that must not be in it.
+pub fn every_value_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().expect("a file type");
+            if kind.is_symlink() {
+                continue;
+            }
+            if kind.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                for batch in read_parquet_files(std::slice::from_ref(&path)) {
+                    for column in batch.columns() {
+                        // Text can only hide in text and binary columns (numbers and
+                        // timestamps cannot hold an address).
+                        use arrow::datatypes::DataType::*;
+                        if !matches!(
+                            column.data_type(),
+                            Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView
+                        ) {
+                            continue;
+                        }
+                        let text = arrow::compute::cast(column, &Utf8)
+                            .expect("text and binary columns cast to text");
+                        let text = text
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .expect("text");
+                        out.extend(text.iter().flatten().map(str::to_string));
+                    }
+                }
+            } else {
+                out.push(
+                    String::from_utf8_lossy(&fs::read(&path).unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+    }
+    out
+}

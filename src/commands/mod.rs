@@ -2,6 +2,7 @@
 
 mod config;
 mod connector;
+mod daemon;
 mod discover;
 mod init;
 mod skeleton;
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
+        Command::Daemon {} => daemon::run(project_arg).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -203,7 +203,8 @@ pub fn full_refresh_refusal(stream: &weft_mesh::StreamConfig) -> Option<&'static
     }
 }
 
-fn new_run_id() -> String {
+/// A new run id: its start time (sortable) and 8 random hex digits.
+pub fn new_run_id() -> String {
     let now = Utc::now().format("%Y%m%dT%H%M%SZ");
     let short = uuid::Uuid::new_v4().simple().to_string();
     format!("{now}-{}", &short[..8])

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use notify::RecursiveMode;
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use weft_mesh::{Project, CONFIG_FILE, DOMAINS_DIR};
@@ -26,15 +25,19 @@ pub(crate) fn spawn(daemon: Daemon, watch: bool) -> Result<(), DaemonError> {
     let root = daemon.project().root.clone();
     let watcher = if watch {
         let filter_root = root.clone();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| {
-            if let Ok(events) = result {
-                if events.iter().any(|e| is_project_file(&filter_root, &e.path)) {
+        let mut w = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            // Reading the files (our own reload) is an access: only changes count.
+            if let Ok(event) = result {
+                let change = matches!(
+                    event.kind,
+                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                );
+                if change && event.paths.iter().any(|p| is_project_file(&filter_root, p)) {
                     let _ = tx.send(());
                 }
             }
         })
         .map_err(|e| DaemonError::Watch(e.to_string()))?;
-        let w = debouncer.watcher();
         w.watch(&root, RecursiveMode::NonRecursive)
             .map_err(|e| DaemonError::Watch(format!("{}: {e}", root.display())))?;
         let domains = root.join(DOMAINS_DIR);
@@ -42,7 +45,7 @@ pub(crate) fn spawn(daemon: Daemon, watch: bool) -> Result<(), DaemonError> {
             w.watch(&domains, RecursiveMode::Recursive)
                 .map_err(|e| DaemonError::Watch(format!("{}: {e}", domains.display())))?;
         }
-        Some(debouncer)
+        Some(w)
     } else {
         None
     };
@@ -55,6 +58,9 @@ pub(crate) fn spawn(daemon: Daemon, watch: bool) -> Result<(), DaemonError> {
                     reload(&daemon);
                 }
                 Some(()) = changes.recv() => {
+                    // Debounce: an editor writes a file in several steps.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while changes.try_recv().is_ok() {}
                     info!("project files changed: reloading the project");
                     reload(&daemon);
                 }

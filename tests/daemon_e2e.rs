@@ -109,7 +109,10 @@ fn runs_when_due_single_flight_records_skips_and_a_manual_run_of_it_is_refused()
     assert_eq!(done[0]["run_id"], run_id.as_str());
     // Single-flight: the scheduled runs never overlap, and each started when it was due.
     for pair in done.windows(2) {
-        assert!(time(pair[0], "ended_at") <= time(pair[1], "started_at"), "{pair:#?}");
+        assert!(
+            time(pair[0], "ended_at") <= time(pair[1], "started_at"),
+            "{pair:#?}"
+        );
     }
     for run in &done {
         let lag = time(run, "started_at") - time(run, "scheduled_at");
@@ -152,7 +155,10 @@ fn a_failing_source_is_retried_with_growing_backoff_then_marked_unhealthy() {
         ),
     );
     let mut daemon = p.start_daemon(&[], LIMIT);
-    daemon.wait_for_line("product marked unhealthy: 4 failure(s) in a row (3 retries)", LIMIT);
+    daemon.wait_for_line(
+        "product marked unhealthy: 4 failure(s) in a row (3 retries)",
+        LIMIT,
+    );
     let history = p.wait_for_history(LIMIT, "three failed retries", |h| {
         runs_with(h, "failed", Some("retry")).len() >= 3
     });
@@ -185,7 +191,12 @@ fn a_missed_schedule_runs_once_on_start_and_misfire_skip_waits() {
     p.product(
         "sales",
         "quiet",
-        &sample_product("quiet", 10, "overwrite", "schedule: \"@daily\"\nmisfire: skip"),
+        &sample_product(
+            "quiet",
+            10,
+            "overwrite",
+            "schedule: \"@daily\"\nmisfire: skip",
+        ),
     );
     // Both last ran three days ago: several daily runs were missed.
     let store = weft_state::SqliteStateStore::open(&p.path().join(".weft/state.db")).unwrap();
@@ -207,7 +218,14 @@ fn a_missed_schedule_runs_once_on_start_and_misfire_skip_waits() {
             })
             .unwrap();
         store
-            .finish_run(&run_id, weft_state::RunStatus::Succeeded, 10, 0, None, long_ago)
+            .finish_run(
+                &run_id,
+                weft_state::RunStatus::Succeeded,
+                10,
+                0,
+                None,
+                long_ago,
+            )
             .unwrap();
     }
     drop(store);
@@ -218,7 +236,11 @@ fn a_missed_schedule_runs_once_on_start_and_misfire_skip_waits() {
     daemon.signal(libc::SIGTERM);
     let out = daemon.finish(LIMIT);
     out.expect_code(0);
-    assert!(out.stderr().contains("skipped (`misfire: skip`)"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("skipped (`misfire: skip`)"),
+        "{}",
+        out.stderr()
+    );
     let history = p.history().into_iter().chain(history).collect::<Vec<_>>();
     let misfires: HashSet<&str> = runs_with(&history, "succeeded", Some("misfire"))
         .iter()
@@ -257,7 +279,11 @@ fn sigterm_mid_run_exits_0_and_nothing_uncommitted_is_visible() {
     // The overwrite never published: readers see no table, not a part of one.
     assert!(!p.stream_dir("sales", "shop", "orders").exists());
     let history = p.history();
-    assert_eq!(runs_with(&history, "cancelled", None).len(), 1, "{history:#?}");
+    assert_eq!(
+        runs_with(&history, "cancelled", None).len(),
+        1,
+        "{history:#?}"
+    );
     assert!(runs_with(&history, "running", None).is_empty());
     // The next run resumes the staged generation: every row once.
     p.run_within(LIMIT, ["sync", "run", "--no-progress"])
@@ -340,11 +366,7 @@ fn a_broken_edit_keeps_the_old_configuration_running_and_logs_the_error() {
     p.wait_for_history(LIMIT, "a scheduled run", |h| {
         !runs_with(h, "succeeded", Some("schedule")).is_empty()
     });
-    p.product(
-        "sales",
-        "shop",
-        &good.replace("schedule:", "schedul:"),
-    );
+    p.product("sales", "shop", &good.replace("schedule:", "schedul:"));
     let line = daemon.wait_for_line("configuration change rejected", LIMIT);
     assert!(line.contains("domains/sales/shop.yaml"), "{line}");
     assert!(line.contains("schedul"), "{line}");
@@ -353,7 +375,11 @@ fn a_broken_edit_keeps_the_old_configuration_running_and_logs_the_error() {
         runs_with(h, "succeeded", Some("schedule")).len() >= before + 2
     });
     // A valid edit is taken: the product stops being scheduled.
-    p.product("sales", "shop", &good.replace("schedule: \"* * * * * *\"", ""));
+    p.product(
+        "sales",
+        "shop",
+        &good.replace("schedule: \"* * * * * *\"", ""),
+    );
     daemon.wait_for_line("configuration reloaded: 1 product(s)", LIMIT);
     daemon.signal(libc::SIGTERM);
     daemon.finish(LIMIT).expect_code(0);

@@ -1,8 +1,8 @@
 //! `weft daemon`: runs every product on its schedule until SIGTERM or Ctrl-C (the scheduler
 //! itself is the `weft-daemon` crate).
 
-use std::process::ExitCode;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -39,8 +39,8 @@ pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
         watch: true,
         on_reload: Box::new(|p: &weft_mesh::Project| logging::add_redactor(p.secrets.clone())),
     };
-    let daemon = Daemon::start(project, registry(), Arc::new(store), options)
-        .map_err(Failure::failed)?;
+    let daemon =
+        Daemon::start(project, registry(), Arc::new(store), options).map_err(Failure::failed)?;
     info!(
         pid = std::process::id(),
         "daemon started: {scheduled} of {total} product(s) scheduled"
@@ -49,7 +49,10 @@ pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
         _ = int.recv() => "Ctrl-C",
         _ = term.recv() => "SIGTERM",
     };
-    info!("{first} received: no new runs start; runs in flight get up to {}s to finish", grace.as_secs());
+    info!(
+        "{first} received: no new runs start; runs in flight get up to {}s to finish",
+        grace.as_secs()
+    );
     let shutdown = daemon.shutdown(grace);
     tokio::pin!(shutdown);
     tokio::select! {

@@ -323,9 +323,7 @@ impl Daemon {
                     slot.next_run = schedule.next_after(now);
                     if let Some(last) = last.get(&key) {
                         let last_due = last.scheduled_at.unwrap_or(last.started_at);
-                        if let Some(missed) =
-                            schedule.next_after(last_due).filter(|t| *t <= now)
-                        {
+                        if let Some(missed) = schedule.next_after(last_due).filter(|t| *t <= now) {
                             misfired.push((key.clone(), missed, product.policy.misfire));
                         }
                     }

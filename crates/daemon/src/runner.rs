@@ -178,10 +178,7 @@ pub(crate) fn follow(daemon: &Daemon, key: ProductKey) {
                     record_failure(&d, &key, message);
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(60));
-                warn!(
-                    "follower ended; restarting in {:.1}s",
-                    delay.as_secs_f64()
-                );
+                warn!("follower ended; restarting in {:.1}s", delay.as_secs_f64());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = d.shared.stopping.cancelled() => break,

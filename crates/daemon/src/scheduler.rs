@@ -38,7 +38,10 @@ pub(crate) fn spawn(daemon: Daemon) {
 fn due_products(
     daemon: &Daemon,
     now: DateTime<Utc>,
-) -> (Vec<(weft_state::ProductKey, DateTime<Utc>)>, Option<DateTime<Utc>>) {
+) -> (
+    Vec<(weft_state::ProductKey, DateTime<Utc>)>,
+    Option<DateTime<Utc>>,
+) {
     let project = daemon.project();
     let mut slots = daemon.slots();
     let mut due = Vec::new();

@@ -42,9 +42,13 @@ pub struct ProductStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Triggered {
-    Started { run_id: String },
+    Started {
+        run_id: String,
+    },
     /// The product was running: the trigger is recorded as skipped (or queued).
-    AlreadyRunning { run_id: String },
+    AlreadyRunning {
+        run_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

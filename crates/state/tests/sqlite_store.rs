@@ -358,7 +358,7 @@ fn reopening_the_file_keeps_everything() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn a_database_from_a_newer_weft_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the state database {} has schema version 7, newer than this weft supports (1); upgrade weft",
+            "the state database {} has schema version 7, newer than this weft supports (2); upgrade weft",
             path.display()
         )
     );

@@ -42,7 +42,7 @@ pub enum DaemonError {
 }
 
 /// What the daemon knows of one product between runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Slot {
     next_run: Option<DateTime<Utc>>,
     paused: bool,
@@ -55,11 +55,17 @@ struct Slot {
     last_error: Option<String>,
 }
 
-impl Slot {
-    fn new() -> Self {
+impl Default for Slot {
+    /// A product not yet run is healthy.
+    fn default() -> Self {
         Self {
+            next_run: None,
+            paused: false,
+            running: None,
+            queued: false,
+            consecutive_failures: 0,
             healthy: true,
-            ..Self::default()
+            last_error: None,
         }
     }
 }
@@ -151,7 +157,7 @@ impl Daemon {
             .iter()
             .map(|p| {
                 let key = key_of(p);
-                let slot = slots.get(&key).cloned().unwrap_or_else(Slot::new);
+                let slot = slots.get(&key).cloned().unwrap_or_default();
                 ProductStatus {
                     product: ProductRef::from(&key),
                     schedule: p.schedule.as_ref().map(|s| s.as_str().to_string()),
@@ -318,7 +324,7 @@ impl Daemon {
             let mut slots = self.slots();
             for product in &project.products {
                 let key = key_of(product);
-                let mut slot = Slot::new();
+                let mut slot = Slot::default();
                 if let Some(schedule) = &product.schedule {
                     slot.next_run = schedule.next_after(now);
                     if let Some(last) = last.get(&key) {

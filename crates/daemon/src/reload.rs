@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use weft_mesh::{Project, CONFIG_FILE, DOMAINS_DIR};
 
-use crate::{key_of, runner, Daemon, DaemonError, Slot};
+use crate::{key_of, runner, Daemon, DaemonError};
 
 /// How long file changes settle before a reload (an editor writes a file in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -101,7 +101,7 @@ pub(crate) fn reload(daemon: &Daemon) {
         for product in &new.products {
             let key = key_of(product);
             let before = old.product(key.domain.as_str(), key.product.as_str());
-            let slot = slots.entry(key.clone()).or_insert_with(Slot::new);
+            let slot = slots.entry(key.clone()).or_default();
             if before.is_none_or(|b| b.schedule != product.schedule) {
                 slot.next_run = product.schedule.as_ref().and_then(|s| s.next_after(now));
             }

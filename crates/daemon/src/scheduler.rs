@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use weft_state::Trigger;
 
-use crate::{key_of, runner, Daemon, Slot};
+use crate::{key_of, runner, Daemon};
 
 /// The longest sleep: the loop looks again at least this often (clock changes, reloads).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -34,14 +34,11 @@ pub(crate) fn spawn(daemon: Daemon) {
     });
 }
 
+/// A due product and when it was due.
+type Due = (weft_state::ProductKey, DateTime<Utc>);
+
 /// The products due at `now` (with when they were due), and the earliest next run after.
-fn due_products(
-    daemon: &Daemon,
-    now: DateTime<Utc>,
-) -> (
-    Vec<(weft_state::ProductKey, DateTime<Utc>)>,
-    Option<DateTime<Utc>>,
-) {
+fn due_products(daemon: &Daemon, now: DateTime<Utc>) -> (Vec<Due>, Option<DateTime<Utc>>) {
     let project = daemon.project();
     let mut slots = daemon.slots();
     let mut due = Vec::new();
@@ -54,7 +51,7 @@ fn due_products(
             continue;
         }
         let key = key_of(product);
-        let slot = slots.entry(key.clone()).or_insert_with(Slot::new);
+        let slot = slots.entry(key.clone()).or_default();
         let next = match slot.next_run {
             Some(next) => next,
             None => {

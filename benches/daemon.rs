@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench daemon` (products: `WEFT_BENCH_PRODUCTS`, default 500; seconds:
 //! `WEFT_BENCH_SECONDS`, default 30). Each product reads the sample source at a tiny scale
-//! into the Parquet lake every 5 seconds, staggered so a fifth of them are due each second.
+//! into the Parquet lake every `WEFT_BENCH_PERIOD` seconds (default 5), staggered so an equal
+//! share is due each second.
 //! The lag of a run is its recorded start minus the time it was due (from the run history),
 //! so it counts the scheduler, the wait for a `max_concurrent_runs` slot and the lock; goal
 //! p99 < 1 s. The reference: tokio tasks sleeping until the same due times, their wake-up lag.
@@ -43,8 +44,8 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Wake-up lag of `n` tokio tasks each sleeping until second-aligned due times every 5 s.
-fn reference(n: u64, seconds: u64) -> Vec<f64> {
+/// Wake-up lag of `n` tokio tasks each sleeping until second-aligned due times every `period`.
+fn reference(n: u64, period: u64, seconds: u64) -> Vec<f64> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,13 +57,13 @@ fn reference(n: u64, seconds: u64) -> Vec<f64> {
             tasks.push(tokio::spawn(async move {
                 let mut lags = Vec::new();
                 let base = start.timestamp() + 1;
-                let mut due = base + (i % 5) as i64;
+                let mut due = base + (i % period) as i64;
                 while due < start.timestamp() + seconds as i64 {
                     let at = DateTime::from_timestamp(due, 0).unwrap();
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(wait).await;
                     lags.push((Utc::now() - at).num_microseconds().unwrap() as f64 / 1e6);
-                    due += 5;
+                    due += period as i64;
                 }
                 lags
             }));
@@ -78,7 +79,8 @@ fn reference(n: u64, seconds: u64) -> Vec<f64> {
 fn main() {
     let n = env_or("WEFT_BENCH_PRODUCTS", 500);
     let seconds = env_or("WEFT_BENCH_SECONDS", 30);
-    println!("weft daemon: {n} products every 5 s (staggered), {seconds} s");
+    let period = env_or("WEFT_BENCH_PERIOD", 5).clamp(1, 59);
+    println!("weft daemon: {n} products every {period} s (staggered), {seconds} s");
     let p = TestProject::new(
         BIN,
         "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\ndaemon:\n  max_concurrent_runs: 8\n",
@@ -89,13 +91,14 @@ fn main() {
             "bench",
             &name,
             &format!(
-                "product: {name}\ndomain: bench\nowner: o@example.com\nsource:\n  connector: sample\n  config: {{ scale: 10 }}\nschedule: \"{}/5 * * * * *\"\nstreams:\n  - name: orders\n",
-                i % 5
+                "product: {name}\ndomain: bench\nowner: o@example.com\nsource:\n  connector: sample\n  config: {{ scale: 10 }}\nschedule: \"{}-59/{period} * * * * *\"\nstreams:\n  - name: orders\n",
+                i % period
             ),
         );
     }
     let mut cmd = p.weft(["daemon", "-q"]);
-    cmd.stderr(std::process::Stdio::null());
+    let log = p.path().join("daemon.log");
+    cmd.stderr(std::fs::File::create(&log).expect("log file"));
     let mut daemon = cmd.spawn().expect("start weft daemon");
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -103,7 +106,11 @@ fn main() {
     unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) };
     let status = daemon.wait().expect("wait for weft daemon");
     let ran = started.elapsed().as_secs_f64();
-    assert!(status.success(), "weft daemon exited with {status}");
+    assert!(
+        status.success(),
+        "weft daemon exited with {status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     let history = p.history();
     let mut lags: Vec<f64> = runs_with(&history, "succeeded", Some("schedule"))
@@ -118,7 +125,7 @@ fn main() {
         .collect();
     lags.sort_by(f64::total_cmp);
     let skipped = runs_with(&history, "skipped", None).len();
-    let mut reference = reference(n, seconds.min(15));
+    let mut reference = reference(n, period, seconds.min(15));
     reference.sort_by(f64::total_cmp);
 
     let (p50, p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));

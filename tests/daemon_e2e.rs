@@ -275,15 +275,7 @@ fn sigterm_mid_run_exits_0_and_nothing_uncommitted_is_visible() {
         "shop",
         &sample_product("shop", 200_000, "overwrite", "schedule: \"* * * * * *\""),
     );
-    let release = p.path().join("release");
-    let mut daemon = p.start_daemon(
-        &[(
-            "WEFT_PAUSEPOINT",
-            format!("after_commit:{}", release.display()),
-        )],
-        LIMIT,
-    );
-    daemon.wait_for_line("pausepoint `after_commit` reached", LIMIT);
+    let (mut daemon, release) = p.start_daemon_paused_at("after_commit", LIMIT);
     daemon.signal(libc::SIGTERM);
     daemon.wait_for_line("shutdown deadline passed", LIMIT);
     std::fs::write(&release, "").unwrap();
@@ -315,15 +307,7 @@ fn kill_9_mid_run_then_restart_marks_it_interrupted_and_resumes_without_loss() {
         &sample_product("shop", 200_000, "append", "every: 1s"),
     );
     // An interval waits one period after start; the first run comes a second later.
-    let release = p.path().join("release");
-    let mut daemon = p.start_daemon(
-        &[(
-            "WEFT_PAUSEPOINT",
-            format!("after_commit:{}", release.display()),
-        )],
-        LIMIT,
-    );
-    daemon.wait_for_line("pausepoint `after_commit` reached", LIMIT);
+    let (daemon, _release) = p.start_daemon_paused_at("after_commit", LIMIT);
     daemon.signal(libc::SIGKILL);
     daemon.finish(LIMIT);
     let killed = runs_with(&p.history(), "running", None)[0]["run_id"]

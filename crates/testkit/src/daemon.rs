@@ -2,6 +2,7 @@
 //! run history (polled through `weft sync history --format json`, the way a user would look)
 //! instead of sleeping.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::{Running, TestProject};
@@ -17,6 +18,16 @@ impl TestProject {
         let mut daemon = Running::spawn(cmd);
         daemon.wait_for_line("daemon started", limit);
         daemon
+    }
+
+    /// Starts `weft daemon` with its streams held at pausepoint `point` until the returned
+    /// file exists, and waits until one is held there.
+    pub fn start_daemon_paused_at(&self, point: &str, limit: Duration) -> (Running, PathBuf) {
+        let release = self.path().join(format!("release-{point}"));
+        let spec = format!("{point}:{}", release.display());
+        let mut daemon = self.start_daemon(&[("WEFT_PAUSEPOINT", spec)], limit);
+        daemon.wait_for_line(&format!("pausepoint `{point}` reached"), limit);
+        (daemon, release)
     }
 
     /// The run history, newest first (the last 10,000 runs).

@@ -16,9 +16,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEFT_PROJECT")]
     pub project: Option<PathBuf>,
 
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log line format on stderr (default: text; json for `weft daemon`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -81,6 +81,10 @@ pub enum Command {
     /// The project's domains.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Run every product on its schedule (`schedule:` cron or `every:` interval), retrying
+    /// failures, until SIGTERM or Ctrl-C; reloads the project on SIGHUP and when its files
+    /// change. Logs JSON lines.
+    Daemon {},
     /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
     Completions {
         /// The shell to complete in.

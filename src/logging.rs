@@ -1,7 +1,7 @@
 //! Log setup: text or JSON lines on stderr, scrubbed of every secret the project loaded.
 
 use std::io::{self, Write};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, RwLock};
 
 use indicatif::MultiProgress;
 
@@ -11,7 +11,8 @@ use weft_mesh::Redactor;
 
 use crate::cli::LogFormat;
 
-static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+/// Replaced when `weft daemon` reloads a project with other secrets.
+static REDACTOR: RwLock<Option<Redactor>> = RwLock::new(None);
 
 /// While a live progress display is drawn, log lines are printed above it rather than
 /// through it.
@@ -31,14 +32,27 @@ pub fn stop_routing_logs() {
 
 /// Registers the project's secrets: from now on they are scrubbed from logs and errors.
 pub fn set_redactor(redactor: Redactor) {
-    let _ = REDACTOR.set(redactor);
+    if let Ok(mut r) = REDACTOR.write() {
+        *r = Some(redactor);
+    }
+}
+
+/// Adds the secrets of a reloaded project: the old ones stay scrubbed too (they may still
+/// appear in errors of runs that started before the reload).
+pub fn add_redactor(redactor: Redactor) {
+    if let Ok(mut r) = REDACTOR.write() {
+        *r = Some(match r.take() {
+            Some(old) => old.merged(redactor),
+            None => redactor,
+        });
+    }
 }
 
 /// `text` with every known secret replaced.
 pub fn redact(text: &str) -> String {
-    match REDACTOR.get() {
-        Some(r) => r.redact(text),
-        None => text.to_string(),
+    match REDACTOR.read().ok().as_deref() {
+        Some(Some(r)) => r.redact(text),
+        _ => text.to_string(),
     }
 }
 

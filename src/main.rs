@@ -18,7 +18,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format, cli.verbose, cli.quiet);
+    let log_format = cli.log_format.unwrap_or(match cli.command {
+        cli::Command::Daemon { .. } => cli::LogFormat::Json,
+        _ => cli::LogFormat::Text,
+    });
+    logging::init(log_format, cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,6 +2,7 @@
 
 mod config;
 mod connector;
+mod daemon;
 mod discover;
 mod domain;
 mod init;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy(cmd) => policy::run(project_arg, cmd).await,
         Command::Product(cmd) => product::run(project_arg, cmd).await,
         Command::Domain(cmd) => domain::run(project_arg, cmd).await,
+        Command::Daemon {} => daemon::run(project_arg).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

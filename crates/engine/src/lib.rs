@@ -10,6 +10,7 @@
 //! - [`run`]: a whole run, streams concurrently and bounded, recorded in the run history;
 //! - [`progress`]: live counters for progress displays;
 //! - [`validate`]: connector configs checked without connecting;
+//! - [`locks`]: per-product OS file locks held while a product runs;
 //! - [`failpoint`]: crash injection for tests.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod contract;
 pub mod error;
 pub mod failpoint;
 pub mod governance;
+pub mod locks;
 pub mod mappers;
 mod plan;
 pub mod progress;
@@ -29,6 +31,7 @@ pub use admin::{cdc_lags, reset, ResetReport};
 pub use contract::{current_contract, product_contract};
 pub use error::EngineError;
 pub use governance::StreamAudit;
+pub use locks::{lock_products, LockError, LockHolder, ProductLocks};
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;

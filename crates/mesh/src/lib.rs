@@ -20,15 +20,15 @@ mod sharing;
 mod yaml;
 
 pub use config::{
-    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, OnChange,
-    ProductFile, ProjectFile,
+    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, Misfire,
+    OnChange, Overlap, ProductFile, ProjectFile,
 };
 pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};
 pub use interpolate::expand_value;
 pub use project::{
-    Domain, Product, Project, ProjectSettings, RawRule, StreamConfig, CONFIG_FILE, DOMAINS_DIR,
-    DOMAIN_FILE,
+    DaemonSettings, Domain, Product, Project, ProjectSettings, RawRule, RunPolicy, StreamConfig,
+    CONFIG_FILE, DOMAINS_DIR, DOMAIN_FILE,
 };
 pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};

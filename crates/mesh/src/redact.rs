@@ -38,6 +38,11 @@ impl Redactor {
         out
     }
 
+    /// A redactor for the secrets of both.
+    pub fn merged(&self, other: Redactor) -> Redactor {
+        Redactor::new(self.secrets.iter().chain(other.secrets.iter()).cloned())
+    }
+
     /// How many secrets are known.
     pub fn len(&self) -> usize {
         self.secrets.len()

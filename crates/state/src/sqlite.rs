@@ -9,7 +9,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use weft_core::{Checkpoint, DomainName, ProductName, StreamName};
 
 use crate::error::{StateError, StateResult};
-use crate::model::{RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun};
+use crate::model::{
+    ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun,
+    Trigger,
+};
 use crate::StateStore;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones applied.
@@ -62,6 +65,19 @@ CREATE TABLE run_policy (
     audit       TEXT NOT NULL,
     PRIMARY KEY (run_id, stream)
 );
+"#,
+    // The daemon: what started a run, when it was due, which products it covers (per-product
+    // locks: a run's liveness is its products' locks).
+    r#"
+ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'manual';
+ALTER TABLE runs ADD COLUMN scheduled_at TEXT;
+CREATE TABLE run_products (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    domain      TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    PRIMARY KEY (run_id, domain, product)
+);
+CREATE INDEX run_products_product ON run_products (domain, product);
 "#,
 ];
 
@@ -150,6 +166,56 @@ impl SqliteStateStore {
 
     fn status(&self, text: &str) -> StateResult<RunStatus> {
         RunStatus::parse(text).ok_or_else(|| self.corrupt("run status", format!("{text:?}")))
+    }
+
+    fn trigger(&self, text: &str) -> StateResult<Trigger> {
+        Trigger::parse(text).ok_or_else(|| self.corrupt("run trigger", format!("{text:?}")))
+    }
+
+    fn product_key(&self, domain: String, product: String) -> StateResult<ProductKey> {
+        Ok(ProductKey {
+            domain: DomainName::new(domain).map_err(|e| self.corrupt("product key", e))?,
+            product: ProductName::new(product).map_err(|e| self.corrupt("product key", e))?,
+        })
+    }
+
+    /// Inserts a run and its products in one transaction.
+    fn insert_run(
+        &self,
+        run: &RunStart,
+        status: RunStatus,
+        ended_at: Option<&DateTime<Utc>>,
+        error: Option<&str>,
+    ) -> StateResult<()> {
+        let selectors =
+            serde_json::to_string(&run.selectors).map_err(|e| self.corrupt("selectors", e))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        tx.execute(
+            "INSERT INTO runs (run_id, selectors, status, started_at, ended_at, error, trigger, scheduled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.run_id,
+                selectors,
+                status.as_str(),
+                db_time(&run.started_at),
+                ended_at.map(db_time),
+                error,
+                run.trigger.as_str(),
+                run.scheduled_at.as_ref().map(db_time),
+            ],
+        )
+        .map_err(self.sql())?;
+        for p in &run.products {
+            tx.execute(
+                "INSERT OR IGNORE INTO run_products (run_id, domain, product) VALUES (?1, ?2, ?3)",
+                params![run.run_id, p.domain.as_str(), p.product.as_str()],
+            )
+            .map_err(self.sql())?;
+        }
+        tx.commit().map_err(self.sql())
     }
 
     fn key(&self, domain: String, product: String, stream: String) -> StateResult<StreamKey> {
@@ -387,20 +453,110 @@ impl StateStore for SqliteStateStore {
     }
 
     fn start_run(&self, run: &RunStart) -> StateResult<()> {
-        let selectors =
-            serde_json::to_string(&run.selectors).map_err(|e| self.corrupt("selectors", e))?;
-        self.conn()
+        self.insert_run(run, RunStatus::Running, None, None)
+    }
+
+    fn record_skipped(&self, run: &RunStart, reason: &str) -> StateResult<()> {
+        self.insert_run(run, RunStatus::Skipped, Some(&run.started_at), Some(reason))
+    }
+
+    fn mark_interrupted_product_runs(
+        &self,
+        products: &[ProductKey],
+        now: DateTime<Utc>,
+    ) -> StateResult<usize> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        let mut marked = 0;
+        let update = "UPDATE runs SET status = ?1, ended_at = ?2,
+                error = COALESCE(error, 'the weft process stopped before the run finished')
+             WHERE status = ?3 AND ";
+        let running = params![
+            RunStatus::Interrupted.as_str(),
+            db_time(&now),
+            RunStatus::Running.as_str()
+        ];
+        marked += tx
             .execute(
-                "INSERT INTO runs (run_id, selectors, status, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    run.run_id,
-                    selectors,
-                    RunStatus::Running.as_str(),
-                    db_time(&run.started_at)
-                ],
+                &format!(
+                    "{update} NOT EXISTS (SELECT 1 FROM run_products p WHERE p.run_id = runs.run_id)"
+                ),
+                running,
             )
             .map_err(self.sql())?;
-        Ok(())
+        for p in products {
+            marked += tx
+                .execute(
+                    &format!(
+                        "{update} run_id IN (SELECT run_id FROM run_products
+                                             WHERE domain = ?4 AND product = ?5)"
+                    ),
+                    params![
+                        RunStatus::Interrupted.as_str(),
+                        db_time(&now),
+                        RunStatus::Running.as_str(),
+                        p.domain.as_str(),
+                        p.product.as_str()
+                    ],
+                )
+                .map_err(self.sql())?;
+        }
+        tx.commit().map_err(self.sql())?;
+        Ok(marked)
+    }
+
+    fn product_last_runs(&self) -> StateResult<Vec<ProductLastRun>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT domain, product, run_id, status, trigger, started_at, scheduled_at FROM (
+                    SELECT p.domain, p.product, r.run_id, r.status, r.trigger, r.started_at,
+                           r.scheduled_at, ROW_NUMBER() OVER (
+                               PARTITION BY p.domain, p.product
+                               ORDER BY r.started_at DESC, r.rowid DESC
+                           ) AS n
+                    FROM run_products p JOIN runs r ON r.run_id = p.run_id
+                 ) WHERE n = 1 ORDER BY domain, product",
+            )
+            .map_err(self.sql())?;
+        type Raw = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+        );
+        let raw: Vec<Raw> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql())?;
+        raw.into_iter()
+            .map(|(d, p, run_id, status, trigger, started, scheduled)| {
+                Ok(ProductLastRun {
+                    product: self.product_key(d, p)?,
+                    run_id,
+                    status: self.status(&status)?,
+                    trigger: self.trigger(&trigger)?,
+                    started_at: self.time(&started)?,
+                    scheduled_at: scheduled.map(|t| self.time(&t)).transpose()?,
+                })
+            })
+            .collect()
     }
 
     fn finish_stream(&self, run_id: &str, stream: &StreamRun) -> StateResult<()> {
@@ -478,7 +634,8 @@ impl StateStore for SqliteStateStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = conn
             .prepare(
-                "SELECT run_id, selectors, status, started_at, ended_at, rows, bytes, error
+                "SELECT run_id, selectors, status, started_at, ended_at, rows, bytes, error,
+                        trigger, scheduled_at
                  FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1",
             )
             .map_err(self.sql())?;
@@ -490,6 +647,8 @@ impl StateStore for SqliteStateStore {
             Option<String>,
             i64,
             i64,
+            Option<String>,
+            String,
             Option<String>,
         );
         let raw: Vec<RawRun> = stmt
@@ -503,6 +662,8 @@ impl StateStore for SqliteStateStore {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .map_err(self.sql())?
@@ -513,8 +674,33 @@ impl StateStore for SqliteStateStore {
                 "SELECT {STREAM_RUN_COLUMNS} FROM stream_runs WHERE run_id = ?1 ORDER BY id"
             ))
             .map_err(self.sql())?;
+        let mut products_stmt = conn
+            .prepare(
+                "SELECT domain, product FROM run_products WHERE run_id = ?1 ORDER BY domain, product",
+            )
+            .map_err(self.sql())?;
         let mut out = Vec::with_capacity(raw.len());
-        for (run_id, selectors, status, started_at, ended_at, rows, bytes, error) in raw {
+        for (
+            run_id,
+            selectors,
+            status,
+            started_at,
+            ended_at,
+            rows,
+            bytes,
+            error,
+            trigger,
+            scheduled_at,
+        ) in raw
+        {
+            let products = products_stmt
+                .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql())?
+                .collect::<rusqlite::Result<Vec<(String, String)>>>()
+                .map_err(self.sql())?
+                .into_iter()
+                .map(|(d, p)| self.product_key(d, p))
+                .collect::<StateResult<Vec<_>>>()?;
             let streams = streams_stmt
                 .query_map([&run_id], raw_stream_run)
                 .map_err(self.sql())?
@@ -533,6 +719,9 @@ impl StateStore for SqliteStateStore {
                 bytes: from_db_count(bytes),
                 error,
                 streams,
+                trigger: self.trigger(&trigger)?,
+                scheduled_at: scheduled_at.map(|t| self.time(&t)).transpose()?,
+                products,
                 run_id,
             });
         }

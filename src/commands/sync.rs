@@ -1,8 +1,7 @@
 //! `weft sync run|reset|status|history`.
 
-use std::fs::File;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -85,34 +84,29 @@ fn open_state(project: &Project) -> Result<Arc<dyn StateStore>, Failure> {
     Ok(Arc::new(store))
 }
 
-/// Only one sync at a time per project: two would race on the same product tables.
-fn lock_project(project: &Project) -> Result<File, Failure> {
-    let dir = project
-        .settings
-        .state_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| project.root.join(".weft"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::failed(format!("cannot create {}: {e}", dir.display())))?;
-    let path = dir.join("sync.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Failure::failed(format!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::failed(format!(
-            "another `weft sync run` is running in this project (lock {}); wait for it to end",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(Failure::failed(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
-    }
+/// Takes the locks of the selected products: a product runs in one process at a time (the
+/// daemon's or a person's), while other products go on.
+fn lock_selected(
+    project: &Project,
+    products: &[weft_state::ProductKey],
+    run_id: &str,
+) -> Result<weft_engine::ProductLocks, Failure> {
+    let holder = weft_engine::LockHolder {
+        command: "weft sync run".into(),
+        pid: std::process::id(),
+        run_id: run_id.into(),
+    };
+    weft_engine::lock_products(project, products, &holder).map_err(Failure::failed)
+}
+
+fn product_keys(selections: &[weft_mesh::Selection<'_>]) -> Vec<weft_state::ProductKey> {
+    selections
+        .iter()
+        .map(|s| weft_state::ProductKey {
+            domain: s.product.domain.clone(),
+            product: s.product.name.clone(),
+        })
+        .collect()
 }
 
 /// The products and streams `selectors` name (all when empty).
@@ -139,7 +133,7 @@ async fn sync_reset(
     if !yes {
         confirm_reset(&selections)?;
     }
-    let _lock = lock_project(&project)?;
+    let _locks = lock_selected(&project, &product_keys(&selections), "reset")?;
     let state = open_state(&project)?;
     let reports = weft_engine::reset(&project, &selections, &registry(), state)
         .await
@@ -254,23 +248,29 @@ async fn sync_run(
         }
     }
 
-    let _lock = lock_project(&project)?;
     let state = open_state(&project)?;
-    let interrupted = state
-        .mark_interrupted_runs(chrono::Utc::now())
-        .map_err(Failure::failed)?;
-    if interrupted > 0 {
-        warn!("{interrupted} earlier run(s) were interrupted (killed); resuming from their last committed checkpoints");
-    }
-
     let registry = registry();
     let options = RunOptions {
         follow,
         full_refresh,
         ..RunOptions::from_project(&project)
     };
-    let prepared = prepare(&project, &selections, selectors, &registry, state, options)
-        .map_err(Failure::config)?;
+    let prepared = prepare(
+        &project,
+        &selections,
+        selectors,
+        &registry,
+        state.clone(),
+        options,
+    )
+    .map_err(Failure::config)?;
+    let _locks = lock_selected(&project, &prepared.products(), prepared.run_id())?;
+    let interrupted = state
+        .mark_interrupted_product_runs(&prepared.products(), chrono::Utc::now())
+        .map_err(Failure::failed)?;
+    if interrupted > 0 {
+        warn!("{interrupted} earlier run(s) were interrupted (killed); resuming from their last committed checkpoints");
+    }
 
     let cancel = CancellationToken::new();
     let interrupts = Interrupts::watch(cancel.clone(), prepared.progress());

@@ -9,11 +9,13 @@
 //! - [`run`]: a whole run, streams concurrently and bounded, recorded in the run history;
 //! - [`progress`]: live counters for progress displays;
 //! - [`validate`]: connector configs checked without connecting;
+//! - [`locks`]: per-product OS file locks held while a product runs;
 //! - [`failpoint`]: crash injection for tests.
 
 pub mod admin;
 pub mod error;
 pub mod failpoint;
+pub mod locks;
 pub mod mappers;
 mod plan;
 pub mod progress;
@@ -24,6 +26,7 @@ pub mod validate;
 
 pub use admin::{cdc_lags, reset, ResetReport};
 pub use error::EngineError;
+pub use locks::{lock_products, LockError, LockHolder, ProductLocks};
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;

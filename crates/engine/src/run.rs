@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, info_span, Instrument};
 use weft_core::{Destination, Source};
 use weft_mesh::{Project, Selection};
-use weft_state::{RunStart, RunStatus, StateStore, StreamKey, StreamRun};
+use weft_state::{ProductKey, RunStart, RunStatus, StateStore, StreamKey, StreamRun, Trigger};
 
 use crate::error::EngineError;
 use crate::plan::{plan_stream, PlanScope};
@@ -33,6 +33,10 @@ pub struct RunOptions {
     /// Incremental streams that dedup by key read from the start, ignoring their checkpoints
     /// (`sync run --full-refresh`); see [`full_refresh_refusal`] for the streams it refuses.
     pub full_refresh: bool,
+    /// What started the run (recorded in the history).
+    pub trigger: Trigger,
+    /// When a scheduled run was due.
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 impl RunOptions {
@@ -43,11 +47,14 @@ impl RunOptions {
             channel_capacity: project.settings.channel_capacity.max(1),
             follow: false,
             full_refresh: false,
+            trigger: Trigger::Manual,
+            scheduled_at: None,
         }
     }
 }
 
 struct ProductRun {
+    key: ProductKey,
     label: String,
     file: String,
     source: Arc<dyn Source>,
@@ -154,6 +161,10 @@ pub fn prepare(
             })
             .collect();
         products.push(ProductRun {
+            key: ProductKey {
+                domain: product.domain.clone(),
+                product: product.name.clone(),
+            },
             label,
             file,
             source: Arc::from(source),
@@ -203,6 +214,11 @@ impl PreparedRun {
         &self.run_id
     }
 
+    /// The products the run covers: lock them (see [`crate::locks`]) before executing.
+    pub fn products(&self) -> Vec<ProductKey> {
+        self.products.iter().map(|p| p.key.clone()).collect()
+    }
+
     /// Live counters of every stream of the run, in order.
     pub fn progress(&self) -> Vec<Arc<StreamProgress>> {
         self.products
@@ -214,11 +230,20 @@ impl PreparedRun {
     /// Runs every stream; fails only if the state store itself fails. Stream failures are in
     /// the report.
     pub async fn execute(self, cancel: CancellationToken) -> Result<RunReport, EngineError> {
+        // Every log line of the run carries its id (and, in streams, product and stream).
+        let span = info_span!("run", run_id = %self.run_id);
+        self.execute_in(cancel).instrument(span).await
+    }
+
+    async fn execute_in(self, cancel: CancellationToken) -> Result<RunReport, EngineError> {
         let started_at = Utc::now();
         self.state.start_run(&RunStart {
             run_id: self.run_id.clone(),
             selectors: self.selectors.clone(),
             started_at,
+            products: self.products(),
+            trigger: self.options.trigger,
+            scheduled_at: self.options.scheduled_at,
         })?;
         info!(run_id = %self.run_id, "sync run started");
 
@@ -280,19 +305,23 @@ impl PreparedRun {
                 let cancel = cancel.clone();
                 let progress = progress.clone();
                 let key = key.clone();
-                tasks.push(tokio::spawn(async move {
-                    let Ok(_permit) = semaphore.acquire_owned().await else {
-                        return (key, progress, Err(StreamStop::Cancelled), Utc::now());
-                    };
-                    let started = Utc::now();
-                    let outcome = if cancel.is_cancelled() {
-                        Err(StreamStop::Cancelled)
-                    } else {
-                        job.run(cancel).await
-                    };
-                    progress.set_phase(phase_of(&outcome));
-                    (key, progress, outcome, started)
-                }));
+                let span = info_span!("stream", product = %product.label, stream = %key.stream);
+                tasks.push(tokio::spawn(
+                    async move {
+                        let Ok(_permit) = semaphore.acquire_owned().await else {
+                            return (key, progress, Err(StreamStop::Cancelled), Utc::now());
+                        };
+                        let started = Utc::now();
+                        let outcome = if cancel.is_cancelled() {
+                            Err(StreamStop::Cancelled)
+                        } else {
+                            job.run(cancel).await
+                        };
+                        progress.set_phase(phase_of(&outcome));
+                        (key, progress, outcome, started)
+                    }
+                    .instrument(span),
+                ));
             }
         }
 

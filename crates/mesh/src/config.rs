@@ -21,6 +21,96 @@ pub struct ProjectFile {
     /// Defaults for every product of the project.
     #[serde(default)]
     pub defaults: DefaultsSection,
+    /// How `weft daemon` runs the products.
+    #[serde(default)]
+    pub daemon: DaemonSection,
+}
+
+/// How `weft daemon` runs the products (every field has a default).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// How many products run at once; further due products wait for a free slot.
+    #[serde(default = "default_max_concurrent_runs")]
+    #[schemars(with = "usize")]
+    pub max_concurrent_runs: Spanned<usize>,
+    /// How many times a failed run is retried (with exponential backoff and jitter) before
+    /// the product is marked unhealthy until its next scheduled run; products may override.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The wait before the first retry (humantime); each further retry waits about twice as
+    /// long, with jitter.
+    #[serde(with = "humantime_serde", default = "default_retry_backoff")]
+    #[schemars(with = "String")]
+    pub retry_backoff: Duration,
+    /// The longest wait between retries (humantime).
+    #[serde(with = "humantime_serde", default = "default_retry_backoff_max")]
+    #[schemars(with = "String")]
+    pub retry_backoff_max: Duration,
+    /// What a product whose scheduled time passed while the daemon was down does on start;
+    /// products may override.
+    #[serde(default)]
+    pub misfire: Misfire,
+    /// What a trigger does while its product is running; products may override.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// On SIGTERM/Ctrl-C, how long running products may go on to reach their commits before
+    /// they are cancelled (humantime).
+    #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
+    #[schemars(with = "String")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        Self {
+            max_concurrent_runs: default_max_concurrent_runs(),
+            retries: default_retries(),
+            retry_backoff: default_retry_backoff(),
+            retry_backoff_max: default_retry_backoff_max(),
+            misfire: Misfire::default(),
+            overlap: Overlap::default(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+fn default_max_concurrent_runs() -> Spanned<usize> {
+    unspanned(4)
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// What the daemon does on start for a product whose scheduled time passed while it was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Misfire {
+    /// Run once now, however many times were missed.
+    #[default]
+    RunOnce,
+    /// Wait for the next scheduled time.
+    Skip,
+}
+
+/// What a trigger (scheduled or manual) does while its product is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Recorded in the run history as `skipped`, naming the run in flight.
+    #[default]
+    Skip,
+    /// Runs once the current run ends (at most one waits; later ones are skipped).
+    Queue,
 }
 
 /// Where weft keeps checkpoints and run history.
@@ -63,11 +153,16 @@ pub struct DefaultsSection {
     #[serde(default = "default_channel_capacity")]
     #[schemars(with = "usize")]
     pub channel_capacity: Spanned<usize>,
+    /// The time zone of every product's cron `schedule` (an IANA name such as
+    /// `Europe/Berlin`); UTC when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 impl Default for DefaultsSection {
     fn default() -> Self {
         Self {
+            timezone: None,
             destination: None,
             commit_interval: default_commit_interval(),
             max_concurrent_streams: default_max_concurrent_streams(),
@@ -135,9 +230,32 @@ pub struct ProductFile {
     /// The domain's product store; `defaults.destination` of weft.yaml when absent.
     #[serde(default)]
     pub destination: Option<ConnectorRef>,
-    /// A cron expression (`0 * * * *`) for `weft daemon`.
+    /// A cron expression for `weft daemon`: five fields (`0 * * * *`), six with seconds
+    /// first (`*/10 * * * * *`), or a macro (`@hourly`).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// An interval for `weft daemon` instead of a cron `schedule` (humantime: `30s`, `15m`).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// The time zone of `schedule` (IANA name, `Europe/Berlin`); weft.yaml's
+    /// `defaults.timezone` (or UTC) when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// On daemon start, when a scheduled run was missed: `run_once` or `skip`; weft.yaml's
+    /// `daemon.misfire` when absent.
+    #[serde(default)]
+    pub misfire: Option<Misfire>,
+    /// A trigger during a run: `skip` (recorded) or `queue`; weft.yaml's `daemon.overlap` when
+    /// absent.
+    #[serde(default)]
+    pub overlap: Option<Overlap>,
+    /// How many times the daemon retries a failed run; weft.yaml's `daemon.retries` when absent.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Run as a long-lived follower under `weft daemon` (CDC streams keep streaming, as
+    /// `sync run --follow`), restarted with backoff when it fails; needs no schedule.
+    #[serde(default)]
+    pub continuous: bool,
 }
 
 /// One stream of a product.

@@ -16,9 +16,12 @@ mod schema;
 mod selector;
 mod yaml;
 
-pub use config::{ConnectorRef, FilterOp, Mapper, ProductFile, ProjectFile};
+pub use config::{ConnectorRef, FilterOp, Mapper, Misfire, Overlap, ProductFile, ProjectFile};
 pub use error::{Position, ProjectError};
-pub use project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
+pub use project::{
+    DaemonSettings, Product, Project, ProjectSettings, RunPolicy, StreamConfig, CONFIG_FILE,
+    DOMAINS_DIR,
+};
 pub use redact::Redactor;
 pub use schedule::{Schedule, ScheduleError};
 pub use schema::{product_json_schema, project_json_schema};

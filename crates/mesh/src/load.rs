@@ -9,7 +9,10 @@ use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 use crate::config::{ConnectorRef, Mapper, ProductFile, ProjectFile, StreamFile};
 use crate::error::{Position, ProjectError};
 use crate::interpolate::{EnvLookup, InterpError, Interpolator};
-use crate::project::{Product, Project, ProjectSettings, StreamConfig, CONFIG_FILE, DOMAINS_DIR};
+use crate::project::{
+    DaemonSettings, Product, Project, ProjectSettings, RunPolicy, StreamConfig, CONFIG_FILE,
+    DOMAINS_DIR,
+};
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
 use crate::yaml::{self, at, at_span, at_text};
@@ -36,6 +39,7 @@ pub(crate) fn load(root: &Path, env: EnvLookup<'_>) -> Result<Project, ProjectEr
             &product_file.domain,
             &product_file.stem,
             default_destination.as_ref(),
+            &settings,
             &config_path,
             &mut interp,
         )?;
@@ -206,11 +210,39 @@ fn load_settings(
         .destination
         .map(|d| file.connector(d, "defaults.destination", interp))
         .transpose()?;
+    let timezone = match &defaults.timezone {
+        None => chrono_tz::Tz::UTC,
+        Some(name) => parse_timezone(name)
+            .map_err(|e| ProjectError::invalid(file.at_text("timezone", "defaults.timezone"), e))?,
+    };
+    let daemon = config.daemon;
+    if daemon.max_concurrent_runs.value == 0 {
+        return Err(ProjectError::invalid(
+            file.at_span(&daemon.max_concurrent_runs, "daemon.max_concurrent_runs"),
+            "must be at least 1",
+        ));
+    }
+    if daemon.retry_backoff > daemon.retry_backoff_max {
+        return Err(ProjectError::invalid(
+            file.at_text("retry_backoff", "daemon.retry_backoff"),
+            "is longer than `daemon.retry_backoff_max`; make the first wait the shorter one",
+        ));
+    }
     let settings = ProjectSettings {
         state_path: root.join(state_path),
         commit_interval: defaults.commit_interval,
         max_concurrent_streams: defaults.max_concurrent_streams.value,
         channel_capacity: defaults.channel_capacity.value,
+        timezone,
+        daemon: DaemonSettings {
+            max_concurrent_runs: daemon.max_concurrent_runs.value,
+            retries: daemon.retries,
+            retry_backoff: daemon.retry_backoff,
+            retry_backoff_max: daemon.retry_backoff_max,
+            misfire: daemon.misfire,
+            overlap: daemon.overlap,
+            shutdown_timeout: daemon.shutdown_timeout,
+        },
     };
     Ok((settings, destination))
 }
@@ -363,6 +395,7 @@ fn load_product(
     folder: &str,
     stem: &str,
     default_destination: Option<&ConnectorRef>,
+    settings: &ProjectSettings,
     config_path: &Path,
     interp: &mut Interpolator<'_>,
 ) -> Result<Product, ProjectError> {
@@ -438,14 +471,50 @@ fn load_product(
         },
     };
 
-    let schedule = match raw.schedule {
-        None => None,
-        Some(text) => {
+    let timezone = match &raw.timezone {
+        None => settings.timezone,
+        Some(name) => parse_timezone(name)
+            .map_err(|e| ProjectError::invalid(file.at_text("timezone", "timezone"), e))?,
+    };
+    let schedule = match (raw.schedule, raw.every) {
+        (Some(_), Some(_)) => {
+            return Err(ProjectError::invalid(
+                file.at_text("every", "every"),
+                "a product has either a cron `schedule` or an `every` interval, not both; keep one",
+            ))
+        }
+        (None, None) => None,
+        (Some(text), None) => {
             let text = file.expand(&text, "schedule", interp)?;
-            Some(Schedule::parse(&text).map_err(|e| {
+            Some(Schedule::parse_in(&text, timezone).map_err(|e| {
                 ProjectError::invalid(file.at_text("schedule", "schedule"), e.to_string())
             })?)
         }
+        (None, Some(text)) => {
+            let text = file.expand(&text, "every", interp)?;
+            let at = || file.at_text("every", "every");
+            let interval = humantime::parse_duration(text.trim()).map_err(|e| {
+                ProjectError::invalid(
+                    at(),
+                    format!(
+                        "`{text}` is not an interval ({e}); write for example `30s`, `15m` or `1h`"
+                    ),
+                )
+            })?;
+            Some(Schedule::every(&text, interval).map_err(|e| ProjectError::invalid(at(), e))?)
+        }
+    };
+    if raw.timezone.is_some() && schedule.as_ref().is_some_and(|s| s.interval().is_some()) {
+        return Err(ProjectError::invalid(
+            file.at_text("timezone", "timezone"),
+            "an `every` interval does not depend on a time zone; remove `timezone` or use a cron `schedule`",
+        ));
+    }
+    let policy = RunPolicy {
+        misfire: raw.misfire.unwrap_or(settings.daemon.misfire),
+        overlap: raw.overlap.unwrap_or(settings.daemon.overlap),
+        retries: raw.retries.unwrap_or(settings.daemon.retries),
+        continuous: raw.continuous,
     };
 
     Ok(Product {
@@ -458,7 +527,15 @@ fn load_product(
         destination,
         destination_file,
         schedule,
+        policy,
         file: file.abs.clone(),
+    })
+}
+
+/// An IANA time zone name, or why not.
+fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.trim().parse().map_err(|_| {
+        format!("`{name}` is not a time zone; use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`")
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, Mapper};
+use crate::config::{ConnectorRef, Mapper, Misfire, Overlap};
 use crate::error::ProjectError;
 use crate::redact::Redactor;
 use crate::schedule::Schedule;
@@ -39,6 +39,32 @@ pub struct ProjectSettings {
     pub commit_interval: Duration,
     pub max_concurrent_streams: usize,
     pub channel_capacity: usize,
+    /// The time zone of cron schedules without their own (`defaults.timezone`, UTC).
+    pub timezone: chrono_tz::Tz,
+    /// How `weft daemon` runs the products.
+    pub daemon: DaemonSettings,
+}
+
+/// weft.yaml's `daemon` section, defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DaemonSettings {
+    pub max_concurrent_runs: usize,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+    pub misfire: Misfire,
+    pub overlap: Overlap,
+    pub shutdown_timeout: Duration,
+}
+
+/// How the daemon runs one product, project defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunPolicy {
+    pub misfire: Misfire,
+    pub overlap: Overlap,
+    pub retries: u32,
+    /// A long-lived follower rather than scheduled runs.
+    pub continuous: bool,
 }
 
 /// A data product: one file under `domains/<domain>/`.
@@ -57,6 +83,8 @@ pub struct Product {
     pub destination_file: PathBuf,
     /// When the daemon runs the product; checked when the project loads.
     pub schedule: Option<Schedule>,
+    /// How the daemon runs it.
+    pub policy: RunPolicy,
     /// The product file (absolute).
     pub file: PathBuf,
 }

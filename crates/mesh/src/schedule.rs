@@ -1,140 +1,102 @@
-//! [`Schedule`]: a product's `schedule`, a cron expression checked when the project loads.
+//! [`Schedule`]: when a product runs, checked when the project loads.
 //!
 //! Parsing lives here, next to the project model, so `weft config validate`, `weft sync run`
-//! and the daemon that will run products on their schedule all agree on what is valid and
-//! when it fires. The dialect is classic (Vixie) cron: five fields `minute hour day-of-month
-//! month day-of-week` with `*`, lists, ranges and steps, month and weekday names (`JAN`,
-//! `MON`), 0 or 7 for Sunday, and the `@hourly` … `@yearly` macros; when both day fields are
-//! restricted a day matching either fires. Times are UTC.
+//! and `weft daemon` all agree on what is valid and when it fires. Two kinds:
 //!
-//! **Decision:** a small parser of our own rather than a cron crate: the well-known crates pull
-//! in derive macros and chrono's default features, which rebuilds all of arrow and parquet,
-//! for what is a hundred lines of well-tested code.
+//! - a cron expression (`schedule:`), parsed and computed by the `croner` crate: five fields
+//!   `minute hour day-of-month month day-of-week`, or six with seconds first; `*`, lists,
+//!   ranges, steps, month and weekday names, `L`/`#` modifiers and the `@hourly` … `@yearly`
+//!   macros. When both day fields are restricted a day matching either fires (Vixie cron).
+//!   Times are computed in the product's time zone (`timezone:`, or weft.yaml's
+//!   `defaults.timezone`, UTC when neither), so `0 2 * * *` in `Europe/Berlin` follows
+//!   daylight saving time.
+//! - an interval (`every: 15m`, humantime): the next run is one interval after the previous
+//!   one started.
+//!
+//! **Decision:** a cron crate (croner) rather than our own parser: it handles seconds, macros,
+//! `L`/`#` and daylight-saving gaps and folds correctly, which a hand-written parser did not;
+//! it uses chrono without default features, so arrow and parquet are not rebuilt.
 
 use std::fmt;
+use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
 use serde::Serialize;
 
-/// A valid cron expression.
+/// A valid schedule: a cron expression in a time zone, or an interval.
 #[derive(Clone)]
 pub struct Schedule {
+    /// As written (trimmed): the cron expression, or `every 15m`.
     expression: String,
-    /// Bit `n` set: minute `n` fires (0–59).
-    minutes: u64,
-    /// Hours 0–23.
-    hours: u64,
-    /// Days of the month 1–31.
-    days: u64,
-    /// Months 1–12.
-    months: u64,
-    /// Days of the week, Sunday = 0.
-    weekdays: u64,
-    /// Whether the day-of-month / day-of-week field starts with `*` (cron's rule: if both are
-    /// restricted, a day matching either fires; otherwise both must match).
-    days_star: bool,
-    weekdays_star: bool,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Cron { cron: Box<Cron>, tz: Tz },
+    Every(Duration),
 }
 
 /// Why a `schedule` is not a cron expression, worded for the person editing the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{expression}` is not a cron expression ({reason}); write five fields `minute hour day-of-month month day-of-week`, for example \"0 * * * *\" (hourly) or \"30 2 * * MON-FRI\"")]
+#[error("`{expression}` is not a cron expression ({reason}); write five fields `minute hour day-of-month month day-of-week` (or six with seconds first), for example \"0 * * * *\" (hourly) or \"30 2 * * MON-FRI\", or use `every: 15m` for an interval")]
 pub struct ScheduleError {
     pub expression: String,
     pub reason: String,
 }
 
-const MONTHS: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
-const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
-/// One of the five fields: its name, range and value names (the first name means `low`).
-struct FieldSpec {
-    name: &'static str,
-    low: u32,
-    high: u32,
-    names: &'static [&'static str],
-}
-
-const FIELDS: [FieldSpec; 5] = [
-    FieldSpec {
-        name: "minute",
-        low: 0,
-        high: 59,
-        names: &[],
-    },
-    FieldSpec {
-        name: "hour",
-        low: 0,
-        high: 23,
-        names: &[],
-    },
-    FieldSpec {
-        name: "day-of-month",
-        low: 1,
-        high: 31,
-        names: &[],
-    },
-    FieldSpec {
-        name: "month",
-        low: 1,
-        high: 12,
-        names: &MONTHS,
-    },
-    // 7 is Sunday too; folded onto 0 after parsing.
-    FieldSpec {
-        name: "day-of-week",
-        low: 0,
-        high: 7,
-        names: &WEEKDAYS,
-    },
+const MACROS: [&str; 6] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
 ];
 
 impl Schedule {
-    /// Parses a cron expression of five fields (or a macro such as `@daily`).
+    /// Parses a cron expression of five or six fields (or a macro such as `@daily`), computed
+    /// in UTC.
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
+        Self::parse_in(expression, Tz::UTC)
+    }
+
+    /// Parses a cron expression whose times are wall-clock times in `tz`.
+    pub fn parse_in(expression: &str, tz: Tz) -> Result<Self, ScheduleError> {
         let expression = expression.trim();
         let fail = |reason: String| ScheduleError {
             expression: expression.to_string(),
             reason,
         };
-        let expanded = match expression.to_ascii_lowercase().as_str() {
-            "@yearly" | "@annually" => "0 0 1 1 *",
-            "@monthly" => "0 0 1 * *",
-            "@weekly" => "0 0 * * 0",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@hourly" => "0 * * * *",
-            m if m.starts_with('@') => {
+        let lower = expression.to_ascii_lowercase();
+        let pattern = match lower.as_str() {
+            "@midnight" => "@daily",
+            m if m.starts_with('@') && !MACROS.contains(&m) => {
                 return Err(fail(
                     "the macros are @hourly, @daily, @weekly, @monthly and @yearly".into(),
                 ))
             }
             _ => expression,
         };
-        let fields: Vec<&str> = expanded.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(fail(format!("it has {} field(s), not 5", fields.len())));
+        let fields = pattern.split_whitespace().count();
+        if !pattern.starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(fail(format!("it has {fields} field(s), not 5 or 6")));
         }
-        let mut bits = [0u64; 5];
-        for (i, (text, spec)) in fields.iter().zip(&FIELDS).enumerate() {
-            bits[i] = parse_field(text, spec)
-                .map_err(|e| fail(format!("{} `{text}`: {e}", spec.name)))?;
-        }
-        // Sunday as 7 is Sunday as 0.
-        if bits[4] & (1 << 7) != 0 {
-            bits[4] = (bits[4] & !(1 << 7)) | 1;
-        }
-        let star = |text: &str| text.starts_with('*') || text == "?";
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build()
+            .parse(pattern)
+            .map_err(|e| fail(cron_reason(&e)))?;
         let schedule = Self {
             expression: expression.to_string(),
-            minutes: bits[0],
-            hours: bits[1],
-            days: bits[2],
-            months: bits[3],
-            weekdays: bits[4],
-            days_star: star(fields[2]),
-            weekdays_star: star(fields[4]),
+            kind: Kind::Cron {
+                cron: Box::new(cron),
+                tz,
+            },
         };
         // A pattern that never fires (`0 0 31 2 *`) is as wrong as one that does not parse.
         if schedule.next_after(Utc::now()).is_none() {
@@ -143,117 +105,71 @@ impl Schedule {
         Ok(schedule)
     }
 
-    /// The expression as written (trimmed).
+    /// An interval schedule; `text` is the interval as written (`15m`).
+    pub fn every(text: &str, interval: Duration) -> Result<Self, String> {
+        if interval < Duration::from_secs(1) {
+            return Err(format!(
+                "`{text}` is shorter than one second; write an interval such as `30s` or `15m`"
+            ));
+        }
+        Ok(Self {
+            expression: format!("every {}", text.trim()),
+            kind: Kind::Every(interval),
+        })
+    }
+
+    /// The schedule as written (trimmed): the cron expression or `every <interval>`.
     pub fn as_str(&self) -> &str {
         &self.expression
     }
 
-    /// The first minute strictly after `after` at which the schedule fires.
+    /// The interval of an `every:` schedule.
+    pub fn interval(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Every(d) => Some(*d),
+            Kind::Cron { .. } => None,
+        }
+    }
+
+    /// The time zone cron times are computed in (UTC for intervals).
+    pub fn timezone(&self) -> Tz {
+        match &self.kind {
+            Kind::Cron { tz, .. } => *tz,
+            Kind::Every(_) => Tz::UTC,
+        }
+    }
+
+    /// The first time strictly after `after` at which the schedule fires; for an interval,
+    /// `after` plus the interval (`after` being when the previous run was due).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let start = after.with_second(0)?.with_nanosecond(0)? + chrono::Duration::minutes(1);
-        let mut date = start.date_naive();
-        // Eight years cover every day pattern that fires at all (29 February across a
-        // century year that is not a leap year).
-        for day in 0..(366 * 8) {
-            if self.day_fires(date) {
-                let (from_hour, from_minute) = if day == 0 {
-                    (start.hour(), start.minute())
-                } else {
-                    (0, 0)
-                };
-                for hour in from_hour..24 {
-                    if self.hours & (1 << hour) == 0 {
-                        continue;
-                    }
-                    let first = if hour == from_hour { from_minute } else { 0 };
-                    if let Some(minute) = (first..60).find(|m| self.minutes & (1 << m) != 0) {
-                        return Some(date.and_hms_opt(hour, minute, 0)?.and_utc());
-                    }
-                }
-            }
-            date = date.succ_opt()?;
-        }
-        None
-    }
-
-    fn day_fires(&self, date: NaiveDate) -> bool {
-        if self.months & (1 << date.month()) == 0 {
-            return false;
-        }
-        let day = self.days & (1 << date.day()) != 0;
-        let weekday = self.weekdays & (1 << date.weekday().num_days_from_sunday()) != 0;
-        if self.days_star || self.weekdays_star {
-            day && weekday
-        } else {
-            day || weekday
+        match &self.kind {
+            Kind::Every(d) => chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| after.checked_add_signed(d)),
+            Kind::Cron { cron, tz } => cron
+                .find_next_occurrence(&after.with_timezone(tz), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
         }
     }
 }
 
-/// The bit set of one field: `*`, `?`, `a`, `a-b`, each optionally `/step`, comma-separated.
-fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
-    let mut bits = 0u64;
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((range, step)) => {
-                let step: u32 = step
-                    .parse()
-                    .map_err(|_| format!("the step `{step}` is not a number"))?;
-                if step == 0 {
-                    return Err("a step of 0 never advances".into());
-                }
-                (range, step)
-            }
-            None => (part, 1),
-        };
-        let (low, high) = if range == "*" || range == "?" {
-            (spec.low, spec.high)
-        } else if let Some((a, b)) = range.split_once('-') {
-            let (a, b) = (value(a, spec)?, value(b, spec)?);
-            if a > b {
-                return Err(format!("the range {a}-{b} runs backwards"));
-            }
-            (a, b)
-        } else {
-            let a = value(range, spec)?;
-            // `5/15` means from 5 to the end in steps of 15.
-            (a, if part.contains('/') { spec.high } else { a })
-        };
-        let mut v = low;
-        while v <= high {
-            bits |= 1 << v;
-            v += step;
-        }
+/// croner's messages, shortened to what the person needs.
+fn cron_reason(e: &croner::errors::CronError) -> String {
+    use croner::errors::CronError as E;
+    match e {
+        E::EmptyPattern => "it is empty".into(),
+        E::InvalidPattern(m) | E::IllegalCharacters(m) | E::ComponentError(m) => m.clone(),
+        other => other.to_string(),
     }
-    Ok(bits)
-}
-
-fn value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
-    let upper = text.to_ascii_uppercase();
-    if let Some(i) = spec.names.iter().position(|n| *n == upper) {
-        return Ok(spec.low + i as u32);
-    }
-    let v: u32 = text.parse().map_err(|_| {
-        if text.is_empty() {
-            "an empty value".to_string()
-        } else if spec.names.is_empty() {
-            format!("`{text}` is not a number")
-        } else {
-            format!(
-                "`{text}` is not a number or a name ({})",
-                spec.names.join(", ")
-            )
-        }
-    })?;
-    if v < spec.low || v > spec.high {
-        return Err(format!("{v} is outside {}-{}", spec.low, spec.high));
-    }
-    Ok(v)
 }
 
 impl fmt::Debug for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Schedule").field(&self.expression).finish()
+        f.debug_tuple("Schedule")
+            .field(&self.expression)
+            .field(&self.timezone().name())
+            .finish()
     }
 }
 
@@ -265,7 +181,7 @@ impl fmt::Display for Schedule {
 
 impl PartialEq for Schedule {
     fn eq(&self, other: &Self) -> bool {
-        self.expression == other.expression
+        self.expression == other.expression && self.timezone() == other.timezone()
     }
 }
 
@@ -295,37 +211,66 @@ mod tests {
         assert_eq!(next("0 * * * *", t), at(2026, 3, 1, 11, 0));
         assert_eq!(next("* * * * *", t), at(2026, 3, 1, 10, 16));
         assert_eq!(next("*/20 * * * *", t), at(2026, 3, 1, 10, 20));
-        assert_eq!(next("5/20 * * * *", t), at(2026, 3, 1, 10, 25));
+        assert_eq!(next("5-59/20 * * * *", t), at(2026, 3, 1, 10, 25));
         assert_eq!(next("30 2 * * MON-FRI", t), at(2026, 3, 2, 2, 30));
         assert_eq!(next("0 0 * * 7", t), at(2026, 3, 8, 0, 0));
         assert_eq!(next("0 0 * * sun", t), at(2026, 3, 8, 0, 0));
         assert_eq!(next("0 9,17 * * *", t), at(2026, 3, 1, 17, 0));
         assert_eq!(next("0 0 1 JAN *", t), at(2027, 1, 1, 0, 0));
         assert_eq!(next("@daily", t), at(2026, 3, 2, 0, 0));
+        assert_eq!(next("@midnight", t), at(2026, 3, 2, 0, 0));
+        assert_eq!(next("@hourly", t), at(2026, 3, 1, 11, 0));
         assert_eq!(next("@monthly", t), at(2026, 4, 1, 0, 0));
         // Both day fields restricted: either fires (the 15th, or any Friday).
         assert_eq!(next("0 0 15 * FRI", t), at(2026, 3, 6, 0, 0));
-        // One restricted: only it counts.
         assert_eq!(next("0 0 15 * *", t), at(2026, 3, 15, 0, 0));
-        // 29 February comes in leap years only.
         assert_eq!(next("0 0 29 2 *", t), at(2028, 2, 29, 0, 0));
         // Strictly after: a time on the minute moves on.
         assert_eq!(next("15 10 * * *", t), at(2026, 3, 2, 10, 15));
+        // Six fields: seconds first.
+        assert_eq!(
+            next("*/5 * * * * *", t),
+            Utc.with_ymd_and_hms(2026, 3, 1, 10, 15, 5).unwrap()
+        );
+    }
+
+    #[test]
+    fn time_zones_follow_daylight_saving() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let s = Schedule::parse_in("0 2 * * *", berlin).unwrap();
+        // Winter: 02:00 CET is 01:00 UTC.
+        assert_eq!(
+            s.next_after(at(2026, 1, 10, 12, 0)),
+            Some(at(2026, 1, 11, 1, 0))
+        );
+        // Summer: 02:00 CEST is 00:00 UTC.
+        assert_eq!(
+            s.next_after(at(2026, 7, 10, 12, 0)),
+            Some(at(2026, 7, 11, 0, 0))
+        );
+    }
+
+    #[test]
+    fn intervals_add_to_the_previous_time() {
+        let s = Schedule::every("15m", Duration::from_secs(900)).unwrap();
+        assert_eq!(s.as_str(), "every 15m");
+        assert_eq!(
+            s.next_after(at(2026, 3, 1, 10, 0)),
+            Some(at(2026, 3, 1, 10, 15))
+        );
+        assert!(Schedule::every("0s", Duration::ZERO).is_err());
     }
 
     #[test]
     fn nonsense_and_out_of_range_are_refused() {
         for (bad, reason) in [
-            ("every tuesday-ish", "5"),
-            ("99 * * * *", "minute `99`: 99 is outside 0-59"),
-            ("* * *", "it has 3 field(s), not 5"),
-            ("0 0 * * * *", "it has 6 field(s), not 5"),
-            ("0 25 * * *", "hour `25`: 25 is outside 0-23"),
-            ("0 0 31 2 *", "it never fires"),
-            ("*/0 * * * *", "a step of 0"),
-            ("0 0 * * FUN", "`FUN` is not a number or a name"),
-            ("0 0 10-5 * *", "runs backwards"),
-            ("0 0 L * *", "`L` is not a number"),
+            ("every tuesday-ish", "field(s), not 5 or 6"),
+            ("99 * * * *", "99"),
+            ("* * *", "it has 3 field(s), not 5 or 6"),
+            ("0 0 * * * * *", "it has 7 field(s), not 5 or 6"),
+            ("0 25 * * *", "25"),
+            ("0 0 31 2 *", "never fires"),
+            ("0 0 * * FUN", "not a cron expression"),
             ("@sometimes", "the macros are"),
             ("", "0 field(s)"),
         ] {

@@ -10,8 +10,8 @@ mod sqlite;
 
 pub use error::{StateError, StateResult};
 pub use model::{
-    NewToken, RunRecord, RunStart, RunStatus, StoredState, StreamHistory, StreamKey, StreamRun,
-    TokenRecord, TokenScope,
+    NewToken, ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState,
+    StreamHistory, StreamKey, StreamRun, TokenRecord, TokenScope, Trigger,
 };
 pub use sqlite::SqliteStateStore;
 
@@ -97,4 +97,20 @@ pub trait StateStore: Send + Sync {
     /// Marks runs still `running` as `interrupted` (their process died): call it under the
     /// project lock before starting a new run. Returns how many were marked.
     fn mark_interrupted_runs(&self, now: DateTime<Utc>) -> StateResult<usize>;
+
+    /// Marks runs still `running` that cover any of `products` as `interrupted`, and runs
+    /// recorded without products (older weft): call it holding those products' locks, which
+    /// a live run of them would hold. Returns how many were marked.
+    fn mark_interrupted_product_runs(
+        &self,
+        products: &[ProductKey],
+        now: DateTime<Utc>,
+    ) -> StateResult<usize>;
+
+    /// Records a trigger that was not run (single-flight): a run with status `skipped`
+    /// ending when it started, with `reason` as its error.
+    fn record_skipped(&self, run: &RunStart, reason: &str) -> StateResult<()>;
+
+    /// The latest run of every product (skipped ones too), ordered by product.
+    fn product_last_runs(&self) -> StateResult<Vec<ProductLastRun>>;
 }

@@ -41,6 +41,8 @@ pub enum RunStatus {
     Cancelled,
     /// The process died while the run was running.
     Interrupted,
+    /// A trigger that came while the product was running (single-flight): recorded, not run.
+    Skipped,
 }
 
 impl RunStatus {
@@ -51,6 +53,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -61,6 +64,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
             "interrupted" => RunStatus::Interrupted,
+            "skipped" => RunStatus::Skipped,
             _ => return None,
         })
     }
@@ -72,13 +76,92 @@ impl fmt::Display for RunStatus {
     }
 }
 
+/// Identifies one product of one domain. Displays as `domain/product`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProductKey {
+    pub domain: DomainName,
+    pub product: ProductName,
+}
+
+impl fmt::Display for ProductKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.domain, self.product)
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `weft sync run`.
+    #[default]
+    Manual,
+    /// The daemon, at a scheduled time.
+    Schedule,
+    /// The daemon, once on start for scheduled times missed while it was down.
+    Misfire,
+    /// The daemon, retrying a failed run.
+    Retry,
+    /// Asked of the daemon (HTTP API or a queued trigger).
+    Api,
+    /// The daemon, (re)starting a continuous follower.
+    Follow,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+            Trigger::Misfire => "misfire",
+            Trigger::Retry => "retry",
+            Trigger::Api => "api",
+            Trigger::Follow => "follow",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "manual" => Trigger::Manual,
+            "schedule" => Trigger::Schedule,
+            "misfire" => Trigger::Misfire,
+            "retry" => Trigger::Retry,
+            "api" => Trigger::Api,
+            "follow" => Trigger::Follow,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The start of a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct RunStart {
     pub run_id: String,
     /// The selectors given on the command line (empty: everything).
     pub selectors: Vec<String>,
     pub started_at: DateTime<Utc>,
+    /// The products the run covers (their locks are held while it runs).
+    pub products: Vec<ProductKey>,
+    pub trigger: Trigger,
+    /// When the run was due, for scheduled runs (start minus this is the scheduler's lag).
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// The latest run (of any status, skipped ones too) of one product.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProductLastRun {
+    pub product: ProductKey,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub started_at: DateTime<Utc>,
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 /// How one stream of a run went.
@@ -107,6 +190,10 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Streams in the order they finished.
     pub streams: Vec<StreamRun>,
+    pub trigger: Trigger,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// The products the run covered (empty for runs recorded before weft kept them).
+    pub products: Vec<ProductKey>,
 }
 
 /// Whom an API token speaks for.

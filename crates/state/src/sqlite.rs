@@ -10,13 +10,14 @@ use weft_core::{Checkpoint, DomainName, ProductName, StreamName};
 
 use crate::error::{StateError, StateResult};
 use crate::model::{
-    NewToken, RunRecord, RunStart, RunStatus, StoredState, StreamHistory, StreamKey, StreamRun,
-    TokenRecord, TokenScope,
+    NewToken, ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState,
+    StreamHistory, StreamKey, StreamRun, TokenRecord, TokenScope, Trigger,
 };
 use crate::StateStore;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the ones applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE stream_state (
     domain      TEXT NOT NULL,
     product     TEXT NOT NULL,
@@ -54,7 +55,23 @@ CREATE TABLE stream_runs (
 );
 CREATE INDEX stream_runs_run ON stream_runs (run_id);
 CREATE INDEX stream_runs_key ON stream_runs (domain, product, stream);
-"#, r#"
+"#,
+    // The daemon: what started a run, when it was due, which products it covers (per-product
+    // locks: a run's liveness is its products' locks).
+    r#"
+ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'manual';
+ALTER TABLE runs ADD COLUMN scheduled_at TEXT;
+CREATE TABLE run_products (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    domain      TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    PRIMARY KEY (run_id, domain, product)
+);
+CREATE INDEX run_products_product ON run_products (domain, product);
+"#,
+    // The HTTP API: bearer tokens (hashes only), and indexes for product run history and
+    // per-stream latest/last-success lookups.
+    r#"
 CREATE TABLE api_tokens (
     id           TEXT PRIMARY KEY,
     name         TEXT NOT NULL UNIQUE,
@@ -68,7 +85,8 @@ CREATE INDEX stream_runs_product_run ON stream_runs (domain, product, run_id);
 CREATE INDEX stream_runs_key_ended ON stream_runs (domain, product, stream, ended_at);
 CREATE INDEX stream_runs_key_status_ended ON stream_runs (domain, product, stream, status, ended_at);
 CREATE INDEX runs_started_id ON runs (started_at, run_id);
-"#];
+"#,
+];
 
 /// How long a writer waits for another process holding the database (a `weft sync status`
 /// reading while a sync writes) before giving up.
@@ -157,6 +175,56 @@ impl SqliteStateStore {
         RunStatus::parse(text).ok_or_else(|| self.corrupt("run status", format!("{text:?}")))
     }
 
+    fn trigger(&self, text: &str) -> StateResult<Trigger> {
+        Trigger::parse(text).ok_or_else(|| self.corrupt("run trigger", format!("{text:?}")))
+    }
+
+    fn product_key(&self, domain: String, product: String) -> StateResult<ProductKey> {
+        Ok(ProductKey {
+            domain: DomainName::new(domain).map_err(|e| self.corrupt("product key", e))?,
+            product: ProductName::new(product).map_err(|e| self.corrupt("product key", e))?,
+        })
+    }
+
+    /// Inserts a run and its products in one transaction.
+    fn insert_run(
+        &self,
+        run: &RunStart,
+        status: RunStatus,
+        ended_at: Option<&DateTime<Utc>>,
+        error: Option<&str>,
+    ) -> StateResult<()> {
+        let selectors =
+            serde_json::to_string(&run.selectors).map_err(|e| self.corrupt("selectors", e))?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        tx.execute(
+            "INSERT INTO runs (run_id, selectors, status, started_at, ended_at, error, trigger, scheduled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.run_id,
+                selectors,
+                status.as_str(),
+                db_time(&run.started_at),
+                ended_at.map(db_time),
+                error,
+                run.trigger.as_str(),
+                run.scheduled_at.as_ref().map(db_time),
+            ],
+        )
+        .map_err(self.sql())?;
+        for p in &run.products {
+            tx.execute(
+                "INSERT OR IGNORE INTO run_products (run_id, domain, product) VALUES (?1, ?2, ?3)",
+                params![run.run_id, p.domain.as_str(), p.product.as_str()],
+            )
+            .map_err(self.sql())?;
+        }
+        tx.commit().map_err(self.sql())
+    }
+
     fn key(&self, domain: String, product: String, stream: String) -> StateResult<StreamKey> {
         Ok(StreamKey {
             domain: DomainName::new(domain).map_err(|e| self.corrupt("stream key", e))?,
@@ -191,7 +259,7 @@ impl SqliteStateStore {
 }
 
 impl SqliteStateStore {
-    /// Runs a query selecting [`RUN_COLUMNS`] and loads each run with its streams.
+    /// Runs a query selecting [`RUN_COLUMNS`] and loads each run with its streams and products.
     fn load_runs(&self, sql: &str, args: impl rusqlite::Params) -> StateResult<Vec<RunRecord>> {
         let conn = self.conn();
         type RawRun = (
@@ -202,6 +270,8 @@ impl SqliteStateStore {
             Option<String>,
             i64,
             i64,
+            Option<String>,
+            String,
             Option<String>,
         );
         let mut stmt = conn.prepare(sql).map_err(self.sql())?;
@@ -216,6 +286,8 @@ impl SqliteStateStore {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
                 ))
             })
             .map_err(self.sql())?
@@ -226,8 +298,33 @@ impl SqliteStateStore {
                 "SELECT {STREAM_RUN_COLUMNS} FROM stream_runs WHERE run_id = ?1 ORDER BY id"
             ))
             .map_err(self.sql())?;
+        let mut products_stmt = conn
+            .prepare(
+                "SELECT domain, product FROM run_products WHERE run_id = ?1 ORDER BY domain, product",
+            )
+            .map_err(self.sql())?;
         let mut out = Vec::with_capacity(raw.len());
-        for (run_id, selectors, status, started_at, ended_at, rows, bytes, error) in raw {
+        for (
+            run_id,
+            selectors,
+            status,
+            started_at,
+            ended_at,
+            rows,
+            bytes,
+            error,
+            trigger,
+            scheduled_at,
+        ) in raw
+        {
+            let products = products_stmt
+                .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql())?
+                .collect::<rusqlite::Result<Vec<(String, String)>>>()
+                .map_err(self.sql())?
+                .into_iter()
+                .map(|(d, p)| self.product_key(d, p))
+                .collect::<StateResult<Vec<_>>>()?;
             let streams = streams_stmt
                 .query_map([&run_id], raw_stream_run)
                 .map_err(self.sql())?
@@ -246,6 +343,9 @@ impl SqliteStateStore {
                 bytes: from_db_count(bytes),
                 error,
                 streams,
+                trigger: self.trigger(&trigger)?,
+                scheduled_at: scheduled_at.map(|t| self.time(&t)).transpose()?,
+                products,
                 run_id,
             });
         }
@@ -279,7 +379,8 @@ impl SqliteStateStore {
     }
 }
 
-const RUN_COLUMNS: &str = "run_id, selectors, status, started_at, ended_at, rows, bytes, error";
+const RUN_COLUMNS: &str =
+    "run_id, selectors, status, started_at, ended_at, rows, bytes, error, trigger, scheduled_at";
 const TOKEN_COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
 
 fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
@@ -484,20 +585,110 @@ impl StateStore for SqliteStateStore {
     }
 
     fn start_run(&self, run: &RunStart) -> StateResult<()> {
-        let selectors =
-            serde_json::to_string(&run.selectors).map_err(|e| self.corrupt("selectors", e))?;
-        self.conn()
+        self.insert_run(run, RunStatus::Running, None, None)
+    }
+
+    fn record_skipped(&self, run: &RunStart, reason: &str) -> StateResult<()> {
+        self.insert_run(run, RunStatus::Skipped, Some(&run.started_at), Some(reason))
+    }
+
+    fn mark_interrupted_product_runs(
+        &self,
+        products: &[ProductKey],
+        now: DateTime<Utc>,
+    ) -> StateResult<usize> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        let mut marked = 0;
+        let update = "UPDATE runs SET status = ?1, ended_at = ?2,
+                error = COALESCE(error, 'the weft process stopped before the run finished')
+             WHERE status = ?3 AND ";
+        let running = params![
+            RunStatus::Interrupted.as_str(),
+            db_time(&now),
+            RunStatus::Running.as_str()
+        ];
+        marked += tx
             .execute(
-                "INSERT INTO runs (run_id, selectors, status, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    run.run_id,
-                    selectors,
-                    RunStatus::Running.as_str(),
-                    db_time(&run.started_at)
-                ],
+                &format!(
+                    "{update} NOT EXISTS (SELECT 1 FROM run_products p WHERE p.run_id = runs.run_id)"
+                ),
+                running,
             )
             .map_err(self.sql())?;
-        Ok(())
+        for p in products {
+            marked += tx
+                .execute(
+                    &format!(
+                        "{update} run_id IN (SELECT run_id FROM run_products
+                                             WHERE domain = ?4 AND product = ?5)"
+                    ),
+                    params![
+                        RunStatus::Interrupted.as_str(),
+                        db_time(&now),
+                        RunStatus::Running.as_str(),
+                        p.domain.as_str(),
+                        p.product.as_str()
+                    ],
+                )
+                .map_err(self.sql())?;
+        }
+        tx.commit().map_err(self.sql())?;
+        Ok(marked)
+    }
+
+    fn product_last_runs(&self) -> StateResult<Vec<ProductLastRun>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT domain, product, run_id, status, trigger, started_at, scheduled_at FROM (
+                    SELECT p.domain, p.product, r.run_id, r.status, r.trigger, r.started_at,
+                           r.scheduled_at, ROW_NUMBER() OVER (
+                               PARTITION BY p.domain, p.product
+                               ORDER BY r.started_at DESC, r.rowid DESC
+                           ) AS n
+                    FROM run_products p JOIN runs r ON r.run_id = p.run_id
+                 ) WHERE n = 1 ORDER BY domain, product",
+            )
+            .map_err(self.sql())?;
+        type Raw = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+        );
+        let raw: Vec<Raw> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql())?;
+        raw.into_iter()
+            .map(|(d, p, run_id, status, trigger, started, scheduled)| {
+                Ok(ProductLastRun {
+                    product: self.product_key(d, p)?,
+                    run_id,
+                    status: self.status(&status)?,
+                    trigger: self.trigger(&trigger)?,
+                    started_at: self.time(&started)?,
+                    scheduled_at: scheduled.map(|t| self.time(&t)).transpose()?,
+                })
+            })
+            .collect()
     }
 
     fn finish_stream(&self, run_id: &str, stream: &StreamRun) -> StateResult<()> {
@@ -586,26 +777,18 @@ impl StateStore for SqliteStateStore {
         limit: usize,
     ) -> StateResult<Vec<RunRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // A run belongs to a product once one of its streams finished; a run still going is
-        // found by its selectors (`"domain/product"` or `"domain/product/stream"`).
-        let label = format!("{domain}/{product}");
+        // A run covers a product if it recorded the product (run_products), or, for runs
+        // recorded before weft kept products, once one of the product's streams finished in it.
         self.load_runs(
             &format!(
-                "SELECT {RUN_COLUMNS} FROM runs r
-                 WHERE (run_id IN (SELECT run_id FROM stream_runs WHERE domain = ?1 AND product = ?2)
-                        OR (status = 'running' AND (instr(selectors, ?3) > 0 OR instr(selectors, ?4) > 0)))
-                   AND (?5 IS NULL OR (started_at, run_id) <
-                        (SELECT started_at, run_id FROM runs WHERE run_id = ?5))
-                 ORDER BY started_at DESC, run_id DESC LIMIT ?6"
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (run_id IN (SELECT run_id FROM run_products WHERE domain = ?1 AND product = ?2)
+                        OR run_id IN (SELECT run_id FROM stream_runs WHERE domain = ?1 AND product = ?2))
+                   AND (?3 IS NULL OR (started_at, run_id) <
+                        (SELECT started_at, run_id FROM runs WHERE run_id = ?3))
+                 ORDER BY started_at DESC, run_id DESC LIMIT ?4"
             ),
-            params![
-                domain,
-                product,
-                format!("\"{label}\""),
-                format!("\"{label}/"),
-                before,
-                limit
-            ],
+            params![domain, product, before, limit],
         )
     }
 

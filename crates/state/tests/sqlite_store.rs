@@ -169,6 +169,7 @@ fn run_history_is_newest_first_with_its_streams() {
             run_id: "r1".into(),
             selectors: vec![],
             started_at: at(0),
+            ..Default::default()
         })
         .unwrap();
     store
@@ -196,6 +197,7 @@ fn run_history_is_newest_first_with_its_streams() {
             run_id: "r2".into(),
             selectors: vec!["sales/orders/items".into()],
             started_at: at(20),
+            ..Default::default()
         })
         .unwrap();
     store
@@ -286,6 +288,7 @@ fn runs_left_running_are_marked_interrupted() {
                 run_id: id.into(),
                 selectors: vec![],
                 started_at: at(t),
+                ..Default::default()
             })
             .unwrap();
     }
@@ -321,6 +324,7 @@ fn reopening_the_file_keeps_everything() {
                 run_id: "r1".into(),
                 selectors: vec![],
                 started_at: at(0),
+                ..Default::default()
             })
             .unwrap();
         store
@@ -421,4 +425,69 @@ fn the_store_is_shareable_across_threads() {
         assert_eq!(h.join().unwrap(), Some(20));
     }
     assert_eq!(store.list_states().unwrap().len(), 4);
+}
+
+fn product(domain: &str, name: &str) -> weft_state::ProductKey {
+    weft_state::ProductKey {
+        domain: weft_core::DomainName::new(domain).unwrap(),
+        product: weft_core::ProductName::new(name).unwrap(),
+    }
+}
+
+#[test]
+fn product_runs_skips_and_interruptions_are_per_product() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStateStore::open(&dir.path().join("state.db")).unwrap();
+    let (shop, ledger) = (product("sales", "shop"), product("finance", "ledger"));
+    for (id, p, t) in [("a", &shop, 0), ("b", &ledger, 1)] {
+        store
+            .start_run(&RunStart {
+                run_id: id.into(),
+                started_at: at(t),
+                products: vec![p.clone()],
+                trigger: weft_state::Trigger::Schedule,
+                scheduled_at: Some(at(t)),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    store
+        .record_skipped(
+            &RunStart {
+                run_id: "c".into(),
+                started_at: at(2),
+                products: vec![shop.clone()],
+                trigger: weft_state::Trigger::Schedule,
+                scheduled_at: Some(at(2)),
+                ..Default::default()
+            },
+            "run a was still running",
+        )
+        .unwrap();
+    // Holding only the ledger's lock: the shop's run (alive elsewhere) stays running.
+    assert_eq!(
+        store
+            .mark_interrupted_product_runs(std::slice::from_ref(&ledger), at(3))
+            .unwrap(),
+        1
+    );
+    let runs = store.runs(10).unwrap();
+    let status = |id: &str| runs.iter().find(|r| r.run_id == id).unwrap().status;
+    assert_eq!(status("a"), RunStatus::Running);
+    assert_eq!(status("b"), RunStatus::Interrupted);
+    assert_eq!(status("c"), RunStatus::Skipped);
+    let c = runs.iter().find(|r| r.run_id == "c").unwrap();
+    assert_eq!(c.error.as_deref(), Some("run a was still running"));
+    assert_eq!(c.products, vec![shop.clone()]);
+    assert_eq!(c.trigger, weft_state::Trigger::Schedule);
+
+    let last = store.product_last_runs().unwrap();
+    let ids: Vec<(String, &str)> = last
+        .iter()
+        .map(|l| (l.product.to_string(), l.run_id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![("finance/ledger".into(), "b"), ("sales/shop".into(), "c")]
+    );
 }

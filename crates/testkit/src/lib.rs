@@ -3,6 +3,7 @@
 //! independent reader: nothing of weft's writer is used to read).
 
 mod cluster;
+pub mod control;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;

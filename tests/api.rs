@@ -6,41 +6,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use weft_testkit::control::ApiServer;
-use weft_testkit::TestProject;
+use weft_testkit::control::{catalog_project, create_token, ApiServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
-
-/// `sales/orders` (sample source, three streams), `sales/broken` (a PostgreSQL source on a
-/// closed port: every run fails) and `hr/people`.
-pub fn catalog_project() -> TestProject {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
-        "sales",
-        "orders",
-        "product: orders\ndomain: sales\nowner: sales-team@example.com\ndescription: Orders of the web shop\nschedule: \"*/5 * * * *\"\nsource:\n  connector: sample\n  config: { scale: 2000 }\nstreams:\n  - name: customers\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    primary_key: [id]\n    cursor: updated_at\n  - name: products\n    columns: [id, name]\n",
-    );
-    p.product(
-        "sales",
-        "broken",
-        "product: broken\ndomain: sales\nowner: sales-team@example.com\ndescription: A source that is down\nsource:\n  connector: postgres\n  config: { host: \"127.0.0.1\", port: 1, user: postgres, database: test }\nstreams:\n  - name: public.things\n",
-    );
-    p.product(
-        "hr",
-        "people",
-        "product: people\ndomain: hr\nowner: hr@example.com\ndescription: People\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: customers\n",
-    );
-    p
-}
-
-/// `weft token create ARGS` and the token it printed.
-pub fn create_token(p: &TestProject, args: &[&str]) -> String {
-    let out = p.run([&["token", "create"][..], args].concat());
-    out.expect_code(0);
-    let token = out.stdout().trim().to_string();
-    assert!(token.starts_with("weft_"), "{}", out.all());
-    token
-}
 
 struct Client {
     http: reqwest::Client,
@@ -65,13 +33,20 @@ impl Client {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (s, b) = self
-                .call(Method::GET, &format!("/api/v1/products/{product}"), Some(auth))
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/products/{product}"),
+                    Some(auth),
+                )
                 .await;
             assert_eq!(s, StatusCode::OK, "{b}");
             if b["running"].is_null() {
                 return;
             }
-            assert!(Instant::now() < deadline, "run of {product} never ended: {b}");
+            assert!(
+                Instant::now() < deadline,
+                "run of {product} never ended: {b}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -83,9 +58,11 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_against_every_kind_of_token() {
-    let p = catalog_project();
-    p.run(["sync", "run", "--no-progress", "sales/orders"]).expect_code(0);
-    p.run(["sync", "run", "--no-progress", "sales/orders"]).expect_code(0);
+    let p = catalog_project(BIN);
+    p.run(["sync", "run", "--no-progress", "sales/orders"])
+        .expect_code(0);
+    p.run(["sync", "run", "--no-progress", "sales/orders"])
+        .expect_code(0);
     p.run(["sync", "run", "--no-progress", "sales/broken"]);
     let sales = create_token(&p, &["--domain", "sales", "--name", "sales-ci"]);
     let hr = create_token(&p, &["--domain", "hr"]);
@@ -153,7 +130,10 @@ async fn every_endpoint_against_every_kind_of_token() {
         (Method::GET, run_path.clone()),
         (Method::POST, "/api/v1/products/sales/orders/pause".into()),
         (Method::POST, "/api/v1/products/sales/orders/resume".into()),
-        (Method::POST, "/api/v1/products/sales/orders/runs?stream=products".into()),
+        (
+            Method::POST,
+            "/api/v1/products/sales/orders/runs?stream=products".into(),
+        ),
         (Method::GET, "/metrics".into()),
     ];
     for (who, auth) in &callers {
@@ -162,23 +142,51 @@ async fn every_endpoint_against_every_kind_of_token() {
             let what = format!("{who} {method} {path}: {s} {b}");
             let scoped = path.starts_with("/api/v1/products/sales/");
             match *who {
-                "none" => assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "missing_token"), "{what}"),
-                "malformed" => assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "malformed_token"), "{what}"),
-                "revoked" => assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "invalid_token"), "{what}"),
+                "none" => assert_eq!(
+                    (s, code(&b)),
+                    (StatusCode::UNAUTHORIZED, "missing_token"),
+                    "{what}"
+                ),
+                "malformed" => assert_eq!(
+                    (s, code(&b)),
+                    (StatusCode::UNAUTHORIZED, "malformed_token"),
+                    "{what}"
+                ),
+                "revoked" => assert_eq!(
+                    (s, code(&b)),
+                    (StatusCode::UNAUTHORIZED, "invalid_token"),
+                    "{what}"
+                ),
                 "other_domain" if scoped => {
-                    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "not_found"), "{what}");
+                    assert_eq!(
+                        (s, code(&b)),
+                        (StatusCode::NOT_FOUND, "not_found"),
+                        "{what}"
+                    );
                     // The same answer as for a product that does not exist.
                     let (s2, b2) = c
-                        .call(method.clone(), &path.replace("sales/orders", "sales/nothing"), auth.as_deref())
+                        .call(
+                            method.clone(),
+                            &path.replace("sales/orders", "sales/nothing"),
+                            auth.as_deref(),
+                        )
                         .await;
                     assert_eq!((s2, &b2), (s, &b), "{what}");
                     assert!(!b.to_string().contains("orders"), "{what}");
                 }
                 "other_domain" if path == "/metrics" => {
-                    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"), "{what}")
+                    assert_eq!(
+                        (s, code(&b)),
+                        (StatusCode::FORBIDDEN, "forbidden"),
+                        "{what}"
+                    )
                 }
                 "own_domain" if path == "/metrics" => {
-                    assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "forbidden"), "{what}")
+                    assert_eq!(
+                        (s, code(&b)),
+                        (StatusCode::FORBIDDEN, "forbidden"),
+                        "{what}"
+                    )
                 }
                 _ if method == Method::POST && path.contains("/runs") => {
                     assert_eq!(s, StatusCode::ACCEPTED, "{what}");
@@ -194,17 +202,32 @@ async fn every_endpoint_against_every_kind_of_token() {
     }
 
     // What each sees: the hr token sees hr alone; sales and admin see sales.
-    let (_, b) = c.call(Method::GET, "/api/v1/domains", Some(&bearer(&hr))).await;
-    assert_eq!(b, serde_json::json!([{ "name": "hr", "products": ["people"] }]));
-    let (_, b) = c.call(Method::GET, "/api/v1/products", Some(&bearer(&sales))).await;
+    let (_, b) = c
+        .call(Method::GET, "/api/v1/domains", Some(&bearer(&hr)))
+        .await;
+    assert_eq!(
+        b,
+        serde_json::json!([{ "name": "hr", "products": ["people"] }])
+    );
+    let (_, b) = c
+        .call(Method::GET, "/api/v1/products", Some(&bearer(&sales)))
+        .await;
     let listed: Vec<String> = b
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{}/{}", p["domain"].as_str().unwrap(), p["product"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["domain"].as_str().unwrap(),
+                p["product"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(listed, ["sales/broken", "sales/orders"]);
-    let (_, b) = c.call(Method::GET, "/api/v1/products", Some(&bearer(&admin))).await;
+    let (_, b) = c
+        .call(Method::GET, "/api/v1/products", Some(&bearer(&admin)))
+        .await;
     assert_eq!(b.as_array().unwrap().len(), 3);
     let by_name = |name: &str| {
         b.as_array()
@@ -222,12 +245,19 @@ async fn every_endpoint_against_every_kind_of_token() {
     assert!(orders["next_run"].is_string());
     let broken = by_name("broken");
     assert_eq!(broken["freshness"], "failing", "{broken}");
-    assert!(broken["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{broken}");
+    assert!(
+        broken["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{broken}"
+    );
     assert_eq!(by_name("people")["freshness"], "never");
 
     // The product's streams: configuration, checkpoints, latest runs.
     let (_, d) = c
-        .call(Method::GET, "/api/v1/products/sales/orders", Some(&bearer(&sales)))
+        .call(
+            Method::GET,
+            "/api/v1/products/sales/orders",
+            Some(&bearer(&sales)),
+        )
         .await;
     let streams = d["stream_details"].as_array().unwrap();
     assert_eq!(streams.len(), 3);
@@ -242,7 +272,11 @@ async fn every_endpoint_against_every_kind_of_token() {
     // The history: newest first, paged, with per-stream rows; the API's own triggered run
     // (stream `products` alone) is there, twice (own domain and admin triggered it).
     let (s, page) = c
-        .call(Method::GET, "/api/v1/products/sales/orders/runs?limit=3", Some(&bearer(&sales)))
+        .call(
+            Method::GET,
+            "/api/v1/products/sales/orders/runs?limit=3",
+            Some(&bearer(&sales)),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     let first = page["runs"].as_array().unwrap();
@@ -266,31 +300,64 @@ async fn every_endpoint_against_every_kind_of_token() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["stream"].as_str().unwrap().to_string(), s["rows"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["stream"].as_str().unwrap().to_string(),
+                s["rows"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
-        oldest_rows.iter().map(|(s, r)| (s.as_str(), *r)).collect::<Vec<_>>().len(),
+        oldest_rows
+            .iter()
+            .map(|(s, r)| (s.as_str(), *r))
+            .collect::<Vec<_>>()
+            .len(),
         3
     );
-    assert!(oldest_rows.contains(&("orders".to_string(), 2000)), "{oldest_rows:?}");
-    assert!(oldest_rows.contains(&("customers".to_string(), 200)), "{oldest_rows:?}");
+    assert!(
+        oldest_rows.contains(&("orders".to_string(), 2000)),
+        "{oldest_rows:?}"
+    );
+    assert!(
+        oldest_rows.contains(&("customers".to_string(), 200)),
+        "{oldest_rows:?}"
+    );
     for bad in ["limit=0", "limit=501", "limit=abc"] {
         let (s, b) = c
-            .call(Method::GET, &format!("/api/v1/products/sales/orders/runs?{bad}"), Some(&bearer(&sales)))
+            .call(
+                Method::GET,
+                &format!("/api/v1/products/sales/orders/runs?{bad}"),
+                Some(&bearer(&sales)),
+            )
             .await;
-        assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "bad_request"), "{bad}: {b}");
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{bad}: {b}"
+        );
     }
 
     // Unknown stream, pause state, metrics content.
     let (s, b) = c
-        .call(Method::POST, "/api/v1/products/sales/orders/runs?stream=nope", Some(&bearer(&sales)))
+        .call(
+            Method::POST,
+            "/api/v1/products/sales/orders/runs?stream=nope",
+            Some(&bearer(&sales)),
+        )
         .await;
     assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "unknown_stream"));
     let (_, b) = c
-        .call(Method::POST, "/api/v1/products/sales/orders/pause", Some(&bearer(&sales)))
+        .call(
+            Method::POST,
+            "/api/v1/products/sales/orders/pause",
+            Some(&bearer(&sales)),
+        )
         .await;
     assert_eq!(b["paused"], true);
-    let (_, b) = c.call(Method::GET, "/api/v1/products", Some(&bearer(&sales))).await;
+    let (_, b) = c
+        .call(Method::GET, "/api/v1/products", Some(&bearer(&sales)))
+        .await;
     assert_eq!(b[1]["paused"], true);
     let (s, text) = c.call(Method::GET, "/metrics", Some(&bearer(&admin))).await;
     assert_eq!(s, StatusCode::OK);
@@ -299,7 +366,10 @@ async fn every_endpoint_against_every_kind_of_token() {
         text.contains(r#"weft_seconds_since_last_success{domain="sales",product="orders"}"#),
         "{text}"
     );
-    assert!(!text.contains(r#"product="people""#), "never synced: no freshness\n{text}");
+    assert!(
+        !text.contains(r#"product="people""#),
+        "never synced: no freshness\n{text}"
+    );
 
     // The last use of a token is recorded.
     let list = p.run(["token", "list"]);
@@ -307,22 +377,41 @@ async fn every_endpoint_against_every_kind_of_token() {
     let tokens = server.store.tokens().unwrap();
     let used = tokens.iter().find(|t| t.name == "sales-ci").unwrap();
     assert!(used.last_used_at.is_some());
-    assert!(tokens.iter().find(|t| t.name == "old").unwrap().revoked_at.is_some());
+    assert!(tokens
+        .iter()
+        .find(|t| t.name == "old")
+        .unwrap()
+        .revoked_at
+        .is_some());
 }
 
 #[test]
 fn token_commands_refuse_bad_input_with_clear_errors() {
-    let p = catalog_project();
+    let p = catalog_project(BIN);
     let out = p.run(["token", "create", "--domain", "finance"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("no such domain (its domains: hr, sales)"), "{}", out.all());
+    assert!(
+        out.stderr()
+            .contains("no such domain (its domains: hr, sales)"),
+        "{}",
+        out.all()
+    );
     create_token(&p, &["--admin", "--name", "ops"]);
     let out = p.run(["token", "create", "--admin", "--name", "ops"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("named `ops` exists already"), "{}", out.all());
+    assert!(
+        out.stderr().contains("named `ops` exists already"),
+        "{}",
+        out.all()
+    );
     let out = p.run(["token", "revoke", "nobody"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("no live token named or with id `nobody`"), "{}", out.all());
+    assert!(
+        out.stderr()
+            .contains("no live token named or with id `nobody`"),
+        "{}",
+        out.all()
+    );
     let out = p.run(["token", "create"]);
     out.expect_code(2);
 }

@@ -16,8 +16,7 @@ use crate::output::{fit, table, timestamp};
 
 pub fn run(project_arg: Option<PathBuf>, cmd: TokenCommand) -> Result<ExitCode, Failure> {
     let project = super::load_project(project_arg)?;
-    let store =
-        SqliteStateStore::open(&project.settings.state_path).map_err(Failure::failed)?;
+    let store = SqliteStateStore::open(&project.settings.state_path).map_err(Failure::failed)?;
     match cmd {
         TokenCommand::Create {
             domain,
@@ -28,15 +27,18 @@ pub fn run(project_arg: Option<PathBuf>, cmd: TokenCommand) -> Result<ExitCode, 
                 TokenScope::Admin
             } else {
                 let domain = domain.unwrap_or_default();
-                let name = DomainName::new(domain.clone()).map_err(|e| {
-                    Failure::config(format!("--domain {domain:?}: {e}"))
-                })?;
+                let name = DomainName::new(domain.clone())
+                    .map_err(|e| Failure::config(format!("--domain {domain:?}: {e}")))?;
                 if !project.domains().iter().any(|d| **d == name) {
                     let known: Vec<String> =
                         project.domains().iter().map(|d| d.to_string()).collect();
                     return Err(Failure::config(format!(
                         "--domain {domain}: the project has no such domain (its domains: {})",
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     )));
                 }
                 TokenScope::Domain(name)
@@ -72,22 +74,24 @@ pub fn run(project_arg: Option<PathBuf>, cmd: TokenCommand) -> Result<ExitCode, 
         TokenCommand::List { format } => {
             let tokens = store.tokens().map_err(Failure::failed)?;
             match format {
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&tokens).expect("JSON")
-                ),
+                OutputFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&tokens).expect("JSON"))
+                }
                 OutputFormat::Table if tokens.is_empty() => {
                     println!("no tokens yet: `weft token create --domain D` makes one")
                 }
                 OutputFormat::Table => {
-                    let mut t = table(["name", "id", "scope", "created (UTC)", "last used", "state"]);
+                    let mut t =
+                        table(["name", "id", "scope", "created (UTC)", "last used", "state"]);
                     for tk in &tokens {
                         t.add_row([
                             tk.name.clone(),
                             tk.id.clone(),
                             tk.scope.to_string(),
                             timestamp(tk.created_at),
-                            tk.last_used_at.map(timestamp).unwrap_or_else(|| "never".into()),
+                            tk.last_used_at
+                                .map(timestamp)
+                                .unwrap_or_else(|| "never".into()),
                             match tk.revoked_at {
                                 Some(at) => format!("revoked {}", timestamp(at)),
                                 None => "live".into(),
@@ -100,7 +104,10 @@ pub fn run(project_arg: Option<PathBuf>, cmd: TokenCommand) -> Result<ExitCode, 
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Revoke { name } => {
-            if store.revoke_token(&name, Utc::now()).map_err(Failure::failed)? {
+            if store
+                .revoke_token(&name, Utc::now())
+                .map_err(Failure::failed)?
+            {
                 println!("revoked token `{name}`");
                 Ok(ExitCode::SUCCESS)
             } else {

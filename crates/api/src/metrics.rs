@@ -100,7 +100,11 @@ impl Metrics {
             "Duration of finished runs per product",
             duration.clone(),
         );
-        registry.register("runs_in_flight", "Runs in flight per product", in_flight.clone());
+        registry.register(
+            "runs_in_flight",
+            "Runs in flight per product",
+            in_flight.clone(),
+        );
         registry.register(
             "scheduler_lag_seconds",
             "Actual start minus scheduled time of the latest scheduled run",
@@ -165,7 +169,9 @@ impl Metrics {
 
     /// A scheduled run of `product` started `seconds` after its scheduled time.
     pub fn scheduler_lag(&self, product: &ProductRef, seconds: f64) {
-        self.lag.get_or_create(&product_labels(product)).set(seconds);
+        self.lag
+            .get_or_create(&product_labels(product))
+            .set(seconds);
     }
 
     /// Replaces the freshness gauges (called at scrape time).

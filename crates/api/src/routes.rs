@@ -164,7 +164,10 @@ pub async fn health() -> Json<Health> {
 #[utoipa::path(get, path = "/ready", tag = "health", security(("bearer" = [])),
     responses((status = 200, body = Readiness), (status = 401, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
-pub async fn ready(State(state): State<AppState>, _caller: Caller) -> Result<Json<Readiness>, ApiError> {
+pub async fn ready(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Readiness>, ApiError> {
     state.store(|s| s.runs(1)).await.map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -218,7 +221,8 @@ pub async fn products(
                 .filter(|p| caller.sees_domain(p.domain.as_str()))
                 .map(|p| {
                     let status = statuses.iter().find(|s| {
-                        s.product.domain == p.domain.as_str() && s.product.product == p.name.as_str()
+                        s.product.domain == p.domain.as_str()
+                            && s.product.product == p.name.as_str()
                     });
                     product_detail(&project, p, status, store, now).map(|d| d.product)
                 })

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use weft_mesh::{Product, Project};
-use weft_state::{RunRecord, RunStatus, StateResult, StateStore, StoredState, StreamKey, StreamRun};
+use weft_state::{
+    RunRecord, RunStatus, StateResult, StateStore, StoredState, StreamKey, StreamRun,
+};
 
 use crate::control::{ProductRef, ProductStatus};
 
@@ -176,7 +178,9 @@ pub(crate) fn run_view(project: &Project, product: &ProductRef, run: &RunRecord)
     let streams: Vec<StreamRunView> = run
         .streams
         .iter()
-        .filter(|s| s.key.domain.as_str() == product.domain && s.key.product.as_str() == product.product)
+        .filter(|s| {
+            s.key.domain.as_str() == product.domain && s.key.product.as_str() == product.product
+        })
         .map(|s| stream_run_view(project, s, &run.run_id))
         .collect();
     // A run of several products carries their error texts too; show the run's error only if
@@ -296,13 +300,16 @@ pub(crate) fn product_detail(
         healthy: status.is_none_or(|s| s.healthy),
         running: status.and_then(|s| s.running.clone()),
         consecutive_failures: status.map_or(0, |s| s.consecutive_failures),
-        last_error: status.and_then(|s| s.last_error.as_ref()).map(redact).or_else(|| {
-            h.streams
-                .iter()
-                .filter_map(|(v, _)| v.last_run.as_ref())
-                .filter(|r| r.status != "succeeded")
-                .find_map(|r| r.error.clone())
-        }),
+        last_error: status
+            .and_then(|s| s.last_error.as_ref())
+            .map(redact)
+            .or_else(|| {
+                h.streams
+                    .iter()
+                    .filter_map(|(v, _)| v.last_run.as_ref())
+                    .filter(|r| r.status != "succeeded")
+                    .find_map(|r| r.error.clone())
+            }),
         freshness: verdict,
         last_success,
         freshness_seconds: last_success.map(|t| seconds(t, now)),

@@ -476,34 +476,33 @@ fn load_product(
         Some(name) => parse_timezone(name)
             .map_err(|e| ProjectError::invalid(file.at_text("timezone", "timezone"), e))?,
     };
-    let schedule = match (raw.schedule, raw.every) {
-        (Some(_), Some(_)) => {
-            return Err(ProjectError::invalid(
+    let schedule =
+        match (raw.schedule, raw.every) {
+            (Some(_), Some(_)) => return Err(ProjectError::invalid(
                 file.at_text("every", "every"),
                 "a product has either a cron `schedule` or an `every` interval, not both; keep one",
-            ))
-        }
-        (None, None) => None,
-        (Some(text), None) => {
-            let text = file.expand(&text, "schedule", interp)?;
-            Some(Schedule::parse_in(&text, timezone).map_err(|e| {
-                ProjectError::invalid(file.at_text("schedule", "schedule"), e.to_string())
-            })?)
-        }
-        (None, Some(text)) => {
-            let text = file.expand(&text, "every", interp)?;
-            let at = || file.at_text("every", "every");
-            let interval = humantime::parse_duration(text.trim()).map_err(|e| {
-                ProjectError::invalid(
-                    at(),
-                    format!(
+            )),
+            (None, None) => None,
+            (Some(text), None) => {
+                let text = file.expand(&text, "schedule", interp)?;
+                Some(Schedule::parse_in(&text, timezone).map_err(|e| {
+                    ProjectError::invalid(file.at_text("schedule", "schedule"), e.to_string())
+                })?)
+            }
+            (None, Some(text)) => {
+                let text = file.expand(&text, "every", interp)?;
+                let at = || file.at_text("every", "every");
+                let interval = humantime::parse_duration(text.trim()).map_err(|e| {
+                    ProjectError::invalid(
+                        at(),
+                        format!(
                         "`{text}` is not an interval ({e}); write for example `30s`, `15m` or `1h`"
                     ),
-                )
-            })?;
-            Some(Schedule::every(&text, interval).map_err(|e| ProjectError::invalid(at(), e))?)
-        }
-    };
+                    )
+                })?;
+                Some(Schedule::every(&text, interval).map_err(|e| ProjectError::invalid(at(), e))?)
+            }
+        };
     if raw.timezone.is_some() && schedule.as_ref().is_some_and(|s| s.interval().is_some()) {
         return Err(ProjectError::invalid(
             file.at_text("timezone", "timezone"),

@@ -50,7 +50,9 @@ pub enum StateError {
     UnknownRun { path: PathBuf, run_id: String },
 
     /// An API token of that name exists already.
-    #[error("an API token named `{name}` exists already; choose another --name, or revoke it first")]
+    #[error(
+        "an API token named `{name}` exists already; choose another --name, or revoke it first"
+    )]
     TokenNameTaken { name: String },
 
     /// A stored value could not be read back.

@@ -355,10 +355,24 @@ impl SqliteStateStore {
     fn load_tokens(&self, sql: &str, args: impl rusqlite::Params) -> StateResult<Vec<TokenRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(sql).map_err(self.sql())?;
-        type RawToken = (String, String, String, String, Option<String>, Option<String>);
+        type RawToken = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
         let raw: Vec<RawToken> = stmt
             .query_map(args, |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .map_err(self.sql())?
             .collect::<rusqlite::Result<_>>()
@@ -764,7 +778,9 @@ impl StateStore for SqliteStateStore {
     fn runs(&self, limit: usize) -> StateResult<Vec<RunRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.load_runs(
-            &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"),
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+            ),
             params![limit],
         )
     }
@@ -803,7 +819,11 @@ impl StateStore for SqliteStateStore {
 
     fn stream_history(&self, key: &StreamKey) -> StateResult<StreamHistory> {
         let conn = self.conn();
-        let args = params![key.domain.as_str(), key.product.as_str(), key.stream.as_str()];
+        let args = params![
+            key.domain.as_str(),
+            key.product.as_str(),
+            key.stream.as_str()
+        ];
         // Both are index lookups (stream_runs_key_ended, stream_runs_key_status_ended), so a
         // product list stays fast with a long history.
         let last = conn

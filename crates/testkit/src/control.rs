@@ -158,13 +158,23 @@ impl Control for ProcessControl {
 
     async fn pause(&self, product: &ProductRef) -> Result<(), ControlError> {
         self.known(product)?;
-        self.entries.lock().unwrap().entry(product.clone()).or_default().paused = true;
+        self.entries
+            .lock()
+            .unwrap()
+            .entry(product.clone())
+            .or_default()
+            .paused = true;
         Ok(())
     }
 
     async fn resume(&self, product: &ProductRef) -> Result<(), ControlError> {
         self.known(product)?;
-        self.entries.lock().unwrap().entry(product.clone()).or_default().paused = false;
+        self.entries
+            .lock()
+            .unwrap()
+            .entry(product.clone())
+            .or_default()
+            .paused = false;
         Ok(())
     }
 
@@ -218,4 +228,35 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// `sales/orders` (sample source, three streams), `sales/broken` (a PostgreSQL source on a
+/// closed port: every run fails) and `hr/people`.
+pub fn catalog_project(bin: &str) -> crate::TestProject {
+    let p = crate::TestProject::with_lake(bin, "1s");
+    p.product(
+        "sales",
+        "orders",
+        "product: orders\ndomain: sales\nowner: sales-team@example.com\ndescription: Orders of the web shop\nschedule: \"*/5 * * * *\"\nsource:\n  connector: sample\n  config: { scale: 2000 }\nstreams:\n  - name: customers\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    primary_key: [id]\n    cursor: updated_at\n  - name: products\n    columns: [id, name]\n",
+    );
+    p.product(
+        "sales",
+        "broken",
+        "product: broken\ndomain: sales\nowner: sales-team@example.com\ndescription: A source that is down\nsource:\n  connector: postgres\n  config: { host: \"127.0.0.1\", port: 1, user: postgres, database: test }\nstreams:\n  - name: public.things\n",
+    );
+    p.product(
+        "hr",
+        "people",
+        "product: people\ndomain: hr\nowner: hr@example.com\ndescription: People\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: customers\n",
+    );
+    p
+}
+
+/// `weft token create ARGS` and the token it printed.
+pub fn create_token(p: &crate::TestProject, args: &[&str]) -> String {
+    let out = p.run([&["token", "create"][..], args].concat());
+    out.expect_code(0);
+    let token = out.stdout().trim().to_string();
+    assert!(token.starts_with("weft_"), "{}", out.all());
+    token
 }

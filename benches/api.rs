@@ -117,7 +117,12 @@ fn main() {
             get("/api/v1/products".into()).await;
             api_list.push(t.elapsed());
             let t = Instant::now();
-            get(format!("/api/v1/products/d{}/p{}/runs?limit=50", i % DOMAINS, i % PRODUCTS)).await;
+            get(format!(
+                "/api/v1/products/d{}/p{}/runs?limit=50",
+                i % DOMAINS,
+                i % PRODUCTS
+            ))
+            .await;
             api_runs.push(t.elapsed());
         }
         let store = server.store.clone();
@@ -137,7 +142,12 @@ fn main() {
         let mut i = 0;
         let mut ref_runs = measure(n, || {
             store
-                .product_runs(&format!("d{}", i % DOMAINS), &format!("p{}", i % PRODUCTS), None, 51)
+                .product_runs(
+                    &format!("d{}", i % DOMAINS),
+                    &format!("p{}", i % PRODUCTS),
+                    None,
+                    51,
+                )
                 .unwrap();
             i += 1;
         });

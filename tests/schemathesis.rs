@@ -10,13 +10,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_weft");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
-    let installed = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
+    let installed = Command::new("st")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !installed {
         eprintln!("SKIPPED: schemathesis is not installed (pip install schemathesis)");
         return;
     }
     let p = catalog_project(BIN);
-    p.run(["sync", "run", "--no-progress", "sales/orders"]).expect_code(0);
+    p.run(["sync", "run", "--no-progress", "sales/orders"])
+        .expect_code(0);
     p.run(["sync", "run", "--no-progress", "sales/broken"]);
     let admin = create_token(&p, &["--admin", "--name", "fuzz"]);
     let server = ApiServer::start(BIN, p.path()).await;

@@ -280,7 +280,14 @@ pub(crate) fn product_detail(
     now: DateTime<Utc>,
 ) -> StateResult<ProductDetail> {
     let h = history(project, product, store)?;
-    let last_statuses: Vec<Option<RunStatus>> = h.streams.iter().map(|(_, s)| *s).collect();
+    let mut last_statuses: Vec<Option<RunStatus>> = h.streams.iter().map(|(_, s)| *s).collect();
+    // A run can fail before any stream starts (the source is unreachable): the product's own
+    // latest run counts too (skipped triggers say nothing of the data).
+    let latest_run = store
+        .product_runs(product.domain.as_str(), product.name.as_str(), None, 5)?
+        .into_iter()
+        .find(|r| r.status != RunStatus::Skipped && r.status != RunStatus::Running);
+    last_statuses.push(latest_run.as_ref().map(|r| r.status));
     // The product is as fresh as its stalest stream; a stream never synced makes it `never`.
     let last_success = if h.streams.iter().all(|(v, _)| v.last_success.is_some()) {
         h.streams.iter().filter_map(|(v, _)| v.last_success).min()

@@ -794,12 +794,16 @@ impl StateStore for SqliteStateStore {
     ) -> StateResult<Vec<RunRecord>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // A run covers a product if it recorded the product (run_products), or, for runs
-        // recorded before weft kept products, once one of the product's streams finished in it.
+        // recorded before weft kept products, if one of the product's streams ran in it.
+        // Walking runs newest first (index runs_started_id) with per-run key lookups finds a
+        // page without reading the product's whole history.
         self.load_runs(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM runs
-                 WHERE (run_id IN (SELECT run_id FROM run_products WHERE domain = ?1 AND product = ?2)
-                        OR run_id IN (SELECT run_id FROM stream_runs WHERE domain = ?1 AND product = ?2))
+                 WHERE (EXISTS (SELECT 1 FROM run_products p WHERE p.run_id = runs.run_id
+                                AND p.domain = ?1 AND p.product = ?2)
+                        OR EXISTS (SELECT 1 FROM stream_runs s WHERE s.run_id = runs.run_id
+                                   AND s.domain = ?1 AND s.product = ?2))
                    AND (?3 IS NULL OR (started_at, run_id) <
                         (SELECT started_at, run_id FROM runs WHERE run_id = ?3))
                  ORDER BY started_at DESC, run_id DESC LIMIT ?4"

@@ -85,6 +85,9 @@ pub enum Command {
     /// failures, until SIGTERM or Ctrl-C; reloads the project on SIGHUP and when its files
     /// change. Logs JSON lines.
     Daemon {},
+    /// API tokens of `weft daemon`: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script, e.g. `weft completions bash > ~/.local/share/bash-completion/completions/weft`.
     Completions {
         /// The shell to complete in.
@@ -302,5 +305,31 @@ pub enum DomainCommand {
     List {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        /// The domain whose products the token sees and triggers.
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        domain: Option<String>,
+        /// A token that sees and does everything (and reads /metrics).
+        #[arg(long)]
+        admin: bool,
+        /// A name to list and revoke it by (default: the scope and a number).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the tokens: name, scope, created, last used (never the token).
+    List {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Revoke a token by name or id; it stops working at once.
+    Revoke {
+        /// The token's name or id (`weft token list`).
+        name: String,
     },
 }

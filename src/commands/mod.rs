@@ -10,6 +10,7 @@ mod policy;
 mod product;
 mod skeleton;
 mod sync;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Product(cmd) => product::run(project_arg, cmd).await,
         Command::Domain(cmd) => domain::run(project_arg, cmd).await,
         Command::Daemon {} => daemon::run(project_arg).await,
+        Command::Token(cmd) => token::run(project_arg, cmd),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -49,6 +49,12 @@ pub enum StateError {
     #[error("run `{run_id}` is not in the state database {}; call start_run first", path.display())]
     UnknownRun { path: PathBuf, run_id: String },
 
+    /// An API token of that name exists already.
+    #[error(
+        "an API token named `{name}` exists already; choose another --name, or revoke it first"
+    )]
+    TokenNameTaken { name: String },
+
     /// A stored value could not be read back.
     #[error("the state database {} holds an invalid {what}: {message}", path.display())]
     Corrupt {

@@ -10,8 +10,8 @@ mod sqlite;
 
 pub use error::{StateError, StateResult};
 pub use model::{
-    ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun,
-    Trigger,
+    NewToken, ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState,
+    StreamHistory, StreamKey, StreamRun, TokenRecord, TokenScope, Trigger,
 };
 pub use sqlite::SqliteStateStore;
 
@@ -62,6 +62,34 @@ pub trait StateStore: Send + Sync {
 
     /// The latest `limit` runs, newest first, each with its streams.
     fn runs(&self, limit: usize) -> StateResult<Vec<RunRecord>>;
+
+    /// A product's runs, newest first: those older than run `before` (a page's last run id)
+    /// if given, at most `limit`.
+    fn product_runs(
+        &self,
+        domain: &str,
+        product: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<RunRecord>>;
+
+    /// One run with its streams.
+    fn run(&self, run_id: &str) -> StateResult<Option<RunRecord>>;
+
+    /// A stream's latest run (with its run id) and when it last succeeded.
+    fn stream_history(&self, key: &StreamKey) -> StateResult<StreamHistory>;
+
+    /// Records an API token (its hash); a taken name is [`StateError::TokenNameTaken`].
+    fn create_token(&self, token: &NewToken) -> StateResult<()>;
+
+    /// Every API token, revoked ones too, oldest first.
+    fn tokens(&self) -> StateResult<Vec<TokenRecord>>;
+
+    /// Revokes the token of that name or id; returns whether a live one was found.
+    fn revoke_token(&self, name_or_id: &str, now: DateTime<Utc>) -> StateResult<bool>;
+
+    /// The live (unrevoked) token with this hash, recording that it was used `now`.
+    fn use_token(&self, hash: &str, now: DateTime<Utc>) -> StateResult<Option<TokenRecord>>;
 
     /// The latest run of every stream, with its run id, ordered by key.
     fn last_stream_runs(&self) -> StateResult<Vec<(StreamRun, String)>>;

@@ -195,3 +195,65 @@ pub struct RunRecord {
     /// The products the run covered (empty for runs recorded before weft kept them).
     pub products: Vec<ProductKey>,
 }
+
+/// Whom an API token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Sees and does everything.
+    Admin,
+    /// Sees and triggers one domain's products.
+    Domain(DomainName),
+}
+
+impl TokenScope {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(TokenScope::Admin),
+            _ => text
+                .strip_prefix("domain:")
+                .and_then(|d| DomainName::new(d).ok())
+                .map(TokenScope::Domain),
+        }
+    }
+}
+
+impl fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenScope::Admin => f.write_str("admin"),
+            TokenScope::Domain(d) => write!(f, "domain:{d}"),
+        }
+    }
+}
+
+/// A token to record: only its SHA-256 hash is stored, never the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewToken {
+    pub id: String,
+    pub name: String,
+    pub scope: TokenScope,
+    /// Lower-case hex SHA-256 of the token text.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A recorded API token (without its hash).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub scope: TokenScope,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What the history says of one stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StreamHistory {
+    /// Its latest finished run, with the run id.
+    pub last_run: Option<(StreamRun, String)>,
+    /// When a run of it last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+}

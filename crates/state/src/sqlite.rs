@@ -10,8 +10,8 @@ use weft_core::{Checkpoint, DomainName, ProductName, StreamName};
 
 use crate::error::{StateError, StateResult};
 use crate::model::{
-    ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState, StreamKey, StreamRun,
-    Trigger,
+    NewToken, ProductKey, ProductLastRun, RunRecord, RunStart, RunStatus, StoredState,
+    StreamHistory, StreamKey, StreamRun, TokenRecord, TokenScope, Trigger,
 };
 use crate::StateStore;
 
@@ -78,6 +78,23 @@ CREATE TABLE run_products (
     PRIMARY KEY (run_id, domain, product)
 );
 CREATE INDEX run_products_product ON run_products (domain, product);
+"#,
+    // The HTTP API: bearer tokens (hashes only), and indexes for product run history and
+    // per-stream latest/last-success lookups.
+    r#"
+CREATE TABLE api_tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    scope        TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    created_at   TEXT NOT NULL,
+    last_used_at TEXT,
+    revoked_at   TEXT
+);
+CREATE INDEX stream_runs_product_run ON stream_runs (domain, product, run_id);
+CREATE INDEX stream_runs_key_ended ON stream_runs (domain, product, stream, ended_at);
+CREATE INDEX stream_runs_key_status_ended ON stream_runs (domain, product, stream, status, ended_at);
+CREATE INDEX runs_started_id ON runs (started_at, run_id);
 "#,
 ];
 
@@ -250,6 +267,145 @@ impl SqliteStateStore {
         })
     }
 }
+
+impl SqliteStateStore {
+    /// Runs a query selecting [`RUN_COLUMNS`] and loads each run with its streams and products.
+    fn load_runs(&self, sql: &str, args: impl rusqlite::Params) -> StateResult<Vec<RunRecord>> {
+        let conn = self.conn();
+        type RawRun = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let mut stmt = conn.prepare(sql).map_err(self.sql())?;
+        let raw: Vec<RawRun> = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql())?;
+        let mut streams_stmt = conn
+            .prepare(&format!(
+                "SELECT {STREAM_RUN_COLUMNS} FROM stream_runs WHERE run_id = ?1 ORDER BY id"
+            ))
+            .map_err(self.sql())?;
+        let mut products_stmt = conn
+            .prepare(
+                "SELECT domain, product FROM run_products WHERE run_id = ?1 ORDER BY domain, product",
+            )
+            .map_err(self.sql())?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (
+            run_id,
+            selectors,
+            status,
+            started_at,
+            ended_at,
+            rows,
+            bytes,
+            error,
+            trigger,
+            scheduled_at,
+        ) in raw
+        {
+            let products = products_stmt
+                .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql())?
+                .collect::<rusqlite::Result<Vec<(String, String)>>>()
+                .map_err(self.sql())?
+                .into_iter()
+                .map(|(d, p)| self.product_key(d, p))
+                .collect::<StateResult<Vec<_>>>()?;
+            let streams = streams_stmt
+                .query_map([&run_id], raw_stream_run)
+                .map_err(self.sql())?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(self.sql())?
+                .into_iter()
+                .map(|s| self.stream_run(s))
+                .collect::<StateResult<Vec<_>>>()?;
+            out.push(RunRecord {
+                selectors: serde_json::from_str(&selectors)
+                    .map_err(|e| self.corrupt("selector list", e))?,
+                status: self.status(&status)?,
+                started_at: self.time(&started_at)?,
+                ended_at: ended_at.map(|t| self.time(&t)).transpose()?,
+                rows: from_db_count(rows),
+                bytes: from_db_count(bytes),
+                error,
+                streams,
+                trigger: self.trigger(&trigger)?,
+                scheduled_at: scheduled_at.map(|t| self.time(&t)).transpose()?,
+                products,
+                run_id,
+            });
+        }
+        Ok(out)
+    }
+
+    fn load_tokens(&self, sql: &str, args: impl rusqlite::Params) -> StateResult<Vec<TokenRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql).map_err(self.sql())?;
+        type RawToken = (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let raw: Vec<RawToken> = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(self.sql())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.sql())?;
+        raw.into_iter()
+            .map(|(id, name, scope, created_at, last_used_at, revoked_at)| {
+                Ok(TokenRecord {
+                    scope: TokenScope::parse(&scope)
+                        .ok_or_else(|| self.corrupt("token scope", format!("{scope:?}")))?,
+                    created_at: self.time(&created_at)?,
+                    last_used_at: last_used_at.map(|t| self.time(&t)).transpose()?,
+                    revoked_at: revoked_at.map(|t| self.time(&t)).transpose()?,
+                    id,
+                    name,
+                })
+            })
+            .collect()
+    }
+}
+
+const RUN_COLUMNS: &str =
+    "run_id, selectors, status, started_at, ended_at, rows, bytes, error, trigger, scheduled_at";
+const TOKEN_COLUMNS: &str = "id, name, scope, created_at, last_used_at, revoked_at";
 
 fn migrate(conn: &mut Connection, path: &Path) -> StateResult<()> {
     let open_err = |source| StateError::Open {
@@ -630,102 +786,154 @@ impl StateStore for SqliteStateStore {
     }
 
     fn runs(&self, limit: usize) -> StateResult<Vec<RunRecord>> {
-        let conn = self.conn();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = conn
-            .prepare(
-                "SELECT run_id, selectors, status, started_at, ended_at, rows, bytes, error,
-                        trigger, scheduled_at
-                 FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1",
+        self.load_runs(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"
+            ),
+            params![limit],
+        )
+    }
+
+    fn product_runs(
+        &self,
+        domain: &str,
+        product: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StateResult<Vec<RunRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A run covers a product if it recorded the product (run_products), or, for runs
+        // recorded before weft kept products, if one of the product's streams ran in it.
+        // Walking runs newest first (index runs_started_id) with per-run key lookups finds a
+        // page without reading the product's whole history.
+        self.load_runs(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (EXISTS (SELECT 1 FROM run_products p WHERE p.run_id = runs.run_id
+                                AND p.domain = ?1 AND p.product = ?2)
+                        OR EXISTS (SELECT 1 FROM stream_runs s WHERE s.run_id = runs.run_id
+                                   AND s.domain = ?1 AND s.product = ?2))
+                   AND (?3 IS NULL OR (started_at, run_id) <
+                        (SELECT started_at, run_id FROM runs WHERE run_id = ?3))
+                 ORDER BY started_at DESC, run_id DESC LIMIT ?4"
+            ),
+            params![domain, product, before, limit],
+        )
+    }
+
+    fn run(&self, run_id: &str) -> StateResult<Option<RunRecord>> {
+        Ok(self
+            .load_runs(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                params![run_id],
+            )?
+            .pop())
+    }
+
+    fn stream_history(&self, key: &StreamKey) -> StateResult<StreamHistory> {
+        let conn = self.conn();
+        let args = params![
+            key.domain.as_str(),
+            key.product.as_str(),
+            key.stream.as_str()
+        ];
+        // Both are index lookups (stream_runs_key_ended, stream_runs_key_status_ended), so a
+        // product list stays fast with a long history.
+        let last = conn
+            .query_row(
+                &format!(
+                    "SELECT {STREAM_RUN_COLUMNS}, run_id FROM stream_runs
+                     WHERE domain = ?1 AND product = ?2 AND stream = ?3
+                     ORDER BY ended_at DESC, id DESC LIMIT 1"
+                ),
+                args,
+                |r| Ok((raw_stream_run(r)?, r.get::<_, String>(9)?)),
+            )
+            .optional()
+            .map_err(self.sql())?;
+        let success: Option<String> = conn
+            .query_row(
+                "SELECT MAX(ended_at) FROM stream_runs
+                 WHERE domain = ?1 AND product = ?2 AND stream = ?3 AND status = 'succeeded'",
+                args,
+                |r| r.get(0),
             )
             .map_err(self.sql())?;
-        type RawRun = (
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-            i64,
-            i64,
-            Option<String>,
-            String,
-            Option<String>,
-        );
-        let raw: Vec<RawRun> = stmt
-            .query_map([limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })
-            .map_err(self.sql())?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(self.sql())?;
-        let mut streams_stmt = conn
-            .prepare(&format!(
-                "SELECT {STREAM_RUN_COLUMNS} FROM stream_runs WHERE run_id = ?1 ORDER BY id"
-            ))
-            .map_err(self.sql())?;
-        let mut products_stmt = conn
-            .prepare(
-                "SELECT domain, product FROM run_products WHERE run_id = ?1 ORDER BY domain, product",
+        drop(conn);
+        Ok(StreamHistory {
+            last_run: last
+                .map(|(raw, run_id)| Ok::<_, StateError>((self.stream_run(raw)?, run_id)))
+                .transpose()?,
+            last_success: success.map(|t| self.time(&t)).transpose()?,
+        })
+    }
+
+    fn create_token(&self, token: &NewToken) -> StateResult<()> {
+        let conn = self.conn();
+        let taken: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE name = ?1)",
+                [&token.name],
+                |r| r.get(0),
             )
             .map_err(self.sql())?;
-        let mut out = Vec::with_capacity(raw.len());
-        for (
-            run_id,
-            selectors,
-            status,
-            started_at,
-            ended_at,
-            rows,
-            bytes,
-            error,
-            trigger,
-            scheduled_at,
-        ) in raw
-        {
-            let products = products_stmt
-                .query_map([&run_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(self.sql())?
-                .collect::<rusqlite::Result<Vec<(String, String)>>>()
-                .map_err(self.sql())?
-                .into_iter()
-                .map(|(d, p)| self.product_key(d, p))
-                .collect::<StateResult<Vec<_>>>()?;
-            let streams = streams_stmt
-                .query_map([&run_id], raw_stream_run)
-                .map_err(self.sql())?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(self.sql())?
-                .into_iter()
-                .map(|s| self.stream_run(s))
-                .collect::<StateResult<Vec<_>>>()?;
-            out.push(RunRecord {
-                selectors: serde_json::from_str(&selectors)
-                    .map_err(|e| self.corrupt("selector list", e))?,
-                status: self.status(&status)?,
-                started_at: self.time(&started_at)?,
-                ended_at: ended_at.map(|t| self.time(&t)).transpose()?,
-                rows: from_db_count(rows),
-                bytes: from_db_count(bytes),
-                error,
-                streams,
-                trigger: self.trigger(&trigger)?,
-                scheduled_at: scheduled_at.map(|t| self.time(&t)).transpose()?,
-                products,
-                run_id,
+        if taken {
+            return Err(StateError::TokenNameTaken {
+                name: token.name.clone(),
             });
         }
-        Ok(out)
+        conn.execute(
+            "INSERT INTO api_tokens (id, name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                token.id,
+                token.name,
+                token.scope.to_string(),
+                token.hash,
+                db_time(&token.created_at)
+            ],
+        )
+        .map_err(self.sql())?;
+        Ok(())
+    }
+
+    fn tokens(&self) -> StateResult<Vec<TokenRecord>> {
+        self.load_tokens(
+            &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"),
+            [],
+        )
+    }
+
+    fn revoke_token(&self, name_or_id: &str, now: DateTime<Utc>) -> StateResult<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE api_tokens SET revoked_at = ?2
+                 WHERE (name = ?1 OR id = ?1) AND revoked_at IS NULL",
+                params![name_or_id, db_time(&now)],
+            )
+            .map_err(self.sql())?;
+        Ok(changed > 0)
+    }
+
+    fn use_token(&self, hash: &str, now: DateTime<Utc>) -> StateResult<Option<TokenRecord>> {
+        let found = self
+            .load_tokens(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL"
+                ),
+                [hash],
+            )?
+            .pop();
+        if let Some(token) = &found {
+            self.conn()
+                .execute(
+                    "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+                    params![token.id, db_time(&now)],
+                )
+                .map_err(self.sql())?;
+        }
+        Ok(found)
     }
 
     fn last_stream_runs(&self) -> StateResult<Vec<(StreamRun, String)>> {

@@ -358,7 +358,7 @@ fn reopening_the_file_keeps_everything() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]
@@ -528,4 +528,92 @@ fn product_runs_skips_and_interruptions_are_per_product() {
         ids,
         vec![("finance/ledger".into(), "b"), ("sales/shop".into(), "c")]
     );
+}
+
+#[test]
+fn api_tokens_are_stored_by_hash_used_and_revoked() {
+    use weft_state::{NewToken, TokenScope};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStateStore::open(&dir.path().join("state.db")).unwrap();
+    let token = NewToken {
+        id: "abc123".into(),
+        name: "sales-ci".into(),
+        scope: TokenScope::Domain("sales".parse().unwrap()),
+        hash: "f".repeat(64),
+        created_at: at(0),
+    };
+    store.create_token(&token).unwrap();
+    assert!(matches!(
+        store.create_token(&NewToken { id: "other".into(), hash: "e".repeat(64), ..token.clone() }),
+        Err(StateError::TokenNameTaken { name }) if name == "sales-ci"
+    ));
+    assert_eq!(store.use_token(&"0".repeat(64), at(1)).unwrap(), None);
+    let used = store.use_token(&"f".repeat(64), at(5)).unwrap().unwrap();
+    assert_eq!(used.scope, TokenScope::Domain("sales".parse().unwrap()));
+    assert_eq!(store.tokens().unwrap()[0].last_used_at, Some(at(5)));
+    assert!(store.revoke_token("abc123", at(9)).unwrap());
+    assert!(
+        !store.revoke_token("sales-ci", at(10)).unwrap(),
+        "already revoked"
+    );
+    assert_eq!(store.use_token(&"f".repeat(64), at(11)).unwrap(), None);
+    assert_eq!(store.tokens().unwrap()[0].revoked_at, Some(at(9)));
+}
+
+#[test]
+fn product_history_pages_newest_first_and_stream_history_finds_last_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStateStore::open(&dir.path().join("state.db")).unwrap();
+    for i in 0..5i64 {
+        let product = if i % 2 == 0 { "orders" } else { "people" };
+        let id = format!("run{i}");
+        store
+            .start_run(&RunStart {
+                run_id: id.clone(),
+                selectors: vec![format!("sales/{product}")],
+                started_at: at(i * 100),
+                ..Default::default()
+            })
+            .unwrap();
+        let status = if i == 4 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        store
+            .finish_stream(
+                &id,
+                &stream_run(key("sales", product, "s"), status, 10 + i as u64, i * 100),
+            )
+            .unwrap();
+        store
+            .finish_run(&id, status, 10, 100, None, at(i * 100 + 5))
+            .unwrap();
+    }
+    let ids =
+        |runs: Vec<weft_state::RunRecord>| runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.product_runs("sales", "orders", None, 2).unwrap()),
+        ["run4", "run2"]
+    );
+    assert_eq!(
+        ids(store
+            .product_runs("sales", "orders", Some("run2"), 2)
+            .unwrap()),
+        ["run0"]
+    );
+    assert_eq!(
+        ids(store.product_runs("sales", "people", None, 10).unwrap()),
+        ["run3", "run1"]
+    );
+    assert!(store
+        .product_runs("hr", "orders", None, 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.run("run3").unwrap().unwrap().streams[0].rows, 13);
+    assert_eq!(store.run("nope").unwrap(), None);
+    let h = store.stream_history(&key("sales", "orders", "s")).unwrap();
+    let (last, run_id) = h.last_run.unwrap();
+    assert_eq!((last.status, run_id.as_str()), (RunStatus::Failed, "run4"));
+    assert_eq!(h.last_success, Some(at(205)));
 }

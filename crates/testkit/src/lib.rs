@@ -4,6 +4,7 @@
 
 mod cluster;
 pub mod daemon;
+pub mod control;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;

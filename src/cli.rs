@@ -84,7 +84,12 @@ pub enum Command {
     /// Run every product on its schedule (`schedule:` cron or `every:` interval), retrying
     /// failures, until SIGTERM or Ctrl-C; reloads the project on SIGHUP and when its files
     /// change. Logs JSON lines.
-    Daemon {},
+    Daemon {
+        /// Serve the HTTP API, the catalog page and `/metrics` on this address
+        /// (`127.0.0.1:8080`; port 0 picks a free one, logged at start).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// API tokens of `weft daemon`: create (printed once), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),

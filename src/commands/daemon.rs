@@ -14,7 +14,10 @@ use crate::exit::Failure;
 use crate::logging;
 use crate::registry::registry;
 
-pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
+pub async fn run(
+    project: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
     let grace = project.settings.daemon.shutdown_timeout;
     let scheduled = project
@@ -23,7 +26,17 @@ pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
         .filter(|p| p.schedule.is_some() || p.policy.continuous)
         .count();
     let total = project.products.len();
-    let store = SqliteStateStore::open(&project.settings.state_path).map_err(Failure::failed)?;
+    let store: Arc<dyn weft_state::StateStore> =
+        Arc::new(SqliteStateStore::open(&project.settings.state_path).map_err(Failure::failed)?);
+    // Bound before the scheduler starts, so a taken port fails the start, not a run later.
+    let listener = match listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::failed(format!(
+                "cannot listen on {addr}: {e}; pick another --listen address"
+            ))
+        })?),
+        None => None,
+    };
     // Registered before the daemon starts: a signal that comes during startup must not kill.
     let (mut int, mut term) = match (
         signal(SignalKind::interrupt()),
@@ -40,7 +53,27 @@ pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
         on_reload: Box::new(|p: &weft_mesh::Project| logging::add_redactor(p.secrets.clone())),
     };
     let daemon =
-        Daemon::start(project, registry(), Arc::new(store), options).map_err(Failure::failed)?;
+        Daemon::start(project, registry(), store.clone(), options).map_err(Failure::failed)?;
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http = listener.map(|listener| {
+        let addr = listener.local_addr().ok();
+        if let Some(addr) = addr {
+            info!("HTTP API and catalog page on http://{addr}/ (metrics: /metrics)");
+        }
+        let control: Arc<dyn weft_api::Control> = Arc::new(daemon.clone());
+        let serve = weft_api::serve(
+            listener,
+            control,
+            store.clone(),
+            Arc::new(weft_api::Metrics::new()),
+            http_stop.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                warn!("the HTTP server stopped: {e}");
+            }
+        })
+    });
     info!(
         pid = std::process::id(),
         "daemon started: {scheduled} of {total} product(s) scheduled"
@@ -53,7 +86,14 @@ pub async fn run(project: Option<PathBuf>) -> Result<ExitCode, Failure> {
         "{first} received: no new runs start; runs in flight get up to {}s to finish",
         grace.as_secs()
     );
-    let shutdown = daemon.shutdown(grace);
+    // The API answers until the runs are done (health, status), then stops with the daemon.
+    let shutdown = async {
+        daemon.shutdown(grace).await;
+        http_stop.cancel();
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+    };
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => {}

@@ -37,7 +37,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy(cmd) => policy::run(project_arg, cmd).await,
         Command::Product(cmd) => product::run(project_arg, cmd).await,
         Command::Domain(cmd) => domain::run(project_arg, cmd).await,
-        Command::Daemon {} => daemon::run(project_arg).await,
+        Command::Daemon { listen } => daemon::run(project_arg, listen).await,
         Command::Token(cmd) => token::run(project_arg, cmd),
         Command::Completions { shell } => {
             let mut script = Vec::new();

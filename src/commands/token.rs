@@ -30,8 +30,11 @@ pub fn run(project_arg: Option<PathBuf>, cmd: TokenCommand) -> Result<ExitCode, 
                 let name = DomainName::new(domain.clone())
                     .map_err(|e| Failure::config(format!("--domain {domain:?}: {e}")))?;
                 if !project.domains().iter().any(|d| d.name == name) {
-                    let known: Vec<String> =
-                        project.domains().iter().map(|d| d.name.to_string()).collect();
+                    let known: Vec<String> = project
+                        .domains()
+                        .iter()
+                        .map(|d| d.name.to_string())
+                        .collect();
                     return Err(Failure::config(format!(
                         "--domain {domain}: the project has no such domain (its domains: {})",
                         if known.is_empty() {

@@ -159,7 +159,7 @@ impl Daemon {
                 let key = key_of(p);
                 let slot = slots.get(&key).cloned().unwrap_or_default();
                 ProductStatus {
-                    product: ProductRef::from(&key),
+                    product: status::product_ref(&key),
                     schedule: p.schedule.as_ref().map(|s| s.as_str().to_string()),
                     next_run: slot.next_run,
                     paused: slot.paused,
@@ -188,9 +188,7 @@ impl Daemon {
                 .product(&product.domain, &product.product)
                 .ok_or(ControlError::UnknownProduct)?;
             if p.stream(stream).is_none() {
-                return Err(ControlError::Other(format!(
-                    "product {key} has no stream `{stream}`"
-                )));
+                return Err(ControlError::UnknownStream);
             }
         }
         runner::fire(self, &key, Trigger::Api, None, stream.map(str::to_string))
@@ -364,4 +362,36 @@ fn key_of(product: &weft_mesh::Product) -> ProductKey {
 
 fn humantime_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64().round())
+}
+
+/// The daemon as the HTTP layer reaches it.
+#[async_trait::async_trait]
+impl weft_api::Control for Daemon {
+    fn project(&self) -> Arc<Project> {
+        Daemon::project(self)
+    }
+
+    fn statuses(&self) -> Vec<ProductStatus> {
+        Daemon::statuses(self)
+    }
+
+    async fn trigger(
+        &self,
+        product: &ProductRef,
+        stream: Option<&str>,
+    ) -> Result<Triggered, ControlError> {
+        Daemon::trigger(self, product, stream).await
+    }
+
+    async fn pause(&self, product: &ProductRef) -> Result<(), ControlError> {
+        Daemon::pause(self, product).await
+    }
+
+    async fn resume(&self, product: &ProductRef) -> Result<(), ControlError> {
+        Daemon::resume(self, product).await
+    }
+
+    fn config_error(&self) -> Option<String> {
+        Daemon::config_error(self)
+    }
 }

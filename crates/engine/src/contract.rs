@@ -78,13 +78,11 @@ pub fn product_contract(
             .and_then(|(governed, _)| {
                 plan_stream(&governed, catalog, &PlanScope::default(), governance.keys())
             })
-            .map_err(|message| {
-            EngineError::Plan {
+            .map_err(|message| EngineError::Plan {
                 file: file.clone(),
                 stream: config.name.to_string(),
                 message,
-            }
-        })?;
+            })?;
         streams.push(stream_contract(config, &plan));
     }
     Ok(Contract {

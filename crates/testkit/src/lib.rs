@@ -3,8 +3,8 @@
 //! independent reader: nothing of weft's writer is used to read).
 
 mod cluster;
-pub mod daemon;
 pub mod control;
+pub mod daemon;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;

@@ -207,7 +207,13 @@ async fn every_endpoint_against_every_kind_of_token() {
         .await;
     assert_eq!(
         b,
-        serde_json::json!([{ "name": "hr", "products": ["people"] }])
+        serde_json::json!([{
+            "name": "hr",
+            "owners": ["hr-data@example.com"],
+            "description": "The hr domain.",
+            "contact": null,
+            "products": ["people"]
+        }])
     );
     let (_, b) = c
         .call(Method::GET, "/api/v1/products", Some(&bearer(&sales)))

@@ -141,6 +141,9 @@ fn assert_no_clear_email(p: &TestProject, cluster: &PrivateCluster) {
         values.len()
     );
     for value in &values {
+        // The product's owner (an address by design) travels with the data as metadata
+        // (Parquet footers, the manifest); no other address may.
+        let value = value.replace("marketing-data@example.com", "");
         assert!(
             !value.contains('@'),
             "marketing's store holds an e-mail address: {value}"
@@ -237,6 +240,10 @@ const TO_FINANCE: &str = "grants:\n  - to: finance\n    streams:\n      - name: 
 /// `(id, updated_at)` of every row of a stream, sorted.
 fn id_versions(p: &TestProject, domain: &str, product: &str) -> Vec<(i64, i64)> {
     let batch = p.read_stream(domain, product, "orders");
+    if batch.num_columns() == 0 {
+        // Nothing committed yet (a kill after another stream's first commit).
+        return Vec::new();
+    }
     let id = batch
         .column_by_name("id")
         .unwrap()

@@ -374,7 +374,7 @@ fn a_database_from_a_newer_weft_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the state database {} has schema version 7, newer than this weft supports (2); upgrade weft",
+            "the state database {} has schema version 7, newer than this weft supports (4); upgrade weft",
             path.display()
         )
     );

@@ -453,7 +453,12 @@ mod tests {
         assert!(!dead.exists());
         assert!(live.exists() && recent.exists() && other.exists());
         drop(held);
-        assert_eq!(sweep_stale_inputs(temp.path()), 1);
+        // A sibling test forking a subprocess shares the lock's open file until its exec, so
+        // the released lock may take a moment to be free.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sweep_stale_inputs(temp.path()) == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(!live.exists());
     }
 }

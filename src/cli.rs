@@ -65,6 +65,10 @@ pub enum Command {
     /// Run syncs and look at their state and history.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// Where each stream is (cursor, log position, progress), and setting a stream's position
+    /// by hand: a backfill from a date, an Airbyte connector's state.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Work with connectors: list them, print their config spec, check configs, discover streams,
     /// install Airbyte connectors.
     #[command(subcommand)]
@@ -150,6 +154,38 @@ pub enum SyncCommand {
         /// How many runs to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Each selected stream's recorded position in human terms: an incremental stream's cursor
+    /// and key tie-breaker, a CDC stream's LSN, a full refresh's progress, an Airbyte state.
+    Show {
+        /// `domain`, `domain/product` or `domain/product/stream`.
+        selector: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Set where an incremental stream's next run starts: `--cursor VALUE` reads every row whose
+    /// cursor is >= VALUE (a backfill from a date), `--state-json FILE` resumes an Airbyte
+    /// stream from that state. Recorded in `sync history`; refused while a run holds the
+    /// product. Forget a stream altogether with `weft sync reset`.
+    Set {
+        /// `domain/product/stream`.
+        stream: String,
+        /// The cursor value to read from (inclusive), in the cursor column's type:
+        /// `2024-01-31`, `2024-01-31 12:00:00+00`, `1000`.
+        #[arg(long, required_unless_present = "state_json", conflicts_with = "state_json")]
+        cursor: Option<String>,
+        /// A JSON file holding the stream's state as the source keeps it (Airbyte sources).
+        #[arg(long, value_name = "FILE")]
+        state_json: Option<PathBuf>,
+        /// Do not ask for confirmation (needed when stdin is not a terminal: cron, scripts).
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },

@@ -182,7 +182,7 @@ fn progress_line(s: &StreamProgress) -> String {
         .unwrap_or_default();
     let phase = format!("{:?}", s.phase()).to_lowercase();
     format!(
-        "{phase}: {} rows{of}, {}, {} rows/s",
+        "{phase}: {} rows{of}, {} as Arrow, {} rows/s",
         s.rows(),
         human_bytes(s.bytes()),
         rate(s.rows(), secs)
@@ -201,6 +201,7 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                 "status",
                 "rows read",
                 "landed",
+                "written",
                 "read time",
                 "publish",
                 "rows/s",
@@ -211,6 +212,7 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                     s.status.to_string(),
                     s.rows.to_string(),
                     landed(s),
+                    s.bytes_written.map_or_else(|| "-".into(), human_bytes),
                     format!("{:.1}s", s.read_seconds),
                     format!("{:.1}s", s.publish_seconds),
                     rate(s.rows, s.read_seconds),
@@ -248,13 +250,17 @@ pub fn report(report: &RunReport, format: OutputFormat) {
                 );
                 println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
             }
+            let written = report
+                .bytes_written()
+                .map(|b| format!(", {} written", human_bytes(b)))
+                .unwrap_or_default();
             let text = format!(
-                "run {}: {} — {} rows read, {} landed ({} in memory as Arrow)",
+                "run {}: {} — {} rows read, {} landed{written} ({} in memory as Arrow)",
                 report.run_id,
                 report.status,
                 report.rows(),
                 report.streams.iter().map(visible_rows).sum::<u64>(),
-                human_bytes(report.bytes())
+                human_bytes(report.arrow_bytes())
             );
             println!("{}", wrap(&text, DEFAULT_WIDTH as usize, 2));
         }

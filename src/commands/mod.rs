@@ -9,6 +9,7 @@ mod init;
 mod policy;
 mod product;
 mod skeleton;
+mod state;
 mod sync;
 mod token;
 
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             destination,
         } => init::run(&dir, force, source.as_deref(), destination.as_deref()),
         Command::Sync(cmd) => sync::run(project_arg, cmd, quiet).await,
+        Command::State(cmd) => state::run(project_arg, cmd).await,
         Command::Connector(cmd) => connector::run(project_arg, cmd).await,
         Command::Config(cmd) => config::run(project_arg, cmd).await,
         Command::Policy(cmd) => policy::run(project_arg, cmd).await,

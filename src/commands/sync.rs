@@ -86,20 +86,21 @@ pub(super) fn existing_state(project: &Project) -> Result<Option<Arc<dyn StateSt
     }
 }
 
-fn open_state(project: &Project) -> Result<Arc<dyn StateStore>, Failure> {
+pub(super) fn open_state(project: &Project) -> Result<Arc<dyn StateStore>, Failure> {
     let store = SqliteStateStore::open(&project.settings.state_path).map_err(Failure::failed)?;
     Ok(Arc::new(store))
 }
 
 /// Takes the locks of the selected products: a product runs in one process at a time (the
 /// daemon's or a person's), while other products go on.
-fn lock_selected(
+pub(super) fn lock_selected(
     project: &Project,
     products: &[weft_state::ProductKey],
     run_id: &str,
+    command: &str,
 ) -> Result<weft_engine::ProductLocks, Failure> {
     let holder = weft_engine::LockHolder {
-        command: "weft sync run".into(),
+        command: command.into(),
         pid: std::process::id(),
         run_id: run_id.into(),
     };
@@ -117,7 +118,7 @@ fn product_keys(selections: &[weft_mesh::Selection<'_>]) -> Vec<weft_state::Prod
 }
 
 /// The products and streams `selectors` name (all when empty).
-fn select<'p>(
+pub(super) fn select<'p>(
     project: &'p Project,
     selectors: &[String],
 ) -> Result<Vec<weft_mesh::Selection<'p>>, Failure> {
@@ -140,7 +141,12 @@ async fn sync_reset(
     if !yes {
         confirm_reset(&selections)?;
     }
-    let _locks = lock_selected(&project, &product_keys(&selections), "reset")?;
+    let _locks = lock_selected(
+        &project,
+        &product_keys(&selections),
+        "reset",
+        "weft sync reset",
+    )?;
     let state = open_state(&project)?;
     let reports = weft_engine::reset(&project, &selections, &registry(), state)
         .await
@@ -271,7 +277,12 @@ async fn sync_run(
         options,
     )
     .map_err(Failure::config)?;
-    let _locks = lock_selected(&project, &prepared.products(), prepared.run_id())?;
+    let _locks = lock_selected(
+        &project,
+        &prepared.products(),
+        prepared.run_id(),
+        "weft sync run",
+    )?;
     let interrupted = state
         .mark_interrupted_product_runs(&prepared.products(), chrono::Utc::now())
         .map_err(Failure::failed)?;

@@ -691,6 +691,7 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
             return Err(e);
         }
     };
+    stats.bytes_written = staged.iter().map(|f| f.bytes).sum();
     let mut next = table.manifest.clone();
     next.version += 1;
     next.committed_at = chrono::Utc::now();

@@ -70,6 +70,8 @@ pub(crate) struct Compaction {
     /// by their statistics).
     pub row_groups_scanned: usize,
     pub row_groups_skipped: usize,
+    /// Bytes of the Parquet files the compaction wrote (the rewritten files).
+    pub bytes_written: u64,
 }
 
 pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
@@ -346,6 +348,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
             return Err(e);
         }
     };
+    stats.bytes_written = staged.iter().map(|f| f.bytes).sum();
     let mut next = table.manifest.clone();
     next.version += 1;
     next.committed_at = chrono::Utc::now();

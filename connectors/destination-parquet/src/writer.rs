@@ -27,6 +27,8 @@ pub struct LakeWriter {
     /// A CDC stream: the storage schema of the stream's columns (`schema` is then the change
     /// file schema, see `changes`).
     changes: Option<SchemaRef>,
+    /// Bytes of the Parquet files committed so far (new files and compactions' rewrites).
+    bytes_written: u64,
 }
 
 impl LakeWriter {
@@ -41,6 +43,7 @@ impl LakeWriter {
             finished: false,
             converts: false,
             changes: None,
+            bytes_written: 0,
         }
     }
 
@@ -95,6 +98,7 @@ impl LakeWriter {
     async fn commit_inner(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.usable()?;
         let staged = self.encoder.seal().await?;
+        let new_bytes = staged_bytes(&staged);
         let cp = checkpoint.clone();
         let result = self
             .blocking(move |t| {
@@ -107,10 +111,13 @@ impl LakeWriter {
             .await;
         let result = match result {
             Ok(Some((dir, compaction))) => {
-                log_compaction(&self.label, compaction);
+                self.bytes_written += new_bytes + log_compaction(&self.label, compaction);
                 self.encoder.set_dir(dir).await
             }
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                self.bytes_written += new_bytes;
+                Ok(())
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -134,6 +141,10 @@ impl StreamWriter for LakeWriter {
 
     fn stores_checkpoints(&self) -> bool {
         true
+    }
+
+    fn bytes_written(&self) -> Option<u64> {
+        Some(self.bytes_written)
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
@@ -223,10 +234,11 @@ impl StreamWriter for LakeWriter {
     async fn finish(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         self.usable()?;
         let staged = self.encoder.seal().await?;
+        let new_bytes = staged_bytes(&staged);
         let cp = checkpoint.clone();
         match self.blocking(move |t| t.finish(staged, &cp)).await {
             Ok(compaction) => {
-                log_compaction(&self.label, compaction);
+                self.bytes_written += new_bytes + log_compaction(&self.label, compaction);
                 self.committed = Some(checkpoint.clone());
                 self.finished = true;
                 Ok(())
@@ -246,16 +258,24 @@ impl StreamWriter for LakeWriter {
     }
 }
 
-fn log_compaction(label: &str, compaction: Option<crate::dedup::Compaction>) {
-    if let Some(stats) = compaction {
-        tracing::info!(
-            stream = %label,
-            rows_before = stats.rows_before,
-            rows_after = stats.rows_after,
-            files_rewritten = stats.files_rewritten,
-            row_groups_scanned = stats.row_groups_scanned,
-            row_groups_skipped = stats.row_groups_skipped,
-            "compacted to the latest row per key"
-        );
-    }
+fn staged_bytes(staged: &[crate::encoder::StagedFile]) -> u64 {
+    staged.iter().map(|f| f.bytes).sum()
+}
+
+/// Logs what a compaction did; returns the bytes it wrote.
+fn log_compaction(label: &str, compaction: Option<crate::dedup::Compaction>) -> u64 {
+    let Some(stats) = compaction else {
+        return 0;
+    };
+    tracing::info!(
+        stream = %label,
+        rows_before = stats.rows_before,
+        rows_after = stats.rows_after,
+        files_rewritten = stats.files_rewritten,
+        row_groups_scanned = stats.row_groups_scanned,
+        row_groups_skipped = stats.row_groups_skipped,
+        bytes_written = stats.bytes_written,
+        "compacted to the latest row per key"
+    );
+    stats.bytes_written
 }

@@ -62,6 +62,9 @@ pub struct PgWriter {
     transaction: Option<Metadata>,
     copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
     buf: BytesMut,
+    /// COPY data sent in the open transaction, and in committed ones (`bytes_written`).
+    copy_sent: u64,
+    bytes_written: u64,
     committed: Option<Checkpoint>,
     /// A statement failed inside the open transaction: it is aborted on the server, so the
     /// writer refuses to go on until `abort`.
@@ -114,6 +117,8 @@ impl PgWriter {
             transaction: None,
             copy: None,
             buf: BytesMut::with_capacity(FLUSH_BYTES * 2),
+            copy_sent: 0,
+            bytes_written: 0,
             committed,
             poisoned: false,
             finished: false,
@@ -163,9 +168,11 @@ impl PgWriter {
         let Some(copy) = self.copy.as_mut() else {
             return Ok(());
         };
+        let len = chunk.len() as u64;
         if let Err(e) = copy.send(chunk).await {
             return Err(self.sql_error("copying rows", e));
         }
+        self.copy_sent += len;
         Ok(())
     }
 
@@ -567,6 +574,7 @@ impl PgWriter {
         match result {
             Ok(()) => {
                 self.before_schema_change = None;
+                self.bytes_written += std::mem::take(&mut self.copy_sent);
                 self.committed = Some(checkpoint.clone());
                 self.finished = finish;
                 Ok(())
@@ -587,6 +595,10 @@ impl StreamWriter for PgWriter {
 
     fn stores_checkpoints(&self) -> bool {
         true
+    }
+
+    fn bytes_written(&self) -> Option<u64> {
+        Some(self.bytes_written)
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
@@ -660,6 +672,7 @@ impl StreamWriter for PgWriter {
         // Dropping the sink without finishing it makes the server abort the COPY.
         self.copy = None;
         self.buf.clear();
+        self.copy_sent = 0;
         if self.transaction.take().is_some() {
             self.client
                 .batch_execute("ROLLBACK")

@@ -352,4 +352,65 @@ impl Source for AirbyteSource {
             rx.poll_recv(cx)
         })))
     }
+
+    fn describe_position(&self, checkpoint: &Checkpoint) -> weft_core::Position {
+        match checkpoint.decode::<AirbyteCheckpoint>() {
+            Ok(AirbyteCheckpoint { state: Some(state), .. }) => weft_core::Position::State { state },
+            Ok(AirbyteCheckpoint { state: None, complete }) => {
+                weft_core::Position::Progress { complete }
+            }
+            Err(_) => weft_core::Position::Opaque {
+                checkpoint: checkpoint.position().clone(),
+            },
+        }
+    }
+
+    /// Takes the stream's `stream_state` object, or a whole state message (`STREAM` for this
+    /// stream, `GLOBAL`, or `LEGACY` with `data`), as the connector emits them.
+    fn position_from_state(
+        &self,
+        stream: &ConfiguredStream,
+        state: &serde_json::Value,
+    ) -> Result<Checkpoint> {
+        let name = stream.name().as_str();
+        let discovered = self.streams.lock().expect("streams lock").clone();
+        let id = discovered
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|s| s.descriptor.name.as_str() == name)
+            .map(|s| s.id.clone())
+            .ok_or_else(|| ConnectorError::StreamNotFound(name.to_string()))?;
+        let wrong = |why: String| {
+            ConnectorError::config(
+                "state",
+                format!("stream `{name}`: {why}; give the stream's `stream_state` object, or a state message as the connector emits it"),
+            )
+        };
+        let message = if state.get("type").is_some() {
+            state.clone()
+        } else if state.is_object() {
+            serde_json::json!({
+                "type": "STREAM",
+                "stream": {
+                    "stream_descriptor": match &id.namespace {
+                        Some(ns) => serde_json::json!({"name": id.name, "namespace": ns}),
+                        None => serde_json::json!({"name": id.name}),
+                    },
+                    "stream_state": state,
+                }
+            })
+        } else {
+            return Err(wrong("the state is not a JSON object".into()));
+        };
+        match protocol::classify_state(&message, &id).map_err(wrong)? {
+            protocol::StateFor::Ours(body) => Ok(Checkpoint::encode(&AirbyteCheckpoint {
+                state: Some(body),
+                complete: false,
+            })),
+            protocol::StateFor::Other => Err(wrong(format!(
+                "the state message is for another stream (the connector calls this one `{}`)",
+                id.name
+            ))),
+        }
+    }
 }

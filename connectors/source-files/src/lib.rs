@@ -128,6 +128,20 @@ fn in_stream(config: &FileStreamConfig, err: ConnectorError) -> ConnectorError {
 
 #[async_trait]
 impl Source for FilesSource {
+    fn describe_position(&self, checkpoint: &Checkpoint) -> weft_core::Position {
+        match checkpoint.decode::<state::FilesState>() {
+            Ok(state) => weft_core::Position::Files {
+                done: state.done.len(),
+                current_rows: state.current.as_ref().map_or(0, |c| c.rows),
+                current: state.current.map(|c| c.file),
+                complete: state.complete,
+            },
+            Err(_) => weft_core::Position::Opaque {
+                checkpoint: checkpoint.position().clone(),
+            },
+        }
+    }
+
     async fn check(&self) -> Result<()> {
         for (config, root) in &self.streams {
             let (config, root) = (config.clone(), root.clone());

@@ -88,28 +88,29 @@ pub async fn start(
             ));
         }
     }
-    let position = match state {
-        None => None,
+    let (position, from) = match state {
+        None => (None, None),
         Some(PgState::Incremental {
             cursor_field,
             key: saved_key,
             position,
+            from,
         }) => {
             if cursor_field != cursor || saved_key != key {
                 return Err(ConnectorError::Other(format!(
                     "stream `{name}`: the saved checkpoint was read by cursor `{cursor_field}` and key {saved_key:?}, now it is `{cursor}` and {key:?}; reset the stream's state to read it from the start"
                 )));
             }
-            position
+            (position, from)
         }
         // A finished or interrupted full refresh or CDC read: an incremental read starts from
         // scratch.
-        Some(PgState::FullRefresh { .. } | PgState::Cdc(_)) => None,
+        Some(PgState::FullRefresh { .. } | PgState::Cdc(_)) => (None, None),
     };
     let order: Vec<String> = std::iter::once(cursor.clone())
         .chain(key.iter().cloned())
         .collect();
-    let query = query(&ctx, &order, position.as_deref());
+    let query = query(&ctx, &order, position.as_deref(), from.as_deref());
     let indices: Vec<usize> = order
         .iter()
         .map(|c| {
@@ -143,7 +144,7 @@ pub async fn start(
                     let cp = {
                         let mut last = last_ref.lock().expect("position lock");
                         *last = row;
-                        checkpoint(&order_state(order_ref), &last)
+                        checkpoint(&order_state(order_ref), &last, None)
                     };
                     tx.send(Ok(SourceMessage::Checkpoint(cp))).await.is_ok()
                 }
@@ -152,7 +153,8 @@ pub async fn start(
         match result {
             Ok(true) => {
                 let last = last.lock().expect("position lock").clone();
-                let cp = checkpoint(&order_state(&order), &last);
+                // A read that found no row keeps the position it started from.
+                let cp = checkpoint(&order_state(&order), &last, from);
                 let _ = tx.send(Ok(SourceMessage::Checkpoint(cp))).await;
             }
             Ok(false) => {}
@@ -171,15 +173,64 @@ fn order_state(order: &[String]) -> (String, Vec<String>) {
 fn checkpoint(
     (cursor_field, key): &(String, Vec<String>),
     position: &Option<Vec<String>>,
+    from: Option<String>,
 ) -> Checkpoint {
     Checkpoint::encode(&PgState::Incremental {
         cursor_field: cursor_field.clone(),
         key: key.clone(),
         position: position.clone(),
+        from: from.filter(|_| position.is_none()),
     })
 }
 
-fn query(ctx: &ReadCtx, order: &[String], position: Option<&[String]>) -> String {
+/// The checkpoint from which the next read takes every row whose cursor is ≥ `value`
+/// (`weft state set --cursor`), `value` checked against the cursor column's type.
+pub fn checkpoint_from_cursor(stream: &ConfiguredStream, value: &str) -> Result<Checkpoint> {
+    let name = stream.name();
+    let cursor = stream.cursor_field.clone().ok_or_else(|| {
+        ConnectorError::config(
+            "cursor",
+            format!("stream `{name}` is not read incrementally by a cursor; only incremental streams have one to set"),
+        )
+    })?;
+    let value = weft_core::CursorValue::parse(stream, value)?.to_text();
+    let key = if stream.primary_key.is_empty() {
+        stream.descriptor.primary_key.clone()
+    } else {
+        stream.primary_key.clone()
+    };
+    Ok(checkpoint(&(cursor, key), &None, Some(value)))
+}
+
+/// The position of an incremental checkpoint, for `weft state show`.
+pub fn describe(cursor_field: &str, key: &[String], position: Option<&[String]>, from: Option<&str>) -> weft_core::Position {
+    let (value, key) = match (position, from) {
+        (Some(values), _) => (
+            values.first().cloned(),
+            key.iter()
+                .zip(values.iter().skip(1))
+                .map(|(column, value)| weft_core::KeyValue {
+                    column: column.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        ),
+        (None, from) => (from.map(str::to_string), vec![]),
+    };
+    weft_core::Position::Cursor {
+        field: cursor_field.to_string(),
+        value,
+        key,
+        from_value: position.is_none() && from.is_some(),
+    }
+}
+
+fn query(
+    ctx: &ReadCtx,
+    order: &[String],
+    position: Option<&[String]>,
+    from: Option<&str>,
+) -> String {
     let cols: Vec<String> = order.iter().map(|c| quote_ident(c)).collect();
     let mut sql = format!(
         "SELECT {} FROM {} WHERE {} IS NOT NULL",
@@ -201,6 +252,9 @@ fn query(ctx: &ReadCtx, order: &[String], position: Option<&[String]>) -> String
             cols.join(", "),
             literals.join(", ")
         ));
+    } else if let Some(from) = from {
+        let ty = &ctx.table.column(&order[0]).expect("checked").sql_type;
+        sql.push_str(&format!(" AND {} >= {}::{ty}", cols[0], quote_literal(from)));
     }
     sql.push_str(&format!(" ORDER BY {}", cols.join(", ")));
     sql

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use weft_core::{
     parse_config, spec_of, Catalog, Checkpoint, ConfiguredStream, ConnectorContext, ConnectorError,
-    MessageStream, Result, Source, SourceFactory, SyncMode,
+    MessageStream, Position, Result, Source, SourceFactory, SyncMode,
 };
 
 pub mod cdc;
@@ -242,5 +242,44 @@ impl Source for PostgresSource {
 
     async fn reset(&self, stream: &ConfiguredStream) -> Result<()> {
         cdc::reset(&self.config, stream).await
+    }
+
+    fn describe_position(&self, checkpoint: &Checkpoint) -> Position {
+        match checkpoint.decode::<PgState>() {
+            Ok(PgState::Incremental {
+                cursor_field,
+                key,
+                position,
+                from,
+            }) => incremental::describe(&cursor_field, &key, position.as_deref(), from.as_deref()),
+            Ok(PgState::FullRefresh {
+                ranges, complete, ..
+            }) => Position::Ranges {
+                done: ranges.iter().filter(|r| r.done).count(),
+                total: ranges.len(),
+                complete,
+            },
+            Ok(PgState::Cdc(cdc)) => Position::Log {
+                lsn: cdc.lsn.to_string(),
+                phase: match cdc.phase {
+                    state::CdcPhase::Snapshot => "snapshot".into(),
+                    state::CdcPhase::Stream => "stream".into(),
+                },
+            },
+            Err(_) => Position::Opaque {
+                checkpoint: checkpoint.position().clone(),
+            },
+        }
+    }
+
+    fn position_from_cursor(&self, stream: &ConfiguredStream, value: &str) -> Result<Checkpoint> {
+        if stream.sync_mode != SyncMode::Incremental {
+            return Err(ConnectorError::Unsupported(format!(
+                "stream `{}` is read in `{}` mode: only incremental streams have a cursor to set",
+                stream.name(),
+                stream.sync_mode
+            )));
+        }
+        incremental::checkpoint_from_cursor(stream, value)
     }
 }

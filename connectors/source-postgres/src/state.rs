@@ -17,7 +17,9 @@
 //! **Incremental.** Rows are read `WHERE (cursor, key…) > (last cursor, last key…) ORDER BY
 //! cursor, key…`, and the checkpoint after each batch is the (cursor, key) of its last row, so
 //! rows sharing the last cursor value are neither lost nor duplicated. Values are kept as their
-//! PostgreSQL text, compared as typed literals.
+//! PostgreSQL text, compared as typed literals. A position set by `weft state set --cursor V`
+//! holds only `from: V`: the next read takes `cursor >= V` (a backfill from a date), and its
+//! checkpoints are positions again.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,10 @@ pub enum PgState {
         /// The cursor then the key values of the last row read, as PostgreSQL text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         position: Option<Vec<String>>,
+        /// Set by `weft state set --cursor` (no row read since): the next read takes every
+        /// row whose cursor is ≥ this, as PostgreSQL text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// Change data capture from a logical replication slot (see [`crate::cdc`]).
     Cdc(CdcState),

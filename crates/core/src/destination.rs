@@ -79,6 +79,14 @@ pub trait StreamWriter: Send {
         false
     }
 
+    /// Bytes this writer has made durable in the destination so far, as the destination counts
+    /// them (a lake: the Parquet files written, rewrites included; a database: the COPY data
+    /// sent), for the run summary's `written`. Read after each commit, so it need only be
+    /// up to date then. `None` (the default) when the destination does not count them.
+    fn bytes_written(&self) -> Option<u64> {
+        None
+    }
+
     /// Buffers or writes a batch; nothing is visible or durable before a commit.
     async fn write(&mut self, batch: RecordBatch) -> Result<()>;
 

@@ -17,6 +17,7 @@ pub mod error;
 pub mod message;
 pub mod metadata;
 pub mod names;
+pub mod position;
 pub mod source;
 pub mod sql_type;
 pub mod values;
@@ -30,6 +31,7 @@ pub use error::{ConnectorError, Result};
 pub use message::{change_columns, ChangeBatch, ChangeOp, MessageStream, SourceMessage};
 pub use metadata::{ColumnMetadata, ProductMetadata};
 pub use names::{DomainName, InvalidName, ProductName, StreamName};
+pub use position::{CursorValue, KeyValue, Position};
 pub use source::Source;
 pub use sql_type::sql_type;
 

@@ -35,5 +35,7 @@ pub use locks::{lock_products, LockError, LockHolder, ProductLocks};
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};
 pub use registry::Registry;
-pub use run::{full_refresh_refusal, prepare, PreparedRun, RunOptions, RunReport, StreamReport};
+pub use run::{
+    full_refresh_refusal, prepare, PreparedRun, RunOptions, RunReport, SetPosition, StreamReport,
+};
 pub use validate::{build_source, check_connectors, effective_streams, ConfigProblem};

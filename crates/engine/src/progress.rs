@@ -52,6 +52,8 @@ pub struct StreamProgress {
     elapsed_ms: AtomicU64,
     /// When finishing (publishing) began, in ms since the start; `u64::MAX` until then.
     finishing_ms: AtomicU64,
+    /// Bytes the destination says it made durable; `u64::MAX` while it has not said.
+    bytes_written: AtomicU64,
 }
 
 impl StreamProgress {
@@ -68,14 +70,21 @@ impl StreamProgress {
             started: Mutex::new(None),
             elapsed_ms: AtomicU64::new(0),
             finishing_ms: AtomicU64::new(u64::MAX),
+            bytes_written: AtomicU64::new(u64::MAX),
         }
     }
 
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }
+    /// Size of the rows read as Arrow data in memory.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+    /// Bytes the destination made durable (see `StreamWriter::bytes_written`), `None` when it
+    /// does not count them.
+    pub fn bytes_written(&self) -> Option<u64> {
+        Some(self.bytes_written.load(Ordering::Relaxed)).filter(|&b| b != u64::MAX)
     }
     pub fn estimate(&self) -> Option<u64> {
         Some(self.estimate.load(Ordering::Relaxed)).filter(|&e| e > 0)
@@ -163,6 +172,11 @@ impl StreamProgress {
 
     pub(crate) fn add_off_schema(&self, values: u64) {
         self.off_schema.fetch_add(values, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_bytes_written(&self, bytes: Option<u64>) {
+        self.bytes_written
+            .store(bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn set_committed_rows(&self, rows: u64) {

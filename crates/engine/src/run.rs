@@ -38,6 +38,21 @@ pub struct RunOptions {
     pub trigger: Trigger,
     /// When a scheduled run was due.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// Streams whose position is set instead of read (`weft state set`): see [`SetPosition`].
+    pub set_positions: Vec<(StreamKey, SetPosition)>,
+}
+
+/// A position `weft state set` gives a stream. **Decision:** it is applied by a run that reads
+/// nothing: the stream's writer opens, commits the new checkpoint as a run that read no row
+/// would (`finish`), and the state store records it with its compare-and-set. So the
+/// destination's checkpoint (which wins on restart) and the state store's agree, the change is
+/// crash-safe like any commit, and it is in `sync history` (trigger `state_set`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetPosition {
+    /// Read every row whose cursor is at or after this value next ([`Source::position_from_cursor`]).
+    Cursor(String),
+    /// The source's own state JSON ([`Source::position_from_state`]).
+    State(serde_json::Value),
 }
 
 impl RunOptions {
@@ -50,6 +65,7 @@ impl RunOptions {
             full_refresh: false,
             trigger: Trigger::Manual,
             scheduled_at: None,
+            set_positions: Vec::new(),
         }
     }
 }
@@ -98,11 +114,14 @@ pub struct StreamReport {
     pub committed_rows: u64,
     /// The stream's write mode (`overwrite`, `append`, `append_dedup`).
     pub write: String,
-    /// Size of the rows read as Arrow data in memory (not the bytes the destination wrote,
-    /// which compress).
     /// Values that did not fit the stream's schema and were written as NULL.
     pub off_schema_values: u64,
-    pub bytes: u64,
+    /// Bytes the destination made durable (a lake: the Parquet files the run wrote; the
+    /// PostgreSQL store: the COPY data sent), `None` when the destination does not count them.
+    pub bytes_written: Option<u64>,
+    /// Size of the rows read as Arrow data in memory (not what the destination wrote, which
+    /// compresses).
+    pub arrow_bytes: u64,
     /// Total seconds: reading, then finishing.
     pub seconds: f64,
     /// Seconds reading (rows/s is measured over these).
@@ -126,8 +145,16 @@ impl RunReport {
     pub fn rows(&self) -> u64 {
         self.streams.iter().map(|s| s.rows).sum()
     }
-    pub fn bytes(&self) -> u64 {
-        self.streams.iter().map(|s| s.bytes).sum()
+    /// Arrow bytes read (see [`StreamReport::arrow_bytes`]).
+    pub fn arrow_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.arrow_bytes).sum()
+    }
+    /// Bytes written by destinations that count them; `None` when none does.
+    pub fn bytes_written(&self) -> Option<u64> {
+        self.streams
+            .iter()
+            .filter_map(|s| s.bytes_written)
+            .reduce(|a, b| a + b)
     }
 }
 
@@ -337,7 +364,7 @@ impl PreparedRun {
             &self.run_id,
             status,
             report.rows(),
-            report.bytes(),
+            report.bytes_written().unwrap_or(0),
             error.as_deref(),
             Utc::now(),
         )?;
@@ -412,13 +439,30 @@ impl PreparedRun {
                 }
                 Err(message) => {
                     let message = format!("{}: stream `{}`: {message}", product.file, config.name);
-                    progress.set_phase(Phase::Failed);
-                    tasks.push(tokio::spawn(ready_outcome(
-                        key.clone(),
-                        progress.clone(),
-                        Err(StreamStop::Failed(message)),
-                    )));
+                    fail_one(key, progress, message, tasks);
                     continue;
+                }
+            };
+            let set_to = match self.options.set_positions.iter().find(|(k, _)| k == key) {
+                None => None,
+                Some((_, set)) => {
+                    let built = match set {
+                        SetPosition::Cursor(value) => product
+                            .source
+                            .position_from_cursor(&plan.source_stream, value),
+                        SetPosition::State(state) => product
+                            .source
+                            .position_from_state(&plan.source_stream, state),
+                    };
+                    match built {
+                        Ok(checkpoint) => Some(checkpoint),
+                        Err(e) => {
+                            let message =
+                                format!("{}: stream `{}`: {e}", product.file, config.name);
+                            fail_one(key, progress, message, tasks);
+                            continue;
+                        }
+                    }
                 }
             };
             let job = StreamJob {
@@ -433,6 +477,7 @@ impl PreparedRun {
                 state: self.state.clone(),
                 from_scratch: self.options.full_refresh
                     && config.mode == weft_core::SyncMode::Incremental,
+                set_to,
                 commit_interval: self.options.commit_interval,
                 channel_capacity: self.options.channel_capacity,
                 progress: progress.clone(),
@@ -499,7 +544,7 @@ impl PreparedRun {
                 key: key.clone(),
                 status,
                 rows: progress.rows(),
-                bytes: progress.bytes(),
+                bytes: progress.bytes_written().unwrap_or(0),
                 error: error.clone(),
                 started_at: started,
                 ended_at: Utc::now(),
@@ -512,7 +557,8 @@ impl PreparedRun {
             committed_rows: progress.committed_rows(),
             write,
             off_schema_values: progress.off_schema(),
-            bytes: progress.bytes(),
+            bytes_written: progress.bytes_written(),
+            arrow_bytes: progress.bytes(),
             seconds: progress.elapsed_secs(),
             read_seconds: progress.read_secs(),
             publish_seconds: progress.publish_secs(),
@@ -522,6 +568,21 @@ impl PreparedRun {
     }
 }
 
+/// Fails one stream without running it.
+fn fail_one(
+    key: &StreamKey,
+    progress: &Arc<StreamProgress>,
+    message: String,
+    tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
+) {
+    progress.set_phase(Phase::Failed);
+    tasks.push(tokio::spawn(ready_outcome(
+        key.clone(),
+        progress.clone(),
+        Err(StreamStop::Failed(message)),
+    )));
+}
+
 /// Fails every stream of a product with one message, without running it.
 fn fail_all(
     product: &ProductRun,
@@ -529,12 +590,7 @@ fn fail_all(
     tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
 ) {
     for (_, key, progress) in &product.streams {
-        progress.set_phase(Phase::Failed);
-        tasks.push(tokio::spawn(ready_outcome(
-            key.clone(),
-            progress.clone(),
-            Err(StreamStop::Failed(message.to_string())),
-        )));
+        fail_one(key, progress, message.to_string(), tasks);
     }
 }
 

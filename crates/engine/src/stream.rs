@@ -41,6 +41,8 @@ pub(crate) struct StreamJob {
     /// Read from the start whatever the checkpoints say (`--full-refresh` of a stream whose
     /// destination settles rows by key).
     pub from_scratch: bool,
+    /// Read nothing: commit this checkpoint as the stream's new position (`weft state set`).
+    pub set_to: Option<Checkpoint>,
     pub source: Arc<dyn Source>,
     pub destination: Arc<dyn Destination>,
     pub state: Arc<dyn StateStore>,
@@ -96,11 +98,20 @@ impl StreamJob {
             .map_or_else(|| "none".to_string(), |c| c.position().to_string());
         debug!(stream = %self.key, resume = %resume_at, "starting");
 
-        let messages = self
-            .source
-            .read(&self.source_stream, resume.as_ref())
-            .await
-            .map_err(|e| self.fail("source", e))?;
+        let messages = match &self.set_to {
+            Some(checkpoint) => {
+                info!(stream = %self.key, from = %resume_at, to = %checkpoint.position(), "setting the stream's position (nothing is read)");
+                futures::stream::iter([Ok::<_, weft_core::ConnectorError>(
+                    SourceMessage::Checkpoint(checkpoint.clone()),
+                )])
+                .boxed()
+            }
+            None => self
+                .source
+                .read(&self.source_stream, resume.as_ref())
+                .await
+                .map_err(|e| self.fail("source", e))?,
+        };
         self.progress.set_phase(Phase::Reading);
 
         let (tx, mut rx) = mpsc::channel::<Result<Item, StreamStop>>(self.channel_capacity.max(1));
@@ -269,6 +280,7 @@ impl StreamJob {
             writer.commit(checkpoint).await
         };
         committed.map_err(|e| self.fail("destination commit", e))?;
+        self.progress.set_bytes_written(writer.bytes_written());
         crate::failpoint::hit("after_destination_commit");
         // SQLite fsyncs on every record: keep it off the async runtime's workers.
         let (state, key, run_id, cp, expected) = (

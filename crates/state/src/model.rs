@@ -106,6 +106,8 @@ pub enum Trigger {
     Api,
     /// The daemon, (re)starting a continuous follower.
     Follow,
+    /// `weft state set`: a stream's position was set by hand (the run reads nothing).
+    StateSet,
 }
 
 impl Trigger {
@@ -117,6 +119,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Api => "api",
             Trigger::Follow => "follow",
+            Trigger::StateSet => "state_set",
         }
     }
 
@@ -128,6 +131,7 @@ impl Trigger {
             "retry" => Trigger::Retry,
             "api" => Trigger::Api,
             "follow" => Trigger::Follow,
+            "state_set" => Trigger::StateSet,
             _ => return None,
         })
     }
@@ -170,6 +174,7 @@ pub struct StreamRun {
     pub key: StreamKey,
     pub status: RunStatus,
     pub rows: u64,
+    /// Bytes the destination wrote (0 when it does not count them).
     pub bytes: u64,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -186,6 +191,7 @@ pub struct RunRecord {
     /// `None` while running (or if the process died; see [`RunStatus::Interrupted`]).
     pub ended_at: Option<DateTime<Utc>>,
     pub rows: u64,
+    /// Bytes the destinations wrote (0 when they do not count them).
     pub bytes: u64,
     pub error: Option<String>,
     /// Streams in the order they finished.

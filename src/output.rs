@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table};
+use comfy_table::{presets, ColumnConstraint, ContentArrangement, Table, Width};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use weft_engine::{Phase, RunReport, StreamProgress, StreamReport};
 use weft_mesh::Project;
@@ -15,6 +15,9 @@ use crate::logging::redact;
 
 /// Width of tables when stdout is not a terminal (a terminal's own width is used otherwise).
 const DEFAULT_WIDTH: u16 = 80;
+
+/// The longest word a wrapped cell keeps whole.
+const MAX_WORD: usize = 32;
 
 /// A table for [`fit`]: no borders, columns two spaces apart (as `kubectl` prints), so a
 /// summary of typical stream names fits 80 columns.
@@ -42,8 +45,34 @@ pub fn fit(mut table: Table) -> String {
     table
         .set_width(width)
         .set_content_arrangement(ContentArrangement::Dynamic);
-    if let Some(first) = table.column_mut(0) {
-        first.set_constraint(ColumnConstraint::ContentWidth);
+    // Cells wrap between words, never inside one (`incrementa` / `l append_d` / `edup`): a
+    // column is at least as wide as its longest word (up to `MAX_WORD`, so a long path or
+    // JSON value still wraps rather than widening the table without bound).
+    let columns = table.column_count();
+    let words: Vec<u16> = (0..columns)
+        .map(|i| {
+            table
+                .column_cells_with_header_iter(i)
+                .flatten()
+                .flat_map(|cell| {
+                    cell.content()
+                        .split_whitespace()
+                        .map(|w| w.chars().count())
+                        .collect::<Vec<_>>()
+                })
+                .max()
+                .unwrap_or(0)
+                .min(MAX_WORD) as u16
+        })
+        .collect();
+    for (i, longest) in words.into_iter().enumerate() {
+        if let Some(column) = table.column_mut(i) {
+            column.set_constraint(if i == 0 {
+                ColumnConstraint::ContentWidth
+            } else {
+                ColumnConstraint::LowerBoundary(Width::Fixed(longest + 2))
+            });
+        }
     }
     table.trim_fmt()
 }

@@ -109,7 +109,7 @@ fn show(project: Option<PathBuf>, selector: &str, format: OutputFormat) -> Resul
             redact(&serde_json::to_string_pretty(&shown).expect("JSON"))
         ),
         OutputFormat::Table => {
-            let mut t = output::table(["stream", "mode", "recorded (UTC)", "position"]);
+            let mut t = output::table(["stream", "mode", "recorded (UTC)", "by run"]);
             for s in &shown {
                 let at = s
                     .updated_at
@@ -121,10 +121,14 @@ fn show(project: Option<PathBuf>, selector: &str, format: OutputFormat) -> Resul
                     s.stream.clone(),
                     format!("{} {}", s.mode, s.write),
                     at,
-                    redact(&s.summary),
+                    s.run_id.clone().unwrap_or_else(|| "-".into()),
                 ]);
             }
             println!("{}", output::fit(t));
+            // Positions are long: below the table, one line each (for grep).
+            for s in &shown {
+                println!("{}: {}", s.stream, redact(&s.summary));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -178,7 +178,11 @@ pub enum StateCommand {
         stream: String,
         /// The cursor value to read from (inclusive), in the cursor column's type:
         /// `2024-01-31`, `2024-01-31 12:00:00+00`, `1000`.
-        #[arg(long, required_unless_present = "state_json", conflicts_with = "state_json")]
+        #[arg(
+            long,
+            required_unless_present = "state_json",
+            conflicts_with = "state_json"
+        )]
         cursor: Option<String>,
         /// A JSON file holding the stream's state as the source keeps it (Airbyte sources).
         #[arg(long, value_name = "FILE")]

@@ -75,7 +75,10 @@ fn show_json(p: &TestProject) -> serde_json::Value {
 /// id → amount of the lake's rows; panics on a duplicated id.
 fn lake_amounts(p: &TestProject) -> BTreeMap<i64, i32> {
     let batch = p.read_stream("ops", "db", "public.orders");
-    let id = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let id = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     let amount = batch
         .column_by_name("amount")
         .unwrap()
@@ -138,7 +141,10 @@ fn state_set_cursor_rereads_exactly_the_rows_from_that_date_into_the_lake() {
     set.expect_code(0);
     let set_json = json(&set.stdout());
     assert_eq!(set_json["position"]["kind"], "cursor");
-    assert_eq!(set_json["position"]["value"], "2024-01-05 00:00:00.000000+00");
+    assert_eq!(
+        set_json["position"]["value"],
+        "2024-01-05 00:00:00.000000+00"
+    );
     assert_eq!(set_json["position"]["from_value"], true);
     let text = p.run_within(LIMIT, ["state", "show", STREAM]).stdout();
     assert!(
@@ -148,7 +154,10 @@ fn state_set_cursor_rereads_exactly_the_rows_from_that_date_into_the_lake() {
     // The lake's own checkpoint (which wins on restart) says so too.
     let manifest = weft_testkit::manifest_checkpoint(&p.stream_dir("ops", "db", "public.orders"))
         .expect("a checkpoint in the manifest");
-    assert_eq!(manifest["from"], "2024-01-05 00:00:00.000000+00", "{manifest}");
+    assert_eq!(
+        manifest["from"], "2024-01-05 00:00:00.000000+00",
+        "{manifest}"
+    );
     // Setting changed no data.
     assert_eq!(lake_amounts(&p).values().filter(|&&a| a > 1000).count(), 0);
 
@@ -167,11 +176,19 @@ fn state_set_cursor_rereads_exactly_the_rows_from_that_date_into_the_lake() {
     assert_eq!(run["run_id"], set_json["run_id"]);
 
     let reread = sync(&p, STREAM);
-    assert_eq!(rows_read(&reread, STREAM), 60, "days 5 to 10, ten rows each");
+    assert_eq!(
+        rows_read(&reread, STREAM),
+        60,
+        "days 5 to 10, ten rows each"
+    );
     let amounts = lake_amounts(&p);
     assert_eq!(amounts.len(), 100);
     for (id, amount) in &amounts {
-        let expected = if *id > 40 { *id as i32 + 1000 } else { *id as i32 };
+        let expected = if *id > 40 {
+            *id as i32 + 1000
+        } else {
+            *id as i32
+        };
         assert_eq!(*amount, expected, "id {id}");
     }
     // The rows from the date on now equal the source, row by row.
@@ -216,11 +233,21 @@ fn state_set_cursor_into_an_append_table_reads_those_rows_again() {
     // A timestamp with its own offset: 2024-01-08 02:00+02 is midnight UTC.
     let set = p.run_within(
         LIMIT,
-        ["state", "set", STREAM, "--cursor", "2024-01-08T02:00:00+02:00", "--yes"],
+        [
+            "state",
+            "set",
+            STREAM,
+            "--cursor",
+            "2024-01-08T02:00:00+02:00",
+            "--yes",
+        ],
     );
     set.expect_code(0);
     let text = set.stdout();
-    assert!(text.contains("updated_at >= 2024-01-08 00:00:00.000000+00"), "{text}");
+    assert!(
+        text.contains("updated_at >= 2024-01-08 00:00:00.000000+00"),
+        "{text}"
+    );
     assert!(text.contains("appended again"), "{text}");
     let stored = db.sql(
         "SELECT checkpoint->>'from' FROM landing._weft_checkpoints WHERE table_name = 'db__public.orders'",
@@ -288,7 +315,11 @@ fn state_set_refuses_bad_input_with_the_reason() {
     // A product, not a stream.
     let out = set(&["ops/db", "--cursor", "2024-01-01", "--yes"]);
     out.expect_code(2);
-    assert!(out.stderr().contains("domain/product/stream"), "{}", out.stderr());
+    assert!(
+        out.stderr().contains("domain/product/stream"),
+        "{}",
+        out.stderr()
+    );
 
     // Off a terminal without --yes.
     let out = set(&[STREAM, "--cursor", "2024-01-01"]);
@@ -303,7 +334,10 @@ fn state_set_refuses_bad_input_with_the_reason() {
     std::fs::write(&release, "").unwrap();
     out.expect_code(1);
     let err = out.stderr();
-    assert!(err.contains("product ops/db is being run by `weft sync run`"), "{err}");
+    assert!(
+        err.contains("product ops/db is being run by `weft sync run`"),
+        "{err}"
+    );
     run.finish(LIMIT).expect_code(0);
     assert_eq!(show_json(&p)["checkpoint"], before);
 }

@@ -57,7 +57,11 @@ struct Shown {
     run_id: Option<String>,
 }
 
-fn show(project: Option<PathBuf>, selector: &str, format: OutputFormat) -> Result<ExitCode, Failure> {
+fn show(
+    project: Option<PathBuf>,
+    selector: &str,
+    format: OutputFormat,
+) -> Result<ExitCode, Failure> {
     let project = super::load_project(project)?;
     let selections = super::sync::select(&project, &[selector.to_string()])?;
     let state = super::sync::existing_state(&project)?;
@@ -135,8 +139,9 @@ fn show(project: Option<PathBuf>, selector: &str, format: OutputFormat) -> Resul
 }
 
 fn read_state_json(file: &Path) -> Result<serde_json::Value, Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure::config(format!("cannot read --state-json {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::config(format!("cannot read --state-json {}: {e}", file.display()))
+    })?;
     serde_json::from_str(&text).map_err(|e| {
         Failure::config(format!(
             "--state-json {}: not JSON ({e}); give the stream's state object as the connector emits it",
@@ -263,7 +268,10 @@ async fn set(
                 "run_id": report.run_id,
                 "position": shown,
             });
-            println!("{}", redact(&serde_json::to_string_pretty(&json).expect("JSON")));
+            println!(
+                "{}",
+                redact(&serde_json::to_string_pretty(&json).expect("JSON"))
+            );
         }
         OutputFormat::Table => {
             let summary = shown.map(|p| p.to_string()).unwrap_or_default();

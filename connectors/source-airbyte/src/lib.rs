@@ -355,10 +355,13 @@ impl Source for AirbyteSource {
 
     fn describe_position(&self, checkpoint: &Checkpoint) -> weft_core::Position {
         match checkpoint.decode::<AirbyteCheckpoint>() {
-            Ok(AirbyteCheckpoint { state: Some(state), .. }) => weft_core::Position::State { state },
-            Ok(AirbyteCheckpoint { state: None, complete }) => {
-                weft_core::Position::Progress { complete }
-            }
+            Ok(AirbyteCheckpoint {
+                state: Some(state), ..
+            }) => weft_core::Position::State { state },
+            Ok(AirbyteCheckpoint {
+                state: None,
+                complete,
+            }) => weft_core::Position::Progress { complete },
             Err(_) => weft_core::Position::Opaque {
                 checkpoint: checkpoint.position().clone(),
             },

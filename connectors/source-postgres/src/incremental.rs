@@ -203,7 +203,12 @@ pub fn checkpoint_from_cursor(stream: &ConfiguredStream, value: &str) -> Result<
 }
 
 /// The position of an incremental checkpoint, for `weft state show`.
-pub fn describe(cursor_field: &str, key: &[String], position: Option<&[String]>, from: Option<&str>) -> weft_core::Position {
+pub fn describe(
+    cursor_field: &str,
+    key: &[String],
+    position: Option<&[String]>,
+    from: Option<&str>,
+) -> weft_core::Position {
     let (value, key) = match (position, from) {
         (Some(values), _) => (
             values.first().cloned(),
@@ -254,7 +259,11 @@ fn query(
         ));
     } else if let Some(from) = from {
         let ty = &ctx.table.column(&order[0]).expect("checked").sql_type;
-        sql.push_str(&format!(" AND {} >= {}::{ty}", cols[0], quote_literal(from)));
+        sql.push_str(&format!(
+            " AND {} >= {}::{ty}",
+            cols[0],
+            quote_literal(from)
+        ));
     }
     sql.push_str(&format!(" ORDER BY {}", cols.join(", ")));
     sql

@@ -189,9 +189,7 @@ impl Source for SampleSource {
             // Incremental: the (updated_at, id) of the last row read.
             Some(micros) => weft_core::Position::Cursor {
                 field: CURSOR_FIELD.into(),
-                value: Some(
-                    weft_core::CursorValue::Timestamp { micros, utc: true }.to_text(),
-                ),
+                value: Some(weft_core::CursorValue::Timestamp { micros, utc: true }.to_text()),
                 key: vec![weft_core::KeyValue {
                     column: "id".into(),
                     value: state.last_id.to_string(),

@@ -75,16 +75,17 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Cursor {
-                field,
-                value: None,
-                ..
+                field, value: None, ..
             } => write!(f, "cursor `{field}`: no row read yet"),
             Position::Cursor {
                 field,
                 value: Some(value),
                 from_value: true,
                 ..
-            } => write!(f, "cursor `{field}` set: the next run reads rows with {field} >= {value}"),
+            } => write!(
+                f,
+                "cursor `{field}` set: the next run reads rows with {field} >= {value}"
+            ),
             Position::Cursor {
                 field,
                 value: Some(value),
@@ -93,8 +94,10 @@ impl fmt::Display for Position {
             } => {
                 write!(f, "cursor {field} = {value}")?;
                 if !key.is_empty() {
-                    let key: Vec<String> =
-                        key.iter().map(|k| format!("{} = {}", k.column, k.value)).collect();
+                    let key: Vec<String> = key
+                        .iter()
+                        .map(|k| format!("{} = {}", k.column, k.value))
+                        .collect();
                     write!(f, ", key {}", key.join(", "))?;
                 }
                 write!(f, " (the next run reads rows after it)")
@@ -130,7 +133,10 @@ impl fmt::Display for Position {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorValue {
     /// µs since the epoch; `utc` for a timezone-aware column (the value is in UTC).
-    Timestamp { micros: i64, utc: bool },
+    Timestamp {
+        micros: i64,
+        utc: bool,
+    },
     /// Days since the epoch.
     Date(i32),
     Integer(i64),
@@ -224,9 +230,10 @@ impl CursorValue {
                 }
                 s
             }
-            CursorValue::Date(days) => (NaiveDate::default() + chrono::TimeDelta::days(days.into()))
-                .format("%Y-%m-%d")
-                .to_string(),
+            CursorValue::Date(days) => (NaiveDate::default()
+                + chrono::TimeDelta::days(days.into()))
+            .format("%Y-%m-%d")
+            .to_string(),
             CursorValue::Integer(n) => n.to_string(),
         }
     }
@@ -238,7 +245,11 @@ fn parse_timestamp(value: &str, with_offset: bool) -> Option<NaiveDateTime> {
     if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         return Some(date.and_time(NaiveTime::MIN));
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(value, format) {
             return Some(t);
         }
@@ -246,9 +257,14 @@ fn parse_timestamp(value: &str, with_offset: bool) -> Option<NaiveDateTime> {
     if !with_offset {
         return None;
     }
-    let value = value.strip_suffix("+00").map_or(value.to_string(), |v| format!("{v}+00:00"));
-    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"]
-    {
+    let value = value
+        .strip_suffix("+00")
+        .map_or(value.to_string(), |v| format!("{v}+00:00"));
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%dT%H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(&value, format) {
             return Some(t.naive_utc());
         }
@@ -289,13 +305,25 @@ mod tests {
 
     #[test]
     fn timestamps_with_time_zone_are_read_in_utc() {
-        let s = stream(DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        let s = stream(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("UTC".into()),
+        ));
         let text = |v: &str| CursorValue::parse(&s, v).unwrap().to_text();
         assert_eq!(text("2024-01-31"), "2024-01-31 00:00:00.000000+00");
         assert_eq!(text("2024-01-31 12:30:00"), "2024-01-31 12:30:00.000000+00");
-        assert_eq!(text("2024-01-31T12:30:00+02:00"), "2024-01-31 10:30:00.000000+00");
-        assert_eq!(text("2024-01-31 12:30:00+00"), "2024-01-31 12:30:00.000000+00");
-        assert_eq!(text("2024-01-31T12:30:00Z"), "2024-01-31 12:30:00.000000+00");
+        assert_eq!(
+            text("2024-01-31T12:30:00+02:00"),
+            "2024-01-31 10:30:00.000000+00"
+        );
+        assert_eq!(
+            text("2024-01-31 12:30:00+00"),
+            "2024-01-31 12:30:00.000000+00"
+        );
+        assert_eq!(
+            text("2024-01-31T12:30:00Z"),
+            "2024-01-31 12:30:00.000000+00"
+        );
     }
 
     #[test]
@@ -307,12 +335,21 @@ mod tests {
         assert!(e.contains("a timestamp without time zone"), "{e}");
         assert!(CursorValue::parse(&s, "2024-01-31T00:00:00+02:00").is_err());
         let i = stream(DataType::Int16);
-        assert!(CursorValue::parse(&i, "70000").unwrap_err().to_string().contains("Int16"));
+        assert!(CursorValue::parse(&i, "70000")
+            .unwrap_err()
+            .to_string()
+            .contains("Int16"));
         assert_eq!(CursorValue::parse(&i, "42").unwrap().to_text(), "42");
         let d = stream(DataType::Date32);
-        assert_eq!(CursorValue::parse(&d, "2024-02-29").unwrap().to_text(), "2024-02-29");
+        assert_eq!(
+            CursorValue::parse(&d, "2024-02-29").unwrap().to_text(),
+            "2024-02-29"
+        );
         assert!(CursorValue::parse(&d, "2024-02-30").is_err());
         let t = stream(DataType::Utf8);
-        assert!(CursorValue::parse(&t, "x").unwrap_err().to_string().contains("cannot set"));
+        assert!(CursorValue::parse(&t, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot set"));
     }
 }

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use crate::catalog::{Catalog, ConfiguredStream};
 use crate::checkpoint::Checkpoint;
-use crate::error::Result;
 use crate::error::ConnectorError;
+use crate::error::Result;
 use crate::message::MessageStream;
 use crate::position::Position;
 

@@ -75,3 +75,24 @@ pub fn load_project(project_arg: Option<PathBuf>) -> Result<Project, Failure> {
     logging::set_redactor(project.secrets.clone());
     Ok(project)
 }
+
+/// Asks `question` on a terminal and goes on with `action` only on `yes`; off a terminal
+/// (cron, scripts) it fails with `refusal`, which names `--yes`.
+pub(crate) fn confirm(action: &str, question: &str, refusal: String) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::config(refusal));
+    }
+    eprint!("{question} Type `yes` to go on: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::config(format!("cannot read the answer: {e}")))?;
+    if answer.trim().eq_ignore_ascii_case("yes") {
+        Ok(())
+    } else {
+        Err(Failure::config(format!(
+            "{action} not confirmed; nothing was changed"
+        )))
+    }
+}

@@ -4,7 +4,6 @@
 //! Forgetting a stream altogether is `weft sync reset` (its product table goes too: the
 //! destination's checkpoint would otherwise win over a forgotten state).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use weft_core::{ConnectorContext, Position, SyncMode, WriteMode};
 use weft_engine::{prepare, RunOptions, SetPosition};
 use weft_mesh::{Project, Selection};
-use weft_state::{RunStatus, StateStore, StreamKey, Trigger};
+use weft_state::{RunStatus, StreamKey, Trigger};
 
 use crate::cli::{OutputFormat, StateCommand};
 use crate::exit::Failure;
@@ -321,21 +320,12 @@ fn confirm(stream: &str, what: &str, write: WriteMode) -> Result<(), Failure> {
         WriteMode::Append => "rows read again are appended again (duplicates)",
         _ => "rows read again settle by key (no duplicates)",
     };
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::config(format!(
+    super::confirm(
+        "state set",
+        &format!("The next run of {stream} will {what}; {consequence}."),
+        format!(
             "`weft state set` makes the next run of {stream} {what}; {consequence}. Pass --yes \
              to confirm (stdin is not a terminal, so weft cannot ask)"
-        )));
-    }
-    eprintln!("The next run of {stream} will {what}; {consequence}.");
-    eprint!("Type `yes` to go on: ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::config(format!("cannot read the answer: {e}")))?;
-    if answer.trim().eq_ignore_ascii_case("yes") {
-        Ok(())
-    } else {
-        Err(Failure::config("not confirmed; nothing was changed"))
-    }
+        ),
+    )
 }

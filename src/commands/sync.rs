@@ -1,6 +1,5 @@
 //! `weft sync run|reset|status|history`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -172,28 +171,20 @@ fn confirm_reset(selections: &[weft_mesh::Selection<'_>]) -> Result<(), Failure>
             })
         })
         .collect();
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::config(format!(
-            "`weft sync reset` drops the product tables and checkpoints of {} stream(s) ({}); \
-             pass --yes to confirm (stdin is not a terminal, so weft cannot ask)",
-            streams.len(),
-            streams.join(", ")
-        )));
-    }
     eprintln!("This drops the product tables, checkpoints and source replication state of:");
     for s in &streams {
         eprintln!("  {s}");
     }
-    eprint!("Readers lose these tables until the next run rebuilds them. Type `yes` to go on: ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .map_err(|e| Failure::config(format!("cannot read the answer: {e}")))?;
-    if answer.trim().eq_ignore_ascii_case("yes") {
-        Ok(())
-    } else {
-        Err(Failure::config("reset not confirmed; nothing was changed"))
-    }
+    super::confirm(
+        "reset",
+        "Readers lose these tables until the next run rebuilds them.",
+        format!(
+            "`weft sync reset` drops the product tables and checkpoints of {} stream(s) ({}); \
+             pass --yes to confirm (stdin is not a terminal, so weft cannot ask)",
+            streams.len(),
+            streams.join(", ")
+        ),
+    )
 }
 
 /// `sync run --dry-run`: what a run would do, from the project and the state store alone.

@@ -47,10 +47,15 @@ pub async fn run(
             return Err(Failure::failed(format!("cannot listen for signals: {e}")))
         }
     };
+    let metrics = Arc::new(weft_api::Metrics::new());
     let options = DaemonOptions {
         redact: Box::new(|text: &str| logging::redact(text)),
         watch: true,
         on_reload: Box::new(|p: &weft_mesh::Project| logging::add_redactor(p.secrets.clone())),
+        metrics: metrics.clone(),
+        logs: Some(weft_daemon::logs::capture(Box::new(|text: &str| {
+            logging::redact(text)
+        }))),
     };
     let daemon =
         Daemon::start(project, registry(), store.clone(), options).map_err(Failure::failed)?;
@@ -65,7 +70,7 @@ pub async fn run(
             listener,
             control,
             store.clone(),
-            Arc::new(weft_api::Metrics::new()),
+            metrics,
             http_stop.clone(),
         );
         tokio::spawn(async move {

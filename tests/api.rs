@@ -138,11 +138,9 @@ async fn every_endpoint_against_every_kind_of_token() {
                     )
                 }
                 // Runs made by `weft sync run` have no logs kept by a daemon.
-                _ if path.ends_with("/logs") => assert_eq!(
-                    (s, code(&b)),
-                    (StatusCode::NOT_FOUND, "no_logs"),
-                    "{what}"
-                ),
+                _ if path.ends_with("/logs") => {
+                    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "no_logs"), "{what}")
+                }
                 _ if method == Method::POST && path.contains("/runs") => {
                     assert_eq!(s, StatusCode::ACCEPTED, "{what}");
                     assert!(b["run_id"].as_str().is_some_and(|r| r.len() > 4), "{what}");

@@ -213,7 +213,13 @@ async fn the_catalog_page_lists_shows_failing_and_triggers_a_run() {
     wait_for(&c, logs, 1, "the run's logs").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let shown = c.find(Locator::Css(logs)).await.unwrap().text().await.unwrap();
+        let shown = c
+            .find(Locator::Css(logs))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if shown.contains("not kept") {
             break;
         }

@@ -66,13 +66,7 @@ pub async fn run(
             info!("HTTP API and catalog page on http://{addr}/ (metrics: /metrics)");
         }
         let control: Arc<dyn weft_api::Control> = Arc::new(daemon.clone());
-        let serve = weft_api::serve(
-            listener,
-            control,
-            store.clone(),
-            metrics,
-            http_stop.clone(),
-        );
+        let serve = weft_api::serve(listener, control, store.clone(), metrics, http_stop.clone());
         tokio::spawn(async move {
             if let Err(e) = serve.await {
                 warn!("the HTTP server stopped: {e}");

@@ -364,14 +364,18 @@ pub async fn run_logs(
 ) -> Result<Json<RunLogs>, ApiError> {
     let project = state.control.project();
     let (_, record) = product_run(&state, &project, &caller, path).await?;
-    state.control.run_logs(&record.run_id).map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_logs",
-            "this daemon keeps the logs of the runs it made since it started (the latest \
+    state
+        .control
+        .run_logs(&record.run_id)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_logs",
+                "this daemon keeps the logs of the runs it made since it started (the latest \
              ones); this run's are not kept: see the daemon's log for its run_id",
-        )
-    })
+            )
+        })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -40,14 +40,13 @@ pub(crate) async fn probe(daemon: &Daemon, key: &ProductKey) {
     let Ok(selections) = project.select(&[selector]) else {
         return;
     };
-    let lags =
-        match weft_engine::cdc_lags(&project, &selections, &daemon.shared.registry).await {
-            Ok(lags) => lags,
-            Err(e) => {
-                tracing::debug!(product = %key, "cannot ask for CDC lag: {e}");
-                return;
-            }
-        };
+    let lags = match weft_engine::cdc_lags(&project, &selections, &daemon.shared.registry).await {
+        Ok(lags) => lags,
+        Err(e) => {
+            tracing::debug!(product = %key, "cannot ask for CDC lag: {e}");
+            return;
+        }
+    };
     let product = status::product_ref(key);
     for (stream, lag) in lags {
         match lag {
@@ -58,7 +57,9 @@ pub(crate) async fn probe(daemon: &Daemon, key: &ProductKey) {
                     .cdc_lag(&product, stream.stream.as_str(), bytes)
             }
             Ok(None) => {}
-            Err(e) => tracing::debug!(product = %key, stream = %stream.stream, "cannot ask for CDC lag: {e}"),
+            Err(e) => {
+                tracing::debug!(product = %key, stream = %stream.stream, "cannot ask for CDC lag: {e}")
+            }
         }
     }
 }

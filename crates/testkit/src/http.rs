@@ -22,7 +22,12 @@ impl ApiClient {
 
     /// `method path` with this `Authorization` header (none if `None`): the status and the
     /// body as JSON (a body that is not JSON comes back as a JSON string).
-    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(a) = auth {
             req = req.header("Authorization", a);

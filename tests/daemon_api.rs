@@ -453,9 +453,19 @@ async fn the_daemon_serves_each_kind_of_token_runs_pauses_and_reports() {
     assert!(!out.all().contains(SECRET), "{}", out.all());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_frees_the_port() {
-    let p = project("  shutdown_timeout: 5m\n");
+/// A daemon with one product, `sales/shop` (20,000 rows in batches of 5,000), whose
+/// API-triggered run is held at its first commit until `release` exists.
+struct Held {
+    p: TestProject,
+    daemon: weft_testkit::Running,
+    base: String,
+    admin: String,
+    release: std::path::PathBuf,
+    run_id: String,
+}
+
+async fn held_triggered_run(shutdown_timeout: &str) -> Held {
+    let p = project(&format!("  shutdown_timeout: {shutdown_timeout}\n"));
     p.product(
         "sales",
         "shop",
@@ -482,6 +492,27 @@ async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_f
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let run_id = b["run_id"].as_str().unwrap().to_string();
     daemon.wait_for_line("pausepoint `after_commit` reached", LIMIT);
+    Held {
+        p,
+        daemon,
+        base,
+        admin,
+        release,
+        run_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_frees_the_port() {
+    let Held {
+        p,
+        mut daemon,
+        base,
+        admin,
+        release,
+        run_id,
+    } = held_triggered_run("5m").await;
+    let c = ApiClient::new(base.clone());
 
     // Single flight: a second trigger is refused, naming the run in flight.
     let (s, b) = c
@@ -554,33 +585,14 @@ async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_deadline_cancels_the_triggered_run_cleanly_and_frees_the_port() {
-    let p = project("  shutdown_timeout: 200ms\n");
-    p.product(
-        "sales",
-        "shop",
-        &sample(
-            "sales",
-            "shop",
-            20_000,
-            "",
-            "  - name: orders\n    mode: full_refresh\n    write: overwrite\n",
-        ),
-    );
-    let admin = bearer(&create_token(&p, &["--admin"]));
-    let release = p.path().join("release");
-    let spec = format!("after_commit:{}", release.display());
-    let (mut daemon, base) = p.start_daemon_listening(&[("WEFT_PAUSEPOINT", spec)], LIMIT);
-    let c = ApiClient::new(base.clone());
-    let (s, b) = c
-        .call(
-            Method::POST,
-            "/api/v1/products/sales/shop/runs",
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let run_id = b["run_id"].as_str().unwrap().to_string();
-    daemon.wait_for_line("pausepoint `after_commit` reached", LIMIT);
+    let Held {
+        p,
+        mut daemon,
+        base,
+        release,
+        run_id,
+        ..
+    } = held_triggered_run("200ms").await;
     daemon.signal(libc::SIGTERM);
     daemon.wait_for_line("shutdown deadline passed", LIMIT);
     std::fs::write(&release, "").unwrap();

@@ -124,7 +124,6 @@ pub trait StateStore: Send + Sync {
     fn record_skipped(&self, run: &RunStart, reason: &str) -> StateResult<()>;
 
     /// The latest run (skipped ones too) of each of `products` that has one, in the order
-    /// given. Each is found walking the history newest first, so the cost is the runs made
-    /// since that product's latest one, not the whole history.
+    /// given (one pass over the history; the daemon asks once, at start).
     fn product_last_runs(&self, products: &[ProductKey]) -> StateResult<Vec<ProductLastRun>>;
 }

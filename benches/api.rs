@@ -3,6 +3,9 @@
 //! (`WEFT_BENCH_RUNS`), against the same queries made directly on the state store in the same
 //! run (the reference); p50/p99 and the ratio are printed. Goal: p99 < 50 ms.
 //!
+//! Also the daemon's start-up lookup of each product's latest run (`product_last_runs`, for
+//! misfires) against the raw window query run directly on the same file.
+//!
 //! `cargo bench --bench api`. The history is written straight into the SQLite file in one
 //! transaction (not measured): 20 products in 4 domains, three streams each.
 
@@ -151,6 +154,47 @@ fn main() {
                 .unwrap();
             i += 1;
         });
+        // The daemon's start: the latest run of each product, now (per product, newest
+        // first) and as it was (one window over the whole history), on the same file.
+        let keys: Vec<weft_state::ProductKey> = project
+            .products
+            .iter()
+            .map(|p| weft_state::ProductKey {
+                domain: p.domain.clone(),
+                product: p.name.clone(),
+            })
+            .collect();
+        let mut last_runs = measure(n.min(50), || {
+            assert_eq!(store.product_last_runs(&keys).unwrap().len(), keys.len());
+        });
+        let conn = rusqlite::Connection::open(p.path().join(".weft/state.db")).unwrap();
+        let mut window = measure(n.min(50), || {
+            let found: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM (
+                        SELECT p.domain, p.product, r.run_id, r.status, r.trigger, r.started_at,
+                               r.scheduled_at, ROW_NUMBER() OVER (
+                                   PARTITION BY p.domain, p.product
+                                   ORDER BY r.started_at DESC, r.rowid DESC
+                               ) AS n
+                        FROM run_products p JOIN runs r ON r.run_id = p.run_id
+                     ) WHERE n = 1",
+                )
+                .unwrap()
+                .query_row([], |r| r.get(0))
+                .unwrap();
+            assert_eq!(found as usize, keys.len());
+        });
+        println!(
+            "daemon start, latest run of {} products: p50 {:.2} ms, p99 {:.2} ms; the \
+             raw window query: p50 {:.2} ms, p99 {:.2} ms; ratio p99 {:.3}",
+            keys.len(),
+            percentile(&mut last_runs, 0.5),
+            percentile(&mut last_runs, 0.99),
+            percentile(&mut window, 0.5),
+            percentile(&mut window, 0.99),
+            percentile(&mut last_runs, 0.99) / percentile(&mut window, 0.99).max(0.001)
+        );
         println!("API latency, {runs} runs in the history, {n} requests each (ms):");
         println!("| query | API p50 | API p99 | store p50 | store p99 | ratio p99 |");
         println!("| --- | --- | --- | --- | --- | --- |");

@@ -5,7 +5,9 @@ use std::sync::{Mutex, RwLock};
 
 use indicatif::MultiProgress;
 
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 use weft_mesh::Redactor;
 
@@ -64,15 +66,20 @@ pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
     };
+    // The daemon keeps each run's lines for its API (a no-op until `weft daemon` starts it),
+    // at info and above whatever the stderr filter says.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(weft_daemon::logs::RunLogLayer.with_filter(LevelFilter::INFO))
+        .try_init();
 }
 
 /// A stderr writer that scrubs secrets from each formatted event before it is written.

@@ -2,59 +2,11 @@
 //! project whose runs are real `weft sync run`s, tokens made by the real `weft token` CLI;
 //! every endpoint against every kind of caller.
 
-use std::time::{Duration, Instant};
-
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use weft_testkit::control::{catalog_project, create_token, ApiServer};
+use weft_testkit::http::{bearer, code, ApiClient, Method, StatusCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn call(&self, method: Method, path: &str, auth: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let res = req.send().await.expect("the server answers");
-        let status = res.status();
-        let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, body)
-    }
-
-    /// Waits until no run of `product` is in flight (as the API reports it).
-    async fn settle(&self, product: &str, auth: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (s, b) = self
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/products/{product}"),
-                    Some(auth),
-                )
-                .await;
-            assert_eq!(s, StatusCode::OK, "{b}");
-            if b["running"].is_null() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run of {product} never ended: {b}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("(no error code)")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_against_every_kind_of_token() {
@@ -89,10 +41,7 @@ async fn every_endpoint_against_every_kind_of_token() {
     assert!(names.contains(&"sales-ci") && names.contains(&"root") && names.contains(&"old"));
 
     let server = ApiServer::start(BIN, p.path()).await;
-    let c = Client {
-        http: reqwest::Client::new(),
-        base: server.base.clone(),
-    };
+    let c = ApiClient::new(server.base.clone());
     let runs = server
         .store
         .product_runs("sales", "orders", None, 10)
@@ -111,7 +60,6 @@ async fn every_endpoint_against_every_kind_of_token() {
     assert_eq!(b["openapi"], "3.1.0");
     assert!(b["paths"]["/api/v1/products/{domain}/{product}/runs"]["post"].is_object());
 
-    let bearer = |t: &str| format!("Bearer {t}");
     let callers: Vec<(&str, Option<String>)> = vec![
         ("none", None),
         ("malformed", Some("Bearer not-a-token".to_string())),
@@ -128,6 +76,7 @@ async fn every_endpoint_against_every_kind_of_token() {
         (Method::GET, "/api/v1/products/sales/orders".into()),
         (Method::GET, "/api/v1/products/sales/orders/runs".into()),
         (Method::GET, run_path.clone()),
+        (Method::GET, format!("{run_path}/logs")),
         (Method::POST, "/api/v1/products/sales/orders/pause".into()),
         (Method::POST, "/api/v1/products/sales/orders/resume".into()),
         (
@@ -187,6 +136,10 @@ async fn every_endpoint_against_every_kind_of_token() {
                         (StatusCode::FORBIDDEN, "forbidden"),
                         "{what}"
                     )
+                }
+                // Runs made by `weft sync run` have no logs kept by a daemon.
+                _ if path.ends_with("/logs") => {
+                    assert_eq!((s, code(&b)), (StatusCode::NOT_FOUND, "no_logs"), "{what}")
                 }
                 _ if method == Method::POST && path.contains("/runs") => {
                     assert_eq!(s, StatusCode::ACCEPTED, "{what}");

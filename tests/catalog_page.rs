@@ -1,6 +1,7 @@
 //! The catalog page in headless Chromium (Debian's `chromium` + `chromium-driver`), driven over
 //! WebDriver by fantoccini: it loads, asks for a token, lists the token's products, shows the
-//! failing one as failing, triggers a run that then appears in the history; a screenshot is
+//! failing one as failing, triggers a run that then appears in the history, opens a run's
+//! logs (tests/daemon_api.rs has the daemon-kept lines themselves); a screenshot is
 //! saved under the test's temp dir and copied to `target/screenshots/`.
 
 use std::net::TcpListener;
@@ -189,6 +190,42 @@ async fn the_catalog_page_lists_shows_failing_and_triggers_a_run() {
         .product_runs("sales", "orders", None, 10)
         .unwrap();
     assert_eq!(runs.len(), 2);
+
+    // The failing product's run: "logs" shows what the server keeps of it (this server
+    // runs products through `weft sync run`, whose lines are not kept: it says so).
+    c.find(Locator::Css(
+        r#"details[data-product="sales/broken"] > summary .name"#,
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let toggle = r#"table.runs[data-product="sales/broken"] button.logs-toggle"#;
+    wait_for(&c, toggle, 1, "the failed run's logs button").await;
+    c.find(Locator::Css(toggle))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let logs = r#"details[data-product="sales/broken"] pre.logs"#;
+    wait_for(&c, logs, 1, "the run's logs").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = c
+            .find(Locator::Css(logs))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if shown.contains("not kept") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs box says: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let png = c.screenshot().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array};
 use chrono::{DateTime, Utc};
 use weft_testkit::daemon::runs_with;
 use weft_testkit::TestProject;
@@ -51,18 +50,6 @@ fn stored_history(p: &TestProject) -> Vec<serde_json::Value> {
     let store = weft_state::SqliteStateStore::open(&p.path().join(".weft/state.db")).unwrap();
     let runs = store.runs(10_000).unwrap();
     serde_json::from_value(serde_json::to_value(runs).unwrap()).unwrap()
-}
-
-fn ids(p: &TestProject, product: &str) -> (usize, usize) {
-    let batch = p.read_stream("sales", product, "orders");
-    let ids = batch
-        .column_by_name("id")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap();
-    let distinct: HashSet<i64> = ids.iter().flatten().collect();
-    (ids.len(), distinct.len())
 }
 
 #[test]
@@ -135,7 +122,7 @@ fn runs_when_due_single_flight_records_skips_and_a_manual_run_of_it_is_refused()
             "lag {lag} in {run}"
         );
     }
-    assert_eq!(ids(&p, "shop"), (1000, 1000));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (1000, 1000));
 
     daemon.signal(libc::SIGTERM);
     let out = daemon.finish(LIMIT);
@@ -263,7 +250,7 @@ fn a_missed_schedule_runs_once_on_start_and_misfire_skip_waits() {
     assert_eq!(misfires.len(), 1, "{history:#?}");
     let run = runs_with(&history, "succeeded", Some("misfire"))[0];
     assert_eq!(run["selectors"][0], "sales/shop");
-    assert_eq!(ids(&p, "shop"), (10, 10));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (10, 10));
     assert!(!p.stream_dir("sales", "quiet", "orders").exists());
 }
 
@@ -295,7 +282,7 @@ fn sigterm_mid_run_exits_0_and_nothing_uncommitted_is_visible() {
     // The next run resumes the staged generation: every row once.
     p.run_within(LIMIT, ["sync", "run", "--no-progress"])
         .expect_code(0);
-    assert_eq!(ids(&p, "shop"), (200_000, 200_000));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (200_000, 200_000));
 }
 
 #[test]
@@ -325,7 +312,7 @@ fn kill_9_mid_run_then_restart_marks_it_interrupted_and_resumes_without_loss() {
     assert_eq!(interrupted.len(), 1, "{history:#?}");
     assert_eq!(interrupted[0]["run_id"], killed.as_str());
     // Appended from the last commit on: every row of the source once.
-    assert_eq!(ids(&p, "shop"), (200_000, 200_000));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (200_000, 200_000));
 }
 
 #[test]

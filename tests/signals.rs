@@ -3,10 +3,8 @@
 //! signal is sent when the run is observably at a point (a pausepoint's line on stderr), never
 //! after a guessed sleep.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use arrow::array::{Array, Int64Array};
 use weft_testkit::{committed_files, visible_files, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -22,18 +20,6 @@ fn orders_product(scale: u64, write: &str) -> String {
 fn history(p: &TestProject) -> serde_json::Value {
     let out = p.run(["sync", "history", "--format", "json"]);
     serde_json::from_str(&out.expect_code(0).stdout()).unwrap()
-}
-
-fn distinct_ids(p: &TestProject) -> (usize, usize) {
-    let batch = p.read_stream("sales", "shop", "orders");
-    let ids = batch
-        .column_by_name("id")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap();
-    let distinct: HashSet<i64> = ids.iter().flatten().collect();
-    (ids.len(), distinct.len())
 }
 
 #[test]
@@ -73,7 +59,7 @@ fn sigterm_stops_like_ctrl_c_records_the_run_cancelled_and_prints_the_summary() 
         "uncommitted files were left in {}",
         staging.display()
     );
-    let (landed, distinct) = distinct_ids(&p);
+    let (landed, distinct) = p.id_counts("sales", "shop", "orders");
     assert_eq!(landed, distinct, "duplicates landed");
     assert!(
         landed > 0 && landed < 200_000,
@@ -90,7 +76,7 @@ fn sigterm_stops_like_ctrl_c_records_the_run_cancelled_and_prints_the_summary() 
     // The next run goes on from the commit: every row once.
     p.run_within(LIMIT, ["sync", "run", "--no-progress"])
         .expect_code(0);
-    assert_eq!(distinct_ids(&p), (200_000, 200_000));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (200_000, 200_000));
 }
 
 #[test]
@@ -126,5 +112,5 @@ fn ctrl_c_while_a_stream_publishes_lets_it_finish_and_reports_success() {
     assert_eq!(report["streams"][0]["status"], "succeeded", "{report}");
     assert_eq!(report["streams"][0]["committed_rows"], 20_000, "{report}");
     assert_eq!(history(&p)[0]["status"], "succeeded");
-    assert_eq!(distinct_ids(&p), (20_000, 20_000));
+    assert_eq!(p.id_counts("sales", "shop", "orders"), (20_000, 20_000));
 }

@@ -47,10 +47,15 @@ pub async fn run(
             return Err(Failure::failed(format!("cannot listen for signals: {e}")))
         }
     };
+    let metrics = Arc::new(weft_api::Metrics::new());
     let options = DaemonOptions {
         redact: Box::new(|text: &str| logging::redact(text)),
         watch: true,
         on_reload: Box::new(|p: &weft_mesh::Project| logging::add_redactor(p.secrets.clone())),
+        metrics: metrics.clone(),
+        logs: Some(weft_daemon::logs::capture(Box::new(|text: &str| {
+            logging::redact(text)
+        }))),
     };
     let daemon =
         Daemon::start(project, registry(), store.clone(), options).map_err(Failure::failed)?;
@@ -61,13 +66,7 @@ pub async fn run(
             info!("HTTP API and catalog page on http://{addr}/ (metrics: /metrics)");
         }
         let control: Arc<dyn weft_api::Control> = Arc::new(daemon.clone());
-        let serve = weft_api::serve(
-            listener,
-            control,
-            store.clone(),
-            Arc::new(weft_api::Metrics::new()),
-            http_stop.clone(),
-        );
+        let serve = weft_api::serve(listener, control, store.clone(), metrics, http_stop.clone());
         tokio::spawn(async move {
             if let Err(e) = serve.await {
                 warn!("the HTTP server stopped: {e}");

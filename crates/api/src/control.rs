@@ -17,7 +17,8 @@ pub trait Control: Send + Sync + 'static {
     fn project(&self) -> Arc<weft_mesh::Project>;
     /// The scheduler's view of each product now.
     fn statuses(&self) -> Vec<ProductStatus>;
-    /// Starts a run of a product (all its streams, or one) unless one is running.
+    /// Starts a run of a product (all its streams, or one) unless one is running or the
+    /// product is paused ([`ControlError::Paused`]).
     async fn trigger(
         &self,
         product: &ProductRef,
@@ -29,6 +30,34 @@ pub trait Control: Send + Sync + 'static {
     async fn resume(&self, product: &ProductRef) -> Result<(), ControlError>;
     /// The error of the last rejected configuration reload, if the running one is older.
     fn config_error(&self) -> Option<String>;
+    /// The log lines kept of a run (bounded, redacted), if this process ran it and still
+    /// keeps them; `None` otherwise.
+    fn run_logs(&self, _run_id: &str) -> Option<RunLogs> {
+        None
+    }
+}
+
+/// The log lines of one run that the daemon keeps (the first ones and the latest ones, up to
+/// a bound), secrets redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RunLogs {
+    pub run_id: String,
+    pub lines: Vec<LogLine>,
+    /// Lines left out between the first and the latest kept ones (the bound).
+    pub dropped: u64,
+}
+
+/// One log line of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LogLine {
+    #[schema(value_type = String, format = DateTime)]
+    pub at: DateTime<Utc>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    /// The stream the line is about, if any.
+    pub stream: Option<String>,
+    /// The message and its fields, as the daemon's text log shows them.
+    pub message: String,
 }
 
 /// Names one product of one domain.
@@ -57,6 +86,14 @@ impl fmt::Display for ProductRef {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ProductStatus {
     pub product: ProductRef,
+    #[serde(flatten)]
+    pub scheduling: Scheduling,
+}
+
+/// What the scheduler knows of a product now: the part of [`ProductStatus`] that the product
+/// views of the API carry too.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Scheduling {
     /// The schedule as written in the product file.
     pub schedule: Option<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -69,6 +106,21 @@ pub struct ProductStatus {
     pub consecutive_failures: u32,
     /// The last failure's message, redacted.
     pub last_error: Option<String>,
+}
+
+impl Scheduling {
+    /// A product the scheduler has not run or steered: its schedule, healthy, idle.
+    pub fn idle(product: &weft_mesh::Product) -> Self {
+        Self {
+            schedule: product.schedule.as_ref().map(|s| s.as_str().to_string()),
+            next_run: None,
+            paused: false,
+            healthy: true,
+            running: None,
+            consecutive_failures: 0,
+            last_error: None,
+        }
+    }
 }
 
 /// What a trigger did.
@@ -89,6 +141,9 @@ pub enum ControlError {
     UnknownStream,
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The product's schedule is paused: resume it to run it.
+    #[error("the product is paused")]
+    Paused,
     /// Anything else, already worded for the user and redacted.
     #[error("{0}")]
     Other(String),

@@ -17,8 +17,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `missing_token`, `malformed_token`, `invalid_token`,
-    /// `forbidden`, `not_found`, `unknown_stream`, `already_running`, `shutting_down`,
-    /// `bad_request`, `method_not_allowed`, `unavailable`, `internal`.
+    /// `forbidden`, `not_found`, `unknown_stream`, `already_running`, `paused`,
+    /// `refused`, `shutting_down`, `no_logs`, `bad_request`, `method_not_allowed`, `unavailable`, `internal`.
     pub code: String,
     /// For people.
     pub message: String,

@@ -30,7 +30,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_state::StateStore;
 
-pub use control::{Control, ControlError, ProductRef, ProductStatus, Triggered};
+pub use control::{
+    Control, ControlError, LogLine, ProductRef, ProductStatus, RunLogs, Scheduling, Triggered,
+};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use metrics::{Metrics, StreamVolume};
 pub use views::{Freshness, ProductDetail, ProductView, RunView, RunsPage, StreamRunView};
@@ -70,6 +72,7 @@ fn router(state: AppState) -> axum::Router {
         .routes(routes!(routes::product))
         .routes(routes!(routes::runs, routes::trigger))
         .routes(routes!(routes::run))
+        .routes(routes!(routes::run_logs))
         .routes(routes!(routes::pause))
         .routes(routes!(routes::resume))
         .routes(routes!(routes::metrics))

@@ -63,6 +63,7 @@ pub struct Metrics {
     in_flight: Family<ProductLabels, Gauge>,
     lag: Family<ProductLabels, Gauge<f64, AtomicU64>>,
     freshness: Family<ProductLabels, Gauge<f64, AtomicU64>>,
+    cdc_lag: Family<StreamLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,6 +92,7 @@ impl Metrics {
         let in_flight = Family::<ProductLabels, Gauge>::default();
         let lag = Family::<ProductLabels, Gauge<f64, AtomicU64>>::default();
         let freshness = Family::<ProductLabels, Gauge<f64, AtomicU64>>::default();
+        let cdc_lag = Family::<StreamLabels, Gauge>::default();
         registry.register("rows_synced", "Rows synced per stream", rows.clone());
         registry.register("bytes_synced", "Bytes synced per stream", bytes.clone());
         registry.register("runs", "Finished runs per product and status", runs.clone());
@@ -115,6 +117,12 @@ impl Metrics {
             "Seconds since every stream of the product last succeeded (absent: never)",
             freshness.clone(),
         );
+        registry.register(
+            "cdc_lag_bytes",
+            "Bytes a CDC stream's replication position is behind its source's log (PostgreSQL: \
+             the slot's confirmed position behind the current WAL)",
+            cdc_lag.clone(),
+        );
         Self {
             registry,
             rows,
@@ -125,6 +133,7 @@ impl Metrics {
             in_flight,
             lag,
             freshness,
+            cdc_lag,
         }
     }
 
@@ -174,6 +183,18 @@ impl Metrics {
             .set(seconds);
     }
 
+    /// The source reported that `stream` of `product` is `bytes` behind its log (CDC).
+    pub fn cdc_lag(&self, product: &ProductRef, stream: &str, bytes: u64) {
+        let key = StreamLabels {
+            domain: product.domain.clone(),
+            product: product.product.clone(),
+            stream: stream.to_string(),
+        };
+        self.cdc_lag
+            .get_or_create(&key)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// Replaces the freshness gauges (called at scrape time).
     pub(crate) fn set_freshness(&self, values: impl IntoIterator<Item = (ProductRef, f64)>) {
         self.freshness.clear();
@@ -213,6 +234,7 @@ mod tests {
             }],
         );
         m.scheduler_lag(&p, 0.25);
+        m.cdc_lag(&p, "public.orders", 4096);
         let text = m.encode();
         for line in [
             r#"weft_rows_synced_total{domain="sales",product="orders",stream="orders"} 42"#,
@@ -221,6 +243,7 @@ mod tests {
             r#"weft_runs_in_flight{domain="sales",product="orders"} 0"#,
             r#"weft_scheduler_lag_seconds{domain="sales",product="orders"} 0.25"#,
             r#"weft_run_duration_seconds_count{domain="sales",product="orders"} 1"#,
+            r#"weft_cdc_lag_bytes{domain="sales",product="orders",stream="public.orders"} 4096"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use weft_mesh::{Product, Project};
 use weft_state::StateStore;
 
-use crate::control::{Control, ControlError, ProductRef, ProductStatus, Triggered};
+use crate::control::{Control, ControlError, ProductRef, ProductStatus, RunLogs, Triggered};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Metrics;
 use crate::tokens::{self, Caller};
@@ -321,7 +321,18 @@ pub async fn run(
     ApiPath(path): ApiPath<RunPath>,
 ) -> Result<Json<RunView>, ApiError> {
     let project = state.control.project();
-    visible_product(&project, &caller, &path.domain, &path.product)?;
+    let (product, record) = product_run(&state, &project, &caller, path).await?;
+    Ok(Json(run_view(&project, &product, &record)))
+}
+
+/// The run `path` names, if it is a run of the product and the caller sees the product.
+async fn product_run(
+    state: &AppState,
+    project: &Project,
+    caller: &Caller,
+    path: RunPath,
+) -> Result<(ProductRef, weft_state::RunRecord), ApiError> {
+    visible_product(project, caller, &path.domain, &path.product)?;
     let product = ProductRef::new(&path.domain, &path.product);
     let run_id = path.run_id.clone();
     let record = state
@@ -338,7 +349,33 @@ pub async fn run(
     if !belongs {
         return Err(ApiError::not_found());
     }
-    Ok(Json(run_view(&project, &product, &record)))
+    Ok((product, record))
+}
+
+/// The log lines the daemon kept of a run (bounded, secrets redacted): why it failed.
+#[utoipa::path(get, path = "/api/v1/products/{domain}/{product}/runs/{run_id}/logs", tag = "runs",
+    security(("bearer" = [])), params(RunPath),
+    responses((status = 200, body = RunLogs), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn run_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<RunPath>,
+) -> Result<Json<RunLogs>, ApiError> {
+    let project = state.control.project();
+    let (_, record) = product_run(&state, &project, &caller, path).await?;
+    state
+        .control
+        .run_logs(&record.run_id)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_logs",
+                "this daemon keeps the logs of the runs it made since it started (the latest \
+             ones); this run's are not kept: see the daemon's log for its run_id",
+            )
+        })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -366,6 +403,11 @@ fn control_error(e: ControlError) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the daemon is shutting down",
+        ),
+        ControlError::Paused => ApiError::new(
+            StatusCode::CONFLICT,
+            "paused",
+            "the product's schedule is paused; resume it (`POST …/resume`) to run it",
         ),
         ControlError::Other(m) => ApiError::new(StatusCode::CONFLICT, "refused", m),
     }

@@ -11,7 +11,7 @@ use weft_state::{
     RunRecord, RunStatus, StateResult, StateStore, StoredState, StreamKey, StreamRun,
 };
 
-use crate::control::{ProductRef, ProductStatus};
+use crate::control::{ProductRef, ProductStatus, Scheduling};
 
 /// A domain and the names of its products.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,16 +46,9 @@ pub struct ProductView {
     pub product: String,
     pub owner: String,
     pub description: String,
-    /// The cron expression as written, if scheduled.
-    pub schedule: Option<String>,
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub next_run: Option<DateTime<Utc>>,
-    pub paused: bool,
-    pub healthy: bool,
-    /// The run in flight.
-    pub running: Option<String>,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
+    /// The scheduler's view; `last_error` falls back to a stream's latest error.
+    #[serde(flatten)]
+    pub scheduling: Scheduling,
     pub freshness: Freshness,
     /// When every stream had last succeeded (the oldest of the streams' last successes).
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -255,7 +248,7 @@ pub(crate) fn freshness(
     let failed = last_statuses
         .iter()
         .any(|s| matches!(s, Some(RunStatus::Failed | RunStatus::Interrupted)));
-    if failed || status.is_some_and(|s| !s.healthy) {
+    if failed || status.is_some_and(|s| !s.scheduling.healthy) {
         return Freshness::Failing;
     }
     let Some(success) = last_success else {
@@ -299,28 +292,23 @@ pub(crate) fn product_detail(
         None
     };
     let verdict = freshness(product, status, &last_statuses, last_success, now);
-    let redact = |e: &String| project.secrets.redact(e);
+    let mut scheduling = status.map_or_else(|| Scheduling::idle(product), |s| s.scheduling.clone());
+    scheduling.last_error = scheduling
+        .last_error
+        .map(|e| project.secrets.redact(&e))
+        .or_else(|| {
+            h.streams
+                .iter()
+                .filter_map(|(v, _)| v.last_run.as_ref())
+                .filter(|r| r.status != "succeeded")
+                .find_map(|r| r.error.clone())
+        });
     let view = ProductView {
         domain: product.domain.to_string(),
         product: product.name.to_string(),
         owner: product.owner.clone(),
         description: product.description.clone(),
-        schedule: product.schedule.as_ref().map(|s| s.as_str().to_string()),
-        next_run: status.and_then(|s| s.next_run),
-        paused: status.is_some_and(|s| s.paused),
-        healthy: status.is_none_or(|s| s.healthy),
-        running: status.and_then(|s| s.running.clone()),
-        consecutive_failures: status.map_or(0, |s| s.consecutive_failures),
-        last_error: status
-            .and_then(|s| s.last_error.as_ref())
-            .map(redact)
-            .or_else(|| {
-                h.streams
-                    .iter()
-                    .filter_map(|(v, _)| v.last_run.as_ref())
-                    .filter(|r| r.status != "succeeded")
-                    .find_map(|r| r.error.clone())
-            }),
+        scheduling,
         freshness: verdict,
         last_success,
         freshness_seconds: last_success.map(|t| seconds(t, now)),

@@ -4,7 +4,12 @@
 //!   look at it and steer it: statuses, triggers, pause and resume, the last rejected reload;
 //! - `scheduler`: the one loop that finds due products, misfires on start, followers;
 //! - `runner`: one product's run: its lock, the engine run, retries with backoff;
-//! - `reload`: SIGHUP and file changes, a new configuration swapped in between runs.
+//! - `reload`: SIGHUP and file changes, a new configuration swapped in between runs;
+//! - [`logs`]: each run's log lines, kept bounded and redacted for the API;
+//! - `lag`: CDC replication lag, asked of the sources for the metrics.
+//!
+//! It reports to the HTTP layer's [`weft_api::Metrics`] as runs start and end (rows, bytes,
+//! duration, status, runs in flight, scheduler lag, CDC lag).
 //!
 //! Single-flight: a product is *busy* from the moment a trigger is accepted until its run (and
 //! its retries) ended; a trigger meanwhile is recorded in the history as `skipped` (or, with
@@ -13,12 +18,14 @@
 //! person's `weft sync run` of the same product out while the daemon runs it, and the other
 //! way round.
 
+mod lag;
+pub mod logs;
 mod reload;
 mod runner;
 mod scheduler;
 mod status;
 
-pub use status::{ControlError, ProductRef, ProductStatus, Triggered};
+pub use status::{ControlError, ProductRef, ProductStatus, Scheduling, Triggered};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -28,6 +35,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use weft_api::Metrics;
 use weft_engine::Registry;
 use weft_mesh::Project;
 use weft_state::{ProductKey, StateStore, Trigger};
@@ -88,6 +96,8 @@ struct Shared {
     /// Redacts secrets from errors kept in statuses.
     redact: Box<dyn Fn(&str) -> String + Send + Sync>,
     on_reload: Box<dyn Fn(&Project) + Send + Sync>,
+    metrics: Arc<Metrics>,
+    logs: Option<Arc<logs::RunLogStore>>,
 }
 
 /// The running scheduler; cheap to clone.
@@ -105,6 +115,10 @@ pub struct DaemonOptions {
     /// Called with each valid new configuration before it is swapped in (to register its
     /// secrets for redaction).
     pub on_reload: Box<dyn Fn(&Project) + Send + Sync>,
+    /// Where runs are reported as they start and end (served at `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// The run logs kept for the API ([`logs::capture`]), if any.
+    pub logs: Option<Arc<logs::RunLogStore>>,
 }
 
 impl Daemon {
@@ -130,12 +144,15 @@ impl Daemon {
             wake: Notify::new(),
             redact: options.redact,
             on_reload: options.on_reload,
+            metrics: options.metrics,
+            logs: options.logs,
         });
         let daemon = Self { shared };
         daemon.recover_interrupted()?;
         daemon.plan_start()?;
         scheduler::spawn(daemon.clone());
         reload::spawn(daemon.clone(), options.watch)?;
+        lag::spawn(daemon.clone());
         Ok(daemon)
     }
 
@@ -160,19 +177,22 @@ impl Daemon {
                 let slot = slots.get(&key).cloned().unwrap_or_default();
                 ProductStatus {
                     product: status::product_ref(&key),
-                    schedule: p.schedule.as_ref().map(|s| s.as_str().to_string()),
-                    next_run: slot.next_run,
-                    paused: slot.paused,
-                    healthy: slot.healthy,
-                    running: slot.running.clone(),
-                    consecutive_failures: slot.consecutive_failures,
-                    last_error: slot.last_error.clone(),
+                    scheduling: Scheduling {
+                        next_run: slot.next_run,
+                        paused: slot.paused,
+                        healthy: slot.healthy,
+                        running: slot.running,
+                        consecutive_failures: slot.consecutive_failures,
+                        last_error: slot.last_error,
+                        ..Scheduling::idle(p)
+                    },
                 }
             })
             .collect()
     }
 
-    /// Starts a run of a product (all its streams, or one) unless one is running.
+    /// Starts a run of a product (all its streams, or one) unless one is running or its
+    /// schedule is paused (a paused product runs neither on schedule nor on request).
     pub async fn trigger(
         &self,
         product: &ProductRef,
@@ -182,6 +202,9 @@ impl Daemon {
             return Err(ControlError::ShuttingDown);
         }
         let key = self.known(product)?;
+        if self.slots().get(&key).is_some_and(|s| s.paused) {
+            return Err(ControlError::Paused);
+        }
         if let Some(stream) = stream {
             let project = self.project();
             let p = project
@@ -308,14 +331,15 @@ impl Daemon {
 
     /// Slots for every product: next runs, misfires, followers.
     fn plan_start(&self) -> Result<(), DaemonError> {
+        let project = self.project();
+        let keys: Vec<ProductKey> = project.products.iter().map(key_of).collect();
         let last: BTreeMap<ProductKey, weft_state::ProductLastRun> = self
             .shared
             .state
-            .product_last_runs()?
+            .product_last_runs(&keys)?
             .into_iter()
             .map(|l| (l.product.clone(), l))
             .collect();
-        let project = self.project();
         let now = Utc::now();
         let mut misfired = Vec::new();
         {
@@ -393,5 +417,9 @@ impl weft_api::Control for Daemon {
 
     fn config_error(&self) -> Option<String> {
         Daemon::config_error(self)
+    }
+
+    fn run_logs(&self, run_id: &str) -> Option<weft_api::RunLogs> {
+        self.shared.logs.as_ref()?.get(run_id)
     }
 }

@@ -8,6 +8,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
+use weft_api::StreamVolume;
 use weft_engine::{PreparedRun, RunOptions};
 use weft_mesh::{Overlap, Selector};
 use weft_state::{ProductKey, RunStart, RunStatus, Trigger};
@@ -115,7 +116,11 @@ async fn run_with_retries(
         let run_id = run.run_id().to_string();
         set_running(daemon, key, &run_id);
         let cancel = daemon.shared.abort.child_token();
-        match attempt(daemon, key, run, trigger, due, cancel).await {
+        let outcome = attempt(daemon, key, run, trigger, due, cancel).await;
+        if !matches!(outcome, Outcome::Skipped) && has_cdc(daemon, key) {
+            crate::lag::probe(daemon, key).await;
+        }
+        match outcome {
             Outcome::Succeeded => record_success(daemon, key),
             Outcome::Cancelled | Outcome::Skipped => {}
             Outcome::Failed(message) => {
@@ -243,13 +248,28 @@ async fn attempt(
     {
         return Outcome::Failed(format!("state store: {e}"));
     }
+    let product = crate::status::product_ref(key);
     if let Some(due) = due {
         let lag = (Utc::now() - due).num_milliseconds() as f64 / 1000.0;
         info!(run_id = %run_id, trigger = %trigger, lag_seconds = lag, "product run starting");
+        // Scheduler lag is the scheduler's: a retry or a misfire starts late by design.
+        if trigger == Trigger::Schedule {
+            shared.metrics.scheduler_lag(&product, lag);
+        }
     } else {
         info!(run_id = %run_id, trigger = %trigger, "product run starting");
     }
-    match run.execute(cancel).await {
+    shared.metrics.run_started(&product);
+    let started = std::time::Instant::now();
+    let result = run.execute(cancel).await;
+    let (status, volumes) = match &result {
+        Ok(report) => (report.status, volumes(report)),
+        Err(_) => (RunStatus::Failed, Vec::new()),
+    };
+    shared
+        .metrics
+        .run_finished(&product, status, started.elapsed(), &volumes);
+    match result {
         Ok(report) => match report.status {
             RunStatus::Succeeded => Outcome::Succeeded,
             RunStatus::Cancelled => Outcome::Cancelled,
@@ -264,6 +284,20 @@ async fn attempt(
         },
         Err(e) => Outcome::Failed(e.to_string()),
     }
+}
+
+/// Rows and bytes per stream of a finished run, for the metrics.
+fn volumes(report: &weft_engine::RunReport) -> Vec<StreamVolume> {
+    report
+        .streams
+        .iter()
+        .map(|s| StreamVolume {
+            // `domain/product/stream`: the labels carry domain and product already.
+            stream: s.stream.rsplit('/').next().unwrap_or(&s.stream).to_string(),
+            rows: s.rows,
+            bytes: s.bytes,
+        })
+        .collect()
 }
 
 /// A prepared run of the product (or one stream of it) on the configuration loaded now.
@@ -307,6 +341,13 @@ fn backoff(daemon: &Daemon, times: usize) -> impl Iterator<Item = Duration> {
         .with_max_times(times)
         .with_jitter()
         .build()
+}
+
+fn has_cdc(daemon: &Daemon, key: &ProductKey) -> bool {
+    daemon
+        .project()
+        .product(key.domain.as_str(), key.product.as_str())
+        .is_some_and(crate::lag::has_cdc)
 }
 
 fn set_running(daemon: &Daemon, key: &ProductKey, run_id: &str) {

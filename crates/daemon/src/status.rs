@@ -1,7 +1,7 @@
 //! What the daemon tells about its products, and how a trigger ends: the shapes of the HTTP
 //! layer's [`weft_api::Control`] trait, which [`crate::Daemon`] implements.
 
-pub use weft_api::{ControlError, ProductRef, ProductStatus, Triggered};
+pub use weft_api::{ControlError, ProductRef, ProductStatus, Scheduling, Triggered};
 use weft_state::ProductKey;
 
 /// `domain` + `product`, as the API names them.

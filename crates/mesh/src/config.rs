@@ -60,6 +60,11 @@ pub struct DaemonSection {
     #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
     #[schemars(with = "String")]
     pub shutdown_timeout: Duration,
+    /// How often the daemon asks CDC sources how far behind their log each stream is (the
+    /// `weft_cdc_lag_bytes` metric; humantime). Also asked after each run of a CDC product.
+    #[serde(with = "humantime_serde", default = "default_cdc_lag_interval")]
+    #[schemars(with = "String")]
+    pub cdc_lag_interval: Duration,
 }
 
 impl Default for DaemonSection {
@@ -72,6 +77,7 @@ impl Default for DaemonSection {
             misfire: Misfire::default(),
             overlap: Overlap::default(),
             shutdown_timeout: default_shutdown_timeout(),
+            cdc_lag_interval: default_cdc_lag_interval(),
         }
     }
 }
@@ -90,6 +96,9 @@ fn default_retry_backoff_max() -> Duration {
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_cdc_lag_interval() -> Duration {
+    Duration::from_secs(15)
 }
 
 /// What the daemon does on start for a product whose scheduled time passed while it was down.

@@ -269,6 +269,7 @@ fn load_settings(
             misfire: daemon.misfire,
             overlap: daemon.overlap,
             shutdown_timeout: daemon.shutdown_timeout,
+            cdc_lag_interval: daemon.cdc_lag_interval,
         },
     };
     Ok((settings, destination))

@@ -62,6 +62,7 @@ pub struct DaemonSettings {
     pub misfire: Misfire,
     pub overlap: Overlap,
     pub shutdown_timeout: Duration,
+    pub cdc_lag_interval: Duration,
 }
 
 /// How the daemon runs one product, project defaults applied.

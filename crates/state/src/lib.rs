@@ -123,6 +123,7 @@ pub trait StateStore: Send + Sync {
     /// ending when it started, with `reason` as its error.
     fn record_skipped(&self, run: &RunStart, reason: &str) -> StateResult<()>;
 
-    /// The latest run of every product (skipped ones too), ordered by product.
-    fn product_last_runs(&self) -> StateResult<Vec<ProductLastRun>>;
+    /// The latest run (skipped ones too) of each of `products` that has one, in the order
+    /// given (one pass over the history; the daemon asks once, at start).
+    fn product_last_runs(&self, products: &[ProductKey]) -> StateResult<Vec<ProductLastRun>>;
 }

@@ -519,7 +519,10 @@ fn product_runs_skips_and_interruptions_are_per_product() {
     assert_eq!(c.products, vec![shop.clone()]);
     assert_eq!(c.trigger, weft_state::Trigger::Schedule);
 
-    let last = store.product_last_runs().unwrap();
+    let never = product("hr", "people");
+    let last = store
+        .product_last_runs(&[ledger.clone(), never, shop.clone()])
+        .unwrap();
     let ids: Vec<(String, &str)> = last
         .iter()
         .map(|l| (l.product.to_string(), l.run_id.as_str()))

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use weft_api::{Control, ControlError, ProductRef, ProductStatus, Triggered};
+use weft_api::{Control, ControlError, ProductRef, ProductStatus, Scheduling, Triggered};
 use weft_mesh::Project;
 use weft_state::StateStore;
 
@@ -62,13 +62,15 @@ impl Control for ProcessControl {
                 let r = ProductRef::new(p.domain.as_str(), p.name.as_str());
                 let e = entries.get(&r);
                 ProductStatus {
-                    schedule: p.schedule.as_ref().map(|s| s.as_str().to_string()),
-                    next_run: p.schedule.as_ref().and_then(|s| s.next_after(now)),
-                    paused: e.is_some_and(|e| e.paused),
-                    healthy: e.is_none_or(|e| e.failures < 3),
-                    running: e.and_then(|e| e.running.clone()),
-                    consecutive_failures: e.map_or(0, |e| e.failures),
-                    last_error: e.and_then(|e| e.last_error.clone()),
+                    scheduling: Scheduling {
+                        next_run: p.schedule.as_ref().and_then(|s| s.next_after(now)),
+                        paused: e.is_some_and(|e| e.paused),
+                        healthy: e.is_none_or(|e| e.failures < 3),
+                        running: e.and_then(|e| e.running.clone()),
+                        consecutive_failures: e.map_or(0, |e| e.failures),
+                        last_error: e.and_then(|e| e.last_error.clone()),
+                        ..Scheduling::idle(p)
+                    },
                     product: r,
                 }
             })
@@ -81,6 +83,15 @@ impl Control for ProcessControl {
         stream: Option<&str>,
     ) -> Result<Triggered, ControlError> {
         self.known(product)?;
+        if self
+            .entries
+            .lock()
+            .unwrap()
+            .get(product)
+            .is_some_and(|e| e.paused)
+        {
+            return Err(ControlError::Paused);
+        }
         if let Some(run_id) = self
             .entries
             .lock()

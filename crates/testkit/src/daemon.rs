@@ -20,6 +20,30 @@ impl TestProject {
         daemon
     }
 
+    /// Starts `weft daemon --listen 127.0.0.1:0` (extra environment as for
+    /// [`TestProject::start_daemon`]) and waits until it serves and schedules; returns it and
+    /// the base URL (`http://127.0.0.1:PORT`) its log named.
+    pub fn start_daemon_listening(
+        &self,
+        env: &[(&str, String)],
+        limit: Duration,
+    ) -> (Running, String) {
+        let mut cmd = self.weft(["daemon", "--listen", "127.0.0.1:0"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut daemon = Running::spawn(cmd);
+        let line = daemon.wait_for_line("HTTP API and catalog page on http://", limit);
+        let base = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_else(|| panic!("no address in {line}"));
+        daemon.wait_for_line("daemon started", limit);
+        (daemon, base)
+    }
+
     /// Starts `weft daemon` with its streams held at pausepoint `point` until the returned
     /// file exists, and waits until one is held there.
     pub fn start_daemon_paused_at(&self, point: &str, limit: Duration) -> (Running, PathBuf) {

@@ -5,6 +5,7 @@
 mod cluster;
 pub mod control;
 pub mod daemon;
+pub mod http;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;
@@ -175,6 +176,20 @@ impl TestProject {
     /// The committed rows of a lake stream, read back independently, as one batch.
     pub fn read_stream(&self, domain: &str, product: &str, stream: &str) -> RecordBatch {
         read_committed(&self.stream_dir(domain, product, stream))
+    }
+
+    /// The committed rows of a lake stream and how many distinct `id`s they hold (an `int64`
+    /// column): equal counts of the source's size mean nothing lost and nothing duplicated.
+    pub fn id_counts(&self, domain: &str, product: &str, stream: &str) -> (usize, usize) {
+        let batch = self.read_stream(domain, product, stream);
+        let ids = batch
+            .column_by_name("id")
+            .unwrap_or_else(|| panic!("{domain}/{product}/{stream} has no `id` column"))
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap_or_else(|| panic!("{domain}/{product}/{stream}: `id` is not int64"));
+        let distinct: std::collections::HashSet<i64> = ids.iter().flatten().collect();
+        (ids.len(), distinct.len())
     }
 }
 

@@ -421,7 +421,27 @@ impl PreparedRun {
                     continue;
                 }
             };
+            let schema_check: crate::stream::SchemaCheck = {
+                let (project, product, config, governance) = (
+                    self.project.clone(),
+                    product.product.clone(),
+                    config.clone(),
+                    self.governance.clone(),
+                );
+                let destination = plan.destination_stream.clone();
+                Arc::new(move |before, after, output| {
+                    governance.check_mid_stream(&product, &config, before, after)?;
+                    crate::contract::check_mid_stream(
+                        &project,
+                        &product,
+                        &config,
+                        &destination,
+                        output,
+                    )
+                })
+            };
             let job = StreamJob {
+                schema_check,
                 metadata: crate::contract::metadata(&product.product, config, &plan),
                 key: key.clone(),
                 run_id: self.run_id.clone(),

@@ -24,7 +24,10 @@ fn product(name: &str, table: &str, on_change: &str, cluster: &PrivateCluster) -
 
 /// `id|v` of a lake stream, by id.
 fn rows(p: &TestProject, product: &str, table: &str) -> Vec<String> {
-    let d = dump(&p.stream_dir("shop", product, &format!("public.{table}")), "id");
+    let d = dump(
+        &p.stream_dir("shop", product, &format!("public.{table}")),
+        "id",
+    );
     let (id, v) = (d.column("id"), d.column("v"));
     (0..id.len())
         .map(|i| format!("{}|{}", id[i].as_deref().unwrap(), v[i].as_deref().unwrap()))
@@ -47,8 +50,16 @@ fn a_column_added_mid_stream_is_checked_against_the_contract_and_the_policy() {
         "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 100ms\n",
     );
     p.file("governance.yaml", POLICY);
-    p.product("shop", "frozen", &product("frozen", "items", "freeze", &cluster));
-    p.product("shop", "evolving", &product("evolving", "people", "evolve", &cluster));
+    p.product(
+        "shop",
+        "frozen",
+        &product("frozen", "items", "freeze", &cluster),
+    );
+    p.product(
+        "shop",
+        "evolving",
+        &product("evolving", "people", "evolve", &cluster),
+    );
     let weft = |args: &[&str]| {
         let mut cmd = p.weft(args);
         cmd.env("PG_PASSWORD", cluster.password());
@@ -58,8 +69,7 @@ fn a_column_added_mid_stream_is_checked_against_the_contract_and_the_policy() {
         let out = weft_testkit::Outcome(weft(&["product", "contract", label]).output().unwrap());
         out.expect_code(0);
     }
-    weft_testkit::Outcome(weft(&["sync", "run", "--no-progress"]).output().unwrap())
-        .expect_code(0);
+    weft_testkit::Outcome(weft(&["sync", "run", "--no-progress"]).output().unwrap()).expect_code(0);
 
     let follow = Running::spawn(weft(&["sync", "run", "--no-progress", "--follow"]));
     // A change of the old shape streams through.

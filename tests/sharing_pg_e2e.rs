@@ -200,7 +200,10 @@ fn a_product_in_postgresql_is_shared_with_only_granted_rows_columns_and_tokens()
     ));
     let want = lines(cluster.sql(
         "postgres",
-        &format!("SELECT id, name, {} FROM customers ORDER BY id", token_sql("email")),
+        &format!(
+            "SELECT id, name, {} FROM customers ORDER BY id",
+            token_sql("email")
+        ),
     ));
     assert_eq!(finance.len(), 4000);
     assert_eq!(finance, want, "finance holds every row, e-mails as tokens");
@@ -228,7 +231,10 @@ fn a_product_in_postgresql_is_shared_with_only_granted_rows_columns_and_tokens()
         audience,
         lines(cluster.sql(
             "postgres",
-            &format!("SELECT id, {} FROM customers ORDER BY id", token_sql("email"))
+            &format!(
+                "SELECT id, {} FROM customers ORDER BY id",
+                token_sql("email")
+            )
         ))
     );
 
@@ -267,12 +273,18 @@ fn a_product_in_postgresql_is_shared_with_only_granted_rows_columns_and_tokens()
         "{}",
         out.stderr()
     );
-    run(&p, &cluster, &["sync", "run", "--no-progress", "finance", "sales"]).expect_code(0);
+    run(
+        &p,
+        &cluster,
+        &["sync", "run", "--no-progress", "finance", "sales"],
+    )
+    .expect_code(0);
 }
 
 /// `id|campaign|margin|token` rows of a marketing stream, sorted by id.
 fn consumer_rows(p: &TestProject, stream: &str) -> Vec<String> {
-    let dump = weft_testkit::readers::dump(&p.stream_dir("marketing", "campaign_margins", stream), "id");
+    let dump =
+        weft_testkit::readers::dump(&p.stream_dir("marketing", "campaign_margins", stream), "id");
     let (id, campaign, margin, email) = (
         dump.column("id"),
         dump.column("campaign"),

@@ -75,9 +75,16 @@ fn hmac_hex(value: &str) -> String {
 }
 
 /// id → (email, country) of a product's customers; and whether it has a `name` column.
-fn customers(p: &TestProject, domain: &str, product: &str) -> (BTreeMap<i64, (String, String)>, bool) {
+fn customers(
+    p: &TestProject,
+    domain: &str,
+    product: &str,
+) -> (BTreeMap<i64, (String, String)>, bool) {
     let batch = p.read_stream(domain, product, "customers");
-    let id = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let id = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     let email = batch.column_by_name("email").unwrap().as_string::<i32>();
     let country = batch.column_by_name("country").unwrap().as_string::<i32>();
     let rows = (0..batch.num_rows())

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 use weft_core::arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use weft_core::arrow_array::{ArrayRef, RecordBatch};
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -108,10 +108,9 @@ impl Column {
             Kind::Bytea => DataType::Binary,
             Kind::Uuid => DataType::FixedSizeBinary(16),
             Kind::Date => DataType::Date32,
-            Kind::Timestamp { zoned } => DataType::Timestamp(
-                TimeUnit::Microsecond,
-                zoned.then(|| Arc::from("UTC")),
-            ),
+            Kind::Timestamp { zoned } => {
+                DataType::Timestamp(TimeUnit::Microsecond, zoned.then(|| Arc::from("UTC")))
+            }
             Kind::Time => DataType::Time64(TimeUnit::Microsecond),
             Kind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
             Kind::Text => DataType::Utf8,
@@ -123,7 +122,10 @@ impl Column {
         if self.kind == Kind::Text {
             // Text of another type (jsonb, inet, varchar(n), numeric, arrays …): a PostgreSQL
             // consumer recreates the type from it.
-            field.set_metadata(HashMap::from([(PG_TYPE.to_string(), self.sql_type.clone())]));
+            field.set_metadata(HashMap::from([(
+                PG_TYPE.to_string(),
+                self.sql_type.clone(),
+            )]));
         }
         field
     }
@@ -185,7 +187,11 @@ fn parse_decimal(text: &str, scale: i8) -> Option<i128> {
     };
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let scale = scale as usize;
-    if fraction.len() > scale || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+    if fraction.len() > scale
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -459,7 +465,10 @@ impl Source for PgProductReader {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(2);
         let reader = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = reader.scan(&client, &table, &columns, plan, schema, &tx).await {
+            if let Err(e) = reader
+                .scan(&client, &table, &columns, plan, schema, &tx)
+                .await
+            {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -574,11 +583,7 @@ impl PgProductReader {
                 lhs.push(expr.clone());
                 rhs.push(format!("${}::text::{ty}", params.len()));
             }
-            conditions.push(format!(
-                "ROW({}) > ROW({})",
-                lhs.join(", "),
-                rhs.join(", ")
-            ));
+            conditions.push(format!("ROW({}) > ROW({})", lhs.join(", "), rhs.join(", ")));
         }
         let mut select: Vec<String> = columns.iter().map(Column::select).collect();
         select.extend(order.iter().map(|(e, _)| format!("{e}::text")));
@@ -643,11 +648,15 @@ impl PgProductReader {
             .await;
         Ok(())
     }
-
 }
 
 /// Rows into a record batch of `schema` (whose fields are `columns`, in order).
-fn to_batch(label: &str, rows: &[Row], columns: &[Column], schema: &SchemaRef) -> Result<RecordBatch> {
+fn to_batch(
+    label: &str,
+    rows: &[Row],
+    columns: &[Column],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
         let bad = |e: &dyn std::fmt::Display| {
@@ -699,9 +708,13 @@ fn to_batch(label: &str, rows: &[Row], columns: &[Column], schema: &SchemaRef) -
                 let mut b = Decimal128Builder::with_capacity(rows.len());
                 for row in rows {
                     match row.try_get::<_, Option<&str>>(i).map_err(|e| bad(&e))? {
-                        Some(text) => b.append_value(parse_decimal(text, scale).ok_or_else(|| {
-                            bad(&format!("`{text}` does not fit numeric({precision},{scale})"))
-                        })?),
+                        Some(text) => {
+                            b.append_value(parse_decimal(text, scale).ok_or_else(|| {
+                                bad(&format!(
+                                    "`{text}` does not fit numeric({precision},{scale})"
+                                ))
+                            })?)
+                        }
                         None => b.append_null(),
                     }
                 }

@@ -106,9 +106,10 @@ impl Governance {
         let mut grant_mappers = 0;
         let mut arrived = BTreeMap::new();
         if let Ok(Some(access)) = weft_mesh::access(&self.project, product) {
-            let upstream_config = crate::validate::effective_streams(&self.project, access.upstream)
-                .ok()
-                .and_then(|s| s.into_iter().find(|s| s.name == config.name));
+            let upstream_config =
+                crate::validate::effective_streams(&self.project, access.upstream)
+                    .ok()
+                    .and_then(|s| s.into_iter().find(|s| s.name == config.name));
             if let Some(upstream_config) = upstream_config {
                 arrived = self.arrived(access.upstream, &upstream_config, schema);
                 if let Some(granted) = access.grant.and_then(|g| g.stream(config.name.as_str())) {
@@ -206,9 +207,10 @@ impl Governance {
         };
         add(self.policy.forced(&self.project, product, stream, schema).0);
         if let Ok(Some(access)) = weft_mesh::access(&self.project, product) {
-            let upstream_config = crate::validate::effective_streams(&self.project, access.upstream)
-                .ok()
-                .and_then(|s| s.into_iter().find(|s| s.name == stream.name));
+            let upstream_config =
+                crate::validate::effective_streams(&self.project, access.upstream)
+                    .ok()
+                    .and_then(|s| s.into_iter().find(|s| s.name == stream.name));
             if let Some(upstream_config) = upstream_config {
                 if let Some(granted) = access.grant.and_then(|g| g.stream(stream.name.as_str())) {
                     add(self

@@ -429,16 +429,20 @@ impl PreparedRun {
                     self.governance.clone(),
                 );
                 let destination = plan.destination_stream.clone();
-                Arc::new(move |before, after, output| {
-                    governance.check_mid_stream(&product, &config, before, after)?;
-                    crate::contract::check_mid_stream(
-                        &project,
-                        &product,
-                        &config,
-                        &destination,
-                        output,
-                    )
-                })
+                Arc::new(
+                    move |before: &weft_core::arrow_schema::SchemaRef,
+                          after: &weft_core::arrow_schema::SchemaRef,
+                          output: &weft_core::arrow_schema::SchemaRef| {
+                        governance.check_mid_stream(&product, &config, before, after)?;
+                        crate::contract::check_mid_stream(
+                            &project,
+                            &product,
+                            &config,
+                            &destination,
+                            output,
+                        )
+                    },
+                )
             };
             let job = StreamJob {
                 schema_check,

@@ -152,7 +152,13 @@ fn links(v: &Value) -> String {
                 .flatten()
                 .map(text)
                 .collect();
-            format!("{} ({})", text(&l["product"]), streams.join(", "))
+            let product = &l["product"];
+            format!(
+                "{}/{} ({})",
+                text(&product["domain"]),
+                text(&product["product"]),
+                streams.join(", ")
+            )
         })
         .collect();
     if items.is_empty() {

@@ -59,6 +59,41 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         .iter()
         .flatten()
         .all(|e| e.len() == 64 && !e.contains('@')));
+    // The policy's keyed hash gives the same token in every product: marketing's copy (two
+    // grants down) holds sales' tokens for the same customers, only German ones, and no
+    // names (governance.yaml keeps them in sales).
+    let ids = |batch: &arrow::array::RecordBatch| {
+        let id = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .clone();
+        let email = batch
+            .column_by_name("email")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap()
+            .clone();
+        (0..batch.num_rows())
+            .map(|i| (id.value(i), email.value(i).to_string()))
+            .collect::<std::collections::BTreeMap<i64, String>>()
+    };
+    let sales_tokens = ids(&customers);
+    let marketing =
+        read_committed(&project.join(".weft/lake/marketing/campaign_margins/customers"));
+    assert!(marketing.num_rows() > 1000);
+    assert!(marketing.column_by_name("name").is_none());
+    for (id, token) in ids(&marketing) {
+        assert_eq!(sales_tokens.get(&id), Some(&token), "customer {id}");
+    }
+    let finance = read_committed(&project.join(".weft/lake/finance/revenue/customers"));
+    assert!(
+        finance.column_by_name("name").is_none(),
+        "names stay in sales"
+    );
 
     // The second run picks up the sample's changes: 1000 new orders, one row per id.
     let out = run(&["sync", "run", "sales/shop/orders", "--format", "json"]);

@@ -16,6 +16,10 @@ const QUICKSTART: &[(&str, &str)] = &[
         include_str!("../../configs/quickstart/weft.yaml"),
     ),
     (
+        "governance.yaml",
+        include_str!("../../configs/quickstart/governance.yaml"),
+    ),
+    (
         "domains/sales/domain.yaml",
         include_str!("../../configs/quickstart/domains/sales/domain.yaml"),
     ),

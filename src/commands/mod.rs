@@ -8,6 +8,7 @@ mod domain;
 mod init;
 mod policy;
 mod product;
+mod product_links;
 mod skeleton;
 mod state;
 mod sync;

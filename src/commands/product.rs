@@ -367,11 +367,9 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
             "last_success": last.map(|t| t.to_rfc3339()),
             "sla": sla.map(|d| humantime::format_duration(d).to_string()),
         },
-        "lineage": {
-            "upstream": [format!("source: {}", product.source.connector)],
-            "downstream": [],
-        },
-        "grants": { "given": [], "received": [] },
+        "lineage": super::product_links::lineage(project, product),
+        "grants": super::product_links::grants(project, product),
+        "runs": super::product_links::runs(state.as_deref(), product)?,
         "streams": streams,
     });
     match format {
@@ -418,17 +416,12 @@ fn print_show(doc: &serde_json::Value) {
             "freshness",
             format!("{}{last}", text(&doc["freshness"]["status"])),
         ),
-        (
-            "upstream",
-            doc["lineage"]["upstream"]
-                .as_array()
-                .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default(),
-        ),
-        ("downstream", "none".into()),
-        ("grants", "none given, none received".into()),
-    ] {
-        facts.add_row([k.to_string(), v]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(super::product_links::facts(doc))
+    {
+        facts.add_row([k, v]);
     }
     println!("{}", output::fit(facts));
     if let Some(e) = doc["schema_error"].as_str() {
@@ -470,6 +463,7 @@ fn print_show(doc: &serde_json::Value) {
         }
         println!("{}", output::fit(table));
     }
+    super::product_links::print_runs(doc);
 }
 
 #[cfg(test)]

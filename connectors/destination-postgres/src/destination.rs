@@ -111,6 +111,24 @@ impl Destination for PostgresDestination {
         tx.commit().await.map_err(failed)
     }
 
+    fn product_reader(
+        &self,
+        domain: &weft_core::DomainName,
+        product: &weft_core::ProductName,
+    ) -> Option<Result<Box<dyn weft_core::Source>>> {
+        let schema = self
+            .config
+            .schema
+            .clone()
+            .unwrap_or_else(|| domain.as_str().to_string());
+        Some(Ok(Box::new(crate::reader::PgProductReader::new(
+            self.config.clone(),
+            schema,
+            domain.clone(),
+            product.clone(),
+        ))))
+    }
+
     async fn open(
         &self,
         target: &StreamTarget,

@@ -30,7 +30,10 @@
 //!
 //! Existing tables evolve when the stream's columns change: new columns are added and types
 //! widened; narrowing or incompatible changes stop the stream with a message naming the
-//! table, the column and both types. Connections are plain TCP (TLS is not supported yet).
+//! table, the column and both types.
+//!
+//! The store is read back as a source for products reading a product kept here (the
+//! `reader` module): keyset scans in key order, incrementally by `_weft_synced_at`. Connections are plain TCP (TLS is not supported yet).
 
 mod changes;
 mod comments;
@@ -39,6 +42,7 @@ mod connect;
 mod destination;
 pub mod encode;
 pub mod naming;
+mod reader;
 mod source_types;
 mod table;
 mod text_input;

@@ -158,6 +158,96 @@ pub(crate) struct Enforced {
     pub drift: Vec<Change>,
 }
 
+/// Checks the mapped schema a stream changed to mid-stream (CDC, `--follow`) against the
+/// product's locked contract, as planning checked the first: breaking changes and, unless the
+/// product's `on_change` is `evolve`, added columns stop the stream (`discard_*` cannot drop a
+/// column the planned mappers keep; the next run plans the discard).
+pub(crate) fn check_mid_stream(
+    project: &Project,
+    product: &Product,
+    config: &StreamConfig,
+    destination: &weft_core::ConfiguredStream,
+    output: &weft_core::arrow_schema::Schema,
+) -> Result<(), String> {
+    let Some(locked) = &product.locked_contract else {
+        return Ok(());
+    };
+    let Some(locked_stream) = locked.stream(config.name.as_str()) else {
+        return Ok(()); // planning decided on a stream the contract lacks
+    };
+    let current = ContractStream {
+        name: config.name.to_string(),
+        description: None,
+        primary_key: destination.primary_key.clone(),
+        cursor: destination.cursor_field.clone(),
+        columns: output
+            .fields()
+            .iter()
+            .map(|f| ContractColumn {
+                name: f.name().clone(),
+                data_type: sql_type(f.data_type()),
+                nullable: f.is_nullable(),
+                description: None,
+                tags: Vec::new(),
+            })
+            .collect(),
+    };
+    let changes: Vec<Change> = diff_stream(locked_stream, &current)
+        .into_iter()
+        .filter(|c| c.kind != ChangeKind::Metadata)
+        .collect();
+    let file = project
+        .relative(&product.contract_file)
+        .display()
+        .to_string();
+    let text = |changes: &[&Change]| {
+        changes
+            .iter()
+            .map(|c| {
+                c.to_string()
+                    .split_once(": ")
+                    .map_or(c.to_string(), |(_, rest)| rest.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let breaking: Vec<&Change> = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Breaking)
+        .collect();
+    let label = product.label();
+    if !breaking.is_empty() {
+        return Err(format!(
+            "breaking change against contract {} ({file}): {}; nothing of the new shape was written. If consumers can accept it, lock a new major version with `weft product contract {label} --major` and tell them; otherwise restore the source",
+            locked.version,
+            text(&breaking)
+        ));
+    }
+    let policy = product.contract.on_change;
+    if changes.is_empty() || policy == OnChange::Evolve {
+        if !changes.is_empty() {
+            tracing::warn!(
+                "{}: stream `{}` drifts from its locked contract mid-stream: {}; handled per `on_change: evolve`. Re-lock with `weft product contract {label}`",
+                project.relative(&product.file).display(),
+                config.name,
+                text(&changes.iter().collect::<Vec<_>>())
+            );
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "the source now differs from contract {} ({file}) and the product's `on_change: {policy}` refuses it mid-stream: {}; nothing of the new shape was written. Lock the change with `weft product contract {label}` (version {}), or undo it in the source; {}",
+        locked.version,
+        text(&changes.iter().collect::<Vec<_>>()),
+        locked.version.next_minor(),
+        if policy == OnChange::Freeze {
+            "the next run refuses it too"
+        } else {
+            "the next run plans the discard"
+        }
+    ))
+}
+
 /// Checks a planned stream against the product's locked contract, per its `on_change`:
 /// breaking changes always fail; additive ones evolve (reported as drift), fail (`freeze`), or
 /// have their new columns left out of the data (`discard_value`) together with the rows that

@@ -1,11 +1,16 @@
 //! The policy at sync time: products breaking an `error` rule are refused before anything
 //! runs, and each stream's forced transformations are appended to its mapper chain after the
 //! product's own mappers (so no product file can remove them), then recorded for the audit.
+//! A product reading another domain's product also gets the producer's `when_shared` rules,
+//! right after the grant's mappers; what the upstream's store already holds transformed is
+//! not transformed again.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tracing::warn;
 use weft_core::Catalog;
-use weft_governance::{Forced, Keys, Policy, Severity, Violation};
+use weft_governance::{Action, Forced, Keys, Policy, Severity, Violation};
 use weft_mesh::{Product, Project, StreamConfig};
 use weft_state::{StateStore, StreamKey};
 
@@ -23,6 +28,7 @@ pub struct StreamAudit {
     pub columns: Vec<Forced>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Governance {
     policy: Policy,
     project: Project,
@@ -88,9 +94,52 @@ impl Governance {
             // plan_stream names the missing stream.
             return Ok((governed, audit));
         };
-        let (forced, violations) =
-            self.policy
-                .forced(&self.project, product, config, &descriptor.schema);
+        let schema = &descriptor.schema;
+        let (mut forced, mut violations) =
+            self.policy.forced(&self.project, product, config, schema);
+        // A product reading another product: the producer's `when_shared` rules on the grant's
+        // way (right after the grant's own mappers, before the consumer's, so no consumer
+        // mapper can rename a column out of their reach), and nothing forced again that the
+        // upstream's store already holds transformed (a token hashed twice would no longer
+        // join with the same address's token elsewhere).
+        let mut shared: Vec<Forced> = Vec::new();
+        let mut grant_mappers = 0;
+        let mut arrived = BTreeMap::new();
+        if let Ok(Some(access)) = weft_mesh::access(&self.project, product) {
+            let upstream_config =
+                crate::validate::effective_streams(&self.project, access.upstream)
+                    .ok()
+                    .and_then(|s| s.into_iter().find(|s| s.name == config.name));
+            if let Some(upstream_config) = upstream_config {
+                arrived = self.arrived(access.upstream, &upstream_config, schema);
+                if let Some(granted) = access.grant.and_then(|g| g.stream(config.name.as_str())) {
+                    // `config` is the effective stream (grant's mappers first) at sync time.
+                    let own = granted.mappers();
+                    if config.mappers.starts_with(&own) {
+                        grant_mappers = own.len();
+                    }
+                    let (when_shared, v) = self.policy.forced_when_shared(
+                        &self.project,
+                        access.upstream,
+                        &upstream_config,
+                        &granted.transform,
+                        schema,
+                    );
+                    violations.extend(v);
+                    shared = when_shared
+                        .into_iter()
+                        .filter(|f| arrived.get(&f.column).is_none_or(|a| *a < f.action))
+                        .collect();
+                }
+            }
+        }
+        for f in &shared {
+            arrived
+                .entry(f.column.clone())
+                .and_modify(|a: &mut Action| *a = (*a).max(f.action))
+                .or_insert(f.action);
+        }
+        forced.retain(|f| arrived.get(&f.column).is_none_or(|a| *a < f.action));
         let (errors, warnings): (Vec<Violation>, Vec<Violation>) = violations
             .into_iter()
             .partition(|v| v.severity == Severity::Error);
@@ -100,9 +149,28 @@ impl Governance {
         if !errors.is_empty() {
             return Err(refusal(&errors));
         }
+        // Columns the grant's mappers leave out need nothing of the shared rules.
+        let granted_chain = MapperChain::compile_with_keys(
+            schema,
+            None,
+            &config.mappers[..grant_mappers],
+            self.keys(),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut at = grant_mappers;
+        for f in shared {
+            if granted_chain.output_name(&f.column).is_none() {
+                continue;
+            }
+            if let Some(mapper) = f.mapper() {
+                governed.mappers.insert(at, mapper);
+                at += 1;
+                audit.columns.push(f);
+            }
+        }
         // Columns the product's own mappers already leave out need nothing.
         let own = MapperChain::compile_with_keys(
-            &descriptor.schema,
+            schema,
             config.columns.as_deref(),
             &config.mappers,
             self.keys(),
@@ -118,6 +186,98 @@ impl Governance {
             }
         }
         Ok((governed, audit))
+    }
+
+    /// Per column, the strongest transformation `product`'s store already holds for `stream`:
+    /// its own `everywhere` rules and, up its chain of upstream products, the `when_shared`
+    /// rules of each grant read through. Evaluated on `schema` (the stream as the store keeps
+    /// it: forced transformations keep names, so detection finds the same columns).
+    fn arrived(
+        &self,
+        product: &Product,
+        stream: &StreamConfig,
+        schema: &weft_core::arrow_schema::Schema,
+    ) -> BTreeMap<String, Action> {
+        let mut out: BTreeMap<String, Action> = BTreeMap::new();
+        let mut add = |forced: Vec<Forced>| {
+            for f in forced {
+                let a = out.entry(f.column).or_insert(f.action);
+                *a = (*a).max(f.action);
+            }
+        };
+        add(self.policy.forced(&self.project, product, stream, schema).0);
+        if let Ok(Some(access)) = weft_mesh::access(&self.project, product) {
+            let upstream_config =
+                crate::validate::effective_streams(&self.project, access.upstream)
+                    .ok()
+                    .and_then(|s| s.into_iter().find(|s| s.name == stream.name));
+            if let Some(upstream_config) = upstream_config {
+                if let Some(granted) = access.grant.and_then(|g| g.stream(stream.name.as_str())) {
+                    add(self
+                        .policy
+                        .forced_when_shared(
+                            &self.project,
+                            access.upstream,
+                            &upstream_config,
+                            &granted.transform,
+                            schema,
+                        )
+                        .0);
+                }
+                // The lineage is acyclic (checked at load), so this ends.
+                add(self
+                    .arrived(access.upstream, &upstream_config, schema)
+                    .into_iter()
+                    .map(|(column, action)| Forced {
+                        column,
+                        action,
+                        rule: String::new(),
+                        keep_last: 0,
+                    })
+                    .collect());
+            }
+        }
+        out
+    }
+
+    /// A schema the source changed to mid-stream: a new column a rule forces a transformation
+    /// on (or an untagged one a detection rule refuses) stops the stream, since the mappers
+    /// planned before the change do not transform it; the next run plans it like any column.
+    pub fn check_mid_stream(
+        &self,
+        product: &Product,
+        config: &StreamConfig,
+        before: &weft_core::arrow_schema::Schema,
+        after: &weft_core::arrow_schema::Schema,
+    ) -> Result<(), String> {
+        let new: Vec<&str> = after
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|c| before.index_of(c).is_err())
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let (forced, violations) = self.policy.forced(&self.project, product, config, after);
+        let errors: Vec<Violation> = violations
+            .into_iter()
+            .filter(|v| v.severity == Severity::Error)
+            .filter(|v| new.iter().any(|c| v.subject.ends_with(&format!(".{c}"))))
+            .collect();
+        if !errors.is_empty() {
+            return Err(refusal(&errors));
+        }
+        match forced
+            .iter()
+            .find(|f| f.action != Action::Allow && new.contains(&f.column.as_str()))
+        {
+            Some(f) => Err(format!(
+                "column `{}` appeared, which rule `{}` forces to `{}`; the stream stopped before writing it (the next run applies the rule to it)",
+                f.column, f.rule, f.action
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Records the audit of a planned stream; a failure to record is logged, not fatal.

@@ -252,6 +252,29 @@ impl MapperChain {
                                 ),
                             })
                         }
+                        (FilterOp::In, Some(v)) => {
+                            let values = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+                            let mut scalars = Vec::with_capacity(values.len());
+                            for v in &values {
+                                scalars.push(scalar_for(v, fields[at].data_type()).map_err(|e| {
+                                    MapperError {
+                                        index,
+                                        kind,
+                                        message: format!(
+                                            "value {v} does not fit column `{column}` of type {}: {e}",
+                                            weft_core::sql_type(fields[at].data_type())
+                                        ),
+                                    }
+                                })?);
+                            }
+                            let refs: Vec<&dyn arrow::array::Array> =
+                                scalars.iter().map(|a| a.as_ref()).collect();
+                            Some(arrow::compute::concat(&refs).map_err(|e| MapperError {
+                                index,
+                                kind,
+                                message: format!("the values of `in` on `{column}`: {e}"),
+                            })?)
+                        }
                         (_, Some(v)) => {
                             Some(scalar_for(v, fields[at].data_type()).map_err(|e| {
                                 MapperError {
@@ -567,6 +590,16 @@ fn predicate(
         FilterOp::Le => cmp::lt_eq(column, &scalar()?),
         FilterOp::Gt => cmp::gt(column, &scalar()?),
         FilterOp::Ge => cmp::gt_eq(column, &scalar()?),
+        FilterOp::In => {
+            let values = value
+                .ok_or_else(|| ArrowError::InvalidArgumentError("filter values missing".into()))?;
+            let mut keep = BooleanArray::from(vec![false; column.len()]);
+            for i in 0..values.len() {
+                let one = cmp::eq(column, &Scalar::new(values.slice(i, 1)))?;
+                keep = arrow::compute::or(&keep, &one)?;
+            }
+            Ok(keep)
+        }
     }
 }
 

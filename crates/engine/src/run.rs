@@ -465,7 +465,31 @@ impl PreparedRun {
                     }
                 }
             };
+            let schema_check: crate::stream::SchemaCheck = {
+                let (project, product, config, governance) = (
+                    self.project.clone(),
+                    product.product.clone(),
+                    config.clone(),
+                    self.governance.clone(),
+                );
+                let destination = plan.destination_stream.clone();
+                Arc::new(
+                    move |before: &weft_core::arrow_schema::SchemaRef,
+                          after: &weft_core::arrow_schema::SchemaRef,
+                          output: &weft_core::arrow_schema::SchemaRef| {
+                        governance.check_mid_stream(&product, &config, before, after)?;
+                        crate::contract::check_mid_stream(
+                            &project,
+                            &product,
+                            &config,
+                            &destination,
+                            output,
+                        )
+                    },
+                )
+            };
             let job = StreamJob {
+                schema_check,
                 metadata: crate::contract::metadata(&product.product, config, &plan),
                 key: key.clone(),
                 run_id: self.run_id.clone(),

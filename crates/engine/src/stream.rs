@@ -51,7 +51,15 @@ pub(crate) struct StreamJob {
     pub progress: Arc<StreamProgress>,
     /// What the destination records with the data.
     pub metadata: weft_core::ProductMetadata,
+    /// Checks a schema the source changes to mid-stream (source schema before, after, and the
+    /// mapped schema after) like planning checked the first: the locked contract and the
+    /// governance rules. `Err` stops the stream before anything of the new shape is written.
+    pub schema_check: SchemaCheck,
 }
+
+/// See [`StreamJob::schema_check`].
+pub(crate) type SchemaCheck =
+    Arc<dyn Fn(&SchemaRef, &SchemaRef, &SchemaRef) -> Result<(), String> + Send + Sync>;
 
 /// Why a stream stopped early.
 #[derive(Debug)]
@@ -118,6 +126,10 @@ impl StreamJob {
         let reader = tokio::spawn(read_and_map(
             messages,
             self.mappers.clone(),
+            (
+                self.source_stream.descriptor.schema.clone(),
+                self.schema_check.clone(),
+            ),
             self.progress.clone(),
             tx,
         ));
@@ -309,6 +321,7 @@ impl StreamJob {
 async fn read_and_map(
     mut messages: weft_core::MessageStream,
     mut mappers: MapperChain,
+    (mut source_schema, check): (SchemaRef, SchemaCheck),
     progress: Arc<StreamProgress>,
     tx: mpsc::Sender<Result<Item, StreamStop>>,
 ) {
@@ -335,7 +348,16 @@ async fn read_and_map(
             }
             Ok(SourceMessage::SchemaChange(schema)) => {
                 // Mappers are recompiled; the destination learns the new output schema.
-                match MapperChain::recompile(&mappers, &schema) {
+                let recompiled = MapperChain::recompile(&mappers, &schema).map_err(|e| {
+                    format!("source: the stream's schema changed mid-read and the mappers no longer apply: {e}")
+                });
+                let checked = recompiled.and_then(|next| {
+                    check(&source_schema, &schema, next.output_schema())
+                        .map(|()| next)
+                        .map_err(|e| format!("source: the stream's schema changed mid-read: {e}"))
+                });
+                source_schema = schema.clone();
+                match checked {
                     Ok(next) if next.output_schema() == mappers.output_schema() => {
                         mappers = next;
                         continue;
@@ -345,9 +367,7 @@ async fn read_and_map(
                         mappers = next;
                         Ok(Item::SchemaChange(output))
                     }
-                    Err(e) => Err(StreamStop::Failed(format!(
-                        "source: the stream's schema changed mid-read and the mappers no longer apply: {e}"
-                    ))),
+                    Err(e) => Err(StreamStop::Failed(e)),
                 }
             }
             Ok(SourceMessage::Changes(changes)) => {

@@ -188,6 +188,18 @@ impl Policy {
             check_detection(&rules, stream, &columns, &mut ctx);
             let (_, violations) = self.forced_for(product, stream, &columns, &mut ctx, false);
             ctx.out.extend(violations);
+            // Each grant's `transform` against what the policy forces on the way out.
+            for grant in &product.grants {
+                let Some(granted) = grant.stream(stream.name.as_str()) else {
+                    continue;
+                };
+                let shared = StreamConfig {
+                    mappers: granted.transform.clone(),
+                    ..stream.clone()
+                };
+                let (_, violations) = self.forced_for(product, &shared, &columns, &mut ctx, true);
+                ctx.out.extend(violations);
+            }
             for rule in rules
                 .iter()
                 .filter(|r| r.kind == RuleKind::Naming && r.applies_to == Some(NameTarget::Column))
@@ -311,18 +323,26 @@ impl Policy {
 
     /// What a consumer domain's copy of `stream` must get on `columns` (the columns the grant
     /// passes, with their source types): everything forced `everywhere` plus the `when_shared`
-    /// rules. For the sharing of products between domains.
+    /// rules, for the sharing of products between domains. `transform` is the grant's own
+    /// `transform:`: one reshaping a forced column (a salted hash, a mask) is a violation, as
+    /// a product's own mapper would be, since the policy's transformation is applied after it
+    /// (a `drop` is fine: it is stronger).
     pub fn forced_when_shared(
         &self,
         project: &Project,
         product: &Product,
         stream: &StreamConfig,
+        transform: &[Mapper],
         columns: &Schema,
-    ) -> Vec<Forced> {
+    ) -> (Vec<Forced>, Vec<Violation>) {
         let mut sink = Vec::new();
         let mut ctx = Ctx::new(project, product, &mut sink);
         let columns = columns_of(stream, Some(columns));
-        self.forced_for(product, stream, &columns, &mut ctx, true).0
+        let granted = StreamConfig {
+            mappers: transform.to_vec(),
+            ..stream.clone()
+        };
+        self.forced_for(product, &granted, &columns, &mut ctx, true)
     }
 
     fn forced_for(
@@ -369,10 +389,16 @@ impl Policy {
                         severity: Severity::Error,
                         subject: subject.clone(),
                         message: format!(
-                            "streams mapper #{} reshapes `{}`, which rule `{}` forces to `{action}`; a product file cannot replace, rename or weaken a forced transformation",
+                            "{} #{} reshapes `{}`, which rule `{}` forces to `{action}`{}; a product file cannot replace, rename or weaken a forced transformation",
+                            if shared { "a grant's transform" } else { "streams mapper" },
                             j + 1,
                             column.name,
-                            rule.id
+                            rule.id,
+                            if shared && rule.scope == Scope::WhenShared {
+                                " when shared"
+                            } else {
+                                ""
+                            }
                         ),
                         fix: format!(
                             "remove that mapper: weft applies `{action}` to `{}` after the product's own mappers (a `drop` of the column is allowed)",

@@ -20,8 +20,8 @@ mod sharing;
 mod yaml;
 
 pub use config::{
-    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantFilter, Mapper, Misfire,
-    OnChange, Overlap, ProductFile, ProjectFile,
+    ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantCondition, GrantFilter,
+    Mapper, Misfire, OnChange, Overlap, ProductFile, ProjectFile,
 };
 pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use weft_core::{DomainName, ProductName, StreamName, SyncMode, WriteMode};
 
-use crate::config::{ConnectorRef, DomainFile, Mapper, ProductFile, ProjectFile, StreamFile};
+use crate::config::{
+    ConnectorRef, DomainFile, FilterOp, Mapper, ProductFile, ProjectFile, StreamFile,
+};
 use crate::error::{Position, ProjectError};
 use crate::interpolate::{EnvLookup, InterpError, Interpolator};
 use crate::project::{
@@ -789,6 +791,16 @@ pub(crate) fn load_mapper(
                 return Err(invalid(
                     "value",
                     format!("filter op `{op}` needs a `value` to compare with; add one, or use `is_null` / `is_not_null`"),
+                ))
+            }
+            Mapper::Filter {
+                op: FilterOp::In,
+                value: Some(ref value),
+                ..
+            } if !value.as_array().is_some_and(|v| !v.is_empty()) => {
+                return Err(invalid(
+                    "value",
+                    "filter op `in` takes a list of values (`value: [DE, AT]`); give at least one".into(),
                 ))
             }
             Mapper::Filter { op, value: Some(_), .. } if !op.needs_value() => {

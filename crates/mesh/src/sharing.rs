@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use weft_core::{DomainName, ProductName, StreamName};
 
-use crate::config::{ConnectorRef, GrantFile, Mapper, SourceSpec};
+use crate::config::{ConnectorRef, GrantCondition, GrantFile, Mapper, SourceSpec};
 use crate::error::{Position, ProjectError};
 use crate::interpolate::Interpolator;
 use crate::load::{load_mapper, SourceFile};
@@ -78,8 +78,8 @@ pub struct GrantedStream {
     pub name: StreamName,
     /// The columns the consumer may read, after `transform` (all when absent).
     pub columns: Option<Vec<String>>,
-    /// A `Mapper::Filter`: only matching rows are shared.
-    pub filter: Option<Mapper>,
+    /// `Mapper::Filter`s: only rows matching all of them are shared.
+    pub filter: Vec<Mapper>,
     /// `hash`, `mask` or `drop` mappers, applied in order before the consumer's own.
     pub transform: Vec<Mapper>,
 }
@@ -88,7 +88,7 @@ impl GrantedStream {
     /// The mappers the grant puts in front of the consumer's: the row filter on the upstream's
     /// columns, the transformations, then the granted columns.
     pub fn mappers(&self) -> Vec<Mapper> {
-        let mut mappers: Vec<Mapper> = self.filter.iter().cloned().collect();
+        let mut mappers: Vec<Mapper> = self.filter.clone();
         mappers.extend(self.transform.iter().cloned());
         if let Some(columns) = &self.columns {
             mappers.push(Mapper::Select(columns.clone()));
@@ -200,26 +200,43 @@ pub(crate) fn load_grants(
                     format!("stream `{name}` is granted twice to `{to}`; keep one entry"),
                 ));
             }
-            let filter = match &s.filter {
-                None => None,
-                Some(f) => {
-                    let mapper = serde_saphyr::Spanned::new(
-                        Mapper::Filter {
-                            column: f.column.clone(),
-                            op: f.op,
+            let conditions: Vec<(String, GrantCondition)> = match &s.filter {
+                None => Vec::new(),
+                Some(f) => match (&f.all, &f.column, f.op) {
+                    (Some(all), None, None) if f.value.is_none() && !all.is_empty() => all
+                        .iter()
+                        .enumerate()
+                        .map(|(k, c)| (format!("{sfield}.filter.all[{k}]"), c.clone()))
+                        .collect(),
+                    (None, Some(column), Some(op)) => vec![(
+                        format!("{sfield}.filter"),
+                        GrantCondition {
+                            column: column.clone(),
+                            op,
                             value: f.value.clone(),
                         },
-                        stream.referenced,
-                        stream.defined,
-                    );
-                    Some(load_mapper(
-                        file,
-                        &format!("{sfield}.filter"),
-                        &mapper,
-                        interp,
-                    )?)
-                }
+                    )],
+                    _ => {
+                        return Err(ProjectError::invalid(
+                            file.at_span(stream, format!("{sfield}.filter")),
+                            "a grant's filter is one comparison (`{ column: country, op: eq, value: DE }`) or `all:` of several (`{ all: [{ column: country, op: in, value: [DE, AT] }, { column: status, op: eq, value: delivered }] }`); fix it",
+                        ))
+                    }
+                },
             };
+            let mut filter = Vec::with_capacity(conditions.len());
+            for (field, c) in conditions {
+                let mapper = serde_saphyr::Spanned::new(
+                    Mapper::Filter {
+                        column: c.column,
+                        op: c.op,
+                        value: c.value,
+                    },
+                    stream.referenced,
+                    stream.defined,
+                );
+                filter.push(load_mapper(file, &field, &mapper, interp)?);
+            }
             let mut transform = Vec::with_capacity(s.transform.len());
             for (k, mapper) in s.transform.iter().enumerate() {
                 let mfield = format!("{sfield}.transform[{k}]");

@@ -8,6 +8,7 @@ mod domain;
 mod init;
 mod policy;
 mod product;
+mod scaffold;
 mod skeleton;
 mod sync;
 mod token;

@@ -254,6 +254,11 @@ async fn run_steps(
     Ok(())
 }
 
+/// Whether an error message names `column` (quoted as `x`, "x" or 'x').
+fn names_column(message: &str, column: &str) -> bool {
+    ['`', '"', '\''].iter().any(|q| message.contains(&format!("{q}{column}{q}")))
+}
+
 /// The destination suite for one connector and a store of its own (an empty folder, a fresh
 /// database).
 pub struct DestinationSuite<'a> {
@@ -368,7 +373,7 @@ impl<'a> DestinationSuite<'a> {
         let mut said = Vec::new();
         let ready = tokio::time::timeout(self.child_limit, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line == READY {
+                if line.ends_with(READY) {
                     return true;
                 }
                 said.push(line);
@@ -483,34 +488,37 @@ impl<'a> DestinationSuite<'a> {
         w.finish(&checkpoint(1)).await.map_err(|e| fail(e.to_string()))?;
         drop(w);
         self.expect_visible(c, s, &rows(1..=3), "finish of an overwrite did not publish the new table").await?;
+        self.in_child(c, test, s, vec![Step::Open("overwrite".into()), Step::Write(vec![20, 21, 22]), Step::Commit(2)]).await?;
+        self.expect_visible(c, s, &rows(1..=3), "an overwrite killed after a commit, before finish, changed what readers see").await?;
         let mut w = open(dest, s, WriteMode::Overwrite, schema.clone()).await.map_err(fail)?;
-        w.write(batch(&schema, &[10, 11]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-        w.commit(&checkpoint(2)).await.map_err(|e| fail(e.to_string()))?;
+        // Resume as the engine would: after the stored checkpoint, or from scratch.
+        let stored = w.committed_checkpoint();
+        let rest: Vec<i64> = if !w.stores_checkpoints() || stored.is_none() || stored == Some(checkpoint(1)) {
+            vec![20, 21, 22, 23]
+        } else if stored == Some(checkpoint(2)) {
+            vec![23]
+        } else {
+            let _ = w.abort().await;
+            return Err(Fault::new(
+                "stored_checkpoint",
+                format!(
+                    "stream `{s}`: an overwrite killed after commit(2) reopens with stored checkpoint {}, neither the last committed one nor the published table's",
+                    stored.map_or("none".into(), |c| c.position().to_string())
+                ),
+            ));
+        };
+        w.write(batch(&schema, &rest).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
+        w.commit(&checkpoint(3)).await.map_err(|e| fail(e.to_string()))?;
         let early = self
             .expect_visible(c, s, &rows(1..=3), "an overwrite shows (part of) its new table after commit, before finish published it")
             .await;
-        let _ = w.abort().await;
-        drop(w);
-        early?;
-        self.in_child(c, test, s, vec![Step::Open("overwrite".into()), Step::Write(vec![20, 21, 22]), Step::Commit(3)]).await?;
-        self.expect_visible(c, s, &rows(1..=3), "an overwrite killed before finish changed what readers see").await?;
-        let mut w = open(dest, s, WriteMode::Overwrite, schema.clone()).await.map_err(fail)?;
-        // Resume as the engine would: after the stored checkpoint, or from scratch.
-        let rest: Vec<i64> = match w.committed_checkpoint() {
-            Some(cp) if w.stores_checkpoints() && cp == checkpoint(3) => vec![23, 24],
-            None => vec![20, 21, 22, 23, 24],
-            Some(cp) if !w.stores_checkpoints() => { let _ = cp; vec![20, 21, 22, 23, 24] }
-            Some(cp) => {
-                let _ = w.abort().await;
-                return Err(Fault::new(
-                    "stored_checkpoint",
-                    format!("stream `{s}`: an overwrite killed after commit(3) resumes from {}, not the last committed checkpoint", cp.position()),
-                ));
-            }
-        };
-        w.write(batch(&schema, &rest).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
+        if early.is_err() {
+            let _ = w.abort().await;
+            return early;
+        }
         w.finish(&checkpoint(4)).await.map_err(|e| fail(e.to_string()))?;
-        self.expect_visible(c, s, &rows(20..=24), "an overwrite resumed after a crash did not publish exactly the new table").await
+        drop(w);
+        self.expect_visible(c, s, &rows(20..=23), "an overwrite resumed after a crash did not publish exactly its new table at finish").await
     }
 
     async fn abort(&self, dest: &dyn Destination) -> Check {
@@ -656,7 +664,7 @@ impl<'a> DestinationSuite<'a> {
             }
             (Err(e), true) => return Err(fail(format!("the destination declares that it adds columns, but adding nullable column `extra` fails: {e}"))),
             (Ok(()), false) => return Err(fail("the destination declares that it refuses new columns, but adding `extra` succeeded".into())),
-            (Err(e), false) if !e.contains("extra") => return Err(fail(format!("refusing new column `extra` does not name it: {e}"))),
+            (Err(e), false) if !names_column(&e, "extra") => return Err(fail(format!("refusing new column `extra` does not name it: {e}"))),
             (Err(_), false) => {}
         }
         if self.evolution.refuses_retype {
@@ -680,7 +688,7 @@ impl<'a> DestinationSuite<'a> {
             .await;
             match outcome {
                 Ok(()) => return Err(fail("column `name` retyped from text to int64 was accepted; the destination declares it refuses retyped columns".into())),
-                Err(e) if !e.contains("name") => return Err(fail(format!("refusing retyped column `name` does not name it: {e}"))),
+                Err(e) if !names_column(&e, "name") => return Err(fail(format!("refusing retyped column `name` does not name it: {e}"))),
                 Err(_) => {}
             }
         }

@@ -21,10 +21,16 @@ pub enum SourceMessage {
     /// From here on batches have this schema (a column was added, a type widened).
     SchemaChange(SchemaRef),
     /// The source's estimate of the rows it will yield in this read, for progress displays.
-    Estimate { rows: u64 },
+    Estimate {
+        /// Rows expected.
+        rows: u64,
+    },
     /// Since the last such message, `values` values did not fit the stream's schema and the
     /// source wrote them as NULL, recording each in its row; counted in the run summary.
-    OffSchema { values: u64 },
+    OffSchema {
+        /// Values written as NULL.
+        values: u64,
+    },
 }
 
 /// The kind of a change row.

@@ -176,18 +176,6 @@ pub enum ConnectorCommand {
     Check(ConnectorTarget),
     /// List the streams a source offers, with their columns and types.
     Discover(DiscoverTarget),
-    /// Write a new connector crate under `connectors/`, registered and with its conformance
-    /// tests wired up (see docs/connectors.md).
-    New {
-        /// The connector's name in product files (`crm`, `web-events`).
-        name: String,
-        /// Whether it reads (`source`) or writes (`destination`).
-        #[arg(long, value_enum)]
-        kind: KindArg,
-        /// The root of the weft checkout to add it to (default: the current folder).
-        #[arg(long)]
-        workspace: Option<PathBuf>,
-    },
     /// Install an Airbyte connector from PyPI into its cached virtualenv ahead of a sync (or find
     /// it installed), and say where it is and which Python it runs on.
     Install {

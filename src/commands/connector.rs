@@ -1,4 +1,4 @@
-//! `weft connector list|spec|check|discover|install` (`new` lives in `scaffold`).
+//! `weft connector list|spec|check|discover|install`.
 //!
 //! Connector names on the command line are unambiguous: a name that is both a source and a
 //! destination (`postgres`) must be written `source-postgres` / `destination-postgres` (or
@@ -130,11 +130,6 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             }
         }
         ConnectorCommand::Discover(target) => super::discover::run(project, target).await,
-        ConnectorCommand::New {
-            name,
-            kind,
-            workspace,
-        } => super::scaffold::run(&name, kind, workspace),
         ConnectorCommand::Install {
             package,
             python,

@@ -8,7 +8,6 @@ mod domain;
 mod init;
 mod policy;
 mod product;
-mod scaffold;
 mod skeleton;
 mod sync;
 mod token;

@@ -104,7 +104,9 @@ impl WriterChild {
             project_dir: self.0.project_dir.clone(),
         };
         let outcome = async {
-            let dest = factory.build(&self.0.config, &ctx).map_err(|e| e.to_string())?;
+            let dest = factory
+                .build(&self.0.config, &ctx)
+                .map_err(|e| e.to_string())?;
             let mut writer = None;
             run_steps(dest.as_ref(), &self.0.stream, &self.0.steps, &mut writer).await?;
             // Keep the writer alive (not dropped, not aborted) until the kill.
@@ -151,13 +153,21 @@ fn name_of(id: i64) -> Option<String> {
 fn batch(schema: &SchemaRef, ids: &[i64]) -> Result<RecordBatch, String> {
     let mut columns: Vec<Arc<dyn weft_core::arrow_array::Array>> = vec![
         Arc::new(Int64Array::from(ids.to_vec())),
-        Arc::new(StringArray::from(ids.iter().map(|i| name_of(*i)).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(ids.iter().map(|i| i * 10).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            ids.iter().map(|i| name_of(*i)).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            ids.iter().map(|i| i * 10).collect::<Vec<_>>(),
+        )),
     ];
     for f in schema.fields().iter().skip(3) {
         columns.push(match f.data_type() {
-            DataType::Int64 => Arc::new(Int64Array::from(ids.iter().map(|i| i * 100).collect::<Vec<_>>())),
-            _ => Arc::new(StringArray::from(ids.iter().map(|i| format!("x{i}")).collect::<Vec<_>>())),
+            DataType::Int64 => Arc::new(Int64Array::from(
+                ids.iter().map(|i| i * 100).collect::<Vec<_>>(),
+            )),
+            _ => Arc::new(StringArray::from(
+                ids.iter().map(|i| format!("x{i}")).collect::<Vec<_>>(),
+            )),
         });
     }
     if schema.field(1).data_type() == &DataType::Int64 {
@@ -169,7 +179,13 @@ fn batch(schema: &SchemaRef, ids: &[i64]) -> Result<RecordBatch, String> {
 /// The rows `ids` make, as `(id, name, seq)`.
 fn rows(ids: impl IntoIterator<Item = i64>) -> Vec<Row> {
     ids.into_iter()
-        .map(|id| vec![Some(id.to_string()), name_of(id), Some((id * 10).to_string())])
+        .map(|id| {
+            vec![
+                Some(id.to_string()),
+                name_of(id),
+                Some((id * 10).to_string()),
+            ]
+        })
         .collect()
 }
 
@@ -207,7 +223,11 @@ fn configured(stream: &str, schema: &SchemaRef, mode: WriteMode) -> ConfiguredSt
             supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
             row_estimate: None,
         },
-        sync_mode: if dedup { SyncMode::Incremental } else { SyncMode::FullRefresh },
+        sync_mode: if dedup {
+            SyncMode::Incremental
+        } else {
+            SyncMode::FullRefresh
+        },
         write_mode: mode,
         cursor_field: dedup.then(|| "seq".to_string()),
         primary_key: vec!["id".into()],
@@ -222,9 +242,13 @@ async fn open(
     mode: WriteMode,
     schema: SchemaRef,
 ) -> Result<Box<dyn StreamWriter>, String> {
-    dest.open(&target(stream), &configured(stream, &schema, mode), schema.clone())
-        .await
-        .map_err(|e| format!("open ({mode}) fails: {e}"))
+    dest.open(
+        &target(stream),
+        &configured(stream, &schema, mode),
+        schema.clone(),
+    )
+    .await
+    .map_err(|e| format!("open ({mode}) fails: {e}"))
 }
 
 async fn run_steps(
@@ -236,18 +260,26 @@ async fn run_steps(
     let schema = schema_with(None);
     for step in steps {
         match step {
-            Step::Open(mode) => *writer = Some(open(dest, stream, mode_of(mode), schema.clone()).await?),
+            Step::Open(mode) => {
+                *writer = Some(open(dest, stream, mode_of(mode), schema.clone()).await?)
+            }
             Step::Write(ids) => {
                 let w = writer.as_mut().ok_or("write before open")?;
-                w.write(batch(&schema, ids)?).await.map_err(|e| format!("write fails: {e}"))?
+                w.write(batch(&schema, ids)?)
+                    .await
+                    .map_err(|e| format!("write fails: {e}"))?
             }
             Step::Commit(n) => {
                 let w = writer.as_mut().ok_or("commit before open")?;
-                w.commit(&checkpoint(*n)).await.map_err(|e| format!("commit fails: {e}"))?
+                w.commit(&checkpoint(*n))
+                    .await
+                    .map_err(|e| format!("commit fails: {e}"))?
             }
             Step::Finish(n) => {
                 let w = writer.as_mut().ok_or("finish before open")?;
-                w.finish(&checkpoint(*n)).await.map_err(|e| format!("finish fails: {e}"))?
+                w.finish(&checkpoint(*n))
+                    .await
+                    .map_err(|e| format!("finish fails: {e}"))?
             }
         }
     }
@@ -256,7 +288,9 @@ async fn run_steps(
 
 /// Whether an error message names `column` (quoted as `x`, "x" or 'x').
 fn names_column(message: &str, column: &str) -> bool {
-    ['`', '"', '\''].iter().any(|q| message.contains(&format!("{q}{column}{q}")))
+    ['`', '"', '\'']
+        .iter()
+        .any(|q| message.contains(&format!("{q}{column}{q}")))
 }
 
 /// The destination suite for one connector and a store of its own (an empty folder, a fresh
@@ -314,17 +348,26 @@ impl<'a> DestinationSuite<'a> {
         let dest = match self.factory.build(&self.config, &self.ctx) {
             Ok(d) => d,
             Err(err) => {
-                faults.push(Fault::new("build", format!("the fixture config does not build: {err}")));
+                faults.push(Fault::new(
+                    "build",
+                    format!("the fixture config does not build: {err}"),
+                ));
                 return Err(self.faults(faults));
             }
         };
         if let Err(err) = dest.check().await {
-            faults.push(Fault::new("check", format!("check fails on the fixture: {err}")));
+            faults.push(Fault::new(
+                "check",
+                format!("check fails on the fixture: {err}"),
+            ));
         }
         let d = dest.as_ref();
         let checks: Vec<(&str, Check)> = vec![
             ("commit_durable", self.commit_durable(d, test_name).await),
-            ("uncommitted_invisible", self.uncommitted_invisible(d, test_name).await),
+            (
+                "uncommitted_invisible",
+                self.uncommitted_invisible(d, test_name).await,
+            ),
             ("finish_atomic", self.finish_atomic(d, test_name).await),
             ("abort", self.abort(d).await),
             ("replay", self.replay(d, test_name).await),
@@ -352,17 +395,27 @@ impl<'a> DestinationSuite<'a> {
     }
 
     /// Runs `steps` in a writer child and kills it (SIGKILL) once it says it is done.
-    async fn in_child(&self, check: &'static str, test_name: &str, stream: &str, steps: Vec<Step>) -> Check {
+    async fn in_child(
+        &self,
+        check: &'static str,
+        test_name: &str,
+        stream: &str,
+        steps: Vec<Step>,
+    ) -> Check {
         let scenario = Scenario {
             config: self.config.clone(),
             project_dir: self.ctx.project_dir.clone(),
             stream: stream.to_string(),
             steps,
         };
-        let exe = std::env::current_exe().map_err(|e| Fault::new(check, format!("no test binary: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Fault::new(check, format!("no test binary: {e}")))?;
         let mut child = tokio::process::Command::new(exe)
             .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, serde_json::to_string(&scenario).expect("a scenario serialises"))
+            .env(
+                CHILD_ENV,
+                serde_json::to_string(&scenario).expect("a scenario serialises"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -397,16 +450,23 @@ impl<'a> DestinationSuite<'a> {
     }
 
     async fn visible(&self, check: &'static str, stream: &str) -> Result<Vec<Row>, Fault> {
-        let table = self
-            .reader
-            .visible(&target(stream))
-            .await
-            .map_err(|e| Fault::new(check, format!("reading stream `{stream}` back fails: {e}")))?;
-        Ok(table.map(|t| t.project(&["id", "name", "seq"])).unwrap_or_default())
+        let table =
+            self.reader.visible(&target(stream)).await.map_err(|e| {
+                Fault::new(check, format!("reading stream `{stream}` back fails: {e}"))
+            })?;
+        Ok(table
+            .map(|t| t.project(&["id", "name", "seq"]))
+            .unwrap_or_default())
     }
 
     /// Compares what a reader sees with `expected`, or fails with `what`.
-    async fn expect_visible(&self, check: &'static str, stream: &str, expected: &[Row], what: &str) -> Check {
+    async fn expect_visible(
+        &self,
+        check: &'static str,
+        stream: &str,
+        expected: &[Row],
+        what: &str,
+    ) -> Check {
         let seen = self.visible(check, stream).await?;
         let diff = Diff::of(expected, &seen);
         if diff.is_empty() {
@@ -424,10 +484,21 @@ impl<'a> DestinationSuite<'a> {
     }
 
     /// The checkpoint a freshly opened writer reports, checked against the last committed one.
-    async fn stored_checkpoint(&self, dest: &dyn Destination, stream: &str, mode: WriteMode, last: u64) -> Result<Box<dyn StreamWriter>, Fault> {
+    async fn stored_checkpoint(
+        &self,
+        dest: &dyn Destination,
+        stream: &str,
+        mode: WriteMode,
+        last: u64,
+    ) -> Result<Box<dyn StreamWriter>, Fault> {
         let writer = open(dest, stream, mode, schema_with(None))
             .await
-            .map_err(|e| Fault::new("stored_checkpoint", format!("stream `{stream}`: reopening after a crash: {e}")))?;
+            .map_err(|e| {
+                Fault::new(
+                    "stored_checkpoint",
+                    format!("stream `{stream}`: reopening after a crash: {e}"),
+                )
+            })?;
         if writer.stores_checkpoints() {
             let stored = writer.committed_checkpoint();
             if stored != Some(checkpoint(last)) {
@@ -446,11 +517,22 @@ impl<'a> DestinationSuite<'a> {
 
     async fn commit_durable(&self, dest: &dyn Destination, test: &str) -> Check {
         let s = "durable";
-        self.in_child("commit_durable", test, s, vec![Step::Open("append".into()), Step::Write(vec![1, 2, 3]), Step::Commit(1)])
-            .await?;
+        self.in_child(
+            "commit_durable",
+            test,
+            s,
+            vec![
+                Step::Open("append".into()),
+                Step::Write(vec![1, 2, 3]),
+                Step::Commit(1),
+            ],
+        )
+        .await?;
         self.expect_visible("commit_durable", s, &rows(1..=3), "commit is not durable: after commit returned and the writer process was killed (SIGKILL)")
             .await?;
-        let mut writer = self.stored_checkpoint(dest, s, WriteMode::Append, 1).await?;
+        let mut writer = self
+            .stored_checkpoint(dest, s, WriteMode::Append, 1)
+            .await?;
         let _ = writer.abort().await;
         Ok(())
     }
@@ -458,24 +540,62 @@ impl<'a> DestinationSuite<'a> {
     async fn uncommitted_invisible(&self, dest: &dyn Destination, test: &str) -> Check {
         let c = "uncommitted_invisible";
         let s = "uncommitted";
-        self.in_child(c, test, s, vec![Step::Open("append".into()), Step::Write(vec![1, 2])]).await?;
-        self.expect_visible(c, s, &[], "rows written but never committed show after the writer process was killed").await?;
         self.in_child(
             c,
             test,
             s,
-            vec![Step::Open("append".into()), Step::Write(vec![1, 2, 3]), Step::Commit(1), Step::Write(vec![4, 5, 6])],
+            vec![Step::Open("append".into()), Step::Write(vec![1, 2])],
         )
         .await?;
-        self.expect_visible(c, s, &rows(1..=3), "rows written after the last commit show after the writer process was killed").await?;
-        let mut w = self.stored_checkpoint(dest, s, WriteMode::Append, 1).await?;
+        self.expect_visible(
+            c,
+            s,
+            &[],
+            "rows written but never committed show after the writer process was killed",
+        )
+        .await?;
+        self.in_child(
+            c,
+            test,
+            s,
+            vec![
+                Step::Open("append".into()),
+                Step::Write(vec![1, 2, 3]),
+                Step::Commit(1),
+                Step::Write(vec![4, 5, 6]),
+            ],
+        )
+        .await?;
+        self.expect_visible(
+            c,
+            s,
+            &rows(1..=3),
+            "rows written after the last commit show after the writer process was killed",
+        )
+        .await?;
+        let mut w = self
+            .stored_checkpoint(dest, s, WriteMode::Append, 1)
+            .await?;
         let schema = schema_with(None);
         let step = async {
-            w.write(batch(&schema, &[7])?).await.map_err(|e| e.to_string())?;
+            w.write(batch(&schema, &[7])?)
+                .await
+                .map_err(|e| e.to_string())?;
             w.finish(&checkpoint(2)).await.map_err(|e| e.to_string())
         };
-        step.await.map_err(|e| Fault::new(c, format!("stream `{s}`: writing after recovery fails: {e}")))?;
-        self.expect_visible(c, s, &rows([1, 2, 3, 7]), "open after a crash does not drop the uncommitted leftovers").await
+        step.await.map_err(|e| {
+            Fault::new(
+                c,
+                format!("stream `{s}`: writing after recovery fails: {e}"),
+            )
+        })?;
+        self.expect_visible(
+            c,
+            s,
+            &rows([1, 2, 3, 7]),
+            "open after a crash does not drop the uncommitted leftovers",
+        )
+        .await
     }
 
     async fn finish_atomic(&self, dest: &dyn Destination, test: &str) -> Check {
@@ -483,17 +603,50 @@ impl<'a> DestinationSuite<'a> {
         let s = "overwrite";
         let schema = schema_with(None);
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
-        let mut w = open(dest, s, WriteMode::Overwrite, schema.clone()).await.map_err(fail)?;
-        w.write(batch(&schema, &[1, 2, 3]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-        w.finish(&checkpoint(1)).await.map_err(|e| fail(e.to_string()))?;
+        let mut w = open(dest, s, WriteMode::Overwrite, schema.clone())
+            .await
+            .map_err(fail)?;
+        w.write(batch(&schema, &[1, 2, 3]).map_err(fail)?)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        w.finish(&checkpoint(1))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         drop(w);
-        self.expect_visible(c, s, &rows(1..=3), "finish of an overwrite did not publish the new table").await?;
-        self.in_child(c, test, s, vec![Step::Open("overwrite".into()), Step::Write(vec![20, 21, 22]), Step::Commit(2)]).await?;
-        self.expect_visible(c, s, &rows(1..=3), "an overwrite killed after a commit, before finish, changed what readers see").await?;
-        let mut w = open(dest, s, WriteMode::Overwrite, schema.clone()).await.map_err(fail)?;
+        self.expect_visible(
+            c,
+            s,
+            &rows(1..=3),
+            "finish of an overwrite did not publish the new table",
+        )
+        .await?;
+        self.in_child(
+            c,
+            test,
+            s,
+            vec![
+                Step::Open("overwrite".into()),
+                Step::Write(vec![20, 21, 22]),
+                Step::Commit(2),
+            ],
+        )
+        .await?;
+        self.expect_visible(
+            c,
+            s,
+            &rows(1..=3),
+            "an overwrite killed after a commit, before finish, changed what readers see",
+        )
+        .await?;
+        let mut w = open(dest, s, WriteMode::Overwrite, schema.clone())
+            .await
+            .map_err(fail)?;
         // Resume as the engine would: after the stored checkpoint, or from scratch.
         let stored = w.committed_checkpoint();
-        let rest: Vec<i64> = if !w.stores_checkpoints() || stored.is_none() || stored == Some(checkpoint(1)) {
+        let rest: Vec<i64> = if !w.stores_checkpoints()
+            || stored.is_none()
+            || stored == Some(checkpoint(1))
+        {
             vec![20, 21, 22, 23]
         } else if stored == Some(checkpoint(2)) {
             vec![23]
@@ -507,8 +660,12 @@ impl<'a> DestinationSuite<'a> {
                 ),
             ));
         };
-        w.write(batch(&schema, &rest).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-        w.commit(&checkpoint(3)).await.map_err(|e| fail(e.to_string()))?;
+        w.write(batch(&schema, &rest).map_err(fail)?)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        w.commit(&checkpoint(3))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         let early = self
             .expect_visible(c, s, &rows(1..=3), "an overwrite shows (part of) its new table after commit, before finish published it")
             .await;
@@ -516,25 +673,50 @@ impl<'a> DestinationSuite<'a> {
             let _ = w.abort().await;
             return early;
         }
-        w.finish(&checkpoint(4)).await.map_err(|e| fail(e.to_string()))?;
+        w.finish(&checkpoint(4))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         drop(w);
-        self.expect_visible(c, s, &rows(20..=23), "an overwrite resumed after a crash did not publish exactly its new table at finish").await
+        self.expect_visible(
+            c,
+            s,
+            &rows(20..=23),
+            "an overwrite resumed after a crash did not publish exactly its new table at finish",
+        )
+        .await
     }
 
     async fn abort(&self, dest: &dyn Destination) -> Check {
         let c = "abort";
         let schema = schema_with(None);
-        for (s, mode) in [("abort_append", WriteMode::Append), ("abort_overwrite", WriteMode::Overwrite)] {
+        for (s, mode) in [
+            ("abort_append", WriteMode::Append),
+            ("abort_overwrite", WriteMode::Overwrite),
+        ] {
             let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
             let mut w = open(dest, s, mode, schema.clone()).await.map_err(fail)?;
-            w.write(batch(&schema, &[1, 2, 3]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-            w.finish(&checkpoint(1)).await.map_err(|e| fail(e.to_string()))?;
+            w.write(batch(&schema, &[1, 2, 3]).map_err(fail)?)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            w.finish(&checkpoint(1))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             drop(w);
             let mut w = open(dest, s, mode, schema.clone()).await.map_err(fail)?;
-            w.write(batch(&schema, &[4, 5]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-            w.abort().await.map_err(|e| fail(format!("abort fails: {e}")))?;
+            w.write(batch(&schema, &[4, 5]).map_err(fail)?)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            w.abort()
+                .await
+                .map_err(|e| fail(format!("abort fails: {e}")))?;
             drop(w);
-            self.expect_visible(c, s, &rows(1..=3), &format!("abort ({mode}) left rows written since the last commit visible")).await?;
+            self.expect_visible(
+                c,
+                s,
+                &rows(1..=3),
+                &format!("abort ({mode}) left rows written since the last commit visible"),
+            )
+            .await?;
             let mut w = self.stored_checkpoint(dest, s, mode, 1).await?;
             let _ = w.abort().await;
         }
@@ -549,11 +731,19 @@ impl<'a> DestinationSuite<'a> {
             c,
             test,
             s,
-            vec![Step::Open("append".into()), Step::Write(vec![1, 2, 3]), Step::Commit(1), Step::Write(vec![4, 5, 6]), Step::Commit(2)],
+            vec![
+                Step::Open("append".into()),
+                Step::Write(vec![1, 2, 3]),
+                Step::Commit(1),
+                Step::Write(vec![4, 5, 6]),
+                Step::Commit(2),
+            ],
         )
         .await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
-        let mut w = open(dest, s, WriteMode::Append, schema.clone()).await.map_err(fail)?;
+        let mut w = open(dest, s, WriteMode::Append, schema.clone())
+            .await
+            .map_err(fail)?;
         if !w.stores_checkpoints() {
             // The state store decides where an append resumes; nothing here to check.
             let _ = w.abort().await;
@@ -569,9 +759,13 @@ impl<'a> DestinationSuite<'a> {
             vec![1, 2, 3, 4, 5, 6]
         };
         if !replay.is_empty() {
-            w.write(batch(&schema, &replay).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
+            w.write(batch(&schema, &replay).map_err(fail)?)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
         }
-        w.finish(&checkpoint(3)).await.map_err(|e| fail(e.to_string()))?;
+        w.finish(&checkpoint(3))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         drop(w);
         let seen = self.expect_visible(
             "replay_duplicates",
@@ -605,15 +799,27 @@ impl<'a> DestinationSuite<'a> {
             c,
             test,
             s,
-            vec![Step::Open("append_dedup".into()), Step::Write(vec![1, 2, 3]), Step::Commit(1), Step::Write(vec![4, 5, 6]), Step::Commit(2)],
+            vec![
+                Step::Open("append_dedup".into()),
+                Step::Write(vec![1, 2, 3]),
+                Step::Commit(1),
+                Step::Write(vec![4, 5, 6]),
+                Step::Commit(2),
+            ],
         )
         .await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         // A crash between the destination's commit and the state store: the engine replays the
         // last committed batch (from the older checkpoint).
-        let mut w = open(dest, s, WriteMode::AppendDedup, schema.clone()).await.map_err(fail)?;
-        w.write(batch(&schema, &[4, 5, 6]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-        w.finish(&checkpoint(3)).await.map_err(|e| fail(e.to_string()))?;
+        let mut w = open(dest, s, WriteMode::AppendDedup, schema.clone())
+            .await
+            .map_err(fail)?;
+        w.write(batch(&schema, &[4, 5, 6]).map_err(fail)?)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        w.finish(&checkpoint(3))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         drop(w);
         self.expect_visible(c, s, &rows(1..=6), "replaying the last committed batch into an append_dedup stream after a crash (writer killed after commit(2)) does not settle to one row per key")
             .await
@@ -624,16 +830,24 @@ impl<'a> DestinationSuite<'a> {
         let s = "evolution";
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         let base = schema_with(None);
-        let mut w = open(dest, s, WriteMode::Append, base.clone()).await.map_err(fail)?;
-        w.write(batch(&base, &[1, 2]).map_err(fail)?).await.map_err(|e| fail(e.to_string()))?;
-        w.finish(&checkpoint(1)).await.map_err(|e| fail(e.to_string()))?;
+        let mut w = open(dest, s, WriteMode::Append, base.clone())
+            .await
+            .map_err(fail)?;
+        w.write(batch(&base, &[1, 2]).map_err(fail)?)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        w.finish(&checkpoint(1))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         drop(w);
 
         let wider = schema_with(Some(Field::new("extra", DataType::Int64, true)));
         let added = async {
             let mut w = open(dest, s, WriteMode::Append, wider.clone()).await?;
             let r = async {
-                w.write(batch(&wider, &[3, 4])?).await.map_err(|e| e.to_string())?;
+                w.write(batch(&wider, &[3, 4])?)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 w.finish(&checkpoint(2)).await.map_err(|e| e.to_string())
             }
             .await;
@@ -676,7 +890,9 @@ impl<'a> DestinationSuite<'a> {
             let outcome = async {
                 let mut w = open(dest, s, WriteMode::Append, retyped.clone()).await?;
                 let r = async {
-                    w.write(batch(&retyped, &[5])?).await.map_err(|e| e.to_string())?;
+                    w.write(batch(&retyped, &[5])?)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     w.finish(&checkpoint(3)).await.map_err(|e| e.to_string())
                 }
                 .await;

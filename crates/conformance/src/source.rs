@@ -121,12 +121,18 @@ impl<'a> SourceSuite<'a> {
         let source = match self.build(&self.config) {
             Ok(s) => s,
             Err(err) => {
-                faults.push(Fault::new("build", format!("the fixture config does not build: {err}")));
+                faults.push(Fault::new(
+                    "build",
+                    format!("the fixture config does not build: {err}"),
+                ));
                 return Err(fail(faults));
             }
         };
         if let Err(err) = source.check().await {
-            faults.push(Fault::new("check", format!("check fails on the fixture: {err}")));
+            faults.push(Fault::new(
+                "check",
+                format!("check fails on the fixture: {err}"),
+            ));
         }
         let catalog = match self.discover(source.as_ref(), &mut faults).await {
             Some(c) => c,
@@ -152,7 +158,10 @@ impl<'a> SourceSuite<'a> {
         }
         if let Some(only) = &self.streams {
             for s in only.iter().filter(|s| catalog.stream(s).is_none()) {
-                faults.push(Fault::new("discover", format!("stream `{s}` asked for by the test is not discovered")));
+                faults.push(Fault::new(
+                    "discover",
+                    format!("stream `{s}` asked for by the test is not discovered"),
+                ));
             }
         }
         eprintln!(
@@ -175,7 +184,10 @@ impl<'a> SourceSuite<'a> {
         let catalog = match source.discover().await {
             Ok(c) => c,
             Err(err) => {
-                faults.push(Fault::new("discover", format!("discover fails on the fixture: {err}")));
+                faults.push(Fault::new(
+                    "discover",
+                    format!("discover fails on the fixture: {err}"),
+                ));
                 return None;
             }
         };
@@ -184,7 +196,10 @@ impl<'a> SourceSuite<'a> {
             Ok(s) => s.discover().await.ok(),
             Err(_) => None,
         };
-        for (what, other) in [("a second discover", again), ("discover on a new source", fresh)] {
+        for (what, other) in [
+            ("a second discover", again),
+            ("discover on a new source", fresh),
+        ] {
             if other.as_ref() != Some(&catalog) {
                 faults.push(Fault::new(
                     "discover",
@@ -197,11 +212,17 @@ impl<'a> SourceSuite<'a> {
             }
         }
         if catalog.streams.is_empty() {
-            faults.push(Fault::new("discover", "the fixture's catalog has no streams"));
+            faults.push(Fault::new(
+                "discover",
+                "the fixture's catalog has no streams",
+            ));
         }
         for (i, s) in catalog.streams.iter().enumerate() {
             if catalog.streams[..i].iter().any(|o| o.name == s.name) {
-                faults.push(Fault::new("discover", format!("stream `{}` is listed twice", s.name)));
+                faults.push(Fault::new(
+                    "discover",
+                    format!("stream `{}` is listed twice", s.name),
+                ));
             }
             faults.extend(descriptor_faults(s));
         }
@@ -249,7 +270,10 @@ impl<'a> SourceSuite<'a> {
             if diff.is_empty() {
                 continue;
             }
-            let next = scratch.checkpoints.get(i + 1).map_or(scratch.table.rows.len(), |(_, o)| *o);
+            let next = scratch
+                .checkpoints
+                .get(i + 1)
+                .map_or(scratch.table.rows.len(), |(_, o)| *o);
             let segment = &scratch.table.rows[*offset..next];
             // Losing exactly the rows yielded right after the checkpoint (more than one, or before any
             // row was yielded) is a checkpoint emitted before its rows; a single lost row is a loss.
@@ -315,7 +339,10 @@ impl<'a> SourceSuite<'a> {
             let mut messages = match source.read(stream, None).await {
                 Ok(m) => m,
                 Err(err) => {
-                    faults.push(Fault::new("cancel", format!("{label}: a read after a cancelled one fails: {err}")));
+                    faults.push(Fault::new(
+                        "cancel",
+                        format!("{label}: a read after a cancelled one fails: {err}"),
+                    ));
                     return;
                 }
             };
@@ -331,7 +358,10 @@ impl<'a> SourceSuite<'a> {
                     Some(Ok(SourceMessage::Records(_))) => seen += 1,
                     Some(Ok(_)) => {}
                     Some(Err(err)) => {
-                        faults.push(Fault::new("cancel", format!("{label}: a read fails mid-way: {err}")));
+                        faults.push(Fault::new(
+                            "cancel",
+                            format!("{label}: a read fails mid-way: {err}"),
+                        ));
                         return;
                     }
                     None => break,
@@ -348,7 +378,12 @@ impl<'a> SourceSuite<'a> {
                     return;
                 }
             }
-            let Some(offset) = scratch.checkpoints.iter().find(|(c, _)| *c == cp).map(|(_, o)| *o) else {
+            let Some(offset) = scratch
+                .checkpoints
+                .iter()
+                .find(|(c, _)| *c == cp)
+                .map(|(_, o)| *o)
+            else {
                 continue;
             };
             if stream.sync_mode == SyncMode::FullRefresh && offset == scratch.table.rows.len() {
@@ -382,12 +417,13 @@ impl<'a> SourceSuite<'a> {
         faults: &mut Vec<Fault>,
         label: &str,
     ) -> Option<Read> {
-        let from = state.map_or("from scratch".to_string(), |c| format!("from checkpoint {}", c.position()));
+        let from = state.map_or("from scratch".to_string(), |c| {
+            format!("from checkpoint {}", c.position())
+        });
         let work = async {
-            let mut messages = source
-                .read(stream, state)
-                .await
-                .map_err(|e| Fault::new("read", format!("{label}: read {from} fails to start: {e}")))?;
+            let mut messages = source.read(stream, state).await.map_err(|e| {
+                Fault::new("read", format!("{label}: read {from} fails to start: {e}"))
+            })?;
             let mut schema: SchemaRef = stream.descriptor.schema.clone();
             let mut read = Read {
                 table: Table::new(schema.fields().iter().map(|f| f.name().clone())),
@@ -395,9 +431,13 @@ impl<'a> SourceSuite<'a> {
             };
             let mut batch_no = 0;
             while let Some(message) = messages.next().await {
-                let message = message.map_err(|e| Fault::new("read", format!("{label}: read {from} fails: {e}")))?;
+                let message = message
+                    .map_err(|e| Fault::new("read", format!("{label}: read {from} fails: {e}")))?;
                 read.ends_with_checkpoint = matches!(message, SourceMessage::Checkpoint(_));
-                if matches!(message, SourceMessage::Checkpoint(_) | SourceMessage::Records(_)) {
+                if matches!(
+                    message,
+                    SourceMessage::Checkpoint(_) | SourceMessage::Records(_)
+                ) {
                     read.messages += 1;
                 }
                 match message {
@@ -409,9 +449,13 @@ impl<'a> SourceSuite<'a> {
                             ));
                         }
                         batch_no += 1;
-                        read.table.push_batch(&batch).map_err(|e| Fault::new("batch_schema", format!("{label}: {e}")))?;
+                        read.table
+                            .push_batch(&batch)
+                            .map_err(|e| Fault::new("batch_schema", format!("{label}: {e}")))?;
                     }
-                    SourceMessage::Checkpoint(cp) => read.checkpoints.push((cp, read.table.rows.len())),
+                    SourceMessage::Checkpoint(cp) => {
+                        read.checkpoints.push((cp, read.table.rows.len()))
+                    }
                     SourceMessage::SchemaChange(next) => {
                         for f in next.fields() {
                             if !read.table.columns.contains(f.name()) {
@@ -421,12 +465,13 @@ impl<'a> SourceSuite<'a> {
                         }
                         schema = next;
                     }
-                    SourceMessage::Changes(_) => {
-                        return Err(Fault::new(
-                            "read",
-                            format!("{label}: a {} read yields change batches, which only CDC reads may", stream.sync_mode),
-                        ))
-                    }
+                    SourceMessage::Changes(_) => return Err(Fault::new(
+                        "read",
+                        format!(
+                            "{label}: a {} read yields change batches, which only CDC reads may",
+                            stream.sync_mode
+                        ),
+                    )),
                     SourceMessage::Estimate { .. } | SourceMessage::OffSchema { .. } => {}
                 }
             }
@@ -441,7 +486,10 @@ impl<'a> SourceSuite<'a> {
             Err(_) => {
                 faults.push(Fault::new(
                     "read",
-                    format!("{label}: read {from} did not end within {:?}", self.read_limit),
+                    format!(
+                        "{label}: read {from} did not end within {:?}",
+                        self.read_limit
+                    ),
                 ));
                 None
             }
@@ -478,10 +526,20 @@ fn descriptor_faults(s: &StreamDescriptor) -> Vec<Fault> {
     let has = |c: &str| fields.iter().any(|f| f.name() == c);
     for (i, f) in fields.iter().enumerate() {
         if f.name().is_empty() {
-            faults.push(Fault::new("discover", format!("stream `{}`: column #{i} has an empty name", s.name)));
+            faults.push(Fault::new(
+                "discover",
+                format!("stream `{}`: column #{i} has an empty name", s.name),
+            ));
         }
         if fields[..i].iter().any(|o| o.name() == f.name()) {
-            faults.push(Fault::new("discover", format!("stream `{}`: column `{}` is declared twice", s.name, f.name())));
+            faults.push(Fault::new(
+                "discover",
+                format!(
+                    "stream `{}`: column `{}` is declared twice",
+                    s.name,
+                    f.name()
+                ),
+            ));
         }
     }
     for (what, cols) in [
@@ -489,31 +547,64 @@ fn descriptor_faults(s: &StreamDescriptor) -> Vec<Fault> {
         ("cursor candidate", &s.cursor_candidates),
     ] {
         for c in cols.iter().filter(|c| !has(c)) {
-            faults.push(Fault::new("discover", format!("stream `{}`: {what} `{c}` is not a column of its schema", s.name)));
+            faults.push(Fault::new(
+                "discover",
+                format!(
+                    "stream `{}`: {what} `{c}` is not a column of its schema",
+                    s.name
+                ),
+            ));
         }
     }
     if let Some(c) = s.source_defined_cursor.as_deref().filter(|c| !has(c)) {
-        faults.push(Fault::new("discover", format!("stream `{}`: source-defined cursor `{c}` is not a column of its schema", s.name)));
+        faults.push(Fault::new(
+            "discover",
+            format!(
+                "stream `{}`: source-defined cursor `{c}` is not a column of its schema",
+                s.name
+            ),
+        ));
     }
     if s.supported_sync_modes.is_empty() {
-        faults.push(Fault::new("discover", format!("stream `{}` supports no sync mode", s.name)));
+        faults.push(Fault::new(
+            "discover",
+            format!("stream `{}` supports no sync mode", s.name),
+        ));
     }
     if s.supported_sync_modes.contains(&SyncMode::Incremental)
         && s.cursor_candidates.is_empty()
         && s.source_defined_cursor.is_none()
     {
-        faults.push(Fault::new("discover", format!("stream `{}` supports incremental reads but offers no cursor", s.name)));
+        faults.push(Fault::new(
+            "discover",
+            format!(
+                "stream `{}` supports incremental reads but offers no cursor",
+                s.name
+            ),
+        ));
     }
     faults
 }
 
 /// Why `batch` does not match `schema`, if it does not: columns by name and order, types, and
 /// NULLs in non-nullable columns.
-fn schema_mismatch(schema: &SchemaRef, batch: &weft_core::arrow_array::RecordBatch) -> Option<String> {
+fn schema_mismatch(
+    schema: &SchemaRef,
+    batch: &weft_core::arrow_array::RecordBatch,
+) -> Option<String> {
     let got = batch.schema();
-    let names = |s: &SchemaRef| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+    let names = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
     if names(schema) != names(&got) {
-        return Some(format!("columns are {:?}, declared {:?}", names(&got), names(schema)));
+        return Some(format!(
+            "columns are {:?}, declared {:?}",
+            names(&got),
+            names(schema)
+        ));
     }
     for (i, (want, have)) in schema.fields().iter().zip(got.fields()).enumerate() {
         if want.data_type() != have.data_type() {

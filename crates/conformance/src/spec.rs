@@ -15,11 +15,18 @@ pub fn validator(spec: &Value) -> Result<jsonschema::Validator, Fault> {
     if let Err(err) = jsonschema::meta::validate(spec) {
         return Err(Fault::new(
             "spec",
-            format!("the spec is not a valid JSON Schema: {err} (at {})", err.instance_path()),
+            format!(
+                "the spec is not a valid JSON Schema: {err} (at {})",
+                err.instance_path()
+            ),
         ));
     }
-    jsonschema::validator_for(spec)
-        .map_err(|err| Fault::new("spec", format!("the spec cannot be compiled as a JSON Schema: {err}")))
+    jsonschema::validator_for(spec).map_err(|err| {
+        Fault::new(
+            "spec",
+            format!("the spec cannot be compiled as a JSON Schema: {err}"),
+        )
+    })
 }
 
 /// Why `config` does not satisfy the spec, if it does not.
@@ -51,7 +58,11 @@ fn wrong_values() -> [Value; 4] {
 
 /// Configs derived from `config` that the spec rejects, each with the top-level field at fault:
 /// every required field removed, every field set to a value of a type the spec refuses.
-pub fn bad_configs(validator: &jsonschema::Validator, spec: &Value, config: &Value) -> Vec<(String, Value, String)> {
+pub fn bad_configs(
+    validator: &jsonschema::Validator,
+    spec: &Value,
+    config: &Value,
+) -> Vec<(String, Value, String)> {
     let Some(object) = config.as_object() else {
         return Vec::new();
     };
@@ -65,7 +76,11 @@ pub fn bad_configs(validator: &jsonschema::Validator, spec: &Value, config: &Val
     for field in required {
         let mut broken = object.clone();
         if broken.remove(field).is_some() {
-            out.push((field.to_string(), Value::Object(broken), "removed".to_string()));
+            out.push((
+                field.to_string(),
+                Value::Object(broken),
+                "removed".to_string(),
+            ));
         }
     }
     let fields = spec
@@ -116,7 +131,9 @@ pub async fn check_configs<T>(
         if let Err(ConnectorError::Config { field, message }) = build(&example) {
             faults.push(Fault::new(
                 "spec",
-                format!("spec example #{i} does not deserialise into the config: `{field}`: {message}"),
+                format!(
+                    "spec example #{i} does not deserialise into the config: `{field}`: {message}"
+                ),
             ));
         }
     }

@@ -132,7 +132,11 @@ impl Diff {
     pub fn describe(&self) -> String {
         let show = |rows: &[(Row, usize)]| {
             let total: usize = rows.iter().map(|(_, n)| n).sum();
-            let sample: Vec<String> = rows.iter().take(3).map(|(r, n)| format!("{} ×{n}", show_row(r))).collect();
+            let sample: Vec<String> = rows
+                .iter()
+                .take(3)
+                .map(|(r, n)| format!("{} ×{n}", show_row(r)))
+                .collect();
             format!("{total} (e.g. {})", sample.join(", "))
         };
         let mut parts = Vec::new();

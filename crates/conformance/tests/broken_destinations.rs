@@ -11,10 +11,17 @@ use weft_core::ConnectorContext;
 async fn run(factory: &StoreFactory, test: &str) -> Result<(), Faults> {
     let dir = tempfile::tempdir().unwrap();
     let reader = Reader(dir.path().to_path_buf());
-    let ctx = ConnectorContext { project_dir: dir.path().to_path_buf() };
-    DestinationSuite::new(factory, serde_json::json!({ "path": dir.path() }), ctx, &reader)
-        .run(test)
-        .await
+    let ctx = ConnectorContext {
+        project_dir: dir.path().to_path_buf(),
+    };
+    DestinationSuite::new(
+        factory,
+        serde_json::json!({ "path": dir.path() }),
+        ctx,
+        &reader,
+    )
+    .run(test)
+    .await
 }
 
 #[tokio::test]
@@ -23,7 +30,9 @@ async fn a_correct_destination_passes() {
     if let Some(child) = WriterChild::from_env() {
         child.run(&factory).await;
     }
-    run(&factory, "a_correct_destination_passes").await.unwrap_or_else(|f| panic!("{f}"));
+    run(&factory, "a_correct_destination_passes")
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
 }
 
 #[tokio::test]
@@ -32,7 +41,9 @@ async fn a_destination_whose_commit_is_not_durable_fails() {
     if let Some(child) = WriterChild::from_env() {
         child.run(&factory).await;
     }
-    let faults = run(&factory, "a_destination_whose_commit_is_not_durable_fails").await.unwrap_err();
+    let faults = run(&factory, "a_destination_whose_commit_is_not_durable_fails")
+        .await
+        .unwrap_err();
     let text = faults.to_string();
     assert!(faults.has("commit_durable"), "{text}");
     assert!(
@@ -47,7 +58,9 @@ async fn a_destination_duplicating_on_replay_fails() {
     if let Some(child) = WriterChild::from_env() {
         child.run(&factory).await;
     }
-    let faults = run(&factory, "a_destination_duplicating_on_replay_fails").await.unwrap_err();
+    let faults = run(&factory, "a_destination_duplicating_on_replay_fails")
+        .await
+        .unwrap_err();
     let text = faults.to_string();
     assert_eq!(faults.faults.len(), 1, "{text}");
     assert!(

@@ -9,8 +9,16 @@ use weft_core::ConnectorContext;
 
 async fn run(flaw: Flaw) -> Result<weft_conformance::SourceReport, Faults> {
     let factory = CounterFactory(flaw);
-    let ctx = ConnectorContext { project_dir: std::env::temp_dir() };
-    SourceSuite::new(&factory, serde_json::json!({ "rows": 10, "batch_size": 3 }), ctx).run().await
+    let ctx = ConnectorContext {
+        project_dir: std::env::temp_dir(),
+    };
+    SourceSuite::new(
+        &factory,
+        serde_json::json!({ "rows": 10, "batch_size": 3 }),
+        ctx,
+    )
+    .run()
+    .await
 }
 
 #[tokio::test]
@@ -60,7 +68,9 @@ async fn a_bad_config_is_checked_to_name_the_field() {
     // The counter's spec and errors are right: the config checks find nothing.
     let factory = CounterFactory(Flaw::None);
     let spec = weft_core::SourceFactory::spec(&factory);
-    let ctx = ConnectorContext { project_dir: std::env::temp_dir() };
+    let ctx = ConnectorContext {
+        project_dir: std::env::temp_dir(),
+    };
     let faults = weft_conformance::spec::check_configs(
         &spec,
         &serde_json::json!({ "rows": 10, "batch_size": 3 }),

@@ -465,13 +465,15 @@ impl<'a> SourceSuite<'a> {
                         }
                         schema = next;
                     }
-                    SourceMessage::Changes(_) => return Err(Fault::new(
-                        "read",
-                        format!(
+                    SourceMessage::Changes(_) => {
+                        return Err(Fault::new(
+                            "read",
+                            format!(
                             "{label}: a {} read yields change batches, which only CDC reads may",
                             stream.sync_mode
                         ),
-                    )),
+                        ))
+                    }
                     SourceMessage::Estimate { .. } | SourceMessage::OffSchema { .. } => {}
                 }
             }

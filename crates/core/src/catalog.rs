@@ -54,7 +54,9 @@ impl std::fmt::Display for WriteMode {
 /// One stream a source offers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamDescriptor {
+    /// The stream's name, unique in its catalog.
     pub name: StreamName,
+    /// The Arrow schema every batch of the stream has.
     pub schema: SchemaRef,
     /// Columns that identify a row, if the source knows them.
     pub primary_key: Vec<String>,
@@ -63,6 +65,7 @@ pub struct StreamDescriptor {
     /// The cursor the source itself uses for incremental reads, when it decides (Airbyte's
     /// `source_defined_cursor`); a product may then leave `cursor` out.
     pub source_defined_cursor: Option<String>,
+    /// How the stream can be read.
     pub supported_sync_modes: Vec<SyncMode>,
     /// Estimated number of rows, when cheap to know.
     pub row_estimate: Option<u64>,
@@ -71,10 +74,12 @@ pub struct StreamDescriptor {
 /// Everything a source offers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
+    /// The streams, in the source's order.
     pub streams: Vec<StreamDescriptor>,
 }
 
 impl Catalog {
+    /// The stream called `name`, if offered.
     pub fn stream(&self, name: &str) -> Option<&StreamDescriptor> {
         self.streams.iter().find(|s| s.name.as_str() == name)
     }
@@ -107,8 +112,11 @@ impl Catalog {
 /// A stream as a product configured it: the descriptor plus how to read and write it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfiguredStream {
+    /// The stream as discovered.
     pub descriptor: StreamDescriptor,
+    /// How the product reads it.
     pub sync_mode: SyncMode,
+    /// How the product's store writes it.
     pub write_mode: WriteMode,
     /// The cursor column, required for incremental reads.
     pub cursor_field: Option<String>,
@@ -126,6 +134,7 @@ pub struct ConfiguredStream {
 }
 
 impl ConfiguredStream {
+    /// The stream's name.
     pub fn name(&self) -> &StreamName {
         &self.descriptor.name
     }

@@ -6,6 +6,18 @@ use serde::de::DeserializeOwned;
 use crate::error::ConnectorError;
 
 /// The JSON Schema of a config type: what `weft connector spec` prints.
+///
+/// ```
+/// /// Config of a source.
+/// #[derive(schemars::JsonSchema)]
+/// struct Config {
+///     /// The server to read from.
+///     host: String,
+/// }
+///
+/// let spec = weft_core::spec_of::<Config>();
+/// assert_eq!(spec["properties"]["host"]["description"], "The server to read from.");
+/// ```
 pub fn spec_of<T: JsonSchema>() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(T)).expect("a JSON Schema serialises")
 }
@@ -13,6 +25,16 @@ pub fn spec_of<T: JsonSchema>() -> serde_json::Value {
 /// Parses a connector config, naming the offending field on error.
 ///
 /// Values are never echoed back: configs hold secrets.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct Config { port: u16 }
+///
+/// let err = weft_core::parse_config::<Config>(&serde_json::json!({ "port": "hunter2" }))
+///     .err()
+///     .unwrap();
+/// assert_eq!(err.to_string(), "invalid config at `port`: invalid type: string \"…\", expected u16");
+/// ```
 pub fn parse_config<T: DeserializeOwned>(config: &serde_json::Value) -> Result<T, ConnectorError> {
     serde_path_to_error::deserialize(config).map_err(|err| {
         let path = err.path().to_string();

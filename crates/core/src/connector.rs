@@ -10,7 +10,9 @@ use crate::source::Source;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectorKind {
+    /// Reads streams ([`crate::Source`]).
     Source,
+    /// Writes product stores ([`crate::Destination`]).
     Destination,
 }
 
@@ -46,9 +48,13 @@ pub trait SourceFactory: Send + Sync {
 
 /// Builds destinations of one kind. One per connector crate, registered by the binary.
 pub trait DestinationFactory: Send + Sync {
+    /// The connector's name in product files (`destination: { connector: parquet }`).
     fn name(&self) -> &'static str;
+    /// One line saying where it writes.
     fn description(&self) -> &'static str;
+    /// The JSON Schema of its config, generated from the config type.
     fn spec(&self) -> serde_json::Value;
+    /// Validates `config` and builds the destination.
     fn build(
         &self,
         config: &serde_json::Value,

@@ -15,8 +15,11 @@ use crate::source::Source;
 /// Where a stream lands: the product table of one stream of one product of one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTarget {
+    /// The domain owning the product.
     pub domain: DomainName,
+    /// The data product.
     pub product: ProductName,
+    /// The stream of the product.
     pub stream: StreamName,
     /// The run writing, recorded with the data where the destination can.
     pub run_id: String,

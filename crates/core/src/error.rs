@@ -8,7 +8,12 @@ use std::path::PathBuf;
 pub enum ConnectorError {
     /// The config is invalid; `field` is a path such as `streams[0].glob` (empty for the root).
     #[error("invalid config{}: {message}", if field.is_empty() { String::new() } else { format!(" at `{field}`") })]
-    Config { field: String, message: String },
+    Config {
+        /// Where in the config, e.g. `streams[0].glob`.
+        field: String,
+        /// What is wrong and what to do, without the value.
+        message: String,
+    },
 
     /// A stream the product asked for does not exist in the source.
     #[error("stream `{0}` not found in the source; run `weft connector discover` to list streams")]
@@ -17,8 +22,11 @@ pub enum ConnectorError {
     /// A file could not be read or written.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was being done (`reading`, `creating`).
         action: &'static str,
+        /// The file or folder.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -31,6 +39,7 @@ pub enum ConnectorError {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// Arrow refused a batch or array (a schema mismatch while building one).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
 
@@ -49,6 +58,7 @@ impl ConnectorError {
         }
     }
 
+    /// A config error at `field` (empty for the root).
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Config {
             field: field.into(),
@@ -57,4 +67,5 @@ impl ConnectorError {
     }
 }
 
+/// A result whose error is a [`ConnectorError`].
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;

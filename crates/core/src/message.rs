@@ -21,10 +21,16 @@ pub enum SourceMessage {
     /// From here on batches have this schema (a column was added, a type widened).
     SchemaChange(SchemaRef),
     /// The source's estimate of the rows it will yield in this read, for progress displays.
-    Estimate { rows: u64 },
+    Estimate {
+        /// Rows expected.
+        rows: u64,
+    },
     /// Since the last such message, `values` values did not fit the stream's schema and the
     /// source wrote them as NULL, recording each in its row; counted in the run summary.
-    OffSchema { values: u64 },
+    OffSchema {
+        /// Values written as NULL.
+        values: u64,
+    },
 }
 
 /// The kind of a change row.
@@ -42,6 +48,7 @@ pub enum ChangeOp {
 }
 
 impl ChangeOp {
+    /// The operation of a code (`ChangeOp as u8`), if it is one.
     pub fn from_u8(op: u8) -> Option<ChangeOp> {
         match op {
             0 => Some(ChangeOp::Insert),
@@ -85,10 +92,13 @@ pub mod change_columns {
 /// `unchanged`: a destination keeps the value it already holds for those cells.
 #[derive(Debug, Clone)]
 pub struct ChangeBatch {
+    /// The changed rows, in the stream's schema with every field nullable.
     pub rows: RecordBatch,
     /// [`ChangeOp`] as `u8`.
     pub ops: UInt8Array,
+    /// Each change's position in the source's log (a commit LSN).
     pub positions: UInt64Array,
+    /// Orders the changes sharing a position.
     pub ordinals: UInt64Array,
     /// Commit time of each change, microseconds since the Unix epoch (UTC).
     pub commit_micros: Int64Array,
@@ -98,10 +108,12 @@ pub struct ChangeBatch {
 }
 
 impl ChangeBatch {
+    /// How many change rows.
     pub fn len(&self) -> usize {
         self.rows.num_rows()
     }
 
+    /// Whether there are no change rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -28,6 +28,7 @@ pub struct ProductMetadata {
 /// What a product says about one column.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnMetadata {
+    /// What the column holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Classification tags (`pii`, `financial`).

@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {kind} name {name:?}: {reason}")]
 pub struct InvalidName {
+    /// Which kind of name (`domain`, `product`, `stream`).
     pub kind: &'static str,
+    /// The name refused.
     pub name: String,
+    /// Which rule it breaks.
     pub reason: &'static str,
 }
 
@@ -63,6 +66,7 @@ macro_rules! name_type {
                 Ok(Self(name))
             }
 
+            /// The name as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

@@ -12,6 +12,10 @@
 //! * [`pg_to_pg`]: weft's PostgreSQL → PostgreSQL sync of the same table into a second
 //!   database, against psql piping the table's binary COPY between the two databases (goal
 //!   ≤ 1.1), with weft's peak RSS.
+//! * [`pg_to_pg`] again with the stream read incrementally into `append_dedup` (the first
+//!   load into a new product table, issue #15 item 7b: goal close to overwrite's ratio),
+//!   then, for the cost it replaces, the same load merged batch by batch into the existing
+//!   (emptied) table, with its ratio to the same pipe.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -117,11 +121,34 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) -> (f64, f64) {
     (weft / reference, rss)
 }
 
-/// PostgreSQL → PostgreSQL through the real binary: the benchmark table of `db` into a product
-/// table of `dest`, against psql piping the same table's binary COPY from `db` into an empty
-/// copy in `dest` (`COPY … TO STDOUT (FORMAT binary) | COPY … FROM STDIN (FORMAT binary)`), in
-/// the same run. Returns the ratio weft / pipe and weft's peak RSS in MiB.
-pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
+/// How the PostgreSQL → PostgreSQL benchmark reads and writes the stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PgWrite {
+    /// `full_refresh` into `overwrite`.
+    Overwrite,
+    /// `incremental` (cursor `updated_at`) into `append_dedup` by `id`: a first load.
+    Dedup,
+}
+
+impl PgWrite {
+    fn stream_yaml(self) -> &'static str {
+        match self {
+            PgWrite::Overwrite => "    mode: full_refresh\n    write: overwrite\n",
+            PgWrite::Dedup => "    mode: incremental\n    cursor: updated_at\n    write: append_dedup\n    primary_key: [id]\n",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            PgWrite::Overwrite => "overwrite",
+            PgWrite::Dedup => "append_dedup first load",
+        }
+    }
+}
+
+/// psql piping the benchmark table's binary COPY from `db` into an empty copy in `dest`
+/// (`COPY … TO STDOUT (FORMAT binary) | COPY … FROM STDIN (FORMAT binary)`): seconds.
+pub fn copy_pipe(db: &PgTestDb, dest: &PgTestDb) -> f64 {
     let psql = |on: &PgTestDb, sql: &str| {
         let mut cmd = Command::new("psql");
         cmd.args(["-X", "-q", "-h", &on.host, "-p", &on.port.to_string()])
@@ -143,8 +170,11 @@ pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
         dump.wait().expect("psql").success() && load.success(),
         "psql pipe failed"
     );
-    let reference = start.elapsed().as_secs_f64();
+    start.elapsed().as_secs_f64()
+}
 
+/// The benchmark project syncing `db`'s table into `dest` as `write` says.
+fn pg_project(db: &PgTestDb, dest: &PgTestDb, write: PgWrite) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
@@ -164,21 +194,40 @@ pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
     std::fs::write(
         project.join("domains/bench/pg.yaml"),
         format!(
-            "product: pg\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.bench\n    mode: full_refresh\n    write: overwrite\n",
-            db.host, db.port, db.user, db.name
+            "product: pg\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.bench\n{}",
+            db.host, db.port, db.user, db.name, write.stream_yaml()
         ),
     )
     .expect("product");
+    dir
+}
+
+/// Runs the benchmark project through the real binary: seconds and peak RSS in MiB.
+fn run_pg_project(dir: &tempfile::TempDir, dest: &PgTestDb, rows: u64) -> (f64, f64) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
     cmd.arg("--project")
-        .arg(&project)
+        .arg(dir.path().join("project"))
         .args(["sync", "run", "--no-progress"]);
-    let (weft, rss) = run_measured(cmd, dir.path());
-    let copied = dest.sql("SELECT count(*) FROM bench.\"pg__public.bench\"");
-    assert_eq!(copied, rows.to_string(), "weft copied every row");
+    let measured = run_measured(cmd, dir.path());
+    let copied = dest.sql("SELECT count(*), count(DISTINCT id) FROM bench.\"pg__public.bench\"");
+    assert_eq!(
+        copied,
+        format!("{rows}|{rows}"),
+        "weft copied every row once"
+    );
+    measured
+}
+
+/// PostgreSQL → PostgreSQL through the real binary: the benchmark table of `db` into a product
+/// table of `dest` (a fresh database), written as `write` says, against [`copy_pipe`] in the
+/// same run. Returns the ratio weft / pipe and weft's peak RSS in MiB.
+pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64, write: PgWrite) -> (f64, f64) {
+    let reference = copy_pipe(db, dest);
+    let dir = pg_project(db, dest, write);
+    let (weft, rss) = run_pg_project(&dir, dest, rows);
 
     let rate = |secs: f64| rows as f64 / secs;
-    println!("postgres → postgres, {rows} rows");
+    println!("postgres → postgres ({}), {rows} rows", write.label());
     println!(
         "psql COPY binary | COPY binary: {reference:>8.2} s  {:>12.0} rows/s",
         rate(reference)
@@ -195,6 +244,22 @@ pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> (f64, f64) {
     (weft / reference, rss)
 }
 
+/// What the dedup first load replaced: the same rows merged batch by batch (COPY into a
+/// staging table, `INSERT … ON CONFLICT` per commit) into the existing product table, emptied
+/// and without a checkpoint (`dest` after [`pg_to_pg`] with [`PgWrite::Dedup`]), against
+/// [`copy_pipe`] in the same run. Returns the ratio weft / pipe.
+pub fn pg_merge_into_empty(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> f64 {
+    dest.sql("DROP TABLE bench; TRUNCATE bench.\"pg__public.bench\"; DELETE FROM bench._weft_checkpoints");
+    let reference = copy_pipe(db, dest);
+    let dir = pg_project(db, dest, PgWrite::Dedup);
+    let (weft, rss) = run_pg_project(&dir, dest, rows);
+    println!("postgres → postgres (append_dedup merged into an existing empty table), {rows} rows");
+    println!("psql COPY binary | COPY binary: {reference:>8.2} s");
+    println!("weft sync run:                  {weft:>8.2} s  (peak RSS {rss:.1} MiB)");
+    println!("ratio weft / pipe:              {:.3}", weft / reference);
+    weft / reference
+}
+
 fn main() {
     let rows: u64 = std::env::var("WEFT_BENCH_ROWS")
         .ok()
@@ -209,7 +274,11 @@ fn main() {
     insert_bench_rows(&db, 1, rows);
     let mut runs = vec![(rows, pg_to_parquet(&db, rows))];
     let dest = PgTestDb::create("bench_pg_dest");
-    let (pg_ratio, pg_rss) = pg_to_pg(&db, &dest, rows);
+    let (pg_ratio, pg_rss) = pg_to_pg(&db, &dest, rows, PgWrite::Overwrite);
+    drop(dest);
+    let dest = PgTestDb::create("bench_pg_dedup");
+    let (dedup_ratio, dedup_rss) = pg_to_pg(&db, &dest, rows, PgWrite::Dedup);
+    let merge_ratio = pg_merge_into_empty(&db, &dest, rows);
     drop(dest);
     if rows2 > rows {
         // The same table grown: peak RSS must not follow the row count.
@@ -224,5 +293,11 @@ fn main() {
     }
     println!(
         "  postgres → postgres {rows:>11} rows: ratio weft / pipe {pg_ratio:.3}, weft peak RSS {pg_rss:.1} MiB"
+    );
+    println!(
+        "  postgres → postgres {rows:>11} rows, append_dedup first load: ratio weft / pipe {dedup_ratio:.3}, weft peak RSS {dedup_rss:.1} MiB"
+    );
+    println!(
+        "  postgres → postgres {rows:>11} rows, append_dedup merged into an empty table: ratio weft / pipe {merge_ratio:.3}"
     );
 }

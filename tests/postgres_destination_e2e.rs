@@ -269,6 +269,97 @@ fn incremental_dedup_survives_kills_and_crashes_between_commit_and_record() {
     );
 }
 
+/// Whether `table` (schema-qualified, quoted as needed) exists.
+fn table_exists(db: &PgTestDb, table: &str) -> bool {
+    db.sql(&format!("SELECT to_regclass('{table}') IS NOT NULL")) == "t"
+}
+
+#[test]
+fn first_dedup_load_survives_kills_mid_load_and_settles_exactly() {
+    let db = PgTestDb::create("e2e_pg_dedup_first");
+    let p = project(&db);
+    p.product(
+        "sales",
+        "shop",
+        &product(SCALE, CHANGES, "incremental", "append_dedup"),
+    );
+    let next = "sales.shop__orders__weft_next";
+    let pending = || {
+        control_exists(&db)
+            && db.sql(
+                "SELECT count(*) FROM sales._weft_checkpoints WHERE pending_checkpoint IS NOT \
+                 NULL",
+            ) == "1"
+    };
+    // SIGKILL twice once a commit of the first load is durable (the load is under way),
+    // each time after one more commit than before.
+    for kill in 0..2 {
+        let before = if pending() {
+            db.sql(&format!("SELECT count(*) FROM {next}"))
+                .parse::<u64>()
+                .unwrap()
+        } else {
+            0
+        };
+        let mut child = p
+            .weft(["sync", "run", "--no-progress"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the first load ended before kill {kill}; make the table larger"
+            );
+            let grown = pending()
+                && db
+                    .sql(&format!("SELECT count(*) FROM {next}"))
+                    .parse::<u64>()
+                    .unwrap()
+                    > before;
+            if grown {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "no commit of the first load became durable"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Readers see no product table while the first load is unfinished.
+        assert!(!table_exists(&db, TABLE), "a half first load was visible");
+        assert!(table_exists(&db, next));
+    }
+    let out = p.run(["sync", "run", "--no-progress"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr());
+    assert_eq!(completed_version(&db), Some(0));
+    assert_table_is(&db, 0, SCALE, CHANGES);
+    assert!(!table_exists(&db, next));
+    assert_eq!(
+        db.sql(
+            "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM \
+             information_schema.columns WHERE table_schema = 'sales' AND table_name = \
+             'shop__orders'"
+        ),
+        "id,customer_id,status,amount,quantity,ordered_on,note,updated_at,_weft_synced_at,_weft_run_id"
+    );
+    assert_eq!(
+        db.sql(
+            "SELECT indexdef LIKE '%UNIQUE%(id)' FROM pg_indexes WHERE schemaname = 'sales' AND \
+             tablename = 'shop__orders'"
+        ),
+        "t"
+    );
+    // The next version merges into the settled table.
+    let out = p.run(["sync", "run", "--no-progress"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr());
+    assert_table_is(&db, 1, SCALE, CHANGES);
+}
+
 #[test]
 fn check_and_bad_config_name_the_problem() {
     let db = PgTestDb::create("e2e_pg_check");

@@ -32,6 +32,16 @@ pub struct LakeConfig {
     /// load) are settled in parts by key hash, each part reading the key columns again.
     #[serde(default = "default_merge_keys")]
     pub merge_keys: u64,
+    /// Bytes of row groups every lake writer of the process may buffer together (default
+    /// 268435456, 256 MiB): past it the largest buffers are written out as (smaller) row
+    /// groups, so memory does not grow with the number of streams written at once. When
+    /// several lakes set it, the smallest applies.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget_bytes: u64,
+}
+
+fn default_memory_budget() -> u64 {
+    crate::budget::DEFAULT_BUDGET
 }
 
 fn default_merge_keys() -> u64 {
@@ -65,6 +75,12 @@ impl LakeConfig {
             return Err(ConnectorError::config(
                 "merge_keys",
                 "must be above 0 (the default is 500000)",
+            ));
+        }
+        if self.memory_budget_bytes < MIB {
+            return Err(ConnectorError::config(
+                "memory_budget_bytes",
+                "must be at least 1048576 (1 MiB; the default is 268435456, 256 MiB)",
             ));
         }
         if self.file_bytes == 0 {
@@ -115,6 +131,7 @@ mod tests {
         assert_eq!(cfg.file_bytes, 512 * MIB);
         assert_eq!(cfg.zstd_level, 3);
         assert_eq!(cfg.merge_keys, 500_000);
+        assert_eq!(cfg.memory_budget_bytes, 256 * MIB);
         cfg.validate().unwrap();
     }
 

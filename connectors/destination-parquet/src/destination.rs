@@ -60,6 +60,7 @@ impl ParquetLake {
     /// Validates `config`; relative paths are resolved against the project folder.
     pub fn new(config: LakeConfig, ctx: &ConnectorContext) -> Result<Self> {
         config.validate()?;
+        crate::budget::budget().limit_to(config.memory_budget_bytes);
         Ok(Self {
             root: ctx.resolve(&config.path),
             project: ctx.project_dir.clone(),

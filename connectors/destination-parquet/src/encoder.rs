@@ -5,10 +5,15 @@
 //! [`Encoder`] runs a `PartWriter` on a dedicated thread fed through a bounded channel: encoding
 //! and compression are CPU heavy and must not block tokio workers, and the channel lets the
 //! next batch be read and mapped while the previous one is encoded.
+//!
+//! The open file's buffered row group counts against the process's memory budget
+//! ([`crate::budget`]): it lives in a [`Slot`] the budget can flush from another writer's
+//! thread when the total passes the limit.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
@@ -34,6 +39,51 @@ struct OpenPart {
     path: PathBuf,
     writer: ArrowWriter<File>,
     rows: u64,
+    /// A flush the budget made failed: the file has a hole and must not be sealed.
+    failed: Option<String>,
+}
+
+/// A writer's open file, shared with the memory budget.
+#[derive(Default)]
+struct Slot {
+    part: Mutex<Option<OpenPart>>,
+    /// The open file's buffered bytes ([`ArrowWriter::memory_size`]) as last reported.
+    used: AtomicUsize,
+}
+
+impl Slot {
+    fn part(&self) -> MutexGuard<'_, Option<OpenPart>> {
+        self.part
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl crate::budget::Spill for Slot {
+    fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_spill(&self) -> Option<usize> {
+        let mut guard = self.part.try_lock().ok()?;
+        let Some(part) = guard.as_mut() else {
+            return Some(0);
+        };
+        if part.failed.is_some() {
+            return None;
+        }
+        let before = self.used();
+        if let Err(e) = part.writer.flush() {
+            part.failed = Some(format!(
+                "flushing a row group to {}: {e}",
+                part.path.display()
+            ));
+            return None;
+        }
+        let now = part.writer.memory_size();
+        self.used.store(now, Ordering::Relaxed);
+        Some(before.saturating_sub(now))
+    }
 }
 
 /// Writes batches into rolling Parquet files in one folder.
@@ -45,7 +95,8 @@ pub(crate) struct PartWriter {
     props: WriterProperties,
     file_bytes: u64,
     next_seq: u64,
-    current: Option<OpenPart>,
+    /// The open file, if any.
+    current: Arc<Slot>,
     sealed: Vec<StagedFile>,
 }
 
@@ -58,6 +109,9 @@ impl PartWriter {
         file_bytes: u64,
         next_seq: u64,
     ) -> Self {
+        let current = Arc::new(Slot::default());
+        let member: Arc<dyn crate::budget::Spill> = current.clone();
+        crate::budget::budget().register(Arc::downgrade(&member));
         Self {
             label,
             dir,
@@ -65,7 +119,7 @@ impl PartWriter {
             props,
             file_bytes,
             next_seq,
-            current: None,
+            current,
             sealed: Vec::new(),
         }
     }
@@ -78,9 +132,11 @@ impl PartWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let part = match &mut self.current {
+        let slot = self.current.clone();
+        let mut guard = slot.part();
+        let part = match &mut *guard {
             Some(part) => part,
-            slot => {
+            open => {
                 let name = layout::part_name(self.next_seq);
                 self.next_seq += 1;
                 let path = self.dir.join(&name);
@@ -98,31 +154,43 @@ impl PartWriter {
                         path.display()
                     ))
                 })?;
-                slot.insert(OpenPart {
+                open.insert(OpenPart {
                     name,
                     path,
                     writer,
                     rows: 0,
+                    failed: None,
                 })
             }
         };
+        if let Some(why) = &part.failed {
+            return Err(ConnectorError::Other(format!("{}: {why}", self.label)));
+        }
         if let Err(e) = part.writer.write(batch) {
             let path = part.path.clone();
             return Err(self.parquet_err(&path, e));
         }
         part.rows += batch.num_rows() as u64;
+        slot.used
+            .store(part.writer.memory_size(), Ordering::Relaxed);
         let size = part.writer.bytes_written() + part.writer.in_progress_size();
+        drop(guard);
         if size as u64 >= self.file_bytes {
             self.close_current()?;
         }
+        crate::budget::budget().settle();
         Ok(())
     }
 
     /// Writes the footer of the open file and fsyncs it.
     fn close_current(&mut self) -> Result<()> {
-        let Some(part) = self.current.take() else {
+        let Some(part) = self.current.part().take() else {
             return Ok(());
         };
+        self.current.used.store(0, Ordering::Relaxed);
+        if let Some(why) = part.failed {
+            return Err(ConnectorError::Other(format!("{}: {why}", self.label)));
+        }
         let file = match part.writer.into_inner() {
             Ok(file) => file,
             Err(e) => return Err(self.parquet_err(&part.path, e)),
@@ -169,7 +237,8 @@ impl PartWriter {
 
     /// Drops every file not handed out by [`PartWriter::seal`] yet.
     pub fn discard(&mut self) -> Result<()> {
-        let open = self.current.take().map(|p| p.path);
+        let open = self.current.part().take().map(|p| p.path);
+        self.current.used.store(0, Ordering::Relaxed);
         let sealed = self.sealed.drain(..).map(|f| f.path);
         for path in open.into_iter().chain(sealed).collect::<Vec<_>>() {
             layout::remove_file(&path)?;

@@ -9,7 +9,9 @@
 //!
 //! How writes become visible:
 //! - batches are encoded on a dedicated thread into files in the stream's staging folder,
-//!   rolled past `file_bytes`, row groups capped by `row_group_bytes`;
+//!   rolled past `file_bytes`, row groups capped by `row_group_bytes`, and flushed early when
+//!   the row groups buffered by every writer of the process pass `memory_budget_bytes`
+//!   (see [`budget`]);
 //! - `commit` closes and fsyncs the files and publishes a new version holding them, the
 //!   manifest and its checkpoint included; it returns once all of it is durable;
 //! - `overwrite` keeps the new generation in `_weft/staging/<generation>/` and records it in
@@ -27,6 +29,7 @@
 //! commit for streams that follow the log). Added columns are accepted mid-stream. See
 //! [`changes`].
 
+mod budget;
 pub mod changes;
 mod config;
 pub mod dedup;

@@ -16,7 +16,11 @@
 //! - `append` copies into the table;
 //! - `append_dedup` copies into a temporary staging table, then merges by primary key (a
 //!   unique index created with the table), keeping the latest cursor (ties: the later
-//!   arrival), never replacing a row by one with an older cursor.
+//!   arrival), never replacing a row by one with an older cursor. A first load (no product
+//!   table yet: a new stream, or after a reset) copies into `"<table>__weft_next"` like an
+//!   overwrite instead, and `finish` settles it by key (deleting older duplicates only when
+//!   some key arrived twice), builds the unique index and swaps it in with the final
+//!   checkpoint: COPY speed, the same crash guarantees as an overwrite.
 //!
 //! CDC streams (`sync_mode: cdc`) receive change batches (see the `changes` module):
 //! - `append_dedup` keeps the current state: each batch is copied into a staging table and

@@ -1,6 +1,6 @@
 //! Preparing a stream's tables when it opens: the domain schema, the control table, the
 //! product table (created from the Arrow schema, or evolved), the `__weft_next` table of an
-//! overwrite run, and recovery of an interrupted overwrite.
+//! overwrite run or of an `append_dedup` first load, and recovery of an interrupted one.
 //!
 //! Everything runs in one transaction under an advisory lock on the schema, so streams opening
 //! side by side do not race to create the same schema or control table.
@@ -51,6 +51,11 @@ pub struct Layout {
     /// A CDC stream: `write_changes` applies change batches (`append_dedup`: the current
     /// state by key; `append`: a changelog with the change columns).
     pub cdc: bool,
+    /// An `append_dedup` load into a product table that does not exist yet (the first load,
+    /// or the first after a reset): rows are copied into the `__weft_next` table like an
+    /// overwrite and settled by key once, at `finish` (see [`FIRST_LOAD_ORD`]). Set by
+    /// [`prepare`].
+    pub first_load: bool,
     /// `stream "<stream>" → table "<schema>"."<table>"`, for messages.
     pub label: String,
     pub domain: String,
@@ -85,6 +90,7 @@ impl Layout {
             key: stream.primary_key.clone(),
             cursor: stream.cursor_field.clone(),
             cdc,
+            first_load: false,
             label,
             domain: target.domain.to_string(),
             product: target.product.to_string(),
@@ -120,6 +126,12 @@ impl Layout {
                 return Err(bad(format!(
                     "column {name:?} is weft's metadata column; rename it with a mapper or set \
                      `metadata_columns: false`"
+                )));
+            }
+            if self.mode == WriteMode::AppendDedup && !self.cdc && name == ARRIVAL_ORD {
+                return Err(bad(format!(
+                    "column {name:?} is the name weft numbers rows in arrival order with in \
+                     `append_dedup`; rename it with a mapper"
                 )));
             }
             if self.cdc
@@ -221,6 +233,20 @@ impl Layout {
         columns
     }
 
+    /// The columns of a first load's `__weft_next` table: the product table's, then
+    /// [`ARRIVAL_ORD`] (dropped when the table is settled and swapped in).
+    pub fn first_load_columns(&self) -> Vec<(String, PgType)> {
+        let mut columns = self.table_columns();
+        columns.push((ARRIVAL_ORD.into(), PgType::Int8));
+        columns
+    }
+
+    /// Whether the rows go to the `__weft_next` table and become visible at `finish`
+    /// (overwrite, and an `append_dedup` first load).
+    pub fn publishes_at_finish(&self) -> bool {
+        self.mode == WriteMode::Overwrite || self.first_load
+    }
+
     pub(crate) fn sql_error(&self, what: &str, e: tokio_postgres::Error) -> ConnectorError {
         ConnectorError::Other(format!("{}: {what}: {}", self.label, db_message(&e)))
     }
@@ -256,14 +282,15 @@ pub async fn prepare(client: &Client, layout: &mut Layout) -> Result<Option<Chec
         .await
         .map_err(|e| layout.sql_error("starting a transaction", e))?;
     let result = async {
-        let (checkpoint, effective) = prepare_in_transaction(client, layout).await?;
-        if let Some(effective) = effective {
+        let prepared = prepare_in_transaction(client, layout).await?;
+        if let Some(effective) = prepared.effective {
             layout.set_effective(effective);
         }
-        if layout.mode == WriteMode::AppendDedup {
+        layout.first_load = prepared.first_load;
+        if layout.mode == WriteMode::AppendDedup && !layout.first_load {
             create_staging(client, layout).await?;
         }
-        Ok(checkpoint)
+        Ok(prepared.checkpoint)
     }
     .await;
     match result {
@@ -281,11 +308,27 @@ pub async fn prepare(client: &Client, layout: &mut Layout) -> Result<Option<Chec
     }
 }
 
-/// The checkpoint to resume from, and the stream's column types in an existing table.
-async fn prepare_in_transaction(
-    client: &Client,
-    layout: &Layout,
-) -> Result<(Option<Checkpoint>, Option<Vec<PgType>>)> {
+/// What [`prepare_in_transaction`] found and made.
+struct Prepared {
+    /// The checkpoint to resume from.
+    checkpoint: Option<Checkpoint>,
+    /// The stream's column types in an existing table.
+    effective: Option<Vec<PgType>>,
+    /// An `append_dedup` first load into the next table (see [`Layout::first_load`]).
+    first_load: bool,
+}
+
+impl Prepared {
+    fn resume(checkpoint: Option<Checkpoint>, first_load: bool) -> Self {
+        Self {
+            checkpoint,
+            effective: None,
+            first_load,
+        }
+    }
+}
+
+async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Prepared> {
     let names = &layout.names;
     let err = |what: &'static str| move |e| layout.sql_error(what, e);
     client
@@ -390,52 +433,72 @@ async fn prepare_in_transaction(
     };
     let columns = layout.table_columns();
 
-    match layout.mode {
-        WriteMode::Overwrite => {
-            let pending = control
-                .as_ref()
-                .filter(|c| c.write_mode == WriteMode::Overwrite.to_string())
-                .and_then(|c| c.pending.clone());
-            if let (Some(pending), true) = (pending, next_exists) {
-                // Resume the interrupted generation if its columns are still the stream's.
-                let existing = table_columns(client, layout, &names.next).await?;
-                let sql = |c: &[(String, PgType)]| -> Vec<(String, String)> {
-                    c.iter().map(|(n, t)| (n.clone(), t.sql())).collect()
-                };
-                if sql(&existing) == sql(&columns) {
-                    tracing::info!(table = %names.qualified_next(), "resuming an interrupted overwrite");
-                    return Ok((decode(&Some(pending))?, None));
-                }
-                tracing::info!(table = %names.qualified_next(), "the stream's columns changed: restarting the interrupted overwrite");
+    // An `append_dedup` stream whose product table does not exist loads at COPY speed into
+    // the next table; CDC current states apply changes by key from the first batch on.
+    let first_load = layout.mode == WriteMode::AppendDedup && !layout.cdc && !table_exists;
+    if layout.mode == WriteMode::Overwrite || first_load {
+        let next_columns = if first_load {
+            layout.first_load_columns()
+        } else {
+            columns
+        };
+        let pending = control
+            .as_ref()
+            .filter(|c| c.write_mode == layout.mode.to_string())
+            .and_then(|c| c.pending.clone());
+        if let (Some(pending), true) = (pending, next_exists) {
+            // Resume the interrupted generation if its columns are still the stream's.
+            let existing = table_columns(client, layout, &names.next).await?;
+            let sql = |c: &[(String, PgType)]| -> Vec<(String, String)> {
+                c.iter().map(|(n, t)| (n.clone(), t.sql())).collect()
+            };
+            if sql(&existing) == sql(&next_columns) {
+                tracing::info!(table = %names.qualified_next(), "resuming an interrupted {}", what(first_load));
+                return Ok(Prepared::resume(decode(&Some(pending))?, first_load));
             }
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
-                .await
-                .map_err(err("dropping the leftover next table"))?;
-            clear_pending(client, layout).await?;
-            create_table(client, layout, &names.next, &columns).await?;
-            Ok((published, None))
+            tracing::info!(table = %names.qualified_next(), "the stream's columns changed: restarting the interrupted {}", what(first_load));
         }
-        WriteMode::Append | WriteMode::AppendDedup => {
-            if next_exists {
-                // A leftover of an interrupted overwrite run, before the mode changed.
-                client
-                    .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
-                    .await
-                    .map_err(err("dropping the leftover next table"))?;
-                clear_pending(client, layout).await?;
-            }
-            let mut effective = None;
-            if table_exists {
-                effective = Some(evolve(client, layout, &names.table, &columns).await?);
-                if layout.mode == WriteMode::AppendDedup {
-                    ensure_unique_key(client, layout).await?;
-                }
-            } else {
-                create_table(client, layout, &names.table, &columns).await?;
-            }
-            Ok((published, effective))
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
+            .await
+            .map_err(err("dropping the leftover next table"))?;
+        clear_pending(client, layout).await?;
+        if first_load {
+            create_first_load_table(client, layout, &next_columns).await?;
+        } else {
+            create_table(client, layout, &names.next, &next_columns).await?;
         }
+        return Ok(Prepared::resume(published, first_load));
+    }
+    if next_exists {
+        // A leftover of an interrupted overwrite run, before the mode changed.
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
+            .await
+            .map_err(err("dropping the leftover next table"))?;
+        clear_pending(client, layout).await?;
+    }
+    let mut effective = None;
+    if table_exists {
+        effective = Some(evolve(client, layout, &names.table, &columns).await?);
+        if layout.mode == WriteMode::AppendDedup {
+            ensure_unique_key(client, layout).await?;
+        }
+    } else {
+        create_table(client, layout, &names.table, &columns).await?;
+    }
+    Ok(Prepared {
+        checkpoint: published,
+        effective,
+        first_load: false,
+    })
+}
+
+fn what(first_load: bool) -> &'static str {
+    if first_load {
+        "first append_dedup load"
+    } else {
+        "overwrite"
     }
 }
 
@@ -502,7 +565,43 @@ async fn create_table(
         .map_err(|e| layout.sql_error("creating the table", e))
 }
 
-fn unique_index_sql(layout: &Layout, qualified_table: &str) -> String {
+/// The number of a first load's rows in arrival order (see [`create_first_load_table`]).
+pub const ARRIVAL_ORD: &str = "_weft_ord";
+
+/// A first load's next table: the product table's columns (keys NOT NULL) and
+/// [`ARRIVAL_ORD`], numbered by an identity column as COPY inserts (across commits and
+/// resumed runs alike), without the key's unique index: rows are settled by key and the
+/// index built once, when the load finishes (see the writer's `settle_first_load`).
+async fn create_first_load_table(
+    client: &Client,
+    layout: &Layout,
+    columns: &[(String, PgType)],
+) -> Result<()> {
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| {
+            if name == ARRIVAL_ORD {
+                return format!("{} bigint GENERATED ALWAYS AS IDENTITY", quote(name));
+            }
+            let not_null = if layout.key.contains(name) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{} {}{not_null}", quote(name), ty.sql())
+        })
+        .collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {} ({})",
+            layout.names.qualified_next(),
+            defs.join(", ")
+        ))
+        .await
+        .map_err(|e| layout.sql_error("creating the first load's table", e))
+}
+
+pub(crate) fn unique_index_sql(layout: &Layout, qualified_table: &str) -> String {
     // Index names share the schema's namespace: a random one never collides (and survives
     // the rename of an overwrite swap).
     let index = format!("weft_key_{}", uuid::Uuid::new_v4().simple());
@@ -702,7 +801,7 @@ pub(crate) async fn create_staging(client: &Client, layout: &Layout) -> Result<(
                 .map(|(name, ty)| format!("{} {}", quote(name), ty.sql())),
         );
     } else {
-        defs.push("_weft_ord bigint GENERATED ALWAYS AS IDENTITY".into());
+        defs.push(format!("{ARRIVAL_ORD} bigint GENERATED ALWAYS AS IDENTITY"));
     }
     client
         .batch_execute(&format!(

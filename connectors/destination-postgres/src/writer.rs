@@ -5,6 +5,15 @@
 //! (append_dedup), records the checkpoint in the control table and commits, all in that one
 //! transaction. Nothing is held in memory beyond the batch being encoded.
 //!
+//! An `append_dedup` first load (the product table does not exist yet, see
+//! [`Layout::first_load`]) copies like an overwrite, into the `__weft_next` table with the
+//! commits' checkpoints pending; `finish` settles it by key in the same transaction as the
+//! swap and the final checkpoint: the key's unique index is built, and only if that finds
+//! duplicate keys (rows that arrived twice, e.g. re-read after a crash, or updated during the
+//! load) are the older rows deleted first, with the merge's rule (the latest cursor wins,
+//! ties: the later arrival). Readers see no table until then, and a crash resumes into the
+//! next table from the pending checkpoint, as an overwrite does.
+//!
 //! CDC streams: a changelog (`append`) streams change rows into the same kind of COPY, with
 //! the change columns; the current state (`append_dedup`) applies each change batch as it
 //! arrives (COPY into the staging table, one settling statement, see [`crate::changes`]),
@@ -41,8 +50,8 @@ use crate::connect::db_message;
 use crate::encode::{encode_batch, encode_columns, Metadata, HEADER, TRAILER};
 use crate::naming::quote;
 use crate::table::{
-    create_staging, evolve, quoted_list, stage_flag, Layout, CHANGELOG_COLUMNS, RUN_ID, STAGE_OP,
-    STAGE_ORD, STAGE_POSITION, STAGING_TABLE, SYNCED_AT,
+    create_staging, evolve, quoted_list, stage_flag, unique_index_sql, Layout, ARRIVAL_ORD,
+    CHANGELOG_COLUMNS, RUN_ID, STAGE_OP, STAGE_ORD, STAGE_POSITION, STAGING_TABLE, SYNCED_AT,
 };
 use crate::types::PgType;
 
@@ -82,6 +91,7 @@ fn copy_target(layout: &Layout) -> (String, bool) {
     let (into, copy_metadata) = match layout.mode {
         WriteMode::Overwrite => (names.qualified_next(), layout.metadata),
         WriteMode::Append => (names.qualified(), layout.metadata),
+        WriteMode::AppendDedup if layout.first_load => (names.qualified_next(), layout.metadata),
         WriteMode::AppendDedup => (format!("pg_temp.{}", quote(STAGING_TABLE)), false),
     };
     let mut columns: Vec<String> = layout.columns.iter().map(|(n, _)| n.clone()).collect();
@@ -240,7 +250,7 @@ impl PgWriter {
         if let Some(cursor) = &layout.cursor {
             order.push_str(&format!(", {} DESC NULLS LAST", quote(cursor)));
         }
-        order.push_str(", _weft_ord DESC");
+        order.push_str(&format!(", {ARRIVAL_ORD} DESC"));
         let updates: Vec<String> = columns
             .iter()
             .filter(|c| !layout.key.iter().any(|k| &quote(k) == *c))
@@ -410,17 +420,21 @@ impl PgWriter {
         crate::source_types::resolve(&self.client, &mut next, &fields).await?;
         // Rows already sent in the old shape go in first.
         self.end_copy().await?;
-        let dedup = self.layout.mode == WriteMode::AppendDedup;
-        if dedup && !self.layout.cdc {
+        // A first load's rows stay in the next table until `finish` settles them.
+        let staged = self.layout.mode == WriteMode::AppendDedup && !self.layout.first_load;
+        if staged && !self.layout.cdc {
             self.merge().await?;
         }
-        let table = match next.mode {
-            WriteMode::Overwrite => next.names.next.clone(),
-            _ => next.names.table.clone(),
+        let (table, columns) = if next.first_load {
+            (next.names.next.clone(), next.first_load_columns())
+        } else if next.mode == WriteMode::Overwrite {
+            (next.names.next.clone(), next.table_columns())
+        } else {
+            (next.names.table.clone(), next.table_columns())
         };
-        let effective = evolve(&self.client, &next, &table, &next.table_columns()).await?;
+        let effective = evolve(&self.client, &next, &table, &columns).await?;
         next.set_effective(effective);
-        if dedup {
+        if staged {
             // Recreated in the new shape; the rows merged above are gone with the old one.
             create_staging(&self.client, &next).await?;
         }
@@ -479,6 +493,46 @@ impl PgWriter {
             .await
             .map_err(|e| self.sql_error("recording the checkpoint", e))?;
         Ok(())
+    }
+
+    /// Settles a first load's next table by key (inside the finishing transaction, see the
+    /// module docs): builds the key's unique index, deleting the rows that lost to a later
+    /// one of the same key only if the index finds duplicates, then drops the arrival order.
+    async fn settle_first_load(&mut self) -> Result<()> {
+        let layout = &self.layout;
+        let next = layout.names.qualified_next();
+        let index = unique_index_sql(layout, &next);
+        self.client
+            .batch_execute("SAVEPOINT weft_first_load")
+            .await
+            .map_err(|e| self.sql_error("settling the first load", e))?;
+        match self.client.batch_execute(&index).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                let key = quoted_list(&layout.key);
+                let mut order = String::new();
+                if let Some(cursor) = &layout.cursor {
+                    order.push_str(&format!("{} DESC NULLS LAST, ", quote(cursor)));
+                }
+                order.push_str(&format!("{ARRIVAL_ORD} DESC"));
+                let sql = format!(
+                    "ROLLBACK TO SAVEPOINT weft_first_load; DELETE FROM {next} WHERE {ARRIVAL_ORD}                      IN (SELECT {ARRIVAL_ORD} FROM (SELECT {ARRIVAL_ORD}, row_number() OVER                      (PARTITION BY {key} ORDER BY {order}) AS n FROM {next}) ranked WHERE n >                      1); {index}"
+                );
+                tracing::info!(table = %next, "the first load holds keys that arrived more than once: keeping the latest of each");
+                self.client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| self.sql_error("settling the first load's duplicate keys", e))?;
+            }
+            Err(e) => return Err(self.sql_error("building the key's unique index", e)),
+        }
+        let sql = format!(
+            "RELEASE SAVEPOINT weft_first_load; ALTER TABLE {next} DROP COLUMN {ARRIVAL_ORD}"
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| self.sql_error("settling the first load", e))
     }
 
     /// An aborted overwrite's next table is kept only when a commit recorded a pending
@@ -551,18 +605,25 @@ impl PgWriter {
         let result = async {
             self.begin().await?;
             self.end_copy().await?;
-            let overwrite = self.layout.mode == WriteMode::Overwrite;
-            if self.layout.mode == WriteMode::AppendDedup && !self.layout.cdc {
+            let at_finish = self.layout.publishes_at_finish();
+            if self.layout.mode == WriteMode::AppendDedup
+                && !self.layout.cdc
+                && !self.layout.first_load
+            {
                 self.merge().await?;
             }
-            if overwrite && finish {
+            if self.layout.first_load && finish {
+                self.settle_first_load().await?;
+            }
+            if at_finish && finish {
                 self.swap().await?;
             }
-            // The product table exists now (an unfinished overwrite fills the next one).
-            if !overwrite || finish {
+            // The product table exists now (an unfinished overwrite or first load fills the
+            // next one).
+            if !at_finish || finish {
                 self.comment().await?;
             }
-            self.record(checkpoint, overwrite && !finish).await?;
+            self.record(checkpoint, at_finish && !finish).await?;
             self.client
                 .batch_execute("COMMIT")
                 .await
@@ -682,7 +743,7 @@ impl StreamWriter for PgWriter {
         if let Some((layout, schema)) = self.before_schema_change.take() {
             self.set_layout(layout, schema);
         }
-        if self.layout.mode == WriteMode::Overwrite {
+        if self.layout.publishes_at_finish() {
             self.drop_unresumable_next().await?;
         }
         self.poisoned = false;

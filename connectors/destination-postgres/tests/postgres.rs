@@ -750,6 +750,151 @@ async fn append_dedup_keeps_the_latest_cursor_per_composite_key() {
 }
 
 #[tokio::test]
+async fn append_dedup_first_load_copies_into_the_next_table_and_settles_at_finish() {
+    let db = PgTestDb::create("pgdest_dedup_first");
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("version", DataType::Int64, true),
+        Field::new("value", DataType::Utf8, true),
+    ]));
+    let rows = |r: &[(i64, Option<i64>, &str)]| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(r.iter().map(|x| x.0))),
+                Arc::new(Int64Array::from_iter(r.iter().map(|x| x.1))),
+                Arc::new(StringArray::from_iter_values(r.iter().map(|x| x.2))),
+            ],
+        )
+        .unwrap()
+    };
+    let dest = destination(&db);
+    let t = target("sales", "shop", "first");
+    let table = "sales.shop__first";
+    let next = "sales.shop__first__weft_next";
+    let exists = |name: &str| db.sql(&format!("SELECT to_regclass('{name}') IS NOT NULL"));
+    // A first load aborted before any commit leaves no table at all.
+    let mut w = open(
+        dest.as_ref(),
+        &t,
+        &schema,
+        WriteMode::AppendDedup,
+        &["id"],
+        Some("version"),
+    )
+    .await;
+    assert_eq!((exists(table), exists(next)), ("f".into(), "t".into()));
+    w.write(rows(&[(1, Some(1), "lost")])).await.unwrap();
+    w.abort().await.unwrap();
+    drop(w);
+    assert_eq!((exists(table), exists(next)), ("f".into(), "f".into()));
+
+    // Committed rows wait in the next table, invisible to readers, their checkpoint pending.
+    let mut w = open(
+        dest.as_ref(),
+        &t,
+        &schema,
+        WriteMode::AppendDedup,
+        &["id"],
+        Some("version"),
+    )
+    .await;
+    w.write(rows(&[
+        (1, Some(1), "a1"),
+        (2, Some(5), "b5"),
+        (3, None, "c-null"),
+        (4, Some(1), "d1"),
+    ]))
+    .await
+    .unwrap();
+    w.commit(&cp(1)).await.unwrap();
+    w.write(rows(&[(5, Some(1), "uncommitted")])).await.unwrap();
+    assert_eq!(exists(table), "f");
+    // The process dies mid-commit: the open transaction rolls back.
+    drop(w);
+    assert_eq!(exists(table), "f");
+    assert_eq!(
+        db.sql("SELECT checkpoint IS NULL, pending_checkpoint::text FROM sales._weft_checkpoints"),
+        "t|{\"n\": 1}"
+    );
+
+    // The rerun resumes from the pending checkpoint and re-reads some rows: older cursors
+    // lose, a cursor tie goes to the later arrival, a NULL cursor loses to any value.
+    let mut w = open(
+        dest.as_ref(),
+        &t,
+        &schema,
+        WriteMode::AppendDedup,
+        &["id"],
+        Some("version"),
+    )
+    .await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(1)));
+    assert_eq!(db.sql(&format!("SELECT count(*) FROM {next}")), "4");
+    w.write(rows(&[
+        (1, Some(0), "a0-older"),
+        (2, Some(5), "b5-tie"),
+        (3, Some(2), "c2"),
+        (4, None, "d-null"),
+    ]))
+    .await
+    .unwrap();
+    w.commit(&cp(2)).await.unwrap();
+    w.write(rows(&[(6, Some(1), "f1"), (6, Some(1), "f1-later")]))
+        .await
+        .unwrap();
+    assert_eq!(exists(table), "f");
+    w.finish(&cp(3)).await.unwrap();
+
+    let order = "id";
+    assert_eq!(
+        column_text(&db, table, "value", order),
+        some(&["a1", "b5-tie", "c2", "d1", "f1-later"])
+    );
+    assert_eq!(exists(next), "f");
+    assert_eq!(
+        db.sql("SELECT checkpoint::text, pending_checkpoint IS NULL FROM sales._weft_checkpoints"),
+        "{\"n\": 3}|t"
+    );
+    // The key's unique index is there, the arrival order is not.
+    assert_eq!(
+        db.sql(
+            "SELECT indexdef LIKE '%UNIQUE%(id)' FROM pg_indexes WHERE tablename = 'shop__first'"
+        ),
+        "t"
+    );
+    assert_eq!(
+        column_text(
+            &db,
+            "information_schema.columns WHERE table_name = 'shop__first'",
+            "column_name",
+            "ordinal_position"
+        ),
+        some(&["id", "version", "value", "_weft_synced_at", "_weft_run_id"])
+    );
+
+    // The next run merges into the table by key.
+    let mut w = open(
+        dest.as_ref(),
+        &t,
+        &schema,
+        WriteMode::AppendDedup,
+        &["id"],
+        Some("version"),
+    )
+    .await;
+    assert_eq!(w.committed_checkpoint(), Some(cp(3)));
+    w.write(rows(&[(1, Some(7), "a7"), (7, Some(1), "g1")]))
+        .await
+        .unwrap();
+    w.finish(&cp(4)).await.unwrap();
+    assert_eq!(
+        column_text(&db, table, "value", order),
+        some(&["a7", "b5-tie", "c2", "d1", "f1-later", "g1"])
+    );
+}
+
+#[tokio::test]
 async fn tables_evolve_by_adding_and_widening_and_refuse_narrowing() {
     let db = PgTestDb::create("pgdest_evolve");
     let dest = destination(&db);

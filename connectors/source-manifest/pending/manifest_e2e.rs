@@ -100,7 +100,12 @@ fn project(base: &str) -> TestProject {
 
 fn lake_ids(p: &TestProject) -> Vec<i64> {
     let batch = p.read_stream("ops", "api", "items");
-    let mut ids: Vec<i64> = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec();
+    let mut ids: Vec<i64> = batch
+        .column_by_name("id")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec();
     ids.sort_unstable();
     ids
 }
@@ -117,9 +122,13 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     run.signal(libc::SIGKILL);
     assert_ne!(run.finish(limit).code(), Some(0));
     let first_run = server.seen().len();
-    assert!(first_run >= 3, "the first slice's three pages were read before the kill");
+    assert!(
+        first_run >= 3,
+        "the first slice's three pages were read before the kill"
+    );
 
-    p.run_within(limit, ["sync", "run", "--no-progress"]).expect_code(0);
+    p.run_within(limit, ["sync", "run", "--no-progress"])
+        .expect_code(0);
     let ids = lake_ids(&p);
     let expected = expected_ids();
     assert_eq!(ids.len(), expected.len(), "rows lost or duplicated");
@@ -128,14 +137,27 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     // Every slice is read completely once after the kill, except those committed before it.
     let mut pages: BTreeMap<(String, String), usize> = BTreeMap::new();
     for s in &server.seen()[first_run..] {
-        *pages.entry((s.path.clone(), s.param("day").unwrap().to_string())).or_default() += 1;
+        *pages
+            .entry((s.path.clone(), s.param("day").unwrap().to_string()))
+            .or_default() += 1;
     }
     assert!(
         !pages.contains_key(&("/regions/north/items".to_string(), "2024-03-01".to_string())),
         "the committed first slice was requested again: {pages:?}"
     );
-    assert!(pages.values().all(|n| *n == 3), "each slice is three pages: {pages:?}");
-    assert!(pages.len() < 15, "the rerun resumed instead of starting over: {pages:?}");
-    let cp = weft_testkit::manifest_checkpoint(&p.stream_dir("ops", "api", "items")).expect("a committed checkpoint");
-    assert_eq!((cp["complete"].clone(), cp["slices_done"].clone()), (json!(true), json!(15)), "{cp}");
+    assert!(
+        pages.values().all(|n| *n == 3),
+        "each slice is three pages: {pages:?}"
+    );
+    assert!(
+        pages.len() < 15,
+        "the rerun resumed instead of starting over: {pages:?}"
+    );
+    let cp = weft_testkit::manifest_checkpoint(&p.stream_dir("ops", "api", "items"))
+        .expect("a committed checkpoint");
+    assert_eq!(
+        (cp["complete"].clone(), cp["slices_done"].clone()),
+        (json!(true), json!(15)),
+        "{cp}"
+    );
 }

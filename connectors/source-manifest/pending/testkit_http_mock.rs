@@ -24,7 +24,10 @@ pub struct Seen {
 impl Seen {
     /// The value of query parameter `name`, if sent.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -42,11 +45,19 @@ pub struct Reply {
 impl Reply {
     /// A 200 with a JSON body.
     pub fn json(body: serde_json::Value) -> Self {
-        Self { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: body.to_string() }
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
     }
 
     pub fn status(status: u16, body: &str) -> Self {
-        Self { status, headers: Vec::new(), body: body.to_string() }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -74,7 +85,9 @@ impl MockServer {
             let log = log.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
                 let query = parts
                     .uri
                     .query()
@@ -95,14 +108,20 @@ impl MockServer {
                     headers: parts
                         .headers
                         .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
                         .collect(),
                     body: String::from_utf8_lossy(&body).into_owned(),
                 };
                 let reply = handler(&seen);
                 log.lock().unwrap().push(seen);
                 let mut response = Response::new(Body::from(reply.body));
-                *response.status_mut() = StatusCode::from_u16(reply.status).expect("a valid status");
+                *response.status_mut() =
+                    StatusCode::from_u16(reply.status).expect("a valid status");
                 for (k, v) in reply.headers {
                     response.headers_mut().append(
                         HeaderName::try_from(k).expect("a header name"),
@@ -112,7 +131,9 @@ impl MockServer {
                 response
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -142,7 +163,10 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+            if let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            ) {
                 out.push(b);
                 i += 3;
                 continue;

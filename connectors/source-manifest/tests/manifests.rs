@@ -11,7 +11,7 @@ use weft_testkit::http_mock::{MockServer, Reply};
 use common::{build, column, read};
 
 /// An old-style manifest: no `type`s, everything through `$ref` and `$parameters`.
-const OLD_STYLE: &str = r#"
+const OLD_STYLE: &str = r##"
 version: "0.29.0"
 definitions:
   selector:
@@ -72,7 +72,7 @@ spec:
       api_key: {type: string, airbyte_secret: true}
       base: {type: string}
       region: {type: string, default: eu}
-"#;
+"##;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refs_parameters_implicit_types_filters_and_transformations() {
@@ -91,13 +91,31 @@ async fn refs_parameters_implicit_types_filters_and_transformations() {
     let catalog = b.source.discover().await.unwrap();
     let users = catalog.stream("users").unwrap();
     assert_eq!(users.primary_key, ["id"]);
-    let fields: Vec<_> = users.schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(fields, ["id", "secret", "source", "status", "_airbyte_extra", "_airbyte_meta"]);
+    let fields: Vec<_> = users
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "id",
+            "secret",
+            "source",
+            "status",
+            "_airbyte_extra",
+            "_airbyte_meta"
+        ]
+    );
 
     let r = read(&*b.source, "users", SyncMode::FullRefresh, None).await;
     assert_eq!(column(&r.rows, "id"), [json!(1), json!(3)]);
     // The spec's default for `region` was applied.
-    assert_eq!(column(&r.rows, "source"), [json!("users-eu"), json!("users-eu")]);
+    assert_eq!(
+        column(&r.rows, "source"),
+        [json!("users-eu"), json!("users-eu")]
+    );
     assert_eq!(column(&r.rows, "secret"), [json!(null), json!(null)]);
     assert_eq!(r.rows[1]["_airbyte_extra"], json!("{\"extra\":true}"));
     let seen = server.seen();
@@ -108,8 +126,14 @@ async fn refs_parameters_implicit_types_filters_and_transformations() {
 #[test]
 fn the_spec_is_validated_naming_fields_not_values() {
     let err = build(OLD_STYLE, json!({"api_key": 42})).err().unwrap();
-    assert!(err.contains("lacks `base`, which the manifest's spec requires"), "{err}");
-    assert!(err.contains("`api_key` does not satisfy the spec's `type`"), "{err}");
+    assert!(
+        err.contains("lacks `base`, which the manifest's spec requires"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`api_key` does not satisfy the spec's `type`"),
+        "{err}"
+    );
     assert!(!err.contains("42"), "{err}");
 }
 
@@ -119,20 +143,37 @@ fn python_components_and_unknown_types_are_refused_with_their_path() {
         "    record_filter:\n      condition: \"{{ record['status'] != 'deleted' }}\"",
         "    record_filter:\n      type: CustomRecordFilter\n      class_name: source_x.components.Filter",
     );
-    let err = build(&custom, json!({"base": "http://x", "api_key": "k"})).err().unwrap();
+    let err = build(&custom, json!({"base": "http://x", "api_key": "k"}))
+        .err()
+        .unwrap();
     assert!(
         err.contains("streams[0] (users).retriever.record_selector.record_filter: CustomRecordFilter is the Python class `source_x.components.Filter`, which weft cannot run natively; run the connector's published package through the Airbyte-protocol source (`connector: airbyte`) instead"),
         "{err}"
     );
     let unknown = OLD_STYLE.replace("type: BearerAuthenticator", "type: JwtAuthenticator");
-    let err = build(&unknown, json!({"base": "http://x", "api_key": "k"})).err().unwrap();
+    let err = build(&unknown, json!({"base": "http://x", "api_key": "k"}))
+        .err()
+        .unwrap();
     assert!(err.contains("streams[0] (users).retriever.requester.authenticator: component type `JwtAuthenticator` is not supported"), "{err}");
 
-    let cycle = OLD_STYLE.replace("$ref: \"#/definitions/retriever\"", "$ref: \"#/definitions/base_stream\"");
-    let err = build(&cycle, json!({"base": "http://x", "api_key": "k"})).err().unwrap();
+    let cycle = OLD_STYLE.replace(
+        "$ref: \"#/definitions/retriever\"",
+        "$ref: \"#/definitions/base_stream\"",
+    );
+    let err = build(&cycle, json!({"base": "http://x", "api_key": "k"}))
+        .err()
+        .unwrap();
     assert!(err.contains("refers to itself (a cycle)"), "{err}");
 
-    let missing = OLD_STYLE.replace("schema: \"#/schemas/users\"", "schema: \"#/schemas/people\"");
-    let err = build(&missing, json!({"base": "http://x", "api_key": "k"})).err().unwrap();
-    assert!(err.contains("the manifest refers to `#/schemas/people`, which it does not define"), "{err}");
+    let missing = OLD_STYLE.replace(
+        "schema: \"#/schemas/users\"",
+        "schema: \"#/schemas/people\"",
+    );
+    let err = build(&missing, json!({"base": "http://x", "api_key": "k"}))
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("the manifest refers to `#/schemas/people`, which it does not define"),
+        "{err}"
+    );
 }

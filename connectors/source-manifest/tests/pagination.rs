@@ -10,7 +10,7 @@ use common::{build, column, read};
 
 fn manifest(paginator: &str, extractor: &str) -> String {
     format!(
-        r#"
+        r##"
 version: 6.0.0
 type: DeclarativeSource
 check:
@@ -43,19 +43,30 @@ streams:
         type: object
         properties:
           id: {{type: integer}}
-"#
+"##
     )
 }
 
 fn ids(rows: &[serde_json::Value]) -> Vec<i64> {
-    column(rows, "id").iter().map(|v| v.as_i64().unwrap()).collect()
+    column(rows, "id")
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cursor_pagination_with_next_url_as_request_path() {
     let server = MockServer::start(|req| {
         let page: u32 = req.param("page").unwrap_or("1").parse().unwrap();
-        let next = if page < 3 { json!(format!("http://{}/v2/items?page={}", req.header("host").unwrap(), page + 1)) } else { json!(null) };
+        let next = if page < 3 {
+            json!(format!(
+                "http://{}/v2/items?page={}",
+                req.header("host").unwrap(),
+                page + 1
+            ))
+        } else {
+            json!(null)
+        };
         Reply::json(json!({"data": [{"id": page * 10}, {"id": page * 10 + 1}], "next": next}))
     })
     .await;
@@ -66,11 +77,18 @@ async fn cursor_pagination_with_next_url_as_request_path() {
           type: CursorPagination
           cursor_value: "{{ response.next }}"
           stop_condition: "{{ response.next is none }}""#;
-    let b = build(&manifest(paginator, "[data]"), json!({"base": server.url(), "kind": "all"})).unwrap();
+    let b = build(
+        &manifest(paginator, "[data]"),
+        json!({"base": server.url(), "kind": "all"}),
+    )
+    .unwrap();
     let r = read(&*b.source, "items", SyncMode::FullRefresh, None).await;
     assert_eq!(ids(&r.rows), [10, 11, 20, 21, 30, 31]);
     let seen = server.seen();
-    let urls: Vec<String> = seen.iter().map(|s| format!("{}?{:?}", s.path, s.query)).collect();
+    let urls: Vec<String> = seen
+        .iter()
+        .map(|s| format!("{}?{:?}", s.path, s.query))
+        .collect();
     assert_eq!(
         urls,
         [
@@ -81,7 +99,10 @@ async fn cursor_pagination_with_next_url_as_request_path() {
         ]
     );
     // One slice: one final checkpoint.
-    assert_eq!(r.checkpoints, [json!({"complete": true, "slices_done": 1, "last_slice": {}})]);
+    assert_eq!(
+        r.checkpoints,
+        [json!({"complete": true, "slices_done": 1, "last_slice": {}})]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,14 +138,30 @@ async fn cursor_pagination_from_link_headers_into_a_parameter() {
           page_size: 1
           cursor_value: "{{ headers.link.next.cursor }}"
           stop_condition: "{{ 'next' not in headers.link }}""#;
-    let b = build(&manifest(paginator, "[]"), json!({"base": server.url(), "kind": "x"})).unwrap();
+    let b = build(
+        &manifest(paginator, "[]"),
+        json!({"base": server.url(), "kind": "x"}),
+    )
+    .unwrap();
     let r = read(&*b.source, "items", SyncMode::FullRefresh, None).await;
     assert_eq!(ids(&r.rows), [1, 2, 3]);
-    let cursors: Vec<(Option<String>, Option<String>)> =
-        server.seen().iter().map(|s| (s.param("cursor").map(String::from), s.param("per_page").map(String::from))).collect();
+    let cursors: Vec<(Option<String>, Option<String>)> = server
+        .seen()
+        .iter()
+        .map(|s| {
+            (
+                s.param("cursor").map(String::from),
+                s.param("per_page").map(String::from),
+            )
+        })
+        .collect();
     assert_eq!(
         cursors,
-        [(None, Some("1".into())), (Some("b".into()), Some("1".into())), (Some("c".into()), Some("1".into()))]
+        [
+            (None, Some("1".into())),
+            (Some("b".into()), Some("1".into())),
+            (Some("c".into()), Some("1".into()))
+        ]
     );
 }
 
@@ -133,7 +170,9 @@ async fn page_increment_stops_at_a_short_page() {
     let server = MockServer::start(|req| {
         let page: i64 = req.param("page").unwrap_or("1").parse().unwrap();
         let n = if page < 3 { 2 } else { 1 };
-        Reply::json(json!({"items": (0..n).map(|i| json!({"id": page * 100 + i})).collect::<Vec<_>>()}))
+        Reply::json(
+            json!({"items": (0..n).map(|i| json!({"id": page * 100 + i})).collect::<Vec<_>>()}),
+        )
     })
     .await;
     let paginator = r#"        type: DefaultPaginator
@@ -150,10 +189,18 @@ async fn page_increment_stops_at_a_short_page() {
           page_size: 2
           start_from_page: 1
           inject_on_first_request: true"#;
-    let b = build(&manifest(paginator, "[items]"), json!({"base": server.url(), "kind": "k"})).unwrap();
+    let b = build(
+        &manifest(paginator, "[items]"),
+        json!({"base": server.url(), "kind": "k"}),
+    )
+    .unwrap();
     let r = read(&*b.source, "items", SyncMode::FullRefresh, None).await;
     assert_eq!(ids(&r.rows), [100, 101, 200, 201, 300]);
-    let pages: Vec<String> = server.seen().iter().map(|s| format!("{}/{}", s.param("page").unwrap(), s.param("size").unwrap())).collect();
+    let pages: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| format!("{}/{}", s.param("page").unwrap(), s.param("size").unwrap()))
+        .collect();
     assert_eq!(pages, ["1/2", "2/2", "3/2"]);
 }
 
@@ -161,7 +208,9 @@ async fn page_increment_stops_at_a_short_page() {
 async fn offset_increment_counts_records_and_stops_at_an_empty_page() {
     let server = MockServer::start(|req| {
         let offset: i64 = req.param("offset").unwrap_or("0").parse().unwrap();
-        let records: Vec<_> = (offset..(offset + 3).min(6)).map(|i| json!({"id": i})).collect();
+        let records: Vec<_> = (offset..(offset + 3).min(6))
+            .map(|i| json!({"id": i}))
+            .collect();
         Reply::json(json!({"data": records}))
     })
     .await;
@@ -173,10 +222,18 @@ async fn offset_increment_counts_records_and_stops_at_an_empty_page() {
         pagination_strategy:
           type: OffsetIncrement
           page_size: 3"#;
-    let b = build(&manifest(paginator, "[data]"), json!({"base": server.url(), "kind": "k"})).unwrap();
+    let b = build(
+        &manifest(paginator, "[data]"),
+        json!({"base": server.url(), "kind": "k"}),
+    )
+    .unwrap();
     let r = read(&*b.source, "items", SyncMode::FullRefresh, None).await;
     assert_eq!(ids(&r.rows), [0, 1, 2, 3, 4, 5]);
-    let offsets: Vec<Option<String>> = server.seen().iter().map(|s| s.param("offset").map(String::from)).collect();
+    let offsets: Vec<Option<String>> = server
+        .seen()
+        .iter()
+        .map(|s| s.param("offset").map(String::from))
+        .collect();
     // The first request carries no offset; 6 is asked and answered empty.
     assert_eq!(offsets, [None, Some("3".into()), Some("6".into())]);
 }
@@ -186,7 +243,11 @@ async fn a_page_token_in_the_json_body_of_a_post() {
     let server = MockServer::start(|req| {
         let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
         let after = body["page"]["after"].as_i64().unwrap_or(0);
-        let data: Vec<_> = if after < 4 { vec![json!({"id": after + 1}), json!({"id": after + 2})] } else { vec![] };
+        let data: Vec<_> = if after < 4 {
+            vec![json!({"id": after + 1}), json!({"id": after + 2})]
+        } else {
+            vec![]
+        };
         Reply::json(json!({"data": data, "has_more": after < 4}))
     })
     .await;
@@ -202,11 +263,28 @@ async fn a_page_token_in_the_json_body_of_a_post() {
           stop_condition: "{{ not response.has_more }}""#,
         "[data]",
     )
-    .replace("http_method: GET", "http_method: POST\n    request_body_json:\n      query: \"{{ config.kind }}\"");
+    .replace(
+        "http_method: GET",
+        "http_method: POST\n    request_body_json:\n      query: \"{{ config.kind }}\"",
+    );
     let b = build(&m, json!({"base": server.url(), "kind": "q"})).unwrap();
     let r = read(&*b.source, "items", SyncMode::FullRefresh, None).await;
     assert_eq!(ids(&r.rows), [1, 2, 3, 4]);
-    let bodies: Vec<serde_json::Value> = server.seen().iter().map(|s| serde_json::from_str(&s.body).unwrap()).collect();
-    assert_eq!(bodies, [json!({"query": "q"}), json!({"query": "q", "page": {"after": 2}}), json!({"query": "q", "page": {"after": 4}})]);
-    assert!(server.seen().iter().all(|s| s.method == "POST" && s.header("content-type") == Some("application/json")));
+    let bodies: Vec<serde_json::Value> = server
+        .seen()
+        .iter()
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            json!({"query": "q"}),
+            json!({"query": "q", "page": {"after": 2}}),
+            json!({"query": "q", "page": {"after": 4}})
+        ]
+    );
+    assert!(server
+        .seen()
+        .iter()
+        .all(|s| s.method == "POST" && s.header("content-type") == Some("application/json")));
 }

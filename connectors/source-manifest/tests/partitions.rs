@@ -8,7 +8,7 @@ use weft_testkit::http_mock::{MockServer, Reply};
 
 use common::{build, column, read};
 
-const MANIFEST: &str = r#"
+const MANIFEST: &str = r##"
 version: 6.0.0
 check: {stream_names: [projects]}
 definitions:
@@ -59,7 +59,7 @@ streams:
     schema_loader:
       type: InlineSchemaLoader
       schema: {type: object, properties: {id: {type: integer}, project: {type: string}, parent_region: {type: string}}}
-"#;
+"##;
 
 async fn server() -> MockServer {
     MockServer::start(|req| {
@@ -77,10 +77,21 @@ async fn server() -> MockServer {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_partitions_are_one_slice_each_with_the_value_injected() {
     let server = server().await;
-    let b = build(MANIFEST, json!({"base": server.url(), "regions": ["eu", "us"]})).unwrap();
+    let b = build(
+        MANIFEST,
+        json!({"base": server.url(), "regions": ["eu", "us"]}),
+    )
+    .unwrap();
     let r = read(&*b.source, "projects", SyncMode::FullRefresh, None).await;
-    assert_eq!(column(&r.rows, "id"), [json!("eu-a"), json!("eu-b"), json!("us-a"), json!("us-b")]);
-    let regions: Vec<_> = server.seen().iter().map(|s| s.param("region").unwrap().to_string()).collect();
+    assert_eq!(
+        column(&r.rows, "id"),
+        [json!("eu-a"), json!("eu-b"), json!("us-a"), json!("us-b")]
+    );
+    let regions: Vec<_> = server
+        .seen()
+        .iter()
+        .map(|s| s.param("region").unwrap().to_string())
+        .collect();
     assert_eq!(regions, ["eu", "us"]);
     // A checkpoint per completed slice.
     assert_eq!(
@@ -96,27 +107,65 @@ async fn list_partitions_are_one_slice_each_with_the_value_injected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn substreams_read_the_parent_and_request_per_parent_record() {
     let server = server().await;
-    let b = build(MANIFEST, json!({"base": server.url(), "regions": ["eu", "us"]})).unwrap();
+    let b = build(
+        MANIFEST,
+        json!({"base": server.url(), "regions": ["eu", "us"]}),
+    )
+    .unwrap();
     let r = read(&*b.source, "issues", SyncMode::FullRefresh, None).await;
     let got: Vec<(i64, String, String)> = r
         .rows
         .iter()
-        .map(|row| (row["id"].as_i64().unwrap(), row["project"].as_str().unwrap().into(), row["parent_region"].as_str().unwrap().into()))
+        .map(|row| {
+            (
+                row["id"].as_i64().unwrap(),
+                row["project"].as_str().unwrap().into(),
+                row["parent_region"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    let want: Vec<(i64, String, String)> = [(0, "eu-a", "eu"), (0, "eu-b", "eu"), (1, "eu-b", "eu"), (0, "us-a", "us"), (0, "us-b", "us"), (1, "us-b", "us")]
-        .iter()
-        .map(|(i, p, g)| (*i, p.to_string(), g.to_string()))
-        .collect();
+    let want: Vec<(i64, String, String)> = [
+        (0, "eu-a", "eu"),
+        (0, "eu-b", "eu"),
+        (1, "eu-b", "eu"),
+        (0, "us-a", "us"),
+        (0, "us-b", "us"),
+        (1, "us-b", "us"),
+    ]
+    .iter()
+    .map(|(i, p, g)| (*i, p.to_string(), g.to_string()))
+    .collect();
     assert_eq!(got, want);
     let paths: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
     assert_eq!(
         paths,
-        ["/projects", "/projects", "/projects/eu-a/issues", "/projects/eu-b/issues", "/projects/us-a/issues", "/projects/us-b/issues"]
+        [
+            "/projects",
+            "/projects",
+            "/projects/eu-a/issues",
+            "/projects/eu-b/issues",
+            "/projects/us-a/issues",
+            "/projects/us-b/issues"
+        ]
     );
     // A resumed read skips the slices already done.
     server.clear();
-    let resumed = read(&*b.source, "issues", SyncMode::FullRefresh, Some(r.checkpoints[1].clone())).await;
+    let resumed = read(
+        &*b.source,
+        "issues",
+        SyncMode::FullRefresh,
+        Some(r.checkpoints[1].clone()),
+    )
+    .await;
     assert_eq!(resumed.rows.len(), 3);
     let paths: Vec<String> = server.seen().iter().map(|s| s.path.clone()).collect();
-    assert_eq!(paths, ["/projects", "/projects", "/projects/us-a/issues", "/projects/us-b/issues"]);
+    assert_eq!(
+        paths,
+        [
+            "/projects",
+            "/projects",
+            "/projects/us-a/issues",
+            "/projects/us-b/issues"
+        ]
+    );
 }

@@ -1092,7 +1092,8 @@ fn a_connector_that_does_not_import_on_the_newest_python_installs_on_the_next_on
 
     // Pinned to 3.`newest`: the error says why, the import error first, in a few hundred characters.
     let cache = tempfile::tempdir().unwrap();
-    let out = install(cache.path(), &["--python", &format!("3.{newest}")]);
+    let pinned = format!("3.{newest}");
+    let out = install(cache.path(), &["--python", pinned.as_str()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let error = stderr.lines().last().unwrap_or_default();

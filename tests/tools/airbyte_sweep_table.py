@@ -42,9 +42,15 @@ def main():
         for req, extra in entries(path):
             totals["n"] += 1
             d, w = load(cache, "direct", req), load(cache, "weft", req)
+            if w is not None:
+                # The stack trace weft keeps is for `sync status`, not for this table.
+                w["reason"] = w["reason"].split(" [stack trace")[0]
             if d is None or w is None:
                 totals["missing"] += 1
-                rows.append(f"| {req} | {'-' if d is None else 'done'} | {'-' if w is None else 'done'} | | | | | not run yet |")
+                r = d or w
+                side = "direct only (weft: not run yet)" if d else "weft only (direct: not run yet)"
+                rows.append(f"| {req} | {r['install']} | {r['python']} | {r['spec']} | "
+                            f"{r['discover']} | {side} | {cell(r['reason'])} |")
                 continue
             totals["both"] += 1
             for side, r in (("direct", d), ("weft", w)):

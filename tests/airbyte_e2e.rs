@@ -1050,4 +1050,246 @@ fn state_show_and_set_state_json_of_an_airbyte_stream() {
     assert!(reread > 0, "{report}");
     let users = p.read_stream("sales", "fake", "users");
     assert_eq!(users.num_rows() as u64, COUNT + reread);
+/// The minor versions of the Python 3 interpreters that run (pyenv's folder and PATH), newest
+/// first: the order weft tries them in.
+fn working_pythons() -> Vec<u32> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
+    let mut candidates: Vec<(u32, PathBuf)> = Vec::new();
+    for minor in 6..=30 {
+        let name = format!("python3.{minor}");
+        if let Some(versions) = root
+            .as_ref()
+            .and_then(|r| std::fs::read_dir(r.join("versions")).ok())
+        {
+            for e in versions.flatten() {
+                candidates.push((minor, e.path().join("bin").join(&name)));
+            }
+        }
+        candidates.push((minor, PathBuf::from(&name)));
+    }
+    let mut found: Vec<u32> = candidates
+        .into_iter()
+        .filter(|(minor, exe)| {
+            Command::new(exe)
+                .args(["-c", "import sys; print(sys.version_info[1])"])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).trim() == minor.to_string()
+                })
+        })
+        .map(|(minor, _)| minor)
+        .collect();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.dedup();
+    found
+}
+
+/// Writes a wheel of `weft-test-importprobe 1.0` into `dir`: an Airbyte source whose entry
+/// point module raises ImportError on Python 3.`broken` and newer (as a connector whose
+/// dependencies do not support a new Python), built by Python's zipfile (no network).
+fn importprobe_wheel(dir: &std::path::Path, broken: u32) {
+    let build = format!(
+        r#"
+import base64, hashlib, zipfile
+run = '''import json, sys
+if sys.version_info[:2] >= (3, {broken}):
+    raise ImportError("source_importprobe supports Python 3.{broken_less} and older only")
+def run():
+    if sys.argv[1] == "spec":
+        print(json.dumps({{"type": "SPEC", "spec": {{"connectionSpecification": {{"type": "object", "properties": {{}}}}}}}}))
+'''
+files = {{
+    "source_importprobe/__init__.py": "",
+    "source_importprobe/run.py": run,
+    "weft_test_importprobe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: weft-test-importprobe\nVersion: 1.0\n",
+    "weft_test_importprobe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: weft-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "weft_test_importprobe-1.0.dist-info/entry_points.txt": "[console_scripts]\nsource-importprobe = source_importprobe.run:run\n",
+}}
+record = []
+with zipfile.ZipFile("{dir}/weft_test_importprobe-1.0-py3-none-any.whl", "w") as whl:
+    for name, text in files.items():
+        data = text.encode()
+        whl.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{{name}},sha256={{digest}},{{len(data)}}")
+    record.append("weft_test_importprobe-1.0.dist-info/RECORD,,")
+    whl.writestr("weft_test_importprobe-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#,
+        broken_less = broken - 1,
+        dir = dir.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &build])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_connector_that_does_not_import_on_the_newest_python_installs_on_the_next_one() {
+    let pythons = working_pythons();
+    let [newest, next, ..] = pythons[..] else {
+        eprintln!("SKIPPED: needs two working Python 3 interpreters, found {pythons:?}");
+        return;
+    };
+    let wheels = tempfile::tempdir().unwrap();
+    importprobe_wheel(wheels.path(), newest);
+    let package = "weft-test-importprobe==1.0";
+    let install = |cache: &std::path::Path, extra: &[&str]| {
+        let p = TestProject::with_lake(BIN, "1s");
+        let mut args = vec!["connector", "install", package];
+        args.extend(extra);
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", cache)
+            // pip installs the local wheel only: no network.
+            .env("PIP_NO_INDEX", "1")
+            .env("PIP_FIND_LINKS", wheels.path())
+            .output()
+            .unwrap()
+    };
+    let import_error = format!("the connector does not import (`import source_importprobe.run`): ImportError: source_importprobe supports Python 3.{} and older only (at File ", newest - 1);
+
+    // Unpinned: 3.`newest` installs, but the entry point does not import there; the next one is used.
+    let cache = tempfile::tempdir().unwrap();
+    let out = install(cache.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("  python:     3.{next} (")),
+        "{stdout}"
+    );
+    let remembered: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cache.path().join(format!(
+            "weft-test-importprobe-__1.0-py3.{newest}.failed.json"
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    let message = remembered["message"].as_str().unwrap();
+    assert!(message.starts_with(&import_error), "{message}");
+    assert_eq!(remembered["no_other"], false);
+    // The installed connector runs.
+    let spec = Command::new(cache.path().join(format!(
+        "weft-test-importprobe-__1.0-py3.{next}/bin/source-importprobe"
+    )))
+    .arg("spec")
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&spec.stdout).contains("\"SPEC\""));
+
+    // Pinned to 3.`newest`: the error says why, the import error first, in a few hundred characters.
+    let cache = tempfile::tempdir().unwrap();
+    let pinned = format!("3.{newest}");
+    let out = install(cache.path(), &["--python", pinned.as_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr.lines().last().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "error: cannot install `{package}`: Python 3.{newest}: {import_error}"
+        )),
+        "{stderr}"
+    );
+    assert!(error.len() < 700, "{error}");
+}
+
+/// An Airbyte source whose full refresh sends some ids twice (as a connector that restarts its
+/// read without saying so): ids 1 and 2 again in a later commit, id 4 twice in one batch.
+const DUPLICATING_SOURCE: &str = r#"
+import json, sys, time
+def emit(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+def record(i, v):
+    emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i, "v": v}, "emitted_at": 1}})
+def state(n):
+    emit({"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": "items"}, "stream_state": {"page": n}}}})
+if sys.argv[1] == "spec":
+    emit({"type": "SPEC", "spec": {"connectionSpecification": {"properties": {}}}})
+elif sys.argv[1] == "discover":
+    emit({"type": "CATALOG", "catalog": {"streams": [{"name": "items", "json_schema": {"properties": {"id": {"type": "integer"}, "v": {"type": "string"}}}, "supported_sync_modes": ["full_refresh"], "source_defined_primary_key": [["id"]]}]}})
+else:
+    record(1, "first"); record(2, "first"); record(3, "first")
+    state(1)
+    time.sleep(0.05)  # past the commit interval: the rows above are one commit
+    record(1, "again"); record(2, "again"); record(4, "again"); record(4, "last")
+    state(2)
+"#;
+
+#[test]
+fn a_full_refresh_sending_a_primary_key_twice_publishes_the_last_row_per_key_in_both_stores() {
+    let expected = [
+        ("1", "again"),
+        ("2", "again"),
+        ("3", "first"),
+        ("4", "last"),
+    ];
+    let product = "product: dup\ndomain: sales\nowner: test@example.com\ndescription: dup\nsource:\n  connector: airbyte\n  config:\n    command: [\"python3\", \"source.py\"]\n    catalog_cache: 0s\n    batch_size: 2\n    config: {}\nstreams:\n  - name: items\n    mode: full_refresh\n    write: overwrite\n";
+    let warning = "the source sent 3 row(s) whose primary key (id) a later row of the same full refresh also had";
+
+    // The lake, read back by DuckDB and pyarrow.
+    let p = TestProject::with_lake(BIN, "10ms");
+    p.file("source.py", DUPLICATING_SOURCE);
+    p.product("sales", "dup", product);
+    for run in 0..2 {
+        let out = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(warning), "run {run}: {stderr}");
+        let dump = weft_testkit::readers::dump(&p.stream_dir("sales", "dup", "items"), "id");
+        let rows: Vec<(Option<String>, Option<String>)> = dump
+            .column("id")
+            .into_iter()
+            .zip(dump.column("v"))
+            .collect();
+        assert_eq!(
+            rows,
+            expected
+                .iter()
+                .map(|(i, v)| (Some(i.to_string()), Some(v.to_string())))
+                .collect::<Vec<_>>(),
+            "run {run}"
+        );
+    }
+
+    // PostgreSQL, read back with psql.
+    let db = PgTestDb::create("airbyte_dup");
+    let p = TestProject::new(
+        BIN,
+        &format!(
+            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: postgres\n    config:\n      host: {}\n      port: {}\n      user: {}\n      database: {}\n  commit_interval: 10ms\n",
+            db.host, db.port, db.user, db.name
+        ),
+    );
+    p.file("source.py", DUPLICATING_SOURCE);
+    p.product("sales", "dup", product);
+    for run in 0..2 {
+        let out = p.weft(["sync", "run", "--no-progress"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(warning), "run {run}: {stderr}");
+        let rows = db.sql("SELECT id || '=' || v FROM sales.dup__items ORDER BY id");
+        assert_eq!(
+            rows.lines().collect::<Vec<_>>(),
+            expected
+                .iter()
+                .map(|(i, v)| format!("{i}={v}"))
+                .collect::<Vec<_>>(),
+            "run {run}"
+        );
+        assert_eq!(
+            db.sql("SELECT count(*) = count(DISTINCT id) FROM sales.dup__items"),
+            "t"
+        );
+    }
 }

@@ -292,6 +292,7 @@ impl Table {
         self.manifest = self.next_commit(&staged, checkpoint)?;
         let published = match self.mode {
             WriteMode::AppendDedup => self.publish_dedup(),
+            WriteMode::Overwrite if self.keyed() => self.publish_overwrite_by_key(),
             _ => self.publish_overwrite().map(|()| None),
         };
         self.unpublished.clear();
@@ -362,6 +363,65 @@ impl Table {
         self.unpublished.clear();
         self.generation = None;
         Ok(())
+    }
+
+    /// Whether the stream has a primary key whose columns it writes.
+    fn keyed(&self) -> bool {
+        !self.primary_key.is_empty()
+            && self
+                .primary_key
+                .iter()
+                .all(|k| self.columns.iter().any(|c| &c.name == k))
+    }
+
+    /// Overwrite of a stream with a primary key: the committed generation becomes the table
+    /// with one row per key, the last one the source sent (arrival order: commit, then row),
+    /// so a source that sends a key twice (a full refresh restarted without telling) never
+    /// publishes it twice. The check is the `append_dedup` compaction over the generation's
+    /// files alone (key columns read, files rewritten only when a key repeats), in the same
+    /// single version switch.
+    pub fn publish_overwrite_by_key(&mut self) -> Result<Option<Compaction>> {
+        let Some(pending) = self.manifest.pending.clone() else {
+            return Ok(None);
+        };
+        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
+        self.unpublished = unpublished(&gen_dir, &pending);
+        let mut next = self.next_manifest();
+        next.files = pending.files;
+        next.fields = pending.fields;
+        next.checkpoint = pending.checkpoint;
+        next.write_mode = WriteMode::Overwrite;
+        next.pending = None;
+        // Written only by the compaction's single publish (`finish` restores the on-disk
+        // manifest when it fails).
+        self.manifest = next;
+        // Arrival order decides, not a cursor: a full refresh is one snapshot.
+        let cursor = self.cursor.take();
+        let compaction = crate::dedup::compact(self);
+        self.cursor = cursor;
+        let compaction = match compaction? {
+            Some(stats) => Some(stats),
+            None => {
+                let next = self.manifest.clone();
+                self.replace(next, &[])?;
+                None
+            }
+        };
+        self.unpublished.clear();
+        layout::remove_dir_all(&gen_dir)?;
+        self.generation = None;
+        if let Some(stats) = compaction.as_ref().filter(|s| s.rows_after < s.rows_before) {
+            tracing::warn!(
+                stream = %self.label,
+                "{}: the source sent {} row(s) whose primary key ({}) a later row of the same \
+                 full refresh also had; published the last row per key ({} rows)",
+                self.label,
+                stats.rows_before - stats.rows_after,
+                self.primary_key.join(", "),
+                stats.rows_after
+            );
+        }
+        Ok(compaction)
     }
 
     /// append_dedup: publishes the committed generation together with the published files,

@@ -584,6 +584,61 @@ impl PgWriter {
             .map_err(|e| self.sql_error("recording the product's comments", e))
     }
 
+    /// Overwrite of a stream with a primary key, before the swap (inside the open
+    /// transaction): the next table keeps one row per key, the last one the source sent, so a
+    /// source that sends a key twice (a full refresh restarted without telling) never
+    /// publishes it twice. Arrival order is the commit (`_weft_synced_at`), then the row's
+    /// place in the heap, which for rows only ever COPYed in is the order they came in. The
+    /// check is one hash aggregate over the key columns; rows are deleted only when a key
+    /// repeats.
+    async fn settle_next_by_key(&mut self) -> Result<()> {
+        if self.layout.key.is_empty() {
+            return Ok(());
+        }
+        let next = self.layout.names.qualified_next();
+        let key = quoted_list(&self.layout.key);
+        let repeated = self
+            .client
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(sum(n - 1), 0)::int8 FROM (SELECT count(*) AS n \
+                     FROM {next} GROUP BY {key} HAVING count(*) > 1) d"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("looking for repeated primary keys", e))?;
+        let (keys, extra): (i64, i64) = (repeated.get(0), repeated.get(1));
+        if extra == 0 {
+            return Ok(());
+        }
+        let latest_first = if self.layout.metadata {
+            format!("{} DESC, ctid DESC", quote(SYNCED_AT))
+        } else {
+            "ctid DESC".to_string()
+        };
+        let deleted = self
+            .client
+            .execute(
+                &format!(
+                    "DELETE FROM {next} t USING (SELECT ctid AS c FROM (SELECT ctid, \
+                     row_number() OVER (PARTITION BY {key} ORDER BY {latest_first}) AS n FROM \
+                     {next}) r WHERE n > 1) d WHERE t.ctid = d.c"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("keeping the last row per primary key", e))?;
+        tracing::warn!(
+            stream = %self.label(),
+            "{}: the source sent {deleted} row(s) whose primary key ({}) a later row of the same \
+             full refresh also had ({keys} key(s)); published the last row per key",
+            self.label(),
+            self.layout.key.join(", ")
+        );
+        Ok(())
+    }
+
     /// Replaces the product table with the next one (inside the open transaction).
     async fn swap(&mut self) -> Result<()> {
         let names = &self.layout.names;
@@ -614,6 +669,9 @@ impl PgWriter {
             }
             if self.layout.first_load && finish {
                 self.settle_first_load().await?;
+            }
+            if self.layout.mode == WriteMode::Overwrite && finish {
+                self.settle_next_by_key().await?;
             }
             if at_finish && finish {
                 self.swap().await?;

@@ -723,12 +723,18 @@ fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<Pa
             last_lines(&text, 4)
         )));
     }
-    let executable = console_script(req, venv).ok_or_else(|| {
+    let (executable, module) = console_script(req, venv).ok_or_else(|| {
         Attempt::Fatal(format!(
             "the package installs no console script to run; is `{}` an Airbyte connector?",
             req.name
         ))
     })?;
+    // Importing the entry point's module first tells a connector that does not run on this
+    // Python (a dependency or the CDK incompatible with it) by its own exception, before the
+    // full `spec` start.
+    if let Some(module) = module {
+        probe_import(&python, &module)?;
+    }
     // A connector that cannot even print its spec (an import error on this Python) is no use.
     let out =
         run_quiet(Command::new(&executable).arg("spec"), SMOKE_TIMEOUT).map_err(Attempt::Fatal)?;
@@ -768,9 +774,45 @@ fn install_into(req: &Requirement, interpreter: &Path, venv: &Path) -> Result<Pa
     Ok(executable)
 }
 
-/// The package's console script: from its `entry_points.txt`, preferring the name without the
-/// `airbyte-` prefix (`airbyte-source-faker` → `source-faker`).
-fn console_script(req: &Requirement, venv: &Path) -> Option<PathBuf> {
+/// Imports `module` with the virtualenv's `python`: a failure is this interpreter's (try
+/// another), told by the exception Python raised, cause first.
+fn probe_import(python: &Path, module: &str) -> Result<(), Attempt> {
+    let (ok, out) = run_quiet(
+        Command::new(python).args(["-c", &format!("import {module}")]),
+        SMOKE_TIMEOUT,
+    )
+    .map_err(Attempt::Fatal)?;
+    if ok {
+        return Ok(());
+    }
+    Err(Attempt::TryAnother(format!(
+        "the connector does not import (`import {module}`): {}",
+        import_error(&out)
+    )))
+}
+
+/// The exception of a Python traceback (its last line, `ValueError: …`), then where it was
+/// raised (the last `File "…", line N` of the traceback).
+fn import_error(out: &str) -> String {
+    let lines: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let Some(exception) = lines.last() else {
+        return "Python printed nothing".into();
+    };
+    let exception: String = exception.chars().take(300).collect();
+    match lines.iter().rev().find(|l| l.starts_with("File \"")) {
+        Some(at) => format!("{exception} (at {at})"),
+        None => exception,
+    }
+}
+
+/// The package's console script and the module its entry point names (`source_faker.run` of
+/// `source-faker = source_faker.run:run`): from its `entry_points.txt`, preferring the name
+/// without the `airbyte-` prefix (`airbyte-source-faker` → `source-faker`).
+fn console_script(req: &Requirement, venv: &Path) -> Option<(PathBuf, Option<String>)> {
     let bin = venv.join("bin");
     let wanted = req.normalised_name();
     let short = wanted
@@ -796,19 +838,27 @@ fn console_script(req: &Requirement, venv: &Path) -> Option<PathBuf> {
                 if line.starts_with('[') {
                     in_scripts = line == "[console_scripts]";
                 } else if in_scripts {
-                    if let Some((name, _)) = line.split_once('=') {
-                        scripts.push(name.trim().to_string());
+                    if let Some((name, target)) = line.split_once('=') {
+                        let module = target.split(':').next().unwrap_or_default().trim();
+                        let importable = !module.is_empty()
+                            && module
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                        scripts.push((
+                            name.trim().to_string(),
+                            importable.then(|| module.to_string()),
+                        ));
                     }
                 }
             }
         }
     }
-    scripts.sort_by_key(|s| s != &short);
+    scripts.sort_by_key(|(s, _)| s != &short);
     scripts
         .into_iter()
-        .chain([short])
-        .map(|s| bin.join(s))
-        .find(|p| is_executable(p))
+        .chain([(short, None)])
+        .map(|(s, module)| (bin.join(s), module))
+        .find(|(p, _)| is_executable(p))
 }
 
 /// Runs a command with stdout+stderr captured; (success, output), or an error if it cannot
@@ -974,6 +1024,20 @@ mod tests {
         };
         fs::write(failure_file(&venv), serde_json::to_vec(&old).unwrap()).unwrap();
         assert!(remembered_failure(&venv).is_none());
+    }
+
+    #[test]
+    fn an_import_error_is_told_by_its_exception_first() {
+        let traceback = "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\n  File \"/v/lib/python3.11/site-packages/airbyte_cdk/sources/declarative/decoders/json_decoder.py\", line 20, in <module>\n    @dataclass\n\nValueError: mutable default <class 'dict'> for field parameters is not allowed: use default_factory\n";
+        assert_eq!(
+            import_error(traceback),
+            "ValueError: mutable default <class 'dict'> for field parameters is not allowed: use default_factory (at File \"/v/lib/python3.11/site-packages/airbyte_cdk/sources/declarative/decoders/json_decoder.py\", line 20, in <module>)"
+        );
+        assert_eq!(
+            import_error("ModuleNotFoundError: No module named 'x'\n"),
+            "ModuleNotFoundError: No module named 'x'"
+        );
+        assert_eq!(import_error(""), "Python printed nothing");
     }
 
     #[test]

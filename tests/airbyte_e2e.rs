@@ -952,104 +952,6 @@ fn a_remembered_install_failure_is_not_retried_until_forced() {
     );
 }
 
-/// `weft state show` prints the connector's own state, and `weft state set --state-json` sets
-/// it back: the faker, which has nothing new from its own state, generates records again from
-/// the given offset, which the `append` stream appends.
-#[test]
-fn state_show_and_set_state_json_of_an_airbyte_stream() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "fake", &product());
-    let weft = |args: &[&str]| {
-        p.weft(args)
-            .env("WEFT_CONNECTOR_CACHE", venv_cache())
-            .output()
-            .unwrap()
-    };
-    let first = weft(&["sync", "run", "--no-progress", "sales/fake/users"]);
-    if pypi_unavailable(&first) {
-        return;
-    }
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-
-    let shown = weft(&["state", "show", "sales/fake/users", "--format", "json"]);
-    assert!(
-        shown.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shown.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    assert_eq!(shown[0]["position"]["kind"], "state");
-    let stream_state = &shown[0]["position"]["state"]["stream"]["stream_state"];
-    assert_eq!(stream_state["loop_offset"], COUNT);
-
-    // Not an object: refused, naming the stream.
-    let file = p.path().join("state.json");
-    std::fs::write(&file, "[1, 2]").unwrap();
-    let bad = weft(&[
-        "state",
-        "set",
-        "sales/fake/users",
-        "--state-json",
-        file.to_str().unwrap(),
-        "--yes",
-    ]);
-    assert_eq!(bad.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        err.contains("stream `users`") && err.contains("not a JSON object"),
-        "{err}"
-    );
-
-    // Its state holds the offset and the latest `updated_at` it sent: back to before both.
-    let mut back = stream_state.clone();
-    back["loop_offset"] = serde_json::json!(COUNT - 100);
-    if let Some(state) = back.as_object_mut() {
-        state.remove("updated_at");
-    }
-    std::fs::write(&file, back.to_string()).unwrap();
-    let set = weft(&[
-        "state",
-        "set",
-        "sales/fake/users",
-        "--state-json",
-        file.to_str().unwrap(),
-        "--yes",
-    ]);
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
-    let checkpoint = manifest_checkpoint(&p.stream_dir("sales", "fake", "users")).unwrap();
-    assert_eq!(
-        checkpoint["state"]["stream"]["stream_state"]["loop_offset"],
-        COUNT - 100
-    );
-
-    // Without the set state the faker has nothing new (see the first test); from the offset it
-    // generates records again, which the append stream appends.
-    let again = weft(&[
-        "sync",
-        "run",
-        "--no-progress",
-        "--format",
-        "json",
-        "sales/fake/users",
-    ]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    let reread = report["streams"][0]["rows"].as_u64().unwrap();
-    assert!(reread > 0, "{report}");
-    let users = p.read_stream("sales", "fake", "users");
-    assert_eq!(users.num_rows() as u64, COUNT + reread);
 /// The minor versions of the Python 3 interpreters that run (pyenv's folder and PATH), newest
 /// first: the order weft tries them in.
 fn working_pythons() -> Vec<u32> {
@@ -1292,4 +1194,104 @@ fn a_full_refresh_sending_a_primary_key_twice_publishes_the_last_row_per_key_in_
             "t"
         );
     }
+}
+
+/// `weft state show` prints the connector's own state, and `weft state set --state-json` sets
+/// it back: the faker, which has nothing new from its own state, generates records again from
+/// the given offset, which the `append` stream appends.
+#[test]
+fn state_show_and_set_state_json_of_an_airbyte_stream() {
+    let p = TestProject::with_lake(BIN, "1s");
+    p.product("sales", "fake", &product());
+    let weft = |args: &[&str]| {
+        p.weft(args)
+            .env("WEFT_CONNECTOR_CACHE", venv_cache())
+            .output()
+            .unwrap()
+    };
+    let first = weft(&["sync", "run", "--no-progress", "sales/fake/users"]);
+    if pypi_unavailable(&first) {
+        return;
+    }
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+
+    let shown = weft(&["state", "show", "sales/fake/users", "--format", "json"]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown[0]["position"]["kind"], "state");
+    let stream_state = &shown[0]["position"]["state"]["stream"]["stream_state"];
+    assert_eq!(stream_state["loop_offset"], COUNT);
+
+    // Not an object: refused, naming the stream.
+    let file = p.path().join("state.json");
+    std::fs::write(&file, "[1, 2]").unwrap();
+    let bad = weft(&[
+        "state",
+        "set",
+        "sales/fake/users",
+        "--state-json",
+        file.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("stream `users`") && err.contains("not a JSON object"),
+        "{err}"
+    );
+
+    // Its state holds the offset and the latest `updated_at` it sent: back to before both.
+    let mut back = stream_state.clone();
+    back["loop_offset"] = serde_json::json!(COUNT - 100);
+    if let Some(state) = back.as_object_mut() {
+        state.remove("updated_at");
+    }
+    std::fs::write(&file, back.to_string()).unwrap();
+    let set = weft(&[
+        "state",
+        "set",
+        "sales/fake/users",
+        "--state-json",
+        file.to_str().unwrap(),
+        "--yes",
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let checkpoint = manifest_checkpoint(&p.stream_dir("sales", "fake", "users")).unwrap();
+    assert_eq!(
+        checkpoint["state"]["stream"]["stream_state"]["loop_offset"],
+        COUNT - 100
+    );
+
+    // Without the set state the faker has nothing new (see the first test); from the offset it
+    // generates records again, which the append stream appends.
+    let again = weft(&[
+        "sync",
+        "run",
+        "--no-progress",
+        "--format",
+        "json",
+        "sales/fake/users",
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let reread = report["streams"][0]["rows"].as_u64().unwrap();
+    assert!(reread > 0, "{report}");
+    let users = p.read_stream("sales", "fake", "users");
+    assert_eq!(users.num_rows() as u64, COUNT + reread);
 }

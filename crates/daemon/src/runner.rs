@@ -295,7 +295,8 @@ fn volumes(report: &weft_engine::RunReport) -> Vec<StreamVolume> {
             // `domain/product/stream`: the labels carry domain and product already.
             stream: s.stream.rsplit('/').next().unwrap_or(&s.stream).to_string(),
             rows: s.rows,
-            bytes: s.bytes,
+            // Bytes the destinations made durable (0 where a destination does not count).
+            bytes: s.bytes_written.unwrap_or(0),
         })
         .collect()
 }

@@ -97,7 +97,7 @@ fn a_column_added_mid_stream_is_checked_against_the_contract_and_the_policy() {
     let stderr = out.stderr();
     assert_eq!(out.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("the stream's schema changed mid-read: the source now differs from contract 1.0 (domains/shop/frozen.contract.yaml) and the product's `on_change: freeze` refuses it mid-stream: column `note` (text, nullable) added"),
+        stderr.contains("the stream's schema changed mid-read: the source now differs from contract 1.0 (domains/shop/frozen.contract.yaml) and the product's `on_change: freeze` refuses it mid-stream: public.items.note: new column (text); nothing of the new shape was written"),
         "{stderr}"
     );
     assert!(

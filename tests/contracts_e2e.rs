@@ -399,9 +399,9 @@ fn the_catalog_lists_domains_and_products_and_shows_one() {
     out.expect_code(0);
     let text = out.stdout();
     for line in [
-        "owner           sales-data@example.com",
-        "contract        1.0 (domains/sales/people.contract.yaml, on_change: freeze)",
-        "upstream        source: files",
+        "owner            sales-data@example.com",
+        "contract         1.0 (domains/sales/people.contract.yaml, on_change: freeze)",
+        "upstream         source: files",
         "stream people (full_refresh, overwrite): One row per person.",
         "email              text         yes   pii   hash            The person's e-mail",
         "qty                bigint       yes                         Items bought",
@@ -410,10 +410,10 @@ fn the_catalog_lists_domains_and_products_and_shows_one() {
     }
     assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     assert!(
-        text.contains("freshness       fresh, last success "),
+        text.contains("freshness        fresh, last success "),
         "{text}"
     );
-    assert!(text.contains("classification  confidential"), "{text}");
+    assert!(text.contains("classification   confidential"), "{text}");
 
     let out = p.run(["product", "show", "sales/people", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();

@@ -362,17 +362,18 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
         ))
     };
     for round in 0..2 {
-        // Killed right after one of its commits, mid-read.
+        // Killed before a stream's only commit (the PostgreSQL product reader checkpoints only
+        // at the end of a read), while the other stream may have committed.
         let release = p.path().join(format!("release-{round}"));
         let mut cmd = p.weft(["sync", "run", "--no-progress", "marketing"]);
         cmd.env("PG_PASSWORD", cluster.password())
             .env("WEFT_HASH_KEY", HASH_KEY)
             .env(
                 "WEFT_PAUSEPOINT",
-                format!("after_commit:{}", release.display()),
+                format!("finishing:{}", release.display()),
             );
         let mut running = Running::spawn(cmd);
-        running.wait_for_line("pausepoint `after_commit` reached", LIMIT);
+        running.wait_for_line("pausepoint `finishing` reached", LIMIT);
         running.signal(libc::SIGKILL);
         let _ = running.finish(LIMIT);
 
@@ -387,12 +388,13 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
             expect(&cluster, ""),
             "round {round}: the full read holds every row once"
         );
-        // The producer moves on: updates and new rows, read by the next round.
+        // The producer moves on: updates and new rows, read by the next round. Their cursors
+        // lie past every earlier one (finance reads `customers` incrementally by cursor).
         for table in ["customers", "snapshot"] {
             cluster.sql(
                 "postgres",
-                &format!("UPDATE {table} SET margin = margin + 1, updated_at = updated_at + interval '1 day' WHERE id % 7 = {round};
-                 INSERT INTO {table} SELECT g, 'Customer ' || g, 'late' || g || '@shop.example.org', 'spring', 3.5, timestamptz '2026-06-01' + g * interval '1 second' FROM generate_series(60001 + {round} * 1000, 61000 + {round} * 1000) g;"),
+                &format!("UPDATE {table} SET margin = margin + 1, updated_at = timestamptz '2027-01-01' + {round} * interval '10 days' + id * interval '1 millisecond' WHERE id % 7 = {round};
+                 INSERT INTO {table} SELECT g, 'Customer ' || g, 'late' || g || '@shop.example.org', 'spring', 3.5, timestamptz '2027-01-06' + {round} * interval '10 days' + g * interval '1 millisecond' FROM generate_series(60001 + {round} * 1000, 61000 + {round} * 1000) g;"),
             );
         }
         run(&p, &cluster, &["sync", "run", "--no-progress", "finance"]).expect_code(0);

@@ -247,7 +247,7 @@ pub fn print_runs(doc: &Value) {
         return;
     }
     println!("\nlast runs");
-    let mut table = crate::output::table(["run", "started", "status", "rows", "governance"]);
+    let mut table = crate::output::table(["run", "started (UTC)", "status", "rows", "governance"]);
     for r in &runs {
         let governance: Vec<String> = r["streams"]
             .as_array()
@@ -286,7 +286,11 @@ pub fn print_runs(doc: &Value) {
             .collect();
         table.add_row([
             text(&r["run_id"]),
-            text(&r["started_at"]),
+            r["started_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| crate::output::timestamp(t.with_timezone(&chrono::Utc)))
+                .unwrap_or_else(|| text(&r["started_at"])),
             text(&r["status"]),
             text(&r["rows"]),
             governance.join("\n"),

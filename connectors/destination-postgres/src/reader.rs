@@ -4,8 +4,9 @@
 //! Streams are found in the domain schema's control table (`_weft_checkpoints`, which names
 //! each table's domain, product and stream); weft's own columns (`_weft_*`) are left out.
 //!
-//! Reads are keyset scans, so a reader killed mid-read resumes after the last row it yielded,
-//! with no loss and no duplicate:
+//! Reads are keyset scans that checkpoint only at their end: a reader killed mid-read starts
+//! over from the last complete position (resuming after the last row yielded lost rows in the
+//! crash test, cause not found yet; the saved position still names the last row read):
 //! - **full refresh** reads the table in key order (the primary key of an `append_dedup`
 //!   table, else `ctid`, stable in tables weft only appends to). The checkpoint names the
 //!   table's OID: an overwrite swapping the table in while a full read was interrupted is an
@@ -628,12 +629,10 @@ impl PgProductReader {
                 }
                 state.after = Some(after);
                 batch.clear();
-                if tx.send(Ok(SourceMessage::Records(records))).await.is_err()
-                    || tx
-                        .send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))))
-                        .await
-                        .is_err()
-                {
+                // No checkpoint per batch: a consumer resumed from one lost rows in the crash
+                // test (sharing_pg_e2e; cause not found yet), so a read commits only at its end
+                // and a killed read starts over from the last complete position.
+                if tx.send(Ok(SourceMessage::Records(records))).await.is_err() {
                     return Ok(());
                 }
             }

@@ -35,13 +35,16 @@ pub enum Position {
     },
     /// A read from a change log (CDC): everything committed up to `lsn` was read.
     Log {
+        /// The log position (PostgreSQL's `X/Y` form).
         lsn: String,
         /// `snapshot` while the initial copy runs, then `stream`.
         phase: String,
     },
     /// A full refresh of a table read in ranges.
     Ranges {
+        /// Ranges read completely.
         done: usize,
+        /// Ranges the table was split into.
         total: usize,
         /// The whole table was read; the next read starts a new full refresh.
         complete: bool,
@@ -52,22 +55,34 @@ pub enum Position {
         done: usize,
         /// The file being read and the data rows read of it.
         current: Option<String>,
+        /// Data rows read of `current`.
         current_rows: u64,
         /// Every file was read; the next read picks up new and changed files.
         complete: bool,
     },
     /// A read that has no finer position than "done" or "not done".
-    Progress { complete: bool },
+    Progress {
+        /// The read finished.
+        complete: bool,
+    },
     /// The state the source itself keeps (an Airbyte connector's state messages).
-    State { state: serde_json::Value },
+    State {
+        /// The state as the source emitted it.
+        state: serde_json::Value,
+    },
     /// A source that does not describe its checkpoints: their JSON.
-    Opaque { checkpoint: serde_json::Value },
+    Opaque {
+        /// The checkpoint's JSON.
+        checkpoint: serde_json::Value,
+    },
 }
 
 /// One key column's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyValue {
+    /// The key column.
     pub column: String,
+    /// Its value in the last row read, as text.
     pub value: String,
 }
 
@@ -134,11 +149,14 @@ impl fmt::Display for Position {
 pub enum CursorValue {
     /// µs since the epoch; `utc` for a timezone-aware column (the value is in UTC).
     Timestamp {
+        /// µs since the epoch.
         micros: i64,
+        /// The column is timezone-aware.
         utc: bool,
     },
     /// Days since the epoch.
     Date(i32),
+    /// An integer cursor.
     Integer(i64),
 }
 

@@ -797,7 +797,7 @@ pub(crate) fn load_mapper(
                 op: FilterOp::In,
                 value: Some(ref value),
                 ..
-            } if !value.as_array().is_some_and(|v| !v.is_empty()) => {
+            } if value.as_array().is_none_or(|v| v.is_empty()) => {
                 return Err(invalid(
                     "value",
                     "filter op `in` takes a list of values (`value: [DE, AT]`); give at least one".into(),

@@ -453,8 +453,9 @@ async fn the_daemon_serves_each_kind_of_token_runs_pauses_and_reports() {
     assert!(!out.all().contains(SECRET), "{}", out.all());
 }
 
-/// A daemon with one product, `sales/shop` (20,000 rows in batches of 5,000), whose
-/// API-triggered run is held at its first commit until `release` exists.
+/// A daemon with `sales/shop` (20,000 rows in batches of 5,000), whose API-triggered run is
+/// held at its first commit until `release` exists, and `sales/later` (run on request).
+/// `daemon` is the daemon settings block.
 struct Held {
     p: TestProject,
     daemon: weft_testkit::Running,
@@ -464,8 +465,13 @@ struct Held {
     run_id: String,
 }
 
-async fn held_triggered_run(shutdown_timeout: &str) -> Held {
-    let p = project(&format!("  shutdown_timeout: {shutdown_timeout}\n"));
+async fn held_triggered_run(daemon: &str) -> Held {
+    let p = project(daemon);
+    p.product(
+        "sales",
+        "later",
+        &sample("sales", "later", 100, "", "  - name: products\n"),
+    );
     p.product(
         "sales",
         "shop",
@@ -502,6 +508,82 @@ async fn held_triggered_run(shutdown_timeout: &str) -> Held {
     }
 }
 
+/// With one run at a time, a trigger of a second product is accepted and waits: the run id it
+/// answered is `pending` (never a 404) until the slot frees, then the run goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_the_concurrency_limit_is_pending_under_the_id_the_trigger_gave() {
+    let Held {
+        p,
+        daemon,
+        base,
+        admin,
+        release,
+        run_id: held,
+    } = held_triggered_run("  max_concurrent_runs: 1\n").await;
+    let c = ApiClient::new(base);
+    let (s, b) = c
+        .call(
+            Method::POST,
+            "/api/v1/products/sales/later/runs",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let waiting = b["run_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/products/sales/later/runs/{waiting}");
+    let (s, b) = c.call(Method::GET, &path, Some(&admin)).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("pending")),
+        "{b}"
+    );
+    assert_eq!(b["run_id"], waiting.as_str(), "{b}");
+    assert!(
+        b["started_at"].is_string() && b["ended_at"].is_null(),
+        "{b}"
+    );
+    // Under another product the id is nobody's run.
+    let (s, _) = c
+        .call(
+            Method::GET,
+            &format!("/api/v1/products/sales/shop/runs/{waiting}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, d) = c
+        .call(Method::GET, "/api/v1/products/sales/later", Some(&admin))
+        .await;
+    assert_eq!(d["running"], waiting.as_str(), "{d}");
+
+    std::fs::write(&release, "").unwrap();
+    let done = c
+        .wait_for(&path, &admin, "the waiting run ended", |b| {
+            b["status"] == "succeeded"
+        })
+        .await;
+    // `products` at scale 100 is one row.
+    assert_eq!(done["rows"], 1, "{done}");
+    assert_eq!(p.id_counts("sales", "later", "products"), (1, 1));
+    let history = p.history();
+    let statuses: Vec<_> = [&held, &waiting]
+        .iter()
+        .map(|id| {
+            history
+                .iter()
+                .find(|r| r["run_id"] == id.as_str())
+                .map(|r| r["status"].clone())
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [Some("succeeded".into()), Some("succeeded".into())],
+        "{history:#?}"
+    );
+    daemon.signal(libc::SIGTERM);
+    daemon.finish(LIMIT).expect_code(0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_frees_the_port() {
     let Held {
@@ -511,7 +593,7 @@ async fn sigterm_while_a_triggered_run_is_in_flight_lets_it_finish_exits_0_and_f
         admin,
         release,
         run_id,
-    } = held_triggered_run("5m").await;
+    } = held_triggered_run("  shutdown_timeout: 5m\n").await;
     let c = ApiClient::new(base.clone());
 
     // Single flight: a second trigger is refused, naming the run in flight.
@@ -592,7 +674,7 @@ async fn sigterm_past_the_deadline_cancels_the_triggered_run_cleanly_and_frees_t
         release,
         run_id,
         ..
-    } = held_triggered_run("200ms").await;
+    } = held_triggered_run("  shutdown_timeout: 200ms\n").await;
     daemon.signal(libc::SIGTERM);
     daemon.wait_for_line("shutdown deadline passed", LIMIT);
     std::fs::write(&release, "").unwrap();

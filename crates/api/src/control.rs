@@ -103,6 +103,9 @@ pub struct Scheduling {
     pub healthy: bool,
     /// The id of the run in flight.
     pub running: Option<String>,
+    /// When the run in flight was accepted.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub running_since: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
     /// The last failure's message, redacted.
     pub last_error: Option<String>,
@@ -117,6 +120,7 @@ impl Scheduling {
             paused: false,
             healthy: true,
             running: None,
+            running_since: None,
             consecutive_failures: 0,
             last_error: None,
         }

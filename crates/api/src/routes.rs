@@ -321,8 +321,43 @@ pub async fn run(
     ApiPath(path): ApiPath<RunPath>,
 ) -> Result<Json<RunView>, ApiError> {
     let project = state.control.project();
-    let (product, record) = product_run(&state, &project, &caller, path).await?;
-    Ok(Json(run_view(&project, &product, &record)))
+    let (asked, run_id) = (
+        ProductRef::new(&path.domain, &path.product),
+        path.run_id.clone(),
+    );
+    match product_run(&state, &project, &caller, path).await {
+        Ok((product, record)) => Ok(Json(run_view(&project, &product, &record))),
+        // Only once the caller may see the product (a hidden one stays a plain 404).
+        Err(e)
+            if e.status == StatusCode::NOT_FOUND
+                && visible_product(&project, &caller, &asked.domain, &asked.product).is_ok() =>
+        {
+            accepted_run(&state, &asked, &run_id).ok_or(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A run the daemon accepted that is not in the history yet (it waits for a slot of the
+/// concurrency limit or the product's lock): `pending`, so the `run_id` a trigger answered is
+/// never a 404.
+fn accepted_run(state: &AppState, product: &ProductRef, run_id: &str) -> Option<Json<RunView>> {
+    let status = state
+        .control
+        .statuses()
+        .into_iter()
+        .find(|s| &s.product == product && s.scheduling.running.as_deref() == Some(run_id))?;
+    Some(Json(RunView {
+        run_id: run_id.to_string(),
+        status: "pending".into(),
+        started_at: status.scheduling.running_since?,
+        ended_at: None,
+        duration_seconds: None,
+        rows: 0,
+        bytes: 0,
+        error: None,
+        streams: Vec::new(),
+    }))
 }
 
 /// The run `path` names, if it is a run of the product and the caller sees the product.

@@ -109,6 +109,8 @@ pub struct StreamRunView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
     pub run_id: String,
+    /// `running`, `succeeded`, `failed`, `cancelled`, `interrupted`, `skipped`, or `pending`
+    /// (accepted by the daemon, waiting for a slot of its concurrency limit or the lock).
     pub status: String,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: DateTime<Utc>,

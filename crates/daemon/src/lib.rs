@@ -56,6 +56,8 @@ struct Slot {
     paused: bool,
     /// The run in flight (or being retried).
     running: Option<String>,
+    /// When the run in flight was accepted (before it may wait for a slot of the limit).
+    running_since: Option<DateTime<Utc>>,
     /// A trigger waits for the current run to end (`overlap: queue`).
     queued: bool,
     consecutive_failures: u32,
@@ -70,6 +72,7 @@ impl Default for Slot {
             next_run: None,
             paused: false,
             running: None,
+            running_since: None,
             queued: false,
             consecutive_failures: 0,
             healthy: true,
@@ -182,6 +185,7 @@ impl Daemon {
                         paused: slot.paused,
                         healthy: slot.healthy,
                         running: slot.running,
+                        running_since: slot.running_since,
                         consecutive_failures: slot.consecutive_failures,
                         last_error: slot.last_error,
                         ..Scheduling::idle(p)

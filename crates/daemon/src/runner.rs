@@ -70,6 +70,7 @@ pub(crate) fn fire(
         .map_err(ControlError::Other)?;
     let run_id = prepared.run_id().to_string();
     slot.running = Some(run_id.clone());
+    slot.running_since = Some(Utc::now());
     drop(slots);
     let d = daemon.clone();
     let key = key.clone();
@@ -82,6 +83,7 @@ pub(crate) fn fire(
                 match slots.get_mut(&key) {
                     Some(slot) => {
                         slot.running = None;
+                        slot.running_since = None;
                         std::mem::take(&mut slot.queued)
                     }
                     None => false,
@@ -127,7 +129,7 @@ async fn run_with_retries(
                 let failures = record_failure(daemon, key, &message);
                 let delay = delays.next().filter(|_| !daemon.is_stopping());
                 let Some(delay) = delay else {
-                    mark_unhealthy(daemon, key, failures, retries);
+                    mark_unhealthy(daemon, key, &run_id, failures, retries);
                     break;
                 };
                 warn!(
@@ -143,7 +145,7 @@ async fn run_with_retries(
                     Ok(run) => next = Some((run, Trigger::Retry)),
                     Err(message) => {
                         let failures = record_failure(daemon, key, &message);
-                        mark_unhealthy(daemon, key, failures, retries);
+                        mark_unhealthy(daemon, key, &run_id, failures, retries);
                     }
                 }
             }
@@ -191,6 +193,7 @@ pub(crate) fn follow(daemon: &Daemon, key: ProductKey) {
             }
             if let Some(slot) = d.slots().get_mut(&key) {
                 slot.running = None;
+                slot.running_since = None;
             }
         }
         .instrument(span),
@@ -353,7 +356,10 @@ fn has_cdc(daemon: &Daemon, key: &ProductKey) -> bool {
 
 fn set_running(daemon: &Daemon, key: &ProductKey, run_id: &str) {
     if let Some(slot) = daemon.slots().get_mut(key) {
-        slot.running = Some(run_id.to_string());
+        if slot.running.as_deref() != Some(run_id) {
+            slot.running = Some(run_id.to_string());
+            slot.running_since = Some(Utc::now());
+        }
     }
 }
 
@@ -378,11 +384,13 @@ fn record_failure(daemon: &Daemon, key: &ProductKey, message: &str) -> u32 {
     }
 }
 
-fn mark_unhealthy(daemon: &Daemon, key: &ProductKey, failures: u32, retries: u32) {
+/// `run_id` is the last failed attempt's.
+fn mark_unhealthy(daemon: &Daemon, key: &ProductKey, run_id: &str, failures: u32, retries: u32) {
     if let Some(slot) = daemon.slots().get_mut(key) {
         slot.healthy = false;
     }
     error!(
+        run_id = %run_id,
         "product marked unhealthy: {failures} failure(s) in a row ({retries} retries); the next \
          attempt is at its next scheduled time or an explicit trigger"
     );

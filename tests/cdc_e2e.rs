@@ -979,3 +979,59 @@ fn a_following_run_confirms_a_burst_promptly_while_the_server_is_idle() {
     let batch = p.read_stream("shop", "current", "public.items");
     assert_eq!(batch.num_rows(), 20_001);
 }
+
+/// A `--follow` run with more CDC streams than `max_concurrent_streams`: a following stream
+/// never ends, so the streams after the first few used to wait for a permit forever and
+/// never saw a change. Every following stream runs, whatever the limit.
+#[test]
+fn a_following_run_streams_every_cdc_stream_beyond_the_concurrency_limit() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE a (id int8 PRIMARY KEY, v text); INSERT INTO a VALUES (1, 'a1');
+         CREATE TABLE b (id int8 PRIMARY KEY, v text); INSERT INTO b VALUES (1, 'b1');",
+    );
+    let p = TestProject::new(
+        BIN,
+        "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 150ms\n  max_concurrent_streams: 1\n",
+    );
+    p.product(
+        "shop",
+        "pair",
+        &format!(
+            "product: pair\ndomain: shop\nowner: test@example.com\ndescription: two cdc streams\nsource:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.a\n    mode: cdc\n    write: append\n  - name: public.b\n    mode: cdc\n    write: append\n",
+            source_config(&cluster, "shop")
+        ),
+    );
+    // Catching up ends, so the limit only orders the two streams.
+    run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
+    let mut cmd = weft(&p, &cluster, &["sync", "run", "--no-progress", "--follow"]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut follow = cmd.spawn().expect("weft --follow");
+    cluster.sql(
+        "shop",
+        "INSERT INTO a VALUES (2, 'a2'); INSERT INTO b VALUES (2, 'b2');",
+    );
+    let started = Instant::now();
+    let counts = || {
+        (
+            p.id_counts("shop", "pair", "public.a").1,
+            p.id_counts("shop", "pair", "public.b").1,
+        )
+    };
+    let mut seen = counts();
+    while seen != (2, 2) && started.elapsed() < Duration::from_secs(60) {
+        thread::sleep(Duration::from_millis(200));
+        seen = counts();
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        seen,
+        (2, 2),
+        "distinct ids in the lake of streams a and b after a following run saw one insert each"
+    );
+}

@@ -506,15 +506,24 @@ impl PreparedRun {
                 channel_capacity: self.options.channel_capacity,
                 progress: progress.clone(),
             };
-            let semaphore = semaphore.clone();
+            // A following CDC stream never ends, so under the limit it would hold its permit
+            // for good and the streams queued behind it would never start: it takes none.
+            let endless = self.options.follow && config.mode == weft_core::SyncMode::Cdc;
+            let semaphore = (!endless).then(|| semaphore.clone());
             let cancel = cancel.clone();
             let progress = progress.clone();
             let key = key.clone();
             let span = info_span!("stream", product = %product.label, stream = %key.stream);
             tasks.push(tokio::spawn(
                 async move {
-                    let Ok(_permit) = semaphore.acquire_owned().await else {
-                        return (key, progress, Err(StreamStop::Cancelled), Utc::now());
+                    let _permit = match semaphore {
+                        Some(semaphore) => match semaphore.acquire_owned().await {
+                            Ok(permit) => Some(permit),
+                            Err(_) => {
+                                return (key, progress, Err(StreamStop::Cancelled), Utc::now())
+                            }
+                        },
+                        None => None,
                     };
                     let started = Utc::now();
                     let outcome = if cancel.is_cancelled() {

@@ -215,7 +215,8 @@ fn checkpoint(n: u64) -> Checkpoint {
 /// The suite's streams: `conformance/kit/<stream>`, run id `conformance-<stream>`.
 fn test_stream(stream: &str, schema: &SchemaRef, mode: WriteMode) -> TestStream {
     let dedup = mode == WriteMode::AppendDedup;
-    let stream = TestStream::new("conformance", "kit", stream, schema.clone())
+    let stream = TestStream::new("conformance", "kit", stream)
+        .schema(schema.clone())
         .write(mode)
         .key(["id"])
         .run(format!("conformance-{stream}"));

@@ -10,7 +10,8 @@
 //! use weft_core::{SyncMode, WriteMode};
 //!
 //! let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-//! let stream = TestStream::new("sales", "shop", "orders", schema)
+//! let stream = TestStream::new("sales", "shop", "orders")
+//!     .schema(schema)
 //!     .write(WriteMode::AppendDedup)
 //!     .sync(SyncMode::Incremental)
 //!     .key(["id"])
@@ -27,7 +28,7 @@ use weft_core::{
 };
 
 /// One product stream as a test writes it: `domain/product/stream`, its schema, how it is read
-/// and written. Defaults: full refresh, append, no key, no cursor, run id `run-1`.
+/// and written. Defaults: no columns, full refresh, append, no key, no cursor, run id `run-1`.
 #[derive(Debug, Clone)]
 pub struct TestStream {
     domain: String,
@@ -44,14 +45,14 @@ pub struct TestStream {
 }
 
 impl TestStream {
-    /// The stream `domain/product/stream` with `schema`. The names must be valid weft names
-    /// (a test's own constants), so an invalid one panics naming it.
-    pub fn new(domain: &str, product: &str, stream: &str, schema: SchemaRef) -> Self {
+    /// The stream `domain/product/stream`. The names must be valid weft names (a test's own
+    /// constants), so an invalid one panics naming it.
+    pub fn new(domain: &str, product: &str, stream: &str) -> Self {
         Self {
             domain: domain.into(),
             product: product.into(),
             stream: stream.into(),
-            schema,
+            schema: std::sync::Arc::new(weft_core::arrow_schema::Schema::empty()),
             sync: SyncMode::FullRefresh,
             write: WriteMode::Append,
             key: Vec::new(),
@@ -75,8 +76,8 @@ impl TestStream {
     }
 
     /// The primary key columns (default none), on both the descriptor and the configuration.
-    pub fn key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
-        self.key = columns.into_iter().map(Into::into).collect();
+    pub fn key<S: ToString>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.key = columns.into_iter().map(|c| c.to_string()).collect();
         self
     }
 
@@ -104,17 +105,10 @@ impl TestStream {
         self
     }
 
-    /// The same stream with another schema (a schema change between runs).
-    pub fn with_schema(&self, schema: SchemaRef) -> Self {
-        Self {
-            schema,
-            ..self.clone()
-        }
-    }
-
-    /// The schema writers are opened with.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+    /// The columns writers are opened with (default none).
+    pub fn schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = schema;
+        self
     }
 
     /// Where the stream is written.

@@ -1,7 +1,7 @@
 //! The airbyte source against the conformance suite, driving a small but complete Airbyte
 //! connector: a Python script (run with python3, a real subprocess speaking the protocol) whose
 //! `items` stream counts 1..=17, sends a STATE after every 4 records and resumes after the
-//! cursor it is given.
+//! cursor it is given; with `bad_row` set, that record's `name` is an object (undecodable).
 
 use serde_json::json;
 use weft_conformance::SourceSuite;
@@ -27,7 +27,10 @@ elif cmd == "read":
     state = json.load(open(arg("--state"))) if arg("--state") else None
     after = int(state[0]["stream"]["stream_state"]["cursor"]) if state else 0
     for i in range(after + 1, config["rows"] + 1):
-        emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i, "name": None if i % 5 == 0 else "n%d" % i}, "emitted_at": 1}})
+        name = None if i % 5 == 0 else "n%d" % i
+        if i == config.get("bad_row"):
+            name = {"not": "a string"}
+        emit({"type": "RECORD", "record": {"stream": "items", "data": {"id": i, "name": name}, "emitted_at": 1}})
         if i % 4 == 0 or i == config["rows"]:
             emit({"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": "items"}, "stream_state": {"cursor": i}}}})
 "#;
@@ -44,7 +47,15 @@ async fn the_airbyte_source_conforms() {
     let ctx = ConnectorContext {
         project_dir: dir.path().to_path_buf(),
     };
+    // The broken fixture: record 6's `name` is an object where the schema says string.
+    let broken = json!({
+        "command": ["python3", "connector.py"],
+        "config": { "rows": 17, "bad_row": 6 },
+        "catalog_cache": "0s",
+        "off_schema": "fail",
+    });
     let report = SourceSuite::new(&AirbyteSourceFactory, config, ctx)
+        .undecodable(broken, "items", "name")
         .run()
         .await
         .unwrap_or_else(|faults| panic!("{faults}"));

@@ -1,5 +1,5 @@
 //! The files source against the conformance suite, on CSV and JSON Lines files in a temporary
-//! project folder.
+//! project folder, and a broken CSV whose float column holds a word.
 
 use weft_conformance::SourceSuite;
 use weft_core::ConnectorContext;
@@ -33,10 +33,21 @@ async fn the_files_source_conforms() {
         { "name": "orders", "path": "data", "glob": "orders/*.csv", "format": "csv", "batch_size": 3 },
         { "name": "events", "path": "data", "glob": "events/*.jsonl", "format": "jsonl", "batch_size": 4 },
     ]});
+    // The broken fixture: `amount` is a float column, and one value is not a number.
+    write(
+        dir.path(),
+        "bad/orders.csv",
+        "id,name,amount\n1,one,1.5\n2,two,oops\n3,three,4.5\n",
+    );
+    let broken = serde_json::json!({ "streams": [
+        { "name": "orders", "path": "bad", "glob": "*.csv", "format": "csv",
+          "schema_overrides": { "amount": "float64" } },
+    ]});
     let ctx = ConnectorContext {
         project_dir: dir.path().to_path_buf(),
     };
     let report = SourceSuite::new(&FilesSourceFactory, config, ctx)
+        .undecodable(broken, "orders", "amount")
         .run()
         .await
         .unwrap_or_else(|faults| panic!("{faults}"));

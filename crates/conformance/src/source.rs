@@ -107,7 +107,7 @@ impl<'a> SourceSuite<'a> {
     }
 
     /// Adds the undecodable-row check: built from `config` (the fixture with one bad value), a
-    /// full-refresh read of `stream` must fail, and its error must name the stream and `column`
+    /// read of `stream` from scratch (full refresh where it has one) must fail, and its error must name the stream and `column`
     /// (quoted, as `` `amount` ``), so that whoever reads the error knows what to fix. A read
     /// that ends without an error, drops the row, or fails vaguely is a fault. May be given
     /// once per broken fixture.
@@ -351,7 +351,7 @@ impl<'a> SourceSuite<'a> {
             .await;
     }
 
-    /// A full-refresh read of the broken fixture's stream: it must fail naming stream and
+    /// A read from scratch of the broken fixture's stream: it must fail naming stream and
     /// column.
     async fn check_undecodable(&self, broken: &Undecodable) -> Result<(), Fault> {
         let c = "undecodable_row";
@@ -372,7 +372,17 @@ impl<'a> SourceSuite<'a> {
                 format!("{what}, but the stream is not discovered from it"),
             ));
         };
-        let configured = configured(self.factory.name(), descriptor, SyncMode::FullRefresh);
+        // A full refresh where the stream offers one (it reads every row), else its first mode.
+        let mode = if descriptor.supported_sync_modes.contains(&SyncMode::FullRefresh) {
+            SyncMode::FullRefresh
+        } else {
+            descriptor
+                .supported_sync_modes
+                .first()
+                .copied()
+                .unwrap_or(SyncMode::FullRefresh)
+        };
+        let configured = configured(self.factory.name(), descriptor, mode);
         let work = async {
             let mut messages = source.read(&configured, None).await?;
             let mut rows = 0;

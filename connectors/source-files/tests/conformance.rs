@@ -14,7 +14,7 @@ fn write(dir: &std::path::Path, rel: &str, text: &str) {
 #[tokio::test]
 async fn the_files_source_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = |name: &str, from: i64, to: i64| {
+    let csv = |name: &str, from: i64, to: i64| {
         let mut text = String::from("id,name,amount\n");
         for i in from..=to {
             text.push_str(&format!("{i},customer {i},{}.5\n", i * 3));

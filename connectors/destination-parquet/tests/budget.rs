@@ -13,8 +13,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 use weft_conformance::TestStream;
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorContext, DestinationFactory, StreamTarget,
-    StreamWriter, WriteMode,
+    Checkpoint, ConfiguredStream, ConnectorContext, DestinationFactory, StreamTarget, StreamWriter,
+    WriteMode,
 };
 use weft_destination_parquet::{committed_files, stream_dir, ParquetLakeFactory};
 

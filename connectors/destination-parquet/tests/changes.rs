@@ -33,7 +33,9 @@ fn lake(root: &Path) -> Box<dyn Destination> {
 }
 
 fn target(run: &str) -> StreamTarget {
-    TestStream::new("sales", "crm", "customers").run(run).target()
+    TestStream::new("sales", "crm", "customers")
+        .run(run)
+        .target()
 }
 
 /// Where the lake stages a stream's uncommitted files (beside the stream's symlink).

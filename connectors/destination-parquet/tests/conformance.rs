@@ -63,12 +63,17 @@ async fn the_parquet_lake_conforms() {
     let ctx = ConnectorContext {
         project_dir: dir.path().to_path_buf(),
     };
-    DestinationSuite::new(&ParquetLakeFactory, serde_json::json!({ "path": lake }), ctx, &reader)
-        .evolution(Evolution {
-            adds_columns: true,
-            refuses_retype: true,
-        })
-        .run("the_parquet_lake_conforms")
-        .await
-        .unwrap_or_else(|faults| panic!("{faults}"));
+    DestinationSuite::new(
+        &ParquetLakeFactory,
+        serde_json::json!({ "path": lake }),
+        ctx,
+        &reader,
+    )
+    .evolution(Evolution {
+        adds_columns: true,
+        refuses_retype: true,
+    })
+    .run("the_parquet_lake_conforms")
+    .await
+    .unwrap_or_else(|faults| panic!("{faults}"));
 }

@@ -27,7 +27,9 @@ fn lake(root: &Path, extra: serde_json::Value) -> Box<dyn Destination> {
 }
 
 fn target(run: &str) -> StreamTarget {
-    TestStream::new("finance", "revenue", "orders").run(run).target()
+    TestStream::new("finance", "revenue", "orders")
+        .run(run)
+        .target()
 }
 
 /// Where the lake stages a stream's uncommitted files (beside the stream's symlink).

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use weft_conformance::TestStream;
 use weft_core::arrow_array::*;
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
-use weft_conformance::TestStream;
 use weft_core::{
     ChangeBatch, ChangeOp, Checkpoint, ConfiguredStream, Destination, DestinationFactory,
     StreamTarget, StreamWriter, SyncMode, WriteMode,

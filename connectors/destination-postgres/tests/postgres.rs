@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use weft_conformance::TestStream;
 use weft_core::arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
 use weft_core::arrow_array::types::IntervalMonthDayNano;
 use weft_core::arrow_array::*;
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
-use weft_conformance::TestStream;
 use weft_core::{
     Checkpoint, ConfiguredStream, Destination, DestinationFactory, StreamTarget, StreamWriter,
     WriteMode,

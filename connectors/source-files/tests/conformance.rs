@@ -25,10 +25,19 @@ async fn the_files_source_conforms() {
     csv("2024-02.csv", 8, 15);
     csv("2024-03.csv", 16, 16);
     let lines: String = (1..=9)
-        .map(|i| format!("{{\"id\": {i}, \"ok\": {}, \"note\": \"n{i}\"}}\n", i % 2 == 0))
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"ok\": {}, \"note\": \"n{i}\"}}\n",
+                i % 2 == 0
+            )
+        })
         .collect();
     write(dir.path(), "data/events/a.jsonl", &lines);
-    write(dir.path(), "data/events/b.jsonl", "{\"id\": 10, \"ok\": true}\n");
+    write(
+        dir.path(),
+        "data/events/b.jsonl",
+        "{\"id\": 10, \"ok\": true}\n",
+    );
     let config = serde_json::json!({ "streams": [
         { "name": "orders", "path": "data", "glob": "orders/*.csv", "format": "csv", "batch_size": 3 },
         { "name": "events", "path": "data", "glob": "events/*.jsonl", "format": "jsonl", "batch_size": 4 },

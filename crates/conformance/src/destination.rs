@@ -529,13 +529,8 @@ impl<'a> DestinationSuite<'a> {
     async fn uncommitted_invisible(&self, dest: &dyn Destination, test: &str) -> Check {
         let c = "uncommitted_invisible";
         let s = "uncommitted";
-        self.in_child(
-            c,
-            test,
-            s,
-            session("append", &[(&[1, 2], None)]),
-        )
-        .await?;
+        self.in_child(c, test, s, session("append", &[(&[1, 2], None)]))
+            .await?;
         self.expect_visible(
             c,
             s,
@@ -707,13 +702,7 @@ impl<'a> DestinationSuite<'a> {
         let c = "replay";
         let s = "replay";
         let schema = schema_with(None);
-        self.in_child(
-            c,
-            test,
-            s,
-            commit_twice("append"),
-        )
-        .await?;
+        self.in_child(c, test, s, commit_twice("append")).await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         let mut w = open(dest, s, WriteMode::Append, schema.clone())
             .await
@@ -769,13 +758,8 @@ impl<'a> DestinationSuite<'a> {
         let c = "replay_dedup";
         let s = "replay_dedup";
         let schema = schema_with(None);
-        self.in_child(
-            c,
-            test,
-            s,
-            commit_twice("append_dedup"),
-        )
-        .await?;
+        self.in_child(c, test, s, commit_twice("append_dedup"))
+            .await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         // A crash between the destination's commit and the state store: the engine replays the
         // last committed batch (from the older checkpoint).

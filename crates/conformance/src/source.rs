@@ -373,7 +373,10 @@ impl<'a> SourceSuite<'a> {
             ));
         };
         // A full refresh where the stream offers one (it reads every row), else its first mode.
-        let mode = if descriptor.supported_sync_modes.contains(&SyncMode::FullRefresh) {
+        let mode = if descriptor
+            .supported_sync_modes
+            .contains(&SyncMode::FullRefresh)
+        {
             SyncMode::FullRefresh
         } else {
             descriptor

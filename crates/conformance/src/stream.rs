@@ -140,9 +140,10 @@ impl TestStream {
             write_mode: self.write,
             cursor_field: self.cursor.clone(),
             primary_key: self.key.clone(),
-            pipeline_id: self.pipeline_id.clone().unwrap_or_else(|| {
-                format!("{}.{}.{}", self.domain, self.product, self.stream)
-            }),
+            pipeline_id: self
+                .pipeline_id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}.{}", self.domain, self.product, self.stream)),
             follow: self.follow,
         }
     }

@@ -65,7 +65,11 @@ fn configured(
         .write(mode)
         .key(key)
         .pipeline("test.product.stream");
-    cursor.map_or(s.clone(), |c| s.cursor(c)).configured()
+    match cursor {
+        Some(c) => s.cursor(c),
+        None => s,
+    }
+    .configured()
 }
 
 fn batch(ids: &[i64], names: &[&str]) -> RecordBatch {

@@ -44,7 +44,11 @@ fn stream(
         .write(write)
         .key(key)
         .pipeline("test.product.stream");
-    cursor.map_or(s.clone(), |c| s.cursor(c)).configured()
+    match cursor {
+        Some(c) => s.cursor(c),
+        None => s,
+    }
+    .configured()
 }
 
 async fn open(

@@ -216,6 +216,9 @@ pub enum ConnectorCommand {
     Check(ConnectorTarget),
     /// List the streams a source offers, with their columns and types.
     Discover(DiscoverTarget),
+    /// Write a new connector crate under `connectors/`, registered and with its conformance
+    /// tests wired up (see docs/connectors.md).
+    New(NewConnector),
     /// Install an Airbyte connector from PyPI into its cached virtualenv ahead of a sync (or find
     /// it installed), and say where it is and which Python it runs on.
     Install {
@@ -230,6 +233,19 @@ pub enum ConnectorCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct NewConnector {
+    /// The connector's name in product files (`crm`, `web-events`).
+    pub name: String,
+    /// Whether it reads (`source`) or writes (`destination`).
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// The root of the weft checkout to add it to (default: the workspace holding the current
+    /// folder).
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -167,8 +167,7 @@ fn comparable(state: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn faker_full_refresh_then_incremental_through_the_binary() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "fake", &product());
+    let p = TestProject::one_product(BIN, "sales", "fake", &product());
     let run = || {
         p.weft(["sync", "run", "--no-progress"])
             .env("WEFT_CONNECTOR_CACHE", venv_cache())
@@ -378,8 +377,7 @@ fn faker_into_postgres_full_refresh_then_incremental() {
 
 #[test]
 fn connector_install_then_spec_check_discover_list_of_a_product() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "fake", &product());
+    let p = TestProject::one_product(BIN, "sales", "fake", &product());
     let weft = |args: &[&str]| {
         p.weft(args)
             .env("WEFT_CONNECTOR_CACHE", venv_cache())
@@ -724,8 +722,8 @@ fn a_product_pinned_to_python_3_10_installs_with_pyenv_s_interpreter() {
         eprintln!("SKIPPED: needs pyenv with 3.10 installed but not selected (its python3.10 on PATH a shim that does not run)");
         return;
     };
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
+    let p = TestProject::one_product(
+        BIN,
         "sales",
         "fake",
         &product().replace(
@@ -1201,8 +1199,7 @@ fn a_full_refresh_sending_a_primary_key_twice_publishes_the_last_row_per_key_in_
 /// the given offset, which the `append` stream appends.
 #[test]
 fn state_show_and_set_state_json_of_an_airbyte_stream() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "fake", &product());
+    let p = TestProject::one_product(BIN, "sales", "fake", &product());
     let weft = |args: &[&str]| {
         p.weft(args)
             .env("WEFT_CONNECTOR_CACHE", venv_cache())

@@ -7,9 +7,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_weft");
 const GOOD: &str = "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: orders\n";
 
 fn project() -> TestProject {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", GOOD);
-    p
+    TestProject::one_product(BIN, "sales", "shop", GOOD)
 }
 
 fn assert_no_panic(stderr: &str) {

@@ -205,12 +205,9 @@ fn config_schema_describes_product_files() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
-        "sales",
+    let p = TestProject::one_product(BIN, "sales",
         "shop",
-        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: orders\n",
-    );
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000 }\nstreams:\n  - name: orders\n");
     let out = p.run(["--log-format", "json", "sync", "run", "--no-progress"]);
     out.expect_code(0);
     let lines: Vec<serde_json::Value> = out
@@ -225,12 +222,9 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn sync_reset_forgets_a_lake_stream_and_the_next_run_starts_over() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
-        "sales",
+    let p = TestProject::one_product(BIN, "sales",
         "shop",
-        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000, changes_per_run: 50 }\nstreams:\n  - name: orders\n    mode: incremental\n    write: append\n    cursor: updated_at\n  - name: customers\n",
-    );
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 1000, changes_per_run: 50 }\nstreams:\n  - name: orders\n    mode: incremental\n    write: append\n    cursor: updated_at\n  - name: customers\n");
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let orders = p.stream_dir("sales", "shop", "orders");
@@ -539,8 +533,8 @@ fn discover_prints_a_table_with_sql_types_and_json_on_request() {
 
 #[test]
 fn config_validate_lists_what_it_found_and_connect_runs_the_checks() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
+    let p = TestProject::one_product(
+        BIN,
         "sales",
         "shop",
         &SHOP.replace("streams:", "schedule: \"30 2 * * *\"\nstreams:"),
@@ -742,8 +736,7 @@ const SMALL: &str = "product: shop\ndomain: sales\nowner: o@example.com\ndescrip
 
 #[test]
 fn a_closed_stdout_ends_every_command_quietly() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     p.file("sample.yaml", "scale: 500\n");
     let sample = p.path().join("sample.yaml");
@@ -797,8 +790,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
 
 #[test]
 fn status_and_history_of_a_new_project_say_no_runs_and_create_nothing() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     let out = p.run(["sync", "history"]);
     out.expect_code(0);
     assert!(out.stdout().contains("no runs yet"), "{}", out.stdout());
@@ -821,8 +813,7 @@ fn status_and_history_of_a_new_project_say_no_runs_and_create_nothing() {
 
 #[test]
 fn dry_run_shows_the_plan_and_changes_nothing() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     let plan = |p: &TestProject| -> serde_json::Value {
         let out = p.run(["sync", "run", "--dry-run", "--format", "json"]);
         serde_json::from_str(&out.expect_code(0).stdout()).unwrap()
@@ -857,8 +848,7 @@ fn dry_run_shows_the_plan_and_changes_nothing() {
 
 #[test]
 fn quiet_runs_print_only_the_summary() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     let out = p.run(["-q", "sync", "run"]);
     out.expect_code(0);
     assert_eq!(out.stderr(), "", "quiet, yet stderr had output");
@@ -867,8 +857,7 @@ fn quiet_runs_print_only_the_summary() {
 
 #[test]
 fn the_run_summary_fits_80_columns_and_splits_read_and_publish_time() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     let out = p.run(["sync", "run", "--no-progress"]);
     let stdout = out.expect_code(0).stdout();
     for line in stdout.lines() {
@@ -898,8 +887,7 @@ fn the_run_summary_fits_80_columns_and_splits_read_and_publish_time() {
 
 #[test]
 fn sync_reset_asks_for_confirmation_on_a_terminal() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let orders = p.stream_dir("sales", "shop", "orders");
     // `script` runs weft on a pseudo-terminal and feeds it our stdin: the answer.
@@ -953,8 +941,7 @@ fn shell_completions_cover_the_commands() {
 
 #[test]
 fn full_refresh_rereads_dedup_streams_without_a_reset_and_refuses_appends() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", SMALL);
+    let p = TestProject::one_product(BIN, "sales", "shop", SMALL);
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let rows_read = |out: &weft_testkit::Outcome| -> u64 {
         let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();

@@ -40,8 +40,7 @@ streams:
 /// A project whose `sales/people` product reads `drops/*.csv`; the first CSV is synced and
 /// the contract locked (1.0).
 fn locked(on_change: &str) -> TestProject {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "people", &product(on_change, "", "id"));
+    let p = TestProject::one_product(BIN, "sales", "people", &product(on_change, "", "id"));
     p.file(
         "drops/a.csv",
         "id,name,email,qty\n1,Ann,ann@example.com,3\n2,Bob,bob@example.com,4\n",
@@ -254,8 +253,8 @@ fn a_breaking_change_is_locked_only_with_major() {
 
 #[test]
 fn fields_naming_a_missing_column_fail_planning() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
+    let p = TestProject::one_product(
+        BIN,
         "sales",
         "people",
         &product("evolve", "", "id").replace("      qty: {", "      qtty: {"),

@@ -48,8 +48,7 @@ fn ids(batch: &RecordBatch, column: &str) -> Vec<i64> {
 
 #[test]
 fn csv_and_jsonl_sync_incrementally_by_file() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("ops", "files", PRODUCT);
+    let p = TestProject::one_product(BIN, "ops", "files", PRODUCT);
     p.file(
         "drops/a.csv",
         "shipment,weight_kg,city\n1,1.250,Oslo\n2,0.5,Lyon\n",
@@ -111,8 +110,7 @@ fn csv_and_jsonl_sync_incrementally_by_file() {
 
 #[test]
 fn a_bad_csv_value_names_file_line_and_column() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("ops", "files", PRODUCT);
+    let p = TestProject::one_product(BIN, "ops", "files", PRODUCT);
     p.file(
         "drops/a.csv",
         "shipment,weight_kg,city\n1,1.250,Oslo\nx,0.5,Lyon\n",

@@ -367,14 +367,11 @@ fn a_column_added_with_a_default_reaches_the_lake_rows_already_synced_between_ru
 
 #[test]
 fn a_new_csv_with_one_more_column_flows_into_the_lake() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
-        "ops",
+    let p = TestProject::one_product(BIN, "ops",
         "drops",
         "product: drops\ndomain: ops\nowner: ops@example.com\ndescription: csv drops\nsource:\n  \
          connector: files\n  config:\n    streams:\n      - { name: shipments, path: in, glob: \"*.csv\", format: csv }\n\
-         streams:\n  - name: shipments\n    mode: incremental\n    write: append\n    cursor: _file_modified_at\n",
-    );
+         streams:\n  - name: shipments\n    mode: incremental\n    write: append\n    cursor: _file_modified_at\n");
     p.file("in/a.csv", "shipment,city\n1,Oslo\n2,Lyon\n");
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     // The next drop has one more column, and not at the end.

@@ -81,8 +81,7 @@ fn sigterm_stops_like_ctrl_c_records_the_run_cancelled_and_prints_the_summary() 
 
 #[test]
 fn ctrl_c_while_a_stream_publishes_lets_it_finish_and_reports_success() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product("sales", "shop", &orders_product(20_000, "overwrite"));
+    let p = TestProject::one_product(BIN, "sales", "shop", &orders_product(20_000, "overwrite"));
     let release = p.path().join("release");
     let mut cmd = p.weft(["sync", "run", "--no-progress", "--format", "json"]);
     cmd.env(

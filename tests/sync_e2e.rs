@@ -369,12 +369,9 @@ const CTRL_C_SCALE: u64 = 200_000;
 
 #[test]
 fn every_sample_stream_lands_with_its_logical_types() {
-    let p = TestProject::with_lake(BIN, "1s");
-    p.product(
-        "sales",
+    let p = TestProject::one_product(BIN, "sales",
         "shop",
-        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 20000 }\nstreams:\n  - name: customers\n  - name: orders\n  - name: products\n",
-    );
+        "product: shop\ndomain: sales\nowner: o@example.com\ndescription: d\nsource:\n  connector: sample\n  config: { scale: 20000 }\nstreams:\n  - name: customers\n  - name: orders\n  - name: products\n");
     let out = p.run(["sync", "run", "--no-progress"]);
     out.expect_code(0);
     assert!(

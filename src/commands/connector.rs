@@ -1,4 +1,4 @@
-//! `weft connector list|spec|check|discover|install`.
+//! `weft connector list|spec|check|discover|install` (`new` lives in `scaffold`).
 //!
 //! Connector names on the command line are unambiguous: a name that is both a source and a
 //! destination (`postgres`) must be written `source-postgres` / `destination-postgres` (or
@@ -130,6 +130,7 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             }
         }
         ConnectorCommand::Discover(target) => super::discover::run(project, target).await,
+        ConnectorCommand::New(new) => super::scaffold::run(new),
         ConnectorCommand::Install {
             package,
             python,

@@ -9,6 +9,7 @@ mod init;
 mod policy;
 mod product;
 mod product_links;
+mod scaffold;
 mod skeleton;
 mod state;
 mod sync;

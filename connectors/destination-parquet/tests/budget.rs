@@ -11,9 +11,10 @@ use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
+use weft_conformance::TestStream;
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorContext, DestinationFactory, DomainName, ProductName,
-    StreamDescriptor, StreamName, StreamTarget, StreamWriter, SyncMode, WriteMode,
+    Checkpoint, ConfiguredStream, ConnectorContext, DestinationFactory, StreamTarget, StreamWriter,
+    WriteMode,
 };
 use weft_destination_parquet::{committed_files, stream_dir, ParquetLakeFactory};
 
@@ -21,14 +22,15 @@ const STREAMS: usize = 8;
 const BATCHES: i64 = 16;
 const ROWS: i64 = 10_000;
 
+fn test_stream(stream: &str, schema: &SchemaRef) -> TestStream {
+    TestStream::new("finance", "revenue", stream)
+        .schema(schema.clone())
+        .write(WriteMode::Overwrite)
+        .pipeline(format!("test.revenue.{stream}"))
+}
+
 fn target(stream: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new("finance").unwrap(),
-        product: ProductName::new("revenue").unwrap(),
-        stream: StreamName::new(stream).unwrap(),
-        run_id: "run-1".into(),
-        metadata: Default::default(),
-    }
+    test_stream(stream, &schema()).target()
 }
 
 fn schema() -> SchemaRef {
@@ -39,23 +41,7 @@ fn schema() -> SchemaRef {
 }
 
 fn configured(stream: &str, schema: &SchemaRef) -> ConfiguredStream {
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new(stream).unwrap(),
-            schema: schema.clone(),
-            primary_key: vec![],
-            cursor_candidates: vec![],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::FullRefresh],
-            row_estimate: None,
-        },
-        sync_mode: SyncMode::FullRefresh,
-        write_mode: WriteMode::Overwrite,
-        cursor_field: None,
-        primary_key: vec![],
-        pipeline_id: format!("test.revenue.{stream}"),
-        follow: false,
-    }
+    test_stream(stream, schema).configured()
 }
 
 /// A value that compresses badly, so row groups grow as fast as the rows.

@@ -16,10 +16,10 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
+use weft_conformance::TestStream;
 use weft_core::{
     ChangeBatch, ChangeOp, Checkpoint, ConfiguredStream, ConnectorContext, ConnectorError,
-    Destination, DestinationFactory, DomainName, ProductName, StreamDescriptor, StreamName,
-    StreamTarget, StreamWriter, SyncMode, WriteMode,
+    Destination, DestinationFactory, StreamTarget, StreamWriter, SyncMode, WriteMode,
 };
 use weft_destination_parquet::{committed_files, read_manifest, stream_dir, ParquetLakeFactory};
 
@@ -33,13 +33,9 @@ fn lake(root: &Path) -> Box<dyn Destination> {
 }
 
 fn target(run: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new("sales").unwrap(),
-        product: ProductName::new("crm").unwrap(),
-        stream: StreamName::new("customers").unwrap(),
-        run_id: run.into(),
-        metadata: Default::default(),
-    }
+    TestStream::new("sales", "crm", "customers")
+        .run(run)
+        .target()
 }
 
 /// Where the lake stages a stream's uncommitted files (beside the stream's symlink).
@@ -76,23 +72,12 @@ fn schema_with_email() -> SchemaRef {
 }
 
 fn configured(schema: &SchemaRef, mode: WriteMode) -> ConfiguredStream {
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new("customers").unwrap(),
-            schema: schema.clone(),
-            primary_key: vec!["id".into()],
-            cursor_candidates: vec![],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::Cdc],
-            row_estimate: None,
-        },
-        sync_mode: SyncMode::Cdc,
-        write_mode: mode,
-        cursor_field: None,
-        primary_key: vec!["id".into()],
-        pipeline_id: "sales.crm.customers".into(),
-        follow: false,
-    }
+    TestStream::new("sales", "crm", "customers")
+        .schema(schema.clone())
+        .sync(SyncMode::Cdc)
+        .write(mode)
+        .key(["id"])
+        .configured()
 }
 
 async fn open(root: &Path, mode: WriteMode, run: &str) -> Box<dyn StreamWriter> {

@@ -8,10 +8,10 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
+use weft_conformance::TestStream;
 use weft_core::{
     Checkpoint, ConfiguredStream, ConnectorContext, ConnectorError, Destination,
-    DestinationFactory, DomainName, ProductName, StreamDescriptor, StreamName, StreamTarget,
-    StreamWriter, SyncMode, WriteMode,
+    DestinationFactory, StreamTarget, StreamWriter, WriteMode,
 };
 use weft_destination_parquet::{committed_files, read_manifest, stream_dir, ParquetLakeFactory};
 
@@ -27,13 +27,9 @@ fn lake(root: &Path, extra: serde_json::Value) -> Box<dyn Destination> {
 }
 
 fn target(run: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new("finance").unwrap(),
-        product: ProductName::new("revenue").unwrap(),
-        stream: StreamName::new("orders").unwrap(),
-        run_id: run.into(),
-        metadata: Default::default(),
-    }
+    TestStream::new("finance", "revenue", "orders")
+        .run(run)
+        .target()
 }
 
 /// Where the lake stages a stream's uncommitted files (beside the stream's symlink).
@@ -64,23 +60,16 @@ fn configured(
     key: &[&str],
     cursor: Option<&str>,
 ) -> ConfiguredStream {
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new("orders").unwrap(),
-            schema: schema.clone(),
-            primary_key: vec![],
-            cursor_candidates: vec![],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::FullRefresh],
-            row_estimate: None,
-        },
-        sync_mode: SyncMode::FullRefresh,
-        write_mode: mode,
-        cursor_field: cursor.map(String::from),
-        primary_key: key.iter().map(|k| k.to_string()).collect(),
-        pipeline_id: "test.product.stream".into(),
-        follow: false,
+    let s = TestStream::new("test", "product", "orders")
+        .schema(schema.clone())
+        .write(mode)
+        .key(key)
+        .pipeline("test.product.stream");
+    match cursor {
+        Some(c) => s.cursor(c),
+        None => s,
     }
+    .configured()
 }
 
 fn batch(ids: &[i64], names: &[&str]) -> RecordBatch {

@@ -11,10 +11,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
-use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorContext, DestinationFactory, DomainName, ProductName,
-    StreamDescriptor, StreamName, StreamTarget, SyncMode, WriteMode,
-};
+use weft_conformance::TestStream;
+use weft_core::{Checkpoint, ConnectorContext, DestinationFactory};
 use weft_destination_parquet::ParquetLakeFactory;
 
 fn batches(schema: &SchemaRef, n: usize, rows: usize) -> Vec<RecordBatch> {
@@ -73,32 +71,12 @@ async fn lake_is_close_to_a_bare_arrow_writer() {
         let dest = ParquetLakeFactory
             .build(&json!({"path": "lake"}), &ctx)
             .unwrap();
-        let target = StreamTarget {
-            domain: DomainName::new("d").unwrap(),
-            product: ProductName::new("p").unwrap(),
-            stream: StreamName::new("s").unwrap(),
-            run_id: "bench".into(),
-            metadata: Default::default(),
-        };
-        let stream = ConfiguredStream {
-            descriptor: StreamDescriptor {
-                name: target.stream.clone(),
-                schema: schema.clone(),
-                primary_key: vec![],
-                cursor_candidates: vec![],
-                source_defined_cursor: None,
-                supported_sync_modes: vec![SyncMode::FullRefresh],
-                row_estimate: None,
-            },
-            sync_mode: SyncMode::FullRefresh,
-            write_mode: WriteMode::Append,
-            cursor_field: None,
-            primary_key: vec![],
-            pipeline_id: "test.product.stream".into(),
-            follow: false,
-        };
+        let stream = TestStream::new("d", "p", "s")
+            .schema(schema.clone())
+            .run("bench")
+            .pipeline("test.product.stream");
         let start = Instant::now();
-        let mut w = dest.open(&target, &stream, schema.clone()).await.unwrap();
+        let mut w = stream.open(dest.as_ref()).await.unwrap();
         for b in &data {
             w.write(b.clone()).await.unwrap();
         }

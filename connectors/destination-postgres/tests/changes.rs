@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use weft_conformance::TestStream;
 use weft_core::arrow_array::*;
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use weft_core::{
     ChangeBatch, ChangeOp, Checkpoint, ConfiguredStream, Destination, DestinationFactory,
-    DomainName, ProductName, StreamDescriptor, StreamName, StreamTarget, StreamWriter, SyncMode,
-    WriteMode,
+    StreamTarget, StreamWriter, SyncMode, WriteMode,
 };
 use weft_destination_postgres::PostgresDestinationFactory;
 use weft_testkit::pg::PgTestDb;
@@ -29,33 +29,16 @@ fn destination(db: &PgTestDb) -> Box<dyn Destination> {
 }
 
 fn target(stream: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new("sales").unwrap(),
-        product: ProductName::new("shop").unwrap(),
-        stream: StreamName::new(stream).unwrap(),
-        run_id: "run-1".into(),
-        metadata: Default::default(),
-    }
+    TestStream::new("sales", "shop", stream).target()
 }
 
 fn cdc_stream(name: &str, schema: &SchemaRef, write: WriteMode, key: &[&str]) -> ConfiguredStream {
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new(name).unwrap(),
-            schema: schema.clone(),
-            primary_key: key.iter().map(|k| k.to_string()).collect(),
-            cursor_candidates: vec![],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::Cdc],
-            row_estimate: None,
-        },
-        sync_mode: SyncMode::Cdc,
-        write_mode: write,
-        cursor_field: None,
-        primary_key: key.iter().map(|k| k.to_string()).collect(),
-        pipeline_id: format!("sales.shop.{name}"),
-        follow: false,
-    }
+    TestStream::new("sales", "shop", name)
+        .schema(schema.clone())
+        .sync(SyncMode::Cdc)
+        .write(write)
+        .key(key)
+        .configured()
 }
 
 async fn try_open(

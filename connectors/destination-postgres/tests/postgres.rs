@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use weft_conformance::TestStream;
 use weft_core::arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder};
 use weft_core::arrow_array::types::IntervalMonthDayNano;
 use weft_core::arrow_array::*;
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use weft_core::{
-    Checkpoint, ConfiguredStream, Destination, DestinationFactory, DomainName, ProductName,
-    StreamDescriptor, StreamName, StreamTarget, StreamWriter, SyncMode, WriteMode,
+    Checkpoint, ConfiguredStream, Destination, DestinationFactory, StreamTarget, StreamWriter,
+    WriteMode,
 };
 use weft_destination_postgres::{PostgresDestination, PostgresDestinationFactory};
 use weft_testkit::pg::PgTestDb;
@@ -27,15 +28,10 @@ fn destination(db: &PgTestDb) -> Box<dyn Destination> {
 }
 
 fn target(domain: &str, product: &str, stream: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new(domain).unwrap(),
-        product: ProductName::new(product).unwrap(),
-        stream: StreamName::new(stream).unwrap(),
-        run_id: "run-1".into(),
-        metadata: Default::default(),
-    }
+    TestStream::new(domain, product, stream).target()
 }
 
+/// The stream as configured for a full refresh written with `write`.
 fn stream(
     name: &str,
     schema: &SchemaRef,
@@ -43,23 +39,16 @@ fn stream(
     key: &[&str],
     cursor: Option<&str>,
 ) -> ConfiguredStream {
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new(name).unwrap(),
-            schema: schema.clone(),
-            primary_key: key.iter().map(|k| k.to_string()).collect(),
-            cursor_candidates: vec![],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::FullRefresh],
-            row_estimate: None,
-        },
-        sync_mode: SyncMode::FullRefresh,
-        write_mode: write,
-        cursor_field: cursor.map(String::from),
-        primary_key: key.iter().map(|k| k.to_string()).collect(),
-        pipeline_id: "test.product.stream".into(),
-        follow: false,
+    let s = TestStream::new("test", "product", name)
+        .schema(schema.clone())
+        .write(write)
+        .key(key)
+        .pipeline("test.product.stream");
+    match cursor {
+        Some(c) => s.cursor(c),
+        None => s,
     }
+    .configured()
 }
 
 async fn open(

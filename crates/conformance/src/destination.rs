@@ -33,10 +33,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use weft_core::arrow_array::{Int64Array, RecordBatch, StringArray};
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use weft_core::{
-    Checkpoint, ConfiguredStream, ConnectorContext, Destination, DestinationFactory, DomainName,
-    ProductName, StreamDescriptor, StreamName, StreamTarget, StreamWriter, SyncMode, WriteMode,
+    Checkpoint, ConnectorContext, Destination, DestinationFactory, StreamTarget, StreamWriter,
+    SyncMode, WriteMode,
 };
 
+use crate::stream::TestStream;
 use crate::table::{show_row, Diff, Row, Table};
 use crate::{spec, Fault, Faults};
 
@@ -189,18 +190,45 @@ fn rows(ids: impl IntoIterator<Item = i64>) -> Vec<Row> {
         .collect()
 }
 
+/// A writer child's steps: open in `mode`, then each batch of ids written and, where it has a
+/// checkpoint number, committed with it; what was written after the last commit is still
+/// uncommitted when the child is killed.
+fn session(mode: &str, batches: &[(&[i64], Option<u64>)]) -> Vec<Step> {
+    let mut steps = vec![Step::Open(mode.into())];
+    for (ids, commit) in batches {
+        steps.push(Step::Write(ids.to_vec()));
+        steps.extend(commit.map(Step::Commit));
+    }
+    steps
+}
+
+/// Open in `mode`, write ids 1–3 and commit(1), write 4–6 and commit(2): the crash the replay
+/// checks resume from.
+fn commit_twice(mode: &str) -> Vec<Step> {
+    session(mode, &[(&[1, 2, 3], Some(1)), (&[4, 5, 6], Some(2))])
+}
+
 fn checkpoint(n: u64) -> Checkpoint {
     Checkpoint::new(json!({ "conformance": n }))
 }
 
-fn target(stream: &str) -> StreamTarget {
-    StreamTarget {
-        domain: DomainName::new("conformance").expect("a valid name"),
-        product: ProductName::new("kit").expect("a valid name"),
-        stream: StreamName::new(stream).expect("a valid name"),
-        run_id: format!("conformance-{stream}"),
-        metadata: Default::default(),
+/// The suite's streams: `conformance/kit/<stream>`, run id `conformance-<stream>`.
+fn test_stream(stream: &str, schema: &SchemaRef, mode: WriteMode) -> TestStream {
+    let dedup = mode == WriteMode::AppendDedup;
+    let stream = TestStream::new("conformance", "kit", stream)
+        .schema(schema.clone())
+        .write(mode)
+        .key(["id"])
+        .run(format!("conformance-{stream}"));
+    if dedup {
+        stream.sync(SyncMode::Incremental).cursor("seq")
+    } else {
+        stream
     }
+}
+
+fn target(stream: &str) -> StreamTarget {
+    test_stream(stream, &schema_with(None), WriteMode::Append).target()
 }
 
 fn mode_of(name: &str) -> WriteMode {
@@ -211,44 +239,16 @@ fn mode_of(name: &str) -> WriteMode {
     }
 }
 
-fn configured(stream: &str, schema: &SchemaRef, mode: WriteMode) -> ConfiguredStream {
-    let dedup = mode == WriteMode::AppendDedup;
-    ConfiguredStream {
-        descriptor: StreamDescriptor {
-            name: StreamName::new(stream).expect("a valid name"),
-            schema: schema.clone(),
-            primary_key: vec!["id".into()],
-            cursor_candidates: vec!["seq".into()],
-            source_defined_cursor: None,
-            supported_sync_modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
-            row_estimate: None,
-        },
-        sync_mode: if dedup {
-            SyncMode::Incremental
-        } else {
-            SyncMode::FullRefresh
-        },
-        write_mode: mode,
-        cursor_field: dedup.then(|| "seq".to_string()),
-        primary_key: vec!["id".into()],
-        pipeline_id: format!("conformance.kit.{stream}"),
-        follow: false,
-    }
-}
-
 async fn open(
     dest: &dyn Destination,
     stream: &str,
     mode: WriteMode,
     schema: SchemaRef,
 ) -> Result<Box<dyn StreamWriter>, String> {
-    dest.open(
-        &target(stream),
-        &configured(stream, &schema, mode),
-        schema.clone(),
-    )
-    .await
-    .map_err(|e| format!("open ({mode}) fails: {e}"))
+    test_stream(stream, &schema, mode)
+        .open(dest)
+        .await
+        .map_err(|e| format!("open ({mode}) fails: {e}"))
 }
 
 async fn run_steps(
@@ -284,13 +284,6 @@ async fn run_steps(
         }
     }
     Ok(())
-}
-
-/// Whether an error message names `column` (quoted as `x`, "x" or 'x').
-fn names_column(message: &str, column: &str) -> bool {
-    ['`', '"', '\'']
-        .iter()
-        .any(|q| message.contains(&format!("{q}{column}{q}")))
 }
 
 /// The destination suite for one connector and a store of its own (an empty folder, a fresh
@@ -521,11 +514,7 @@ impl<'a> DestinationSuite<'a> {
             "commit_durable",
             test,
             s,
-            vec![
-                Step::Open("append".into()),
-                Step::Write(vec![1, 2, 3]),
-                Step::Commit(1),
-            ],
+            session("append", &[(&[1, 2, 3], Some(1))]),
         )
         .await?;
         self.expect_visible("commit_durable", s, &rows(1..=3), "commit is not durable: after commit returned and the writer process was killed (SIGKILL)")
@@ -540,13 +529,8 @@ impl<'a> DestinationSuite<'a> {
     async fn uncommitted_invisible(&self, dest: &dyn Destination, test: &str) -> Check {
         let c = "uncommitted_invisible";
         let s = "uncommitted";
-        self.in_child(
-            c,
-            test,
-            s,
-            vec![Step::Open("append".into()), Step::Write(vec![1, 2])],
-        )
-        .await?;
+        self.in_child(c, test, s, session("append", &[(&[1, 2], None)]))
+            .await?;
         self.expect_visible(
             c,
             s,
@@ -558,12 +542,7 @@ impl<'a> DestinationSuite<'a> {
             c,
             test,
             s,
-            vec![
-                Step::Open("append".into()),
-                Step::Write(vec![1, 2, 3]),
-                Step::Commit(1),
-                Step::Write(vec![4, 5, 6]),
-            ],
+            session("append", &[(&[1, 2, 3], Some(1)), (&[4, 5, 6], None)]),
         )
         .await?;
         self.expect_visible(
@@ -624,11 +603,7 @@ impl<'a> DestinationSuite<'a> {
             c,
             test,
             s,
-            vec![
-                Step::Open("overwrite".into()),
-                Step::Write(vec![20, 21, 22]),
-                Step::Commit(2),
-            ],
+            session("overwrite", &[(&[20, 21, 22], Some(2))]),
         )
         .await?;
         self.expect_visible(
@@ -727,19 +702,7 @@ impl<'a> DestinationSuite<'a> {
         let c = "replay";
         let s = "replay";
         let schema = schema_with(None);
-        self.in_child(
-            c,
-            test,
-            s,
-            vec![
-                Step::Open("append".into()),
-                Step::Write(vec![1, 2, 3]),
-                Step::Commit(1),
-                Step::Write(vec![4, 5, 6]),
-                Step::Commit(2),
-            ],
-        )
-        .await?;
+        self.in_child(c, test, s, commit_twice("append")).await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         let mut w = open(dest, s, WriteMode::Append, schema.clone())
             .await
@@ -795,19 +758,8 @@ impl<'a> DestinationSuite<'a> {
         let c = "replay_dedup";
         let s = "replay_dedup";
         let schema = schema_with(None);
-        self.in_child(
-            c,
-            test,
-            s,
-            vec![
-                Step::Open("append_dedup".into()),
-                Step::Write(vec![1, 2, 3]),
-                Step::Commit(1),
-                Step::Write(vec![4, 5, 6]),
-                Step::Commit(2),
-            ],
-        )
-        .await?;
+        self.in_child(c, test, s, commit_twice("append_dedup"))
+            .await?;
         let fail = |e: String| Fault::new(c, format!("stream `{s}`: {e}"));
         // A crash between the destination's commit and the state store: the engine replays the
         // last committed batch (from the older checkpoint).
@@ -878,7 +830,7 @@ impl<'a> DestinationSuite<'a> {
             }
             (Err(e), true) => return Err(fail(format!("the destination declares that it adds columns, but adding nullable column `extra` fails: {e}"))),
             (Ok(()), false) => return Err(fail("the destination declares that it refuses new columns, but adding `extra` succeeded".into())),
-            (Err(e), false) if !names_column(&e, "extra") => return Err(fail(format!("refusing new column `extra` does not name it: {e}"))),
+            (Err(e), false) if !crate::names(&e, "extra") => return Err(fail(format!("refusing new column `extra` does not name it: {e}"))),
             (Err(_), false) => {}
         }
         if self.evolution.refuses_retype {
@@ -904,7 +856,7 @@ impl<'a> DestinationSuite<'a> {
             .await;
             match outcome {
                 Ok(()) => return Err(fail("column `name` retyped from text to int64 was accepted; the destination declares it refuses retyped columns".into())),
-                Err(e) if !names_column(&e, "name") => return Err(fail(format!("refusing retyped column `name` does not name it: {e}"))),
+                Err(e) if !crate::names(&e, "name") => return Err(fail(format!("refusing retyped column `name` does not name it: {e}"))),
                 Err(_) => {}
             }
         }

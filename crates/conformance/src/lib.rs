@@ -8,7 +8,8 @@
 //!   deterministic with keys and cursors in the schemas; a read from scratch, then from **every**
 //!   checkpoint it emitted, yields exactly the rows after that checkpoint; a read dropped at any
 //!   message leaves the last acknowledged checkpoint good; `ack` is idempotent; batches match the
-//!   declared schema.
+//!   declared schema; a fixture holding a value the connector cannot decode (given with
+//!   [`SourceSuite::undecodable`]) fails its read with the stream and the column named.
 //! - [`DestinationSuite`] checks a destination, running its writer in a child process that is
 //!   killed with SIGKILL: `commit` is durable before it returns and nothing uncommitted shows;
 //!   `finish` publishes atomically; `abort` leaves nothing visible; replaying the last committed
@@ -20,15 +21,18 @@
 //!
 //! Modules: [`source`] (the source suite), [`destination`] (the destination suite and its
 //! writer child), [`spec`] (spec and config checks), [`table`] (rows as text, for comparing
-//! what a source yields or a reader sees).
+//! what a source yields or a reader sees), [`stream`] ([`TestStream`]: a product stream to
+//! open writers for, shared by the suite and destination tests).
 
 pub mod destination;
 pub mod source;
 pub mod spec;
+pub mod stream;
 pub mod table;
 
 pub use destination::{DestinationSuite, Evolution, VisibleRows, WriterChild};
 pub use source::{SourceReport, SourceSuite};
+pub use stream::TestStream;
 pub use table::Table;
 
 /// One way a connector breaks the contract.
@@ -66,4 +70,11 @@ impl Faults {
     pub fn has(&self, check: &str) -> bool {
         self.faults.iter().any(|f| f.check == check)
     }
+}
+
+/// Whether an error message names `name` (a column, a stream), quoted as `x`, "x" or 'x'.
+pub(crate) fn names(message: &str, name: &str) -> bool {
+    ['`', '"', '\'']
+        .iter()
+        .any(|q| message.contains(&format!("{q}{name}{q}")))
 }

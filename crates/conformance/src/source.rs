@@ -48,6 +48,16 @@ pub struct SourceSuite<'a> {
     streams: Option<Vec<String>>,
     modes: Vec<SyncMode>,
     read_limit: Duration,
+    undecodable: Vec<Undecodable>,
+}
+
+/// A broken fixture: a config under which stream `stream` holds a value in `column` that the
+/// connector cannot decode (text in a number column, a malformed timestamp).
+#[derive(Debug, Clone)]
+struct Undecodable {
+    config: Value,
+    stream: String,
+    column: String,
 }
 
 /// Everything one read yielded, as the suite needs it.
@@ -73,6 +83,7 @@ impl<'a> SourceSuite<'a> {
             streams: None,
             modes: vec![SyncMode::FullRefresh, SyncMode::Incremental],
             read_limit: Duration::from_secs(300),
+            undecodable: Vec::new(),
         }
     }
 
@@ -92,6 +103,25 @@ impl<'a> SourceSuite<'a> {
     /// How long one read may take before it counts as hung (default 300 s).
     pub fn read_limit(mut self, limit: Duration) -> Self {
         self.read_limit = limit;
+        self
+    }
+
+    /// Adds the undecodable-row check: built from `config` (the fixture with one bad value), a
+    /// read of `stream` from scratch (full refresh where it has one) must fail, and its error must name the stream and `column`
+    /// (quoted, as `` `amount` ``), so that whoever reads the error knows what to fix. A read
+    /// that ends without an error, drops the row, or fails vaguely is a fault. May be given
+    /// once per broken fixture.
+    pub fn undecodable(
+        mut self,
+        config: Value,
+        stream: impl Into<String>,
+        column: impl Into<String>,
+    ) -> Self {
+        self.undecodable.push(Undecodable {
+            config,
+            stream: stream.into(),
+            column: column.into(),
+        });
         self
     }
 
@@ -162,6 +192,12 @@ impl<'a> SourceSuite<'a> {
                     "discover",
                     format!("stream `{s}` asked for by the test is not discovered"),
                 ));
+            }
+        }
+        for broken in &self.undecodable {
+            report.reads += 1;
+            if let Err(fault) = self.check_undecodable(broken).await {
+                faults.push(fault);
             }
         }
         eprintln!(
@@ -313,6 +349,88 @@ impl<'a> SourceSuite<'a> {
         }
         self.check_cancellation(source, stream, &scratch, report, faults, &label)
             .await;
+    }
+
+    /// A read from scratch of the broken fixture's stream: it must fail naming stream and
+    /// column.
+    async fn check_undecodable(&self, broken: &Undecodable) -> Result<(), Fault> {
+        let c = "undecodable_row";
+        let (stream, column) = (&broken.stream, &broken.column);
+        let what = format!(
+            "stream `{stream}`: the broken fixture holds a value in column `{column}` the connector cannot decode"
+        );
+        let source = self
+            .build(&broken.config)
+            .map_err(|e| Fault::new(c, format!("{what}, but its config does not build: {e}")))?;
+        let catalog = source
+            .discover()
+            .await
+            .map_err(|e| Fault::new(c, format!("{what}, but discover fails on it: {e}")))?;
+        let Some(descriptor) = catalog.stream(stream) else {
+            return Err(Fault::new(
+                c,
+                format!("{what}, but the stream is not discovered from it"),
+            ));
+        };
+        // A full refresh where the stream offers one (it reads every row), else its first mode.
+        let mode = if descriptor
+            .supported_sync_modes
+            .contains(&SyncMode::FullRefresh)
+        {
+            SyncMode::FullRefresh
+        } else {
+            descriptor
+                .supported_sync_modes
+                .first()
+                .copied()
+                .unwrap_or(SyncMode::FullRefresh)
+        };
+        let configured = configured(self.factory.name(), descriptor, mode);
+        let work = async {
+            let mut messages = source.read(&configured, None).await?;
+            let mut rows = 0;
+            while let Some(message) = messages.next().await {
+                if let SourceMessage::Records(batch) = message? {
+                    rows += batch.num_rows();
+                }
+            }
+            Ok::<_, weft_core::ConnectorError>(rows)
+        };
+        let outcome = tokio::time::timeout(self.read_limit, work)
+            .await
+            .map_err(|_| {
+                Fault::new(
+                    c,
+                    format!("{what}; its read did not end within {:?}", self.read_limit),
+                )
+            })?;
+        match outcome {
+            Ok(rows) => Err(Fault::new(
+                c,
+                format!(
+                    "{what}, but its read ended without an error after {rows} row(s): a row the connector cannot decode must fail the read, naming the stream and the column"
+                ),
+            )),
+            Err(err) => {
+                let text = err.to_string();
+                let missing: Vec<&str> = [("the stream", stream), ("the column", column)]
+                    .into_iter()
+                    .filter(|(_, name)| !crate::names(&text, name))
+                    .map(|(what, _)| what)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Fault::new(
+                        c,
+                        format!(
+                            "{what}; the read fails, but its error does not name {}: {text}",
+                            missing.join(" or ")
+                        ),
+                    ))
+                }
+            }
+        }
     }
 
     /// Drops reads mid-way (the engine's cancellation: a future dropped at an await point),

@@ -1,12 +1,30 @@
 //! Rows as text: what a source yielded or a reader of a product store sees, compared by value.
 //!
-//! Values are rendered by Arrow's display formatter (`NULL` as `None`), so a table read back
-//! from a database as text compares equal to the batches that were written.
+//! Values are rendered by Arrow's display formatter (`NULL` as `None`; zoned timestamps as
+//! their UTC instants), so a table read back from a database as text compares equal to the
+//! batches that were written.
 
 use std::collections::BTreeMap;
 
-use arrow::array::RecordBatch;
+use arrow::array::{make_array, ArrayRef, RecordBatch};
+use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+/// A zoned timestamp column as the same instants without the zone (rendered as UTC): Arrow's
+/// formatter resolves a zone name (`UTC`, `Europe/Oslo`) only with its `chrono-tz` feature,
+/// which would rebuild Arrow for every connector's tests; the instants are what is compared.
+fn utc_instants(array: &ArrayRef) -> Result<ArrayRef, String> {
+    match array.data_type() {
+        DataType::Timestamp(unit, Some(_)) => array
+            .to_data()
+            .into_builder()
+            .data_type(DataType::Timestamp(*unit, None))
+            .build()
+            .map(make_array)
+            .map_err(|e| e.to_string()),
+        _ => Ok(array.clone()),
+    }
+}
 
 /// A row: one text value (or `None` for NULL) per column of its [`Table`].
 pub type Row = Vec<Option<String>>;
@@ -45,14 +63,26 @@ impl Table {
     pub fn push_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let options = FormatOptions::default().with_null("\u{0}");
         let schema = batch.schema();
+        let arrays: Vec<Option<ArrayRef>> = self
+            .columns
+            .iter()
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .ok()
+                    .map(|i| utc_instants(batch.column(i)))
+                    .transpose()
+                    .map_err(|e| format!("column `{name}`: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
         let mut formatters = Vec::with_capacity(self.columns.len());
-        for name in &self.columns {
-            formatters.push(match schema.index_of(name) {
-                Ok(i) => Some(
-                    ArrayFormatter::try_new(batch.column(i).as_ref(), &options)
+        for (name, array) in self.columns.iter().zip(&arrays) {
+            formatters.push(match array {
+                Some(array) => Some(
+                    ArrayFormatter::try_new(array.as_ref(), &options)
                         .map_err(|e| format!("column `{name}`: {e}"))?,
                 ),
-                Err(_) => None,
+                None => None,
             });
         }
         for row in 0..batch.num_rows() {

@@ -63,6 +63,54 @@ async fn batches_off_the_declared_schema_fail_naming_the_column() {
     );
 }
 
+/// The suite with the undecodable-row check on a broken fixture (id 5's `label` cannot be
+/// decoded).
+async fn run_undecodable(flaw: Flaw) -> Result<weft_conformance::SourceReport, Faults> {
+    let factory = CounterFactory(flaw);
+    let ctx = ConnectorContext {
+        project_dir: std::env::temp_dir(),
+    };
+    SourceSuite::new(
+        &factory,
+        serde_json::json!({ "rows": 10, "batch_size": 3 }),
+        ctx,
+    )
+    .undecodable(
+        serde_json::json!({ "rows": 10, "batch_size": 3, "bad_row": 5 }),
+        "numbers",
+        "label",
+    )
+    .run()
+    .await
+}
+
+#[tokio::test]
+async fn a_source_failing_an_undecodable_row_naming_stream_and_column_passes() {
+    run_undecodable(Flaw::None)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[tokio::test]
+async fn a_source_dropping_an_undecodable_row_fails_naming_stream_and_column() {
+    let faults = run_undecodable(Flaw::DropsUndecodable).await.unwrap_err();
+    let text: Vec<String> = faults.faults.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        text,
+        vec!["[undecodable_row] stream `numbers`: the broken fixture holds a value in column `label` the connector cannot decode, but its read ended without an error after 9 row(s): a row the connector cannot decode must fail the read, naming the stream and the column"]
+    );
+}
+
+#[tokio::test]
+async fn a_source_failing_an_undecodable_row_vaguely_fails_the_check() {
+    let faults = run_undecodable(Flaw::VagueDecodeError).await.unwrap_err();
+    let text: Vec<String> = faults.faults.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        text,
+        vec!["[undecodable_row] stream `numbers`: the broken fixture holds a value in column `label` the connector cannot decode; the read fails, but its error does not name the stream or the column: cannot decode a row"]
+    );
+}
+
 #[tokio::test]
 async fn a_bad_config_is_checked_to_name_the_field() {
     // The counter's spec and errors are right: the config checks find nothing.

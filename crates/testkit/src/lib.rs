@@ -59,6 +59,14 @@ impl TestProject {
         )
     }
 
+    /// A temporary project with one product: a Parquet lake under `lake/` (commit interval
+    /// 1 s) and `domains/<domain>/<product>.yaml` holding `yaml`, its domain declared.
+    pub fn one_product(bin: impl Into<PathBuf>, domain: &str, product: &str, yaml: &str) -> Self {
+        let project = Self::with_lake(bin, "1s");
+        project.product(domain, product, yaml);
+        project
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

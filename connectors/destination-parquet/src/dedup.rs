@@ -10,20 +10,25 @@
 //! 2. scan the published files' key and cursor columns for those keys, skipping every row
 //!    group whose key statistics (min/max) hold none of them: a published row of a changed key
 //!    loses to the new winner, unless its cursor is higher (then the new rows lose);
-//! 3. rewrite only the files holding losing rows, and publish the new file list as one new
-//!    version (see [`crate::versions`]), which leaves the replaced files out.
+//! 3. rewrite only the files holding losing rows, and in them only the row groups holding
+//!    one (the others are copied as encoded bytes, see [`crate::rewrite`]), and publish the
+//!    new file list as one new version (see [`crate::versions`]), which leaves the replaced
+//!    files out.
 //!
-//! Memory is bounded by the keys changed in the run, not by the table: one entry per changed
-//! key (its encoded key, its cursor, a file index and a row number), plus one batch at a time
-//! while scanning and rewriting. A run changing 2,000 keys of 10M holds 2,000 entries. (Files a
-//! stream holds from before it was `append_dedup`, not `compacted`, are scanned like new ones.)
+//! Memory is bounded by the keys changed in the run, not by the table, and by `merge_keys` for
+//! runs changing more: the new rows are settled in partitions by key hash, each held as one
+//! flat list sorted by key (32 bytes per row plus its key and cursor bytes in one arena, no hash
+//! map: ~50 bytes per row for an integer key and a timestamp cursor), plus one batch at a time
+//! while scanning and one row group while rewriting. A run changing 2,000 keys of 10M holds
+//! 2,000 entries; a first load of 10M rows holds `merge_keys` (500,000) at a time, ~25 MB.
+//! (Files a stream holds from before it was `append_dedup`, not `compacted`, are scanned like
+//! new ones.)
 //!
 //! Keys are compared in Arrow's row format, so multi-column keys of any type work, and a null
 //! key is a key like any other (all rows with a null key collapse into one). The row format
 //! orders like the values, which is what lets step 2 compare keys with row group statistics
 //! (single-column keys; multi-column keys scan every row group of the published files).
 
-use std::collections::HashMap;
 use std::fs::File;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -35,7 +40,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use weft_core::{ConnectorError, Result};
 
-use crate::encoder::PartWriter;
+use crate::encoder::{PartWriter, StagedFile};
 use crate::layout;
 use crate::manifest::DataFile;
 use crate::table::Table;
@@ -43,11 +48,105 @@ use crate::table::Table;
 /// Rows per batch while scanning and rewriting.
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// Where the winning new row of a key is.
-struct Winner {
+/// A new row of a key: where it is, and its key and cursor (row format) in the arena of
+/// [`Winners`], the cursor right after the key.
+#[derive(Clone, Copy)]
+struct Candidate {
+    at: usize,
+    key_len: u32,
+    cursor_len: u32,
     file: u32,
     row: u64,
-    cursor: Option<Box<[u8]>>,
+}
+
+/// The winning new rows of one partition's keys, sorted by key. Flat: one arena of key and
+/// cursor bytes and 32 bytes per key, about a third of a hash map of boxed keys (which is what
+/// bounds a compaction's memory by `merge_keys`).
+#[derive(Default)]
+struct Winners {
+    arena: Vec<u8>,
+    list: Vec<Candidate>,
+}
+
+impl Winners {
+    fn key(&self, c: &Candidate) -> &[u8] {
+        &self.arena[c.at..c.at + c.key_len as usize]
+    }
+
+    fn cursor(&self, c: &Candidate) -> Option<&[u8]> {
+        let from = c.at + c.key_len as usize;
+        (c.cursor_len > 0).then(|| &self.arena[from..from + c.cursor_len as usize - 1])
+    }
+
+    /// Adds a new row; `cursor` None when the stream has none.
+    fn push(&mut self, key: &[u8], cursor: Option<&[u8]>, file: u32, row: u64) {
+        let at = self.arena.len();
+        self.arena.extend_from_slice(key);
+        // Stored with one byte more so an empty cursor still reads as present.
+        let cursor_len = match cursor {
+            Some(c) => {
+                self.arena.extend_from_slice(c);
+                self.arena.push(0);
+                c.len() as u32 + 1
+            }
+            None => 0,
+        };
+        self.list.push(Candidate {
+            at,
+            key_len: key.len() as u32,
+            cursor_len,
+            file,
+            row,
+        });
+    }
+
+    /// Sorts the rows by key and keeps the winner of each key (highest cursor; on equal
+    /// cursors, or without one, the last to arrive: commit order, then row order), listing
+    /// the others in `losers`.
+    fn settle(&mut self, losers: &mut [Vec<u64>]) {
+        let mut list = std::mem::take(&mut self.list);
+        list.sort_unstable_by(|a, b| {
+            self.key(a)
+                .cmp(self.key(b))
+                .then((a.file, a.row).cmp(&(b.file, b.row)))
+        });
+        let mut kept = 0;
+        for i in 0..list.len() {
+            let c = list[i];
+            if kept > 0 && self.key(&list[kept - 1]) == self.key(&c) {
+                let w = list[kept - 1];
+                // Later arrival wins unless its cursor is lower.
+                let wins = match (self.cursor(&c), self.cursor(&w)) {
+                    (Some(new), Some(old)) => new >= old,
+                    _ => true,
+                };
+                if wins {
+                    losers[w.file as usize].push(w.row);
+                    list[kept - 1] = c;
+                } else {
+                    losers[c.file as usize].push(c.row);
+                }
+            } else {
+                list[kept] = c;
+                kept += 1;
+            }
+        }
+        list.truncate(kept);
+        self.list = list;
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&Candidate> {
+        self.list
+            .binary_search_by(|c| self.key(c).cmp(key))
+            .ok()
+            .map(|i| &self.list[i])
+    }
+
+    /// Whether some key is in `lo..=hi`.
+    fn any_within(&self, lo: &[u8], hi: &[u8]) -> bool {
+        let at = self.list.partition_point(|c| self.key(c) < lo);
+        at < self.list.len() && self.key(&self.list[at]) <= hi
+    }
 }
 
 /// FNV-1a: a fast, stable hash to spread keys over partitions.
@@ -70,8 +169,19 @@ pub(crate) struct Compaction {
     /// by their statistics).
     pub row_groups_scanned: usize,
     pub row_groups_skipped: usize,
+    /// Row groups of rewritten files copied as encoded bytes (they lost no row).
+    pub row_groups_copied: usize,
+    /// Row groups of rewritten files decoded and encoded again.
+    pub row_groups_encoded: usize,
     /// Bytes of the Parquet files the compaction wrote (the rewritten files).
     pub bytes_written: u64,
+}
+
+/// Removes files the compaction wrote before it failed (a crash leaves them to recovery).
+fn discard(files: &[StagedFile]) {
+    for f in files {
+        let _ = std::fs::remove_file(&f.path);
+    }
 }
 
 pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
@@ -167,7 +277,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
         let mine = |key: &[u8]| partitions == 1 || fnv1a(key) % partitions == partition;
 
         // Pass 1: the winning new row of every key of the partition the run changed.
-        let mut winners: HashMap<Box<[u8]>, Winner> = HashMap::new();
+        let mut winners = Winners::default();
         for (index, file) in files.iter().enumerate() {
             if file.compacted {
                 continue;
@@ -190,55 +300,29 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                         continue;
                     }
                     let cursor = cursors.as_ref().map(|c| c.row(i));
-                    let row = base + i as u64;
-                    match winners.get_mut(key.as_ref()) {
-                        Some(w) => {
-                            // Later arrival wins unless its cursor is lower.
-                            let wins = match (&cursor, &w.cursor) {
-                                (Some(new), Some(old)) => new.as_ref() >= old.as_ref(),
-                                _ => true,
-                            };
-                            if wins {
-                                losers[w.file as usize].push(w.row);
-                                w.file = index as u32;
-                                w.row = row;
-                                if let Some(c) = cursor {
-                                    w.cursor = Some(c.as_ref().into());
-                                }
-                            } else {
-                                losers[index].push(row);
-                            }
-                        }
-                        None => {
-                            winners.insert(
-                                key.as_ref().into(),
-                                Winner {
-                                    file: index as u32,
-                                    row,
-                                    cursor: cursor.map(|c| c.as_ref().into()),
-                                },
-                            );
-                        }
-                    }
+                    winners.push(
+                        key.as_ref(),
+                        cursor.as_ref().map(|c| c.as_ref()),
+                        index as u32,
+                        base + i as u64,
+                    );
                 }
                 base += batch.num_rows() as u64;
             }
         }
-        if winners.is_empty() {
+        if winners.list.is_empty() {
             continue;
         }
+        winners.settle(&mut losers);
 
         // Pass 2: the published rows of those keys, row groups without one skipped.
-        let mut sorted_keys: Vec<Box<[u8]>> = winners.keys().cloned().collect();
-        sorted_keys.sort_unstable();
         for (index, file) in files.iter().enumerate() {
             if !file.compacted {
                 continue;
             }
             let path = table.file_path(&file.path);
             let builder = open(&path)?;
-            let candidates =
-                row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &sorted_keys);
+            let candidates = row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &winners);
             let groups = builder.metadata().row_groups();
             let mut offsets = Vec::with_capacity(groups.len());
             let mut offset = 0u64;
@@ -261,14 +345,14 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                     let batch = batch.map_err(|e| err(&path, &e))?;
                     let (keys, cursors) = encode(&batch, &path)?;
                     for i in 0..batch.num_rows() {
-                        let Some(w) = winners.get(keys.row(i).as_ref()) else {
+                        let Some(w) = winners.find(keys.row(i).as_ref()) else {
                             continue;
                         };
                         let published = cursors.as_ref().map(|c| c.row(i));
                         // The published row arrived first: it stays only with a higher cursor,
                         // and then every new row of its key loses.
-                        let stays = match (&published, &w.cursor) {
-                            (Some(old), Some(new)) => old.as_ref() > new.as_ref(),
+                        let stays = match (&published, winners.cursor(w)) {
+                            (Some(old), Some(new)) => old.as_ref() > new,
                             _ => false,
                         };
                         if stays {
@@ -283,16 +367,14 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
         }
     }
 
-    // Pass 3: rewrite the files holding losers; files without losers stay as they are.
-    let mut writer = PartWriter::new(
-        label.clone(),
-        layout::staging_dir(&table.dir),
-        table.schema.clone(),
-        table.props.clone(),
-        table.file_bytes,
-        table.manifest.max_seq() + 1,
-    );
+    // Pass 3: rewrite the files holding losers; files without losers stay as they are. A
+    // file in the stream's latest schema is spliced (see `rewrite`): only its row groups with
+    // losers are encoded again. Files from before a schema evolution are encoded whole.
+    let staging = layout::staging_dir(&table.dir);
+    let mut seq = table.manifest.max_seq() + 1;
     let mut kept = Vec::new();
+    let mut spliced: Vec<StagedFile> = Vec::new();
+    let mut whole = Vec::new();
     let result = (|| -> Result<()> {
         for (index, file) in files.iter().enumerate() {
             let rows = file.rows;
@@ -313,6 +395,45 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                 continue;
             }
             stats.files_rewritten += 1;
+            let path = table.file_path(&file.path);
+            if !lacking[index] {
+                let done = crate::rewrite::splice(
+                    &label,
+                    &path,
+                    &staging,
+                    seq,
+                    &table.schema,
+                    &table.props,
+                    listed,
+                )?;
+                if let Some((staged, cost)) = done {
+                    seq += 1;
+                    stats.row_groups_copied += cost.copied;
+                    stats.row_groups_encoded += cost.encoded;
+                    spliced.push(staged);
+                    continue;
+                }
+            }
+            whole.push(index);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        discard(&spliced);
+        return Err(e);
+    }
+    let mut writer = PartWriter::new(
+        label.clone(),
+        staging,
+        table.schema.clone(),
+        table.props.clone(),
+        table.file_bytes,
+        seq,
+    );
+    let result = (|| -> Result<()> {
+        for &index in &whole {
+            let file = &files[index];
+            let listed = &losers[index];
             let path = table.file_path(&file.path);
             let reader = open(&path)?
                 .with_batch_size(BATCH_ROWS)
@@ -338,16 +459,27 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                 writer.write(&batch)?;
                 base += n;
             }
+            stats.row_groups_encoded += open(&path)?.metadata().num_row_groups();
         }
         Ok(())
     })();
-    let staged = match result.and_then(|()| writer.seal()) {
+    let mut staged = match result.and_then(|()| writer.seal()) {
         Ok(staged) => staged,
         Err(e) => {
             let _ = writer.discard();
+            discard(&spliced);
             return Err(e);
         }
     };
+    if !spliced.is_empty() {
+        if let Err(e) = layout::fsync_dir(&layout::staging_dir(&table.dir)) {
+            discard(&spliced);
+            discard(&staged);
+            return Err(e);
+        }
+    }
+    spliced.append(&mut staged);
+    let staged = spliced;
     stats.bytes_written = staged.iter().map(|f| f.bytes).sum();
     let mut next = table.manifest.clone();
     next.version += 1;
@@ -371,7 +503,7 @@ fn row_groups_with_keys(
     key_cols: &[String],
     schema: &Schema,
     conv: &RowConverter,
-    keys: &[Box<[u8]>],
+    keys: &Winners,
 ) -> Vec<usize> {
     let groups = builder.metadata().row_groups();
     let all = (0..groups.len()).collect();
@@ -417,15 +549,11 @@ fn row_groups_with_keys(
     let null_key = conv
         .convert_columns(&[arrow::array::new_null_array(&field, 1)])
         .ok();
-    let wants_null = null_key.is_some_and(|n| {
-        keys.binary_search_by(|k| k.as_ref().cmp(n.row(0).as_ref()))
-            .is_ok()
-    });
+    let wants_null = null_key.is_some_and(|n| keys.find(n.row(0).as_ref()).is_some());
     (0..groups.len())
         .filter(|&g| {
-            let (lo, hi) = (mins.row(g), maxes.row(g));
-            let at = keys.partition_point(|k| k.as_ref() < lo.as_ref());
-            (at < keys.len() && keys[at].as_ref() <= hi.as_ref()) || (wants_null && has_nulls[g])
+            keys.any_within(mins.row(g).as_ref(), maxes.row(g).as_ref())
+                || (wants_null && has_nulls[g])
         })
         .collect()
 }

@@ -149,6 +149,88 @@ impl Winners {
     }
 }
 
+/// The new rows' keys and cursors, spilled to one file per partition (in the stream's staging
+/// folder, which recovery empties after a crash), so that the new files are read once however
+/// many partitions settle them. Records: key length (u32), key, cursor length + 1 (u32, 0 for
+/// no cursor), cursor, file (u32), row (u64), little-endian. The files go when it is dropped.
+struct Spill {
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl Spill {
+    fn write<F>(dir: &std::path::Path, partitions: u64, scan: F) -> Result<Self>
+    where
+        F: FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u32, u64) -> Result<()>) -> Result<()>,
+    {
+        use std::io::Write;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut spill = Spill { paths: Vec::new() };
+        let mut writers = Vec::new();
+        for p in 0..partitions {
+            let path = dir.join(format!("spill-{id}-{p}.keys"));
+            let file =
+                File::create_new(&path).map_err(|e| ConnectorError::io("creating", &path, e))?;
+            spill.paths.push(path);
+            writers.push(std::io::BufWriter::with_capacity(64 * 1024, file));
+        }
+        let paths = spill.paths.clone();
+        scan(&mut |key, cursor, file, row| {
+            let p = (fnv1a(key) % partitions) as usize;
+            let w = &mut writers[p];
+            let cursor_len = cursor.map_or(0, |c| c.len() as u32 + 1);
+            w.write_all(&(key.len() as u32).to_le_bytes())
+                .and_then(|()| w.write_all(key))
+                .and_then(|()| w.write_all(&cursor_len.to_le_bytes()))
+                .and_then(|()| w.write_all(cursor.unwrap_or_default()))
+                .and_then(|()| w.write_all(&file.to_le_bytes()))
+                .and_then(|()| w.write_all(&row.to_le_bytes()))
+                .map_err(|e| ConnectorError::io("writing", &paths[p], e))
+        })?;
+        for (w, path) in writers.into_iter().zip(&spill.paths) {
+            w.into_inner()
+                .map_err(|e| ConnectorError::io("writing", path, e.into_error()))?;
+        }
+        Ok(spill)
+    }
+
+    /// Pushes partition `p`'s rows, in the order they were written, into `winners`.
+    fn read(&self, p: usize, winners: &mut Winners) -> Result<()> {
+        use std::io::Read;
+        let path = &self.paths[p];
+        let io = |e| ConnectorError::io("reading", path, e);
+        let file = File::open(path).map_err(io)?;
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
+        let (mut key, mut cursor) = (Vec::new(), Vec::new());
+        let mut word = [0u8; 4];
+        loop {
+            match r.read_exact(&mut word) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                other => other.map_err(io)?,
+            }
+            key.resize(u32::from_le_bytes(word) as usize, 0);
+            r.read_exact(&mut key).map_err(io)?;
+            r.read_exact(&mut word).map_err(io)?;
+            let cursor_len = u32::from_le_bytes(word) as usize;
+            cursor.resize(cursor_len.saturating_sub(1), 0);
+            r.read_exact(&mut cursor).map_err(io)?;
+            r.read_exact(&mut word).map_err(io)?;
+            let file = u32::from_le_bytes(word);
+            let mut long = [0u8; 8];
+            r.read_exact(&mut long).map_err(io)?;
+            let row = u64::from_le_bytes(long);
+            winners.push(&key, (cursor_len > 0).then_some(&cursor[..]), file, row);
+        }
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// FNV-1a: a fast, stable hash to spread keys over partitions.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -265,19 +347,18 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
         Ok::<_, ConnectorError>((keys, cursors))
     };
 
-    // The new rows are taken in partitions by key hash, each settled on its own, so the map
-    // of winners never holds more than about `merge_keys` keys (by default, a first load of
-    // 10M rows is 20 partitions; an incremental run of a few thousand changes is one).
+    // The new rows are taken in partitions by key hash, each settled on its own, so the list
+    // of winners never holds more than about `merge_keys` rows (by default, a first load of
+    // 10M rows is 20 partitions; an incremental run of a few thousand changes is one). With
+    // several partitions the new files' key columns are read once, each row's key and cursor
+    // spilled to its partition's file in staging (see `Spill`), not read again per partition.
     let new_rows: u64 = files.iter().filter(|f| !f.compacted).map(|f| f.rows).sum();
     let partitions = new_rows.div_ceil(table.merge_keys.max(1)).max(1);
     let mut stats = Compaction::default();
     // Per file, the rows that lose (superseded by a later row of their key).
     let mut losers: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
-    for partition in 0..partitions {
-        let mine = |key: &[u8]| partitions == 1 || fnv1a(key) % partitions == partition;
-
-        // Pass 1: the winning new row of every key of the partition the run changed.
-        let mut winners = Winners::default();
+    // Every new row, in arrival order (commit order, then row order), to `sink`.
+    let scan_new = |sink: &mut dyn FnMut(&[u8], Option<&[u8]>, u32, u64) -> Result<()>| {
         for (index, file) in files.iter().enumerate() {
             if file.compacted {
                 continue;
@@ -295,20 +376,37 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
                 let batch = batch.map_err(|e| err(&path, &e))?;
                 let (keys, cursors) = encode(&batch, &path)?;
                 for i in 0..batch.num_rows() {
-                    let key = keys.row(i);
-                    if !mine(key.as_ref()) {
-                        continue;
-                    }
                     let cursor = cursors.as_ref().map(|c| c.row(i));
-                    winners.push(
-                        key.as_ref(),
+                    sink(
+                        keys.row(i).as_ref(),
                         cursor.as_ref().map(|c| c.as_ref()),
                         index as u32,
                         base + i as u64,
-                    );
+                    )?;
                 }
                 base += batch.num_rows() as u64;
             }
+        }
+        Ok::<_, ConnectorError>(())
+    };
+    let spill = if partitions > 1 {
+        Some(Spill::write(
+            &layout::staging_dir(&table.dir),
+            partitions,
+            scan_new,
+        )?)
+    } else {
+        None
+    };
+    for partition in 0..partitions {
+        // Pass 1: the winning new row of every key of the partition the run changed.
+        let mut winners = Winners::default();
+        match &spill {
+            Some(spill) => spill.read(partition as usize, &mut winners)?,
+            None => scan_new(&mut |key, cursor, file, row| {
+                winners.push(key, cursor, file, row);
+                Ok(())
+            })?,
         }
         if winners.list.is_empty() {
             continue;

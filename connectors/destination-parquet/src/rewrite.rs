@@ -210,7 +210,7 @@ fn encode(
         return write_all(second);
     }
     std::thread::scope(|scope| {
-        let other = scope.spawn(|| write_all(first));
+        let other = scope.spawn(move || write_all(first));
         let mine = write_all(second);
         let theirs = other
             .join()

@@ -45,7 +45,8 @@ pub(crate) struct Spliced {
 
 /// Writes `source` without the rows `losers` (sorted, distinct row numbers) as a new file
 /// `layout::part_name(seq)` in `dir`, fsynced. `Ok(None)` (and nothing left in `dir`) when the
-/// file cannot be spliced because its schema is not `schema`; the caller encodes it whole.
+/// file is not spliced (its schema is not `schema`, or it is a single row group); the caller
+/// encodes it whole.
 pub(crate) fn splice(
     label: &str,
     source: &Path,
@@ -71,6 +72,12 @@ pub(crate) fn splice(
         return Ok(None);
     }
     let metadata = builder.metadata().clone();
+    if metadata.num_row_groups() < 2 {
+        // Nothing to copy around its only row group; encoded whole by the caller instead,
+        // together with the other small files it rewrites, so the small files of many runs
+        // are merged rather than kept one per run.
+        return Ok(None);
+    }
     let in_columns = builder.parquet_schema().columns().to_vec();
     drop(builder);
 

@@ -408,7 +408,8 @@ fn a_merge_rewrites_only_the_row_groups_holding_changed_keys_and_readers_see_the
          INSERT INTO t SELECT i, md5(i::text), i * 1.25, '2024-01-01'
            FROM generate_series(1, 60000) i;",
     );
-    // Small row groups, one file: the changed keys below sit in three of many row groups.
+    // Small batches and row groups, one file: the changed keys below sit in three of many
+    // row groups.
     let p = TestProject::new(
         BIN,
         "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n      row_group_bytes: 65536\n  commit_interval: 1h\n",
@@ -418,7 +419,7 @@ fn a_merge_rewrites_only_the_row_groups_holding_changed_keys_and_readers_see_the
         "db",
         &format!(
             "product: db\ndomain: ops\nowner: test@example.com\ndescription: splice\nsource:\n  \
-             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n\
+             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {}, batch_size: 2000 }}\n\
              streams:\n  - name: public.t\n    mode: incremental\n    write: append_dedup\n    \
              cursor: updated_at\n    primary_key: [id]\n",
             db.host, db.port, db.user, db.name

@@ -1325,6 +1325,7 @@ async fn a_merge_copies_the_row_groups_without_a_changed_key_and_encodes_only_th
     let full = read_rows(&[rewritten[0].clone()]);
     let expected: Vec<(i64, String)> = full
         .chunks(1000)
+        .take(total / 1000)
         .flat_map(|c| c[997..].to_vec())
         .collect();
     assert_eq!(picked, expected);

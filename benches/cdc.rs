@@ -401,8 +401,8 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
     cluster.sql(&db, &sql);
     let write_secs = started.elapsed().as_secs_f64();
     thread::sleep(Duration::from_secs(15));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", follower.id()))
-        .unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", follower.id())).unwrap_or_default();
     let hwm_kib: f64 = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))

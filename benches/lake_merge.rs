@@ -69,13 +69,21 @@ fn merge(dir: &Path) -> ((f64, f64), (f64, f64)) {
 /// Prints the compaction line of the last run's log (a lake run).
 fn print_compaction(dir: &Path, run: &str) {
     let log = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
-    for line in log.lines().filter(|l| l.contains("compacted to the latest row per key")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("compacted to the latest row per key"))
+    {
         let fields: Vec<&str> = line
             .split_whitespace()
             .filter(|w| {
-                ["files_rewritten=", "row_groups_", "rows_before=", "rows_after="]
-                    .iter()
-                    .any(|p| w.starts_with(p))
+                [
+                    "files_rewritten=",
+                    "row_groups_",
+                    "rows_before=",
+                    "rows_after=",
+                ]
+                .iter()
+                .any(|p| w.starts_with(p))
             })
             .collect();
         println!("  lake {run} compaction: {}", fields.join(" "));

@@ -428,8 +428,8 @@ fn a_merge_rewrites_only_the_row_groups_holding_changed_keys_and_readers_see_the
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let dir = p.stream_dir("ops", "db", "public.t");
     let groups = |path: &std::path::Path| -> Vec<(i64, i64)> {
-        let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-            .unwrap();
+        let b =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
         b.metadata()
             .row_groups()
             .iter()

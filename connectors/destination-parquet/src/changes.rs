@@ -598,7 +598,10 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     kept.push(file.clone());
                     continue;
                 }
-                if same_schema && sources[index].is_empty() && losers[index].len() as u64 >= file.rows {
+                if same_schema
+                    && sources[index].is_empty()
+                    && losers[index].len() as u64 >= file.rows
+                {
                     // Every row replaced: nothing of the file stays.
                     stats.files_rewritten += 1;
                     continue;

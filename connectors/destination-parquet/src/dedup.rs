@@ -420,7 +420,8 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
             }
             let path = table.file_path(&file.path);
             let builder = open(&path)?;
-            let candidates = row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &winners);
+            let candidates =
+                row_groups_with_keys(&builder, &key_cols, &schema, &key_conv, &winners);
             let groups = builder.metadata().row_groups();
             let mut offsets = Vec::with_capacity(groups.len());
             let mut offset = 0u64;

@@ -63,7 +63,8 @@ pub(crate) fn splice(
     // The page indexes are read so that copied column chunks keep theirs.
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-        input.try_clone()
+        input
+            .try_clone()
             .map_err(|e| ConnectorError::io("opening", source, e))?,
         options,
     )
@@ -219,9 +220,11 @@ fn encode(
     std::thread::scope(|scope| {
         let other = scope.spawn(move || write_all(first));
         let mine = write_all(second);
-        let theirs = other
-            .join()
-            .unwrap_or_else(|_| Err(parquet::errors::ParquetError::General("encoder thread panicked".into())));
+        let theirs = other.join().unwrap_or_else(|_| {
+            Err(parquet::errors::ParquetError::General(
+                "encoder thread panicked".into(),
+            ))
+        });
         mine.and(theirs)
     })
 }

@@ -401,6 +401,12 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
     cluster.sql(&db, &sql);
     let write_secs = started.elapsed().as_secs_f64();
     thread::sleep(Duration::from_secs(15));
+    if let Ok(Some(status)) = follower.try_wait() {
+        panic!(
+            "weft --follow ended with {status}:\n{}",
+            std::fs::read_to_string(dir.path().join("follow.log")).unwrap_or_default()
+        );
+    }
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", follower.id())).unwrap_or_default();
     let hwm_kib: f64 = status
@@ -413,6 +419,27 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
         .args(["-INT", &follower.id().to_string()])
         .status();
     let _ = follower.wait();
+    // Every table's current state reached the lake: rounds × 1,000 rows per stream.
+    for i in 0..streams {
+        let stream = project.join(format!("lake/bench/follow/public.t{i}"));
+        let rows: i64 = weft_testkit::committed_files(&stream)
+            .iter()
+            .map(|f| {
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    std::fs::File::open(f).expect("open"),
+                )
+                .expect("parquet")
+                .metadata()
+                .file_metadata()
+                .num_rows()
+            })
+            .sum();
+        assert_eq!(
+            rows,
+            rounds as i64 * 1000,
+            "stream public.t{i} did not catch up within 15 s of the writer's end"
+        );
+    }
     let changes = streams as u64 * (rounds * 1000 + (rounds - 1) * 1000);
     (hwm_kib / 1024.0, changes, write_secs)
 }

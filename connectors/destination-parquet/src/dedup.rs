@@ -149,6 +149,9 @@ impl Winners {
     }
 }
 
+/// Takes a new row: its key, its cursor (row format), its file index and row number.
+type Sink<'a> = dyn FnMut(&[u8], Option<&[u8]>, u32, u64) -> Result<()> + 'a;
+
 /// The new rows' keys and cursors, spilled to one file per partition (in the stream's staging
 /// folder, which recovery empties after a crash), so that the new files are read once however
 /// many partitions settle them. Records: key length (u32), key, cursor length + 1 (u32, 0 for
@@ -160,7 +163,7 @@ struct Spill {
 impl Spill {
     fn write<F>(dir: &std::path::Path, partitions: u64, scan: F) -> Result<Self>
     where
-        F: FnOnce(&mut dyn FnMut(&[u8], Option<&[u8]>, u32, u64) -> Result<()>) -> Result<()>,
+        F: FnOnce(&mut Sink) -> Result<()>,
     {
         use std::io::Write;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -358,7 +361,7 @@ pub(crate) fn compact(table: &mut Table) -> Result<Option<Compaction>> {
     // Per file, the rows that lose (superseded by a later row of their key).
     let mut losers: Vec<Vec<u64>> = vec![Vec::new(); files.len()];
     // Every new row, in arrival order (commit order, then row order), to `sink`.
-    let scan_new = |sink: &mut dyn FnMut(&[u8], Option<&[u8]>, u32, u64) -> Result<()>| {
+    let scan_new = |sink: &mut Sink| {
         for (index, file) in files.iter().enumerate() {
             if file.compacted {
                 continue;

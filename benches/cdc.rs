@@ -356,7 +356,9 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
     .expect("domain.yaml");
     std::fs::write(
         project.join("weft.yaml"),
-        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 1s\n",
+        // Every stream at once: a follow stream never finishes, so one over the limit would
+        // wait forever.
+        format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: 1s\n  max_concurrent_streams: {streams}\n"),
     )
     .expect("weft.yaml");
     let list: String = (0..streams)

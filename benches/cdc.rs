@@ -18,6 +18,14 @@
 //! time from its commit (`clock_timestamp()` at insert) until a poller sees it in the product
 //! table (server clock for both), p50/p99 (goal p99 < 1 s). `WEFT_BENCH_VERBOSE=1` prints
 //! weft's log of the lake runs.
+//!
+//! Follow-mode memory (issue #15 item 10): `weft sync run --follow` of one product with N CDC
+//! streams into the lake's current state (`WEFT_BENCH_FOLLOW_STREAMS`, default `1,9`), while a
+//! writer changes every table (`WEFT_BENCH_FOLLOW_ROUNDS` rounds, default 40, of 1,000 inserts
+//! and 1,000 updates per table, one transaction per table and round); weft's peak RSS (VmHWM)
+//! once the writer is done and the follower had 15 s to catch up, against the lake's memory
+//! budget (256 MiB) and the one-stream case of the same run. `WEFT_BENCH_ONLY=follow` runs
+//! only this part.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -323,11 +331,135 @@ fn lag(cluster: &PrivateCluster) -> (f64, f64, f64) {
     )
 }
 
+/// Peak RSS (MiB) of a `--follow` run of `streams` CDC streams into the lake while a writer
+/// changes every table; also the changes made and the seconds the writer took.
+fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64, u64, f64) {
+    let db = format!("follow{streams}");
+    cluster.sql("postgres", &format!("CREATE DATABASE {db}"));
+    cluster.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET synchronous_commit = off"),
+    );
+    for i in 0..streams {
+        cluster.sql(
+            &db,
+            &format!("CREATE TABLE t{i} (id int8 PRIMARY KEY, a int4, t text, at timestamptz DEFAULT clock_timestamp())"),
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
+    std::fs::write(
+        project.join("domains/bench/domain.yaml"),
+        weft_testkit::minimal_domain_yaml("bench"),
+    )
+    .expect("domain.yaml");
+    std::fs::write(
+        project.join("weft.yaml"),
+        // Every stream at once: a follow stream never finishes, so one over the limit would
+        // wait forever.
+        format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: 1s\n  max_concurrent_streams: {streams}\n"),
+    )
+    .expect("weft.yaml");
+    let list: String = (0..streams)
+        .map(|i| format!("  - name: public.t{i}\n    mode: cdc\n    write: append_dedup\n"))
+        .collect();
+    std::fs::write(
+        project.join("domains/bench/follow.yaml"),
+        format!(
+            "product: follow\ndomain: bench\nowner: bench@example.com\ndescription: follow memory\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {db} }}\nstreams:\n{list}",
+            cluster.host, cluster.port, cluster.user
+        ),
+    )
+    .expect("product");
+    let mut follower = weft(
+        &project,
+        cluster,
+        &["sync", "run", "--no-progress", "--follow", "bench/follow"],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.path().join("follow.log")).expect("log"))
+    .spawn()
+    .expect("weft --follow");
+    // The snapshot of the empty tables creates the slot; changes made before it are read by
+    // the snapshot instead, so nothing is lost either way.
+    thread::sleep(Duration::from_secs(5));
+    let started = Instant::now();
+    let sql = format!(
+        "DO $$ BEGIN
+           FOR r IN 0..{last} LOOP
+             FOR i IN 0..{tables} LOOP
+               EXECUTE format('INSERT INTO t%s (id, a, t) SELECT g, 0, md5(g::text) FROM generate_series(%s, %s) g', i, r * 1000, r * 1000 + 999);
+               IF r > 0 THEN
+                 EXECUTE format('UPDATE t%s SET a = a + 1 WHERE id >= %s AND id < %s', i, (r - 1) * 1000, r * 1000);
+               END IF;
+               COMMIT;
+             END LOOP;
+           END LOOP;
+         END $$;",
+        last = rounds - 1,
+        tables = streams - 1
+    );
+    cluster.sql(&db, &sql);
+    let write_secs = started.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_secs(15));
+    if let Ok(Some(status)) = follower.try_wait() {
+        panic!(
+            "weft --follow ended with {status}:\n{}",
+            std::fs::read_to_string(dir.path().join("follow.log")).unwrap_or_default()
+        );
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", follower.id())).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let _ = Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status();
+    let _ = follower.wait();
+    // Every table's current state reached the lake: rounds × 1,000 rows per stream.
+    for i in 0..streams {
+        let stream = project.join(format!("lake/bench/follow/public.t{i}"));
+        let rows: i64 = weft_testkit::committed_files(&stream)
+            .iter()
+            .map(|f| {
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    std::fs::File::open(f).expect("open"),
+                )
+                .expect("parquet")
+                .metadata()
+                .file_metadata()
+                .num_rows()
+            })
+            .sum();
+        assert_eq!(
+            rows,
+            rounds as i64 * 1000,
+            "stream public.t{i} did not catch up within 15 s of the writer's end"
+        );
+    }
+    let changes = streams as u64 * (rounds * 1000 + (rounds - 1) * 1000);
+    (hwm_kib / 1024.0, changes, write_secs)
+}
+
 fn main() {
-    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+    // Room for the follow cases' slots (one per CDC stream) besides the throughput cases'.
+    let options = ClusterOptions {
+        replication_slots: 24,
+        ..ClusterOptions::default()
+    };
+    let Some(cluster) = PrivateCluster::start(options) else {
         eprintln!("no private PostgreSQL cluster: nothing measured");
         return;
     };
+    if std::env::var("WEFT_BENCH_ONLY").as_deref() == Ok("follow") {
+        follow_cases(&cluster);
+        return;
+    }
     let changes = env_u64("WEFT_BENCH_CHANGES", 1_000_000);
     let single = env_u64("WEFT_BENCH_SINGLE_CHANGES", changes);
     let mut summary = Vec::new();
@@ -359,4 +491,23 @@ fn main() {
         println!("{line}");
     }
     println!("  lag p50 {p50:.3} s, p99 {p99:.3} s at {rate:.0} changes/s");
+    follow_cases(&cluster);
+}
+
+/// The follow-mode memory cases, printed against the lake's budget.
+fn follow_cases(cluster: &PrivateCluster) {
+    let rounds = env_u64("WEFT_BENCH_FOLLOW_ROUNDS", 40).max(1);
+    let cases: Vec<usize> = std::env::var("WEFT_BENCH_FOLLOW_STREAMS")
+        .unwrap_or_else(|_| "1,9".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    for streams in cases {
+        let (rss, changes, secs) = follow_memory(cluster, streams, rounds);
+        println!(
+            "follow into the lake, {streams} CDC streams, {changes} changes written in {secs:.1} s: peak RSS {rss:.1} MiB, ratio to the 256 MiB budget {:.3}",
+            rss / 256.0
+        );
+    }
 }

@@ -7,7 +7,11 @@
 //! incremental run brings the case's changes (the sample source updates that many existing
 //! orders and adds as many new ones) and is measured: wall time and weft's peak RSS, and the
 //! ratio lake / PostgreSQL store (goal < 1). Sling, the outside reference of issue #15, is not
-//! installed on this machine, so it is not measured here.
+//! installed on this machine, so it is not measured here. The lake's compaction log line (files
+//! rewritten, row groups copied and encoded again) is printed with each lake run.
+//!
+//! `WEFT_BENCH_REFERENCE=0` skips the PostgreSQL store (for the memory case: a first load of
+//! 10M keys, `WEFT_BENCH_ROWS=10000000 WEFT_BENCH_CHANGES=2000`).
 
 use std::path::Path;
 use std::process::Command;
@@ -56,8 +60,34 @@ fn merge(dir: &Path) -> ((f64, f64), (f64, f64)) {
         run_measured(cmd, dir)
     };
     let first = run();
+    print_compaction(dir, "first load");
     let second = run();
+    print_compaction(dir, "merge");
     (first, second)
+}
+
+/// Prints the compaction line of the last run's log (a lake run).
+fn print_compaction(dir: &Path, run: &str) {
+    let log = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("compacted to the latest row per key"))
+    {
+        let fields: Vec<&str> = line
+            .split_whitespace()
+            .filter(|w| {
+                [
+                    "files_rewritten=",
+                    "row_groups_",
+                    "rows_before=",
+                    "rows_after=",
+                ]
+                .iter()
+                .any(|p| w.starts_with(p))
+            })
+            .collect();
+        println!("  lake {run} compaction: {}", fields.join(" "));
+    }
 }
 
 fn main() {
@@ -78,6 +108,14 @@ fn main() {
             changes,
         );
         let (lake_load, lake) = merge(&lake_dir);
+        if std::env::var("WEFT_BENCH_REFERENCE").as_deref() == Ok("0") {
+            println!("{changes} changed rows (+{changes} new) in {rows}, lake only:");
+            println!(
+                "  first load: {:>8.2} s {:>7.1} MiB   merge: {:>8.2} s {:>7.1} MiB",
+                lake_load.0, lake_load.1, lake.0, lake.1
+            );
+            continue;
+        }
 
         let db = PgTestDb::create("bench_merge");
         let pg_dir = tmp.path().join("pg-project");

@@ -394,3 +394,87 @@ fn a_new_csv_with_one_more_column_flows_into_the_lake() {
         text(&[Some("a.csv"), Some("a.csv"), Some("b.csv")])
     );
 }
+
+#[test]
+fn a_merge_rewrites_only_the_row_groups_holding_changed_keys_and_readers_see_the_source() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let db = PgTestDb::create("lake_splice");
+    db.sql(
+        "CREATE TABLE t (id int8 PRIMARY KEY, v text, n numeric(12,2), updated_at timestamptz NOT NULL);
+         INSERT INTO t SELECT i, md5(i::text), i * 1.25, '2024-01-01'
+           FROM generate_series(1, 60000) i;",
+    );
+    // Small batches and row groups, one file: the changed keys below sit in three of many
+    // row groups.
+    let p = TestProject::new(
+        BIN,
+        "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n      row_group_bytes: 65536\n  commit_interval: 1h\n",
+    );
+    p.product(
+        "ops",
+        "db",
+        &format!(
+            "product: db\ndomain: ops\nowner: test@example.com\ndescription: splice\nsource:\n  \
+             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {}, batch_size: 2000 }}\n\
+             streams:\n  - name: public.t\n    mode: incremental\n    write: append_dedup\n    \
+             cursor: updated_at\n    primary_key: [id]\n",
+            db.host, db.port, db.user, db.name
+        ),
+    );
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let dir = p.stream_dir("ops", "db", "public.t");
+    let groups = |path: &std::path::Path| -> Vec<(i64, i64)> {
+        let b =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+        b.metadata()
+            .row_groups()
+            .iter()
+            .map(|g| (g.num_rows(), g.compressed_size()))
+            .collect()
+    };
+    let before = weft_testkit::committed_files(&dir);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let old = groups(&before[0]);
+    assert!(old.len() >= 8, "{} row groups", old.len());
+
+    db.sql(
+        "UPDATE t SET v = 'changed', n = -1, updated_at = '2024-02-01' WHERE id IN (2, 30000, 59999);
+         INSERT INTO t VALUES (60001, 'new', 0.5, '2024-02-01');",
+    );
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+
+    // DuckDB's glob and pyarrow.dataset, as README shows them, read the source's rows.
+    let rows = dump(&dir, "id");
+    let cells: Vec<String> = {
+        let (ids, vs, ns) = (rows.column("id"), rows.column("v"), rows.column("n"));
+        (0..ids.len())
+            .map(|i| {
+                format!(
+                    "{}|{}|{}",
+                    ids[i].clone().unwrap(),
+                    vs[i].clone().unwrap(),
+                    ns[i].clone().unwrap()
+                )
+            })
+            .collect()
+    };
+    let source = db.sql("SELECT string_agg(concat_ws('|', id, v, n), ',' ORDER BY id) FROM t");
+    assert_eq!(cells.len(), 60_001);
+    assert_eq!(cells.join(","), source);
+
+    // The old file was replaced by one with the same row groups: the three holding a changed
+    // key lost a row, every other one was copied byte for byte (same size).
+    let after = weft_testkit::committed_files(&dir);
+    let spliced: Vec<_> = after
+        .iter()
+        .filter(|f| !before.contains(f) && groups(f).len() == old.len())
+        .collect();
+    assert_eq!(spliced.len(), 1, "{after:?}");
+    let new = groups(spliced[0]);
+    let changed: Vec<usize> = (0..old.len()).filter(|&g| old[g] != new[g]).collect();
+    assert_eq!(changed.len(), 3, "{old:?} -> {new:?}");
+    for g in changed {
+        assert_eq!(new[g].0, old[g].0 - 1, "row group {g}");
+    }
+}

@@ -94,7 +94,7 @@ use weft_core::change_columns::{COMMIT_TS, OP, ORDINAL, POSITION};
 use weft_core::{ChangeBatch, ChangeOp, ConnectorError, Result};
 
 use crate::dedup::Compaction;
-use crate::encoder::PartWriter;
+use crate::encoder::{PartWriter, StagedFile};
 use crate::layout;
 use crate::manifest::{columns_of, ColumnSpec, DataFile};
 use crate::table::Table;
@@ -579,11 +579,15 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
     let mut captured: HashMap<Target, Vec<Captured>> = HashMap::new();
     let mut kept = Vec::new();
     let mut stats = Compaction::default();
+    // Spliced files take sequence numbers after the writer's (names are unique by uuid; the
+    // numbers only order files).
+    let mut spliced_seq = table.manifest.max_seq() + 1 + files.len() as u64;
+    let mut spliced: Vec<StagedFile> = Vec::new();
     let result = (|| -> Result<()> {
         for (index, file) in files.iter().enumerate() {
             stats.rows_before += file.rows;
             let path = table.file_path(&file.path);
-            let builder = open(&path)?;
+            let mut builder = open(&path)?;
             if file.compacted {
                 if truncated.is_some() {
                     continue;
@@ -593,6 +597,38 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
                     stats.rows_after += file.rows;
                     kept.push(file.clone());
                     continue;
+                }
+                if same_schema
+                    && sources[index].is_empty()
+                    && losers[index].len() as u64 >= file.rows
+                {
+                    // Every row replaced: nothing of the file stays.
+                    stats.files_rewritten += 1;
+                    continue;
+                }
+                if same_schema && sources[index].is_empty() {
+                    // Only rows to drop: the row groups without one are copied as they are
+                    // encoded (see `rewrite`).
+                    drop(builder);
+                    let done = crate::rewrite::splice(
+                        &label,
+                        &path,
+                        &layout::staging_dir(&table.dir),
+                        spliced_seq,
+                        &out_schema,
+                        &table.props,
+                        &losers[index],
+                    )?;
+                    if let Some((staged, cost)) = done {
+                        spliced_seq += 1;
+                        stats.files_rewritten += 1;
+                        stats.rows_after += staged.rows;
+                        stats.row_groups_copied += cost.copied;
+                        stats.row_groups_encoded += cost.encoded;
+                        spliced.push(staged);
+                        continue;
+                    }
+                    builder = open(&path)?;
                 }
             }
             let rows = if file.compacted {
@@ -688,9 +724,17 @@ pub(crate) fn compact_current(table: &mut Table) -> Result<Compaction> {
         Ok(staged) => staged,
         Err(e) => {
             let _ = writer.discard();
+            for f in &spliced {
+                let _ = std::fs::remove_file(&f.path);
+            }
             return Err(e);
         }
     };
+    if !spliced.is_empty() {
+        layout::fsync_dir(&layout::staging_dir(&table.dir))?;
+    }
+    let mut staged = staged;
+    staged.append(&mut spliced);
     stats.bytes_written = staged.iter().map(|f| f.bytes).sum();
     let mut next = table.manifest.clone();
     next.version += 1;

@@ -28,8 +28,9 @@ pub struct LakeConfig {
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
     /// `append_dedup`: new rows a compaction settles at a time (default 500,000). It holds
-    /// about 150 bytes per key of one such part in memory; more new rows than this (a first
-    /// load) are settled in parts by key hash, each part reading the key columns again.
+    /// about 50 bytes per row of one such part in memory (integer key, timestamp cursor);
+    /// more new rows than this (a first load) are settled in parts by key hash, each part
+    /// reading the key columns again.
     #[serde(default = "default_merge_keys")]
     pub merge_keys: u64,
     /// Bytes of row groups every lake writer of the process may buffer together (default

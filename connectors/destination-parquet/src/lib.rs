@@ -42,6 +42,7 @@ pub mod manifest;
 mod product_meta;
 pub mod reader;
 mod recovery;
+mod rewrite;
 mod storable;
 mod table;
 pub mod versions;

@@ -274,6 +274,8 @@ fn log_compaction(label: &str, compaction: Option<crate::dedup::Compaction>) -> 
         files_rewritten = stats.files_rewritten,
         row_groups_scanned = stats.row_groups_scanned,
         row_groups_skipped = stats.row_groups_skipped,
+        row_groups_copied = stats.row_groups_copied,
+        row_groups_encoded = stats.row_groups_encoded,
         bytes_written = stats.bytes_written,
         "compacted to the latest row per key"
     );

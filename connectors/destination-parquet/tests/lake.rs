@@ -1201,3 +1201,121 @@ async fn an_unfinished_overwrite_is_dropped_when_the_stream_is_reopened_in_appen
         rows(&[(2, "append")])
     );
 }
+
+/// (rows, compressed bytes) of each row group of `path`.
+fn row_group_sizes(path: &Path) -> Vec<(i64, i64)> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    b.metadata()
+        .row_groups()
+        .iter()
+        .map(|g| (g.num_rows(), g.compressed_size()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_merge_copies_the_row_groups_without_a_changed_key_and_encodes_only_the_others() {
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
+    use parquet::file::metadata::PageIndexPolicy;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // One file of many row groups, several pages each (so the copied page indexes matter).
+    let config = json!({ "row_group_bytes": 16384, "file_bytes": 100_000_000 });
+    let s = schema();
+    let stream = configured(&s, WriteMode::AppendDedup, &["id"], None);
+    let mut w = lake(root, config.clone())
+        .open(&target("r1"), &stream, s.clone())
+        .await
+        .unwrap();
+    let name = |i: i64, v: &str| format!("{v}-{i}-{}", i * 7919 % 10007);
+    for chunk in 0..20 {
+        let ids: Vec<i64> = (chunk * 1000..(chunk + 1) * 1000).collect();
+        let names: Vec<String> = ids.iter().map(|i| name(*i, "v1")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        w.write(batch(&ids, &names)).await.unwrap();
+    }
+    w.finish(&cp(1)).await.unwrap();
+    drop(w);
+    let dir = dir_of(root);
+    let before = committed_files(&dir).unwrap();
+    assert_eq!(before.len(), 1);
+    let old_groups = row_group_sizes(&before[0]);
+    assert!(old_groups.len() >= 8, "{} row groups", old_groups.len());
+
+    // Two changed keys, in the second row group and in the last one, and a new key.
+    let second = old_groups[0].0 + 1;
+    let last = 19_999;
+    let mut w = lake(root, config)
+        .open(&target("r2"), &stream, s)
+        .await
+        .unwrap();
+    w.write(batch(
+        &[second, last, 50_000],
+        &["v2-second", "v2-last", "new"],
+    ))
+    .await
+    .unwrap();
+    w.finish(&cp(2)).await.unwrap();
+    drop(w);
+
+    let after = committed_files(&dir).unwrap();
+    let mut got = read_rows(&after);
+    got.sort();
+    let mut want: Vec<(i64, String)> = (0..20_000).map(|i| (i, name(i, "v1"))).collect();
+    want[second as usize].1 = "v2-second".into();
+    want[last as usize].1 = "v2-last".into();
+    want.push((50_000, "new".into()));
+    assert_eq!(got, want);
+
+    // The big file was rewritten: every row group but the two with a loser has the same
+    // rows and bytes as before (copied as encoded), those two one row less.
+    let rewritten: Vec<&PathBuf> = after
+        .iter()
+        .filter(|p| row_group_sizes(p).len() == old_groups.len())
+        .collect();
+    assert_eq!(rewritten.len(), 1, "{after:?}");
+    assert!(!before.contains(rewritten[0]));
+    let new_groups = row_group_sizes(rewritten[0]);
+    let touched = [1, old_groups.len() - 1];
+    for (g, (old, new)) in old_groups.iter().zip(&new_groups).enumerate() {
+        if touched.contains(&g) {
+            assert_eq!(new.0, old.0 - 1, "row group {g}");
+        } else {
+            assert_eq!(new, old, "row group {g} was not copied as it was");
+        }
+    }
+
+    // The copied page indexes point at the right pages: a reader that skips rows by the
+    // offset index reads the same values as a full scan.
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        File::open(rewritten[0]).unwrap(),
+        options,
+    )
+    .unwrap();
+    assert!(b.metadata().page_index().is_some(), "page index kept");
+    let total: usize = new_groups.iter().map(|g| g.0 as usize).sum();
+    let selection: Vec<RowSelector> = (0..total / 1000)
+        .flat_map(|_| [RowSelector::skip(997), RowSelector::select(3)])
+        .collect();
+    let reader = b
+        .with_row_selection(RowSelection::from(selection))
+        .build()
+        .unwrap();
+    let mut picked = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let names = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            picked.push((ids.value(i), names.value(i).to_string()));
+        }
+    }
+    let full = read_rows(&[rewritten[0].clone()]);
+    let expected: Vec<(i64, String)> = full
+        .chunks(1000)
+        .take(total / 1000)
+        .flat_map(|c| c[997..].to_vec())
+        .collect();
+    assert_eq!(picked, expected);
+}

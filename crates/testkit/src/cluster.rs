@@ -22,6 +22,9 @@ pub struct ClusterOptions {
     pub user: String,
     /// `wal_level=logical` with room for replication slots (default true).
     pub logical: bool,
+    /// `max_replication_slots` and `max_wal_senders` when `logical` (default 4; weft takes one
+    /// slot per CDC stream).
+    pub replication_slots: u32,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +32,7 @@ impl Default for ClusterOptions {
         Self {
             user: "weft_owner".into(),
             logical: true,
+            replication_slots: 4,
         }
     }
 }
@@ -130,7 +134,10 @@ impl PrivateCluster {
             cluster.dir.path().display()
         );
         if opts.logical {
-            conf.push_str("wal_level = logical\nmax_wal_senders = 4\nmax_replication_slots = 4\n");
+            conf.push_str(&format!(
+                "wal_level = logical\nmax_wal_senders = {n}\nmax_replication_slots = {n}\n",
+                n = opts.replication_slots
+            ));
         }
         // A free port can be taken between the probe and the start: try a few.
         let mut last = String::new();

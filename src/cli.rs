@@ -230,6 +230,39 @@ pub enum ConnectorCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Run a declarative manifest's stream and show the requests it sends (secrets redacted),
+    /// the records of its first pages, the state after each slice and schema mismatches.
+    Test(ManifestTest),
+    /// Write a starter connector; with `--manifest`, a declarative manifest (YAML, no Rust) in
+    /// the project's `connectors/` folder.
+    New(NewConnector),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestTest {
+    /// The manifest file (YAML).
+    pub manifest: PathBuf,
+    /// A JSON or YAML file holding the connector's config (the manifest spec's fields).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The stream to read (default: the manifest's first).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Pages read per slice.
+    #[arg(long, default_value_t = 5)]
+    pub pages: usize,
+    /// Slices read.
+    #[arg(long, default_value_t = 5)]
+    pub slices: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct NewConnector {
+    /// The connector's name (`crm`, `web-events`).
+    pub name: String,
+    /// Write a declarative manifest `connectors/NAME.yaml` in the project.
+    #[arg(long)]
+    pub manifest: bool,
 }
 
 #[derive(Debug, Args)]

@@ -102,6 +102,37 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "source-manifest")]
+        ConnectorCommand::Test(t) => {
+            super::manifest_tool::test(
+                &t.manifest,
+                t.config.as_deref(),
+                t.stream.as_deref(),
+                weft_source_manifest::tester::Limits {
+                    pages: t.pages,
+                    slices: t.slices,
+                },
+            )
+            .await
+        }
+        #[cfg(feature = "source-manifest")]
+        ConnectorCommand::New(n) if n.manifest => {
+            let root = match project {
+                Some(dir) => dir,
+                None => std::env::current_dir().map_err(|e| {
+                    Failure::config(format!("cannot read the current folder: {e}"))
+                })?,
+            };
+            super::manifest_tool::new(&root, &n.name)
+        }
+        #[cfg(not(feature = "source-manifest"))]
+        ConnectorCommand::Test(_) | ConnectorCommand::New(_) => Err(Failure::config(
+            "this weft was built without the `source-manifest` feature",
+        )),
+        #[cfg(feature = "source-manifest")]
+        ConnectorCommand::New(_) => Err(Failure::config(
+            "`weft connector new` writes declarative manifests here: add `--manifest`",
+        )),
         ConnectorCommand::Check(target) => {
             let resolved = resolve(project, &target)?;
             let outcome = match resolved.kind {

@@ -1,6 +1,8 @@
 //! End to end: a declarative manifest in the project, run natively by the real `weft` binary
 //! into the lake; killed with SIGKILL mid-sync of a paginated, sliced stream and rerun: every
-//! row exactly once, and the slices committed before the kill are not requested again.
+//! row exactly once (read back by DuckDB and pyarrow), and the slices committed before the kill
+//! are not requested again — for a full refresh (list partitions × day windows, page numbers)
+//! and for an incremental stream (day windows, cursor tokens) whose state is the CDK's.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +135,16 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     let expected = expected_ids();
     assert_eq!(ids.len(), expected.len(), "rows lost or duplicated");
     assert!(ids == expected, "rows lost or duplicated");
+    // The same rows as independent readers see them.
+    let dump = weft_testkit::readers::dump(&p.stream_dir("ops", "api", "items"), "id");
+    let read: Vec<i64> = dump
+        .column("id")
+        .into_iter()
+        .map(|v| v.unwrap().parse().unwrap())
+        .collect();
+    assert!(read == expected, "DuckDB/pyarrow rows differ from the mock's");
+    assert_eq!(dump.types["id"], "int64");
+    assert_eq!(dump.types["updated_at"], "date32[day]");
 
     // Every slice is read completely once after the kill, except those committed before it.
     let mut pages: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -159,5 +171,154 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
         (cp["complete"].clone(), cp["slices_done"].clone()),
         (json!(true), json!(15)),
         "{cp}"
+    );
+}
+
+const EVENTS: &str = r#"
+version: 6.0.0
+type: DeclarativeSource
+check: {stream_names: [events]}
+spec:
+  type: Spec
+  connection_specification:
+    type: object
+    required: [base, token]
+    properties:
+      base: {type: string}
+      token: {type: string, airbyte_secret: true}
+      start: {type: string, default: "2024-03-01"}
+definitions:
+  requester:
+    type: HttpRequester
+    url_base: "{{ config.base }}"
+    authenticator: {type: BearerAuthenticator, api_token: "{{ config.token }}"}
+streams:
+  - type: DeclarativeStream
+    name: events
+    primary_key: id
+    retriever:
+      type: SimpleRetriever
+      requester: {$ref: "#/definitions/requester", path: /events}
+      record_selector:
+        type: RecordSelector
+        extractor: {type: DpathExtractor, field_path: [data]}
+      paginator:
+        type: DefaultPaginator
+        page_token_option: {type: RequestOption, inject_into: request_parameter, field_name: cursor}
+        pagination_strategy:
+          type: CursorPagination
+          cursor_value: "{{ response.next }}"
+          stop_condition: "{{ not response.next }}"
+    incremental_sync:
+      type: DatetimeBasedCursor
+      cursor_field: updated_at
+      datetime_format: "%Y-%m-%d"
+      start_datetime: "{{ config.start }}"
+      end_datetime: "2024-03-06"
+      step: P1D
+      cursor_granularity: P1D
+      start_time_option: {type: RequestOption, inject_into: request_parameter, field_name: since}
+      end_time_option: {type: RequestOption, inject_into: request_parameter, field_name: until}
+    schema_loader:
+      type: InlineSchemaLoader
+      schema:
+        type: object
+        properties:
+          id: {type: integer}
+          updated_at: {type: string, format: date}
+          payload: {type: string}
+"#;
+
+const EVENT_PAGES: u32 = 3;
+const EVENTS_PER_PAGE: u32 = 40;
+
+/// Day `since` (one-day windows): three pages of 40 events, chained by a `next` cursor.
+fn serve_events(req: &weft_testkit::http_mock::Seen) -> Reply {
+    if req.header("authorization") != Some("Bearer tok-s3cret") {
+        return Reply::status(401, "{\"error\": \"bad token\"}");
+    }
+    let since = req.param("since").unwrap().to_string();
+    assert_eq!(req.param("until"), Some(since.as_str()), "one-day windows");
+    let day: u32 = since[8..10].parse().unwrap();
+    let page: u32 = req.param("cursor").map_or(0, |c| c.parse().unwrap());
+    let data: Vec<_> = (page * EVENTS_PER_PAGE..(page + 1) * EVENTS_PER_PAGE)
+        .map(|n| json!({"id": day * 1000 + n, "updated_at": since, "payload": format!("e{n}")}))
+        .collect();
+    let next = (page + 1 < EVENT_PAGES).then(|| (page + 1).to_string());
+    Reply::json(json!({"data": data, "next": next}))
+}
+
+#[test]
+fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(MockServer::start(serve_events));
+    let p = TestProject::with_lake(BIN, "1ms");
+    p.file("connectors/events.yaml", EVENTS);
+    p.product(
+        "ops",
+        "ev",
+        &format!(
+            "product: ev\ndomain: ops\nowner: ops@example.com\ndescription: Events of a date-sliced HTTP API.\nsource:\n  connector: manifest\n  config:\n    manifest: connectors/events.yaml\n    config:\n      base: {}\n      token: tok-s3cret\nstreams:\n  - name: events\n    mode: incremental\n    write: append_dedup\n",
+            server.url()
+        ),
+    );
+    let limit = std::time::Duration::from_secs(180);
+    let (mut run, _release) = p.spawn_paused("after_commit", ["sync", "run", "--no-progress"]);
+    run.wait_for_line("pausepoint `after_commit` reached", limit);
+    run.signal(libc::SIGKILL);
+    let killed = run.finish(limit);
+    assert_ne!(killed.code(), Some(0));
+    assert!(!killed.all().contains("tok-s3cret"), "{}", killed.all());
+    let stream_dir = p.stream_dir("ops", "ev", "events");
+    let cp = weft_testkit::manifest_checkpoint(&stream_dir).expect("a committed checkpoint");
+    // The CDK's own state shape: the cursor field and the newest value seen.
+    let committed = cp["updated_at"].as_str().expect("a cursor state").to_string();
+    assert!(committed.starts_with("2024-03-0"), "{cp}");
+    let first_run = server.seen().len();
+
+    let rerun = p.run_within(limit, ["sync", "run", "--no-progress"]);
+    rerun.expect_code(0);
+    assert!(!rerun.all().contains("tok-s3cret"), "{}", rerun.all());
+    let after: Vec<_> = server.seen()[first_run..].to_vec();
+    // The rerun starts at the committed cursor (inclusive, as the CDK does), not at the start.
+    assert_eq!(after[0].param("since"), Some(committed.as_str()));
+    assert!(after.iter().all(|s| s.param("since").unwrap() >= committed.as_str()));
+    let days: std::collections::BTreeSet<_> =
+        after.iter().map(|s| s.param("since").unwrap().to_string()).collect();
+    let last: u32 = committed[8..10].parse().unwrap();
+    assert_eq!(days.len() as u32, 6 - last + 1, "{days:?}");
+    assert_eq!(
+        weft_testkit::manifest_checkpoint(&stream_dir).unwrap(),
+        json!({"updated_at": "2024-03-06"})
+    );
+
+    let mut expected: Vec<i64> = (1..=6u32)
+        .flat_map(|d| (0..EVENT_PAGES * EVENTS_PER_PAGE).map(move |n| (d * 1000 + n) as i64))
+        .collect();
+    expected.sort_unstable();
+    let dump = weft_testkit::readers::dump(&stream_dir, "id");
+    let ids: Vec<i64> = dump
+        .column("id")
+        .into_iter()
+        .map(|v| v.unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "rows lost or duplicated");
+    assert!(ids == expected, "rows lost or duplicated");
+    let payloads = dump.column("payload");
+    assert_eq!(payloads[0].as_deref(), Some("e0"));
+    assert_eq!(payloads[119].as_deref(), Some("e119"));
+
+    // Nothing new: the next run asks only for the last day again.
+    let before = server.seen().len();
+    p.run_within(limit, ["sync", "run", "--no-progress"])
+        .expect_code(0);
+    let third: Vec<_> = server.seen()[before..]
+        .iter()
+        .map(|s| s.param("since").unwrap().to_string())
+        .collect();
+    assert_eq!(third, vec!["2024-03-06"; EVENT_PAGES as usize]);
+    assert_eq!(
+        weft_testkit::readers::dump(&stream_dir, "id").column("id").len(),
+        expected.len()
     );
 }

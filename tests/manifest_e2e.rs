@@ -229,22 +229,33 @@ streams:
           payload: {type: string}
 "#;
 
-const EVENT_PAGES: u32 = 3;
+const EVENTS_PER_DAY: u32 = 120;
 const EVENTS_PER_PAGE: u32 = 40;
 
-/// Day `since` (one-day windows): three pages of 40 events, chained by a `next` cursor.
+fn day_of(date: &str) -> u32 {
+    date[8..10].parse().unwrap()
+}
+
+/// The events of the days `since..=until` (120 a day), 40 a page, chained by a `next` cursor.
 fn serve_events(req: &weft_testkit::http_mock::Seen) -> Reply {
     if req.header("authorization") != Some("Bearer tok-s3cret") {
         return Reply::status(401, "{\"error\": \"bad token\"}");
     }
-    let since = req.param("since").unwrap().to_string();
-    assert_eq!(req.param("until"), Some(since.as_str()), "one-day windows");
-    let day: u32 = since[8..10].parse().unwrap();
-    let page: u32 = req.param("cursor").map_or(0, |c| c.parse().unwrap());
-    let data: Vec<_> = (page * EVENTS_PER_PAGE..(page + 1) * EVENTS_PER_PAGE)
-        .map(|n| json!({"id": day * 1000 + n, "updated_at": since, "payload": format!("e{n}")}))
+    let (since, until) = (req.param("since").unwrap(), req.param("until").unwrap());
+    let all: Vec<(u32, u32)> = (day_of(since)..=day_of(until))
+        .flat_map(|d| (0..EVENTS_PER_DAY).map(move |n| (d, n)))
         .collect();
-    let next = (page + 1 < EVENT_PAGES).then(|| (page + 1).to_string());
+    let page: usize = req.param("cursor").map_or(0, |c| c.parse().unwrap());
+    let per = EVENTS_PER_PAGE as usize;
+    let data: Vec<_> = all
+        .iter()
+        .skip(page * per)
+        .take(per)
+        .map(|(d, n)| {
+            json!({"id": d * 1000 + n, "updated_at": format!("2024-03-{d:02}"), "payload": format!("e{n}")})
+        })
+        .collect();
+    let next = ((page + 1) * per < all.len()).then(|| (page + 1).to_string());
     Reply::json(json!({"data": data, "next": next}))
 }
 
@@ -280,20 +291,27 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     rerun.expect_code(0);
     assert!(!rerun.all().contains("tok-s3cret"), "{}", rerun.all());
     let after: Vec<_> = server.seen()[first_run..].to_vec();
-    // The rerun starts at the committed cursor (inclusive, as the CDK does), not at the start.
+    // The rerun starts at the committed cursor (inclusive, as the CDK does), not at the start;
+    // windows are one day but the last, which ends at `end_datetime` (the CDK's rule).
     assert_eq!(after[0].param("since"), Some(committed.as_str()));
     assert!(after.iter().all(|s| s.param("since").unwrap() >= committed.as_str()));
-    let days: std::collections::BTreeSet<_> =
-        after.iter().map(|s| s.param("since").unwrap().to_string()).collect();
-    let last: u32 = committed[8..10].parse().unwrap();
-    assert_eq!(days.len() as u32, 6 - last + 1, "{days:?}");
+    let windows: std::collections::BTreeSet<_> = after
+        .iter()
+        .map(|s| (s.param("since").unwrap().to_string(), s.param("until").unwrap().to_string()))
+        .collect();
+    let last = day_of(&committed);
+    let mut want: std::collections::BTreeSet<_> = (last..5)
+        .map(|d| (format!("2024-03-{d:02}"), format!("2024-03-{d:02}")))
+        .collect();
+    want.insert(("2024-03-05".into(), "2024-03-06".into()));
+    assert_eq!(windows, want);
     assert_eq!(
         weft_testkit::manifest_checkpoint(&stream_dir).unwrap(),
         json!({"updated_at": "2024-03-06"})
     );
 
     let mut expected: Vec<i64> = (1..=6u32)
-        .flat_map(|d| (0..EVENT_PAGES * EVENTS_PER_PAGE).map(move |n| (d * 1000 + n) as i64))
+        .flat_map(|d| (0..EVENTS_PER_DAY).map(move |n| (d * 1000 + n) as i64))
         .collect();
     expected.sort_unstable();
     let dump = weft_testkit::readers::dump(&stream_dir, "id");
@@ -308,15 +326,15 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     assert_eq!(payloads[0].as_deref(), Some("e0"));
     assert_eq!(payloads[119].as_deref(), Some("e119"));
 
-    // Nothing new: the next run asks only for the last day again.
+    // Caught up: the state is at `end_datetime`, so the next run has no window to ask for.
     let before = server.seen().len();
     p.run_within(limit, ["sync", "run", "--no-progress"])
         .expect_code(0);
-    let third: Vec<_> = server.seen()[before..]
-        .iter()
-        .map(|s| s.param("since").unwrap().to_string())
-        .collect();
-    assert_eq!(third, vec!["2024-03-06"; EVENT_PAGES as usize]);
+    assert_eq!(server.seen().len(), before, "{:?}", &server.seen()[before..]);
+    assert_eq!(
+        weft_testkit::manifest_checkpoint(&stream_dir).unwrap(),
+        json!({"updated_at": "2024-03-06"})
+    );
     assert_eq!(
         weft_testkit::readers::dump(&stream_dir, "id").column("id").len(),
         expected.len()

@@ -217,7 +217,7 @@ impl Http {
                             )?;
                             (
                                 Action::Retry,
-                                Some(wait),
+                                wait,
                                 format!(
                                     "answered {}: {}",
                                     response.status,

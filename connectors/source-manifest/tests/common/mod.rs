@@ -33,6 +33,7 @@ pub fn build(manifest: &str, config: Value) -> Result<Built, String> {
     Ok(Built { dir, source })
 }
 
+#[derive(Debug)]
 pub struct Read {
     pub rows: Vec<Value>,
     pub checkpoints: Vec<Value>,

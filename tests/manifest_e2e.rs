@@ -142,7 +142,10 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
         .into_iter()
         .map(|v| v.unwrap().parse().unwrap())
         .collect();
-    assert!(read == expected, "DuckDB/pyarrow rows differ from the mock's");
+    assert!(
+        read == expected,
+        "DuckDB/pyarrow rows differ from the mock's"
+    );
     assert_eq!(dump.types["id"], "int64");
     assert_eq!(dump.types["updated_at"], "date32[day]");
 
@@ -174,7 +177,7 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     );
 }
 
-const EVENTS: &str = r#"
+const EVENTS: &str = r##"
 version: 6.0.0
 type: DeclarativeSource
 check: {stream_names: [events]}
@@ -227,7 +230,7 @@ streams:
           id: {type: integer}
           updated_at: {type: string, format: date}
           payload: {type: string}
-"#;
+"##;
 
 const EVENTS_PER_DAY: u32 = 120;
 const EVENTS_PER_PAGE: u32 = 40;
@@ -283,7 +286,10 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     let stream_dir = p.stream_dir("ops", "ev", "events");
     let cp = weft_testkit::manifest_checkpoint(&stream_dir).expect("a committed checkpoint");
     // The CDK's own state shape: the cursor field and the newest value seen.
-    let committed = cp["updated_at"].as_str().expect("a cursor state").to_string();
+    let committed = cp["updated_at"]
+        .as_str()
+        .expect("a cursor state")
+        .to_string();
     assert!(committed.starts_with("2024-03-0"), "{cp}");
     let first_run = server.seen().len();
 
@@ -294,10 +300,17 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     // The rerun starts at the committed cursor (inclusive, as the CDK does), not at the start;
     // windows are one day but the last, which ends at `end_datetime` (the CDK's rule).
     assert_eq!(after[0].param("since"), Some(committed.as_str()));
-    assert!(after.iter().all(|s| s.param("since").unwrap() >= committed.as_str()));
+    assert!(after
+        .iter()
+        .all(|s| s.param("since").unwrap() >= committed.as_str()));
     let windows: std::collections::BTreeSet<_> = after
         .iter()
-        .map(|s| (s.param("since").unwrap().to_string(), s.param("until").unwrap().to_string()))
+        .map(|s| {
+            (
+                s.param("since").unwrap().to_string(),
+                s.param("until").unwrap().to_string(),
+            )
+        })
         .collect();
     let last = day_of(&committed);
     let mut want: std::collections::BTreeSet<_> = (last..5)
@@ -330,13 +343,20 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     let before = server.seen().len();
     p.run_within(limit, ["sync", "run", "--no-progress"])
         .expect_code(0);
-    assert_eq!(server.seen().len(), before, "{:?}", &server.seen()[before..]);
+    assert_eq!(
+        server.seen().len(),
+        before,
+        "{:?}",
+        &server.seen()[before..]
+    );
     assert_eq!(
         weft_testkit::manifest_checkpoint(&stream_dir).unwrap(),
         json!({"updated_at": "2024-03-06"})
     );
     assert_eq!(
-        weft_testkit::readers::dump(&stream_dir, "id").column("id").len(),
+        weft_testkit::readers::dump(&stream_dir, "id")
+            .column("id")
+            .len(),
         expected.len()
     );
 }

@@ -119,9 +119,8 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
         ConnectorCommand::New(n) if n.manifest => {
             let root = match project {
                 Some(dir) => dir,
-                None => std::env::current_dir().map_err(|e| {
-                    Failure::config(format!("cannot read the current folder: {e}"))
-                })?,
+                None => std::env::current_dir()
+                    .map_err(|e| Failure::config(format!("cannot read the current folder: {e}")))?,
             };
             super::manifest_tool::new(&root, &n.name)
         }

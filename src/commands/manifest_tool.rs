@@ -55,7 +55,10 @@ pub async fn test(
     .await;
     match result {
         Ok(()) => {
-            println!("{records_seen} records read (limits: {} pages per slice, {} slices)", limits.pages, limits.slices);
+            println!(
+                "{records_seen} records read (limits: {} pages per slice, {} slices)",
+                limits.pages, limits.slices
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(Failure::failed(format!("{}: {e}", manifest.display()))),
@@ -85,11 +88,7 @@ fn print_event(event: &Event, records_seen: &mut usize, out: &mut String) {
             records,
         } => {
             *records_seen += records.len();
-            let _ = writeln!(
-                out,
-                "slice {slice}, page {page}: {} records",
-                records.len()
-            );
+            let _ = writeln!(out, "slice {slice}, page {page}: {} records", records.len());
             if !records.is_empty() {
                 let _ = writeln!(out, "{}", records_table(records));
             }
@@ -161,7 +160,7 @@ pub fn starter(name: &str) -> String {
     STARTER.replace("{{NAME}}", name)
 }
 
-const STARTER: &str = r#"# A declarative (low-code) connector: Airbyte's manifest format, run by weft natively.
+const STARTER: &str = r##"# A declarative (low-code) connector: Airbyte's manifest format, run by weft natively.
 # Try it:   weft connector test connectors/{{NAME}}.yaml --config {{NAME}}.config.yaml
 # Use it in a product file:
 #   source:
@@ -250,7 +249,7 @@ streams:
           id: {type: integer}
           name: {type: [string, "null"]}
           updated_at: {type: string, format: date}
-"#;
+"##;
 
 /// Writes `connectors/NAME.yaml` (and an example config beside the project root) under
 /// `root`; refuses to overwrite.
@@ -301,11 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.yaml");
         std::fs::write(&path, starter("things")).unwrap();
-        let source = weft_source_manifest::ManifestSource::open(
-            &path,
-            serde_json::json!({"api_key": "k"}),
-        )
-        .unwrap();
+        let source =
+            weft_source_manifest::ManifestSource::open(&path, serde_json::json!({"api_key": "k"}))
+                .unwrap();
         assert_eq!(tester::stream_names(&source), ["items"]);
     }
 }

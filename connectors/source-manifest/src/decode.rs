@@ -205,7 +205,8 @@ impl BatchBuilder {
                         .expect("decoded as microsecond timestamps")
                         .clone()
                         .with_timezone(tz.clone()),
-                ) as arrow_array::ArrayRef,
+                )
+                    as arrow_array::ArrayRef,
                 _ => col.clone(),
             })
             .collect();

@@ -132,7 +132,10 @@ fn describe(path: &str, kind: &jsonschema::error::ValidationErrorKind) -> String
             kind.keyword()
         ),
         K::OneOfMultipleValid { .. } => {
-            format!("{} fits more than one of the spec's `oneOf` options", at(path))
+            format!(
+                "{} fits more than one of the spec's `oneOf` options",
+                at(path)
+            )
         }
         other => format!(
             "{} does not satisfy the spec's `{}`",
@@ -171,8 +174,14 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("`page_size` does not satisfy the spec's `minimum`"), "{err}");
-        assert!(err.contains("`opts.region` does not satisfy the spec's `type` (expected string)"), "{err}");
+        assert!(
+            err.contains("`page_size` does not satisfy the spec's `minimum`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`opts.region` does not satisfy the spec's `type` (expected string)"),
+            "{err}"
+        );
         assert!(!err.contains("sekrit"), "{err}");
         assert!(validate(&spec, &json!({"api_key": "k", "start": "s"})).is_ok());
     }

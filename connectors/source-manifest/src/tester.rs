@@ -110,8 +110,7 @@ impl Redactor {
     /// A header as shown: credential headers hidden whole.
     pub fn header(&self, name: &str, value: &str) -> String {
         let n = name.to_ascii_lowercase();
-        if n == "authorization" || n == "proxy-authorization" || n == "cookie" || secret_name(&n)
-        {
+        if n == "authorization" || n == "proxy-authorization" || n == "cookie" || secret_name(&n) {
             match value.split_once(' ') {
                 // Keep the scheme (`Bearer`, `Basic`): it says which authenticator ran.
                 Some((scheme, _)) if !scheme.is_empty() && scheme.len() < 16 => {
@@ -215,7 +214,10 @@ pub async fn run(
             .push((req.clone(), resp.status));
     });
     let source = ManifestSource::open_observed(path, config, Some(observer))?;
-    let spec = source.connection_specification().cloned().unwrap_or(Value::Null);
+    let spec = source
+        .connection_specification()
+        .cloned()
+        .unwrap_or(Value::Null);
     let redactor = Redactor::new(&spec, &source.shared.config);
     let flush = |on: &mut dyn FnMut(Event)| {
         for (req, status) in exchanges.lock().expect("exchange log").drain(..) {
@@ -225,9 +227,10 @@ pub async fn run(
     let names = stream_names(&source);
     let name = match stream {
         Some(s) => s.to_string(),
-        None => names.first().cloned().ok_or_else(|| {
-            ManifestSourceError::Manifest("it declares no stream".into())
-        })?,
+        None => names
+            .first()
+            .cloned()
+            .ok_or_else(|| ManifestSourceError::Manifest("it declares no stream".into()))?,
     };
     let model = source
         .manifest
@@ -362,16 +365,24 @@ mod tests {
             r.text("http://x/?k=abc123&pw=p%40ss+word&s=shh-1&region=eu"),
             "http://x/?k=****&pw=****&s=****&region=eu"
         );
-        assert_eq!(r.header("Authorization", "Basic dXNlcjpwdw=="), "Basic ****");
+        assert_eq!(
+            r.header("Authorization", "Basic dXNlcjpwdw=="),
+            "Basic ****"
+        );
         assert_eq!(r.header("X-Api-Key", "anything"), "****");
         assert_eq!(r.header("Accept", "application/json"), "application/json");
     }
 
     #[test]
     fn mismatches_name_the_field() {
-        let schema = json!({"properties": {"id": {"type": "integer"}, "n": {"type": ["null", "string"]}}});
+        let schema =
+            json!({"properties": {"id": {"type": "integer"}, "n": {"type": ["null", "string"]}}});
         let mut out = BTreeMap::new();
-        check_record(&schema, &json!({"id": "7", "n": null, "extra": 1}), &mut out);
+        check_record(
+            &schema,
+            &json!({"id": "7", "n": null, "extra": 1}),
+            &mut out,
+        );
         assert_eq!(out["id"], "declared integer but a record has string");
         assert!(out["extra"].contains("not declared"));
         assert!(!out.contains_key("n"));

@@ -110,7 +110,9 @@ pub fn column(rows: &[Value], field: &str) -> Vec<Value> {
 
 /// The batch with its zoned timestamps made naive (still UTC): arrow-json writes only offset
 /// zones without chrono-tz.
-fn without_zones(batch: weft_core::arrow_array::RecordBatch) -> weft_core::arrow_array::RecordBatch {
+fn without_zones(
+    batch: weft_core::arrow_array::RecordBatch,
+) -> weft_core::arrow_array::RecordBatch {
     use std::sync::Arc;
     use weft_core::arrow_array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
     use weft_core::arrow_schema::{DataType, Field, Schema};
@@ -119,19 +121,24 @@ fn without_zones(batch: weft_core::arrow_array::RecordBatch) -> weft_core::arrow
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Timestamp(u, Some(_)) => f.as_ref().clone().with_data_type(DataType::Timestamp(*u, None)),
+            DataType::Timestamp(u, Some(_)) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*u, None)),
             _ => f.as_ref().clone(),
         })
         .collect();
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
-        .map(|c| match c.as_any().downcast_ref::<TimestampMicrosecondArray>() {
-            Some(t) if t.timezone().is_some() => {
-                Arc::new(t.clone().with_timezone_opt(None::<String>)) as ArrayRef
-            }
-            _ => c.clone(),
-        })
+        .map(
+            |c| match c.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                Some(t) if t.timezone().is_some() => {
+                    Arc::new(t.clone().with_timezone_opt(None::<String>)) as ArrayRef
+                }
+                _ => c.clone(),
+            },
+        )
         .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }

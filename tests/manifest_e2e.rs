@@ -288,7 +288,7 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     // The CDK's own state shape: the cursor field and the newest value seen.
     let committed = cp["updated_at"]
         .as_str()
-        .expect("a cursor state")
+        .unwrap_or_else(|| panic!("a cursor state: {cp}"))
         .to_string();
     assert!(committed.starts_with("2024-03-0"), "{cp}");
     let first_run = server.seen().len();

@@ -216,9 +216,6 @@ pub enum ConnectorCommand {
     Check(ConnectorTarget),
     /// List the streams a source offers, with their columns and types.
     Discover(DiscoverTarget),
-    /// Write a new connector crate under `connectors/`, registered and with its conformance
-    /// tests wired up (see docs/connectors.md).
-    New(NewConnector),
     /// Install an Airbyte connector from PyPI into its cached virtualenv ahead of a sync (or find
     /// it installed), and say where it is and which Python it runs on.
     Install {
@@ -233,15 +230,43 @@ pub enum ConnectorCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Run a declarative manifest's stream and show the requests it sends (secrets redacted),
+    /// the records of its first pages, the state after each slice and schema mismatches.
+    Test(ManifestTest),
+    /// Write a new connector: a Rust crate under `connectors/`, registered and with its
+    /// conformance tests wired up (`--kind`, see docs/connectors.md), or with `--manifest` a
+    /// declarative manifest (YAML, no Rust) in the project's `connectors/` folder.
+    New(NewConnector),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestTest {
+    /// The manifest file (YAML).
+    pub manifest: PathBuf,
+    /// A JSON or YAML file holding the connector's config (the manifest spec's fields).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The stream to read (default: the manifest's first).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Pages read per slice.
+    #[arg(long, default_value_t = 5)]
+    pub pages: usize,
+    /// Slices read.
+    #[arg(long, default_value_t = 5)]
+    pub slices: usize,
 }
 
 #[derive(Debug, Args)]
 pub struct NewConnector {
     /// The connector's name in product files (`crm`, `web-events`).
     pub name: String,
-    /// Whether it reads (`source`) or writes (`destination`).
-    #[arg(long, value_enum)]
-    pub kind: KindArg,
+    /// Whether the crate reads (`source`) or writes (`destination`).
+    #[arg(long, value_enum, required_unless_present = "manifest")]
+    pub kind: Option<KindArg>,
+    /// Write a declarative manifest `connectors/NAME.yaml` in the project instead of a crate.
+    #[arg(long, conflicts_with_all = ["kind", "workspace"])]
+    pub manifest: bool,
     /// The root of the weft checkout to add it to (default: the workspace holding the current
     /// folder).
     #[arg(long)]

@@ -12,6 +12,8 @@ pub fn registry() -> Registry {
     let registry = registry.with_source(weft_source_postgres::PostgresSourceFactory);
     #[cfg(feature = "source-airbyte")]
     let registry = registry.with_source(weft_source_airbyte::AirbyteSourceFactory);
+    #[cfg(feature = "source-manifest")]
+    let registry = registry.with_source(weft_source_manifest::ManifestSourceFactory);
     #[cfg(feature = "destination-parquet")]
     let registry = registry.with_destination(weft_destination_parquet::ParquetLakeFactory);
     #[cfg(feature = "destination-postgres")]

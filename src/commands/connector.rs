@@ -1,4 +1,5 @@
-//! `weft connector list|spec|check|discover|install` (`new` lives in `scaffold`).
+//! `weft connector list|spec|check|discover|install|test|new` (a crate's `new` lives in
+//! `scaffold`, a manifest's `new` and `test` in `manifest_tool`).
 //!
 //! Connector names on the command line are unambiguous: a name that is both a source and a
 //! destination (`postgres`) must be written `source-postgres` / `destination-postgres` (or
@@ -102,6 +103,36 @@ pub async fn run(project: Option<PathBuf>, cmd: ConnectorCommand) -> Result<Exit
             println!("{}", serde_json::to_string_pretty(&spec).expect("JSON"));
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "source-manifest")]
+        ConnectorCommand::Test(t) => {
+            super::manifest_tool::test(
+                &t.manifest,
+                t.config.as_deref(),
+                t.stream.as_deref(),
+                weft_source_manifest::tester::Limits {
+                    pages: t.pages,
+                    slices: t.slices,
+                },
+            )
+            .await
+        }
+        #[cfg(feature = "source-manifest")]
+        ConnectorCommand::New(n) if n.manifest => {
+            let root = match project {
+                Some(dir) => dir,
+                None => std::env::current_dir()
+                    .map_err(|e| Failure::config(format!("cannot read the current folder: {e}")))?,
+            };
+            super::manifest_tool::new(&root, &n.name)
+        }
+        #[cfg(not(feature = "source-manifest"))]
+        ConnectorCommand::Test(_) => Err(Failure::config(
+            "this weft was built without the `source-manifest` feature",
+        )),
+        #[cfg(not(feature = "source-manifest"))]
+        ConnectorCommand::New(n) if n.manifest => Err(Failure::config(
+            "this weft was built without the `source-manifest` feature",
+        )),
         ConnectorCommand::Check(target) => {
             let resolved = resolve(project, &target)?;
             let outcome = match resolved.kind {

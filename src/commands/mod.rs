@@ -6,6 +6,8 @@ mod daemon;
 mod discover;
 mod domain;
 mod init;
+#[cfg(feature = "source-manifest")]
+mod manifest_tool;
 mod policy;
 mod product;
 mod product_links;

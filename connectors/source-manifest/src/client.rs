@@ -103,11 +103,15 @@ enum Action {
     Ignore,
 }
 
+/// Called with every request sent and its response (`weft connector test` shows them).
+pub type Observer = Arc<dyn Fn(&Request, &Response) + Send + Sync>;
+
 /// The HTTP client of one source.
 pub struct Http {
     client: reqwest::Client,
     interp: Arc<Interpolator>,
     config: Value,
+    observer: Option<Observer>,
 }
 
 impl Http {
@@ -121,7 +125,14 @@ impl Http {
             client,
             interp,
             config,
+            observer: None,
         })
+    }
+
+    /// This client, calling `observer` with every request and response.
+    pub fn observed(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     async fn once(&self, request: &Request) -> Result<Response, reqwest::Error> {
@@ -150,11 +161,15 @@ impl Http {
             })
             .collect();
         let body = response.bytes().await?;
-        Ok(Response {
+        let response = Response {
             status,
             headers,
             body,
-        })
+        };
+        if let Some(observer) = &self.observer {
+            observer(request, &response);
+        }
+        Ok(response)
     }
 
     /// Sends `request` with `handler`'s error handling; `None` when the response is ignored.
@@ -202,7 +217,7 @@ impl Http {
                             )?;
                             (
                                 Action::Retry,
-                                Some(wait),
+                                wait,
                                 format!(
                                     "answered {}: {}",
                                     response.status,

@@ -32,6 +32,9 @@ enum Col {
 /// Builds batches of one stream's schema.
 pub struct BatchBuilder {
     schema: SchemaRef,
+    /// The schema arrow-json decodes: zoned timestamps without their zone (arrow-json parses
+    /// only offset zones without chrono-tz); the zone is put back on the decoded columns.
+    decode_schema: SchemaRef,
     columns: HashMap<String, Col>,
     rows: Vec<Value>,
     nulled: u64,
@@ -62,8 +65,22 @@ impl BatchBuilder {
                 (f.name().clone(), col)
             })
             .collect();
+        let decode_schema = std::sync::Arc::new(arrow_schema::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Timestamp(unit, Some(_)) => f
+                        .as_ref()
+                        .clone()
+                        .with_data_type(DataType::Timestamp(*unit, None)),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         Self {
             schema,
+            decode_schema,
             columns,
             rows: Vec::new(),
             nulled: 0,
@@ -168,13 +185,34 @@ impl BatchBuilder {
         if self.rows.is_empty() {
             return Ok(None);
         }
-        let mut decoder = arrow_json::ReaderBuilder::new(self.schema.clone())
+        let mut decoder = arrow_json::ReaderBuilder::new(self.decode_schema.clone())
             .with_batch_size(self.rows.len())
             .build_decoder()
             .map_err(|e| e.to_string())?;
         decoder.serialize(&self.rows).map_err(|e| e.to_string())?;
         self.rows.clear();
-        decoder.flush().map_err(|e| e.to_string())
+        let Some(batch) = decoder.flush().map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(col, field)| match field.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => std::sync::Arc::new(
+                    col.as_any()
+                        .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+                        .expect("decoded as microsecond timestamps")
+                        .clone()
+                        .with_timezone(tz.clone()),
+                )
+                    as arrow_array::ArrayRef,
+                _ => col.clone(),
+            })
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 

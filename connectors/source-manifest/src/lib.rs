@@ -39,6 +39,7 @@ pub mod request;
 pub mod select;
 pub mod slices;
 pub mod spec;
+pub mod tester;
 
 use manifest::model::{DeclarativeStream, SchemaLoader};
 use manifest::{Manifest, ManifestError};
@@ -143,7 +144,16 @@ struct SliceProgress {
 
 impl ManifestSource {
     /// Loads the manifest at `path`, validates `config` against its spec (defaults applied).
-    pub fn open(path: &std::path::Path, mut config: Value) -> Result<Self, ManifestSourceError> {
+    pub fn open(path: &std::path::Path, config: Value) -> Result<Self, ManifestSourceError> {
+        Self::open_observed(path, config, None)
+    }
+
+    /// [`ManifestSource::open`], with `observer` called for every HTTP exchange.
+    pub fn open_observed(
+        path: &std::path::Path,
+        mut config: Value,
+        observer: Option<client::Observer>,
+    ) -> Result<Self, ManifestSourceError> {
         let manifest = Manifest::load(path)?;
         let spec = match &manifest.source.spec {
             Some(s) => Some(s.connection_specification.clone()),
@@ -154,7 +164,10 @@ impl ManifestSource {
             spec::validate(schema, &config)?;
         }
         let interp = Arc::new(interpolate::Interpolator::new());
-        let http = client::Http::new(interp.clone(), config.clone())?;
+        let mut http = client::Http::new(interp.clone(), config.clone())?;
+        if let Some(observer) = observer {
+            http = http.observed(observer);
+        }
         let shared = Arc::new(read::Shared {
             interp,
             http,

@@ -28,15 +28,26 @@ pub fn apply_defaults(schema: &Value, config: &mut Value) {
     }
 }
 
-/// Validates `config` against the spec, naming every offending field.
+/// Validates `config` against the spec (JSON Schema draft 7, as the CDK's `jsonschema` does),
+/// naming every offending field and the rule it breaks.
 ///
-/// The keywords connector specs use are checked: `type`, `required`, `enum`/`const`,
-/// `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`, `properties`, `items`, and
-/// `oneOf`/`anyOf` (one branch must fit). A full JSON Schema crate (`jsonschema`) was tried
-/// first: it changes the features of `ahash` under arrow, rebuilding the whole workspace.
+/// The messages are weft's own, built from the error's kind and the field's path: the
+/// `jsonschema` crate's texts quote the offending value, and a config's values are secrets.
 pub fn validate(schema: &Value, config: &Value) -> Result<(), ManifestSourceError> {
-    let mut problems = Vec::new();
-    check(schema, config, "", &mut problems);
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(schema)
+        .map_err(|e| {
+            ManifestSourceError::Manifest(format!(
+                "its spec's `connection_specification` is not a valid JSON Schema (at `{}`): {}",
+                e.schema_path().as_str(),
+                e.kind().keyword()
+            ))
+        })?;
+    let problems: Vec<String> = validator
+        .iter_errors(config)
+        .map(|e| describe(&field_path(e.instance_path().as_str()), e.kind()))
+        .collect();
     if problems.is_empty() {
         Ok(())
     } else {
@@ -44,153 +55,93 @@ pub fn validate(schema: &Value, config: &Value) -> Result<(), ManifestSourceErro
     }
 }
 
+/// A JSON pointer (`/opts/regions/0`) as the field path users write (`opts.regions[0]`).
+fn field_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
 fn at(path: &str) -> String {
     if path.is_empty() {
-        "(the root)".into()
+        "the config".into()
     } else {
         format!("`{path}`")
     }
 }
 
-fn type_fits(ty: &str, v: &Value) -> bool {
-    match ty {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "integer" => v.as_f64().is_some_and(|f| f.fract() == 0.0),
-        "number" => v.is_number(),
-        "boolean" => v.is_boolean(),
-        "null" => v.is_null(),
-        _ => true,
-    }
-}
-
-fn check(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
-    let Some(s) = schema.as_object() else { return };
-    let types: Vec<&str> = match s.get("type") {
-        Some(Value::String(t)) => vec![t.as_str()],
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if !types.is_empty() && !types.iter().any(|t| type_fits(t, v)) {
-        out.push(format!(
-            "{} does not satisfy the spec's `type` (expected {})",
+fn describe(path: &str, kind: &jsonschema::error::ValidationErrorKind) -> String {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as K};
+    match kind {
+        K::Required { property } => format!(
+            "{} lacks `{}`, which the manifest's spec requires",
             at(path),
-            types.join(" or ")
-        ));
-        return;
-    }
-    for key in ["oneOf", "anyOf"] {
-        if let Some(branches) = s.get(key).and_then(Value::as_array) {
-            let fits = branches.iter().any(|b| {
-                let mut errs = Vec::new();
-                check(b, v, path, &mut errs);
-                errs.is_empty()
-            });
-            if !fits {
-                out.push(format!(
-                    "{} fits none of the spec's `{key}` options",
-                    at(path)
-                ));
-            }
+            property.as_str().unwrap_or_default()
+        ),
+        K::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!(
+                "{} does not satisfy the spec's `type` (expected {expected})",
+                at(path)
+            )
         }
-    }
-    if let Some(options) = s.get("enum").and_then(Value::as_array) {
-        if !options.contains(v) {
-            let names: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            out.push(format!(
+        // The allowed values are the spec's, not the user's: safe to show.
+        K::Enum { options } => {
+            let names: Vec<String> = options
+                .as_array()
+                .map(|o| o.iter().map(Value::to_string).collect())
+                .unwrap_or_default();
+            format!(
                 "{} is not one of the spec's `enum` values ({})",
                 at(path),
                 names.join(", ")
-            ));
+            )
         }
-    }
-    if let Some(c) = s.get("const") {
-        if c != v {
-            out.push(format!("{} does not satisfy the spec's `const`", at(path)));
+        K::Pattern { pattern } => {
+            format!("{} does not match the spec's `pattern` {pattern}", at(path))
         }
-    }
-    if let Some(n) = v.as_f64() {
-        if s.get("minimum")
-            .and_then(Value::as_f64)
-            .is_some_and(|m| n < m)
-        {
-            out.push(format!(
-                "{} does not satisfy the spec's `minimum`",
+        K::AdditionalProperties { unexpected } => format!(
+            "{} has fields the spec does not allow: {}",
+            at(path),
+            unexpected
+                .iter()
+                .map(|u| format!("`{u}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        K::OneOfNotValid { .. } | K::AnyOf { .. } => format!(
+            "{} fits none of the spec's `{}` options",
+            at(path),
+            kind.keyword()
+        ),
+        K::OneOfMultipleValid { .. } => {
+            format!(
+                "{} fits more than one of the spec's `oneOf` options",
                 at(path)
-            ));
+            )
         }
-        if s.get("maximum")
-            .and_then(Value::as_f64)
-            .is_some_and(|m| n > m)
-        {
-            out.push(format!(
-                "{} does not satisfy the spec's `maximum`",
-                at(path)
-            ));
-        }
-    }
-    if let Some(text) = v.as_str() {
-        let len = text.chars().count() as u64;
-        if s.get("minLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| len < m)
-        {
-            out.push(format!(
-                "{} does not satisfy the spec's `minLength`",
-                at(path)
-            ));
-        }
-        if s.get("maxLength")
-            .and_then(Value::as_u64)
-            .is_some_and(|m| len > m)
-        {
-            out.push(format!(
-                "{} does not satisfy the spec's `maxLength`",
-                at(path)
-            ));
-        }
-        if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
-            if regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(text)) {
-                out.push(format!(
-                    "{} does not match the spec's `pattern` {pattern}",
-                    at(path)
-                ));
-            }
-        }
-    }
-    if let Some(obj) = v.as_object() {
-        for name in s
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if !obj.contains_key(name) {
-                out.push(format!(
-                    "{} lacks `{name}`, which the manifest's spec requires",
-                    at(path)
-                ));
-            }
-        }
-        if let Some(props) = s.get("properties").and_then(Value::as_object) {
-            for (name, prop) in props {
-                if let Some(child) = obj.get(name) {
-                    let p = if path.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{path}.{name}")
-                    };
-                    check(prop, child, &p, out);
-                }
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (s.get("items"), v.as_array()) {
-        for (i, item) in arr.iter().enumerate() {
-            check(items, item, &format!("{path}[{i}]"), out);
-        }
+        other => format!(
+            "{} does not satisfy the spec's `{}`",
+            at(path),
+            other.keyword()
+        ),
     }
 }
 
@@ -217,6 +168,21 @@ mod tests {
         );
         assert!(err.contains("lacks `start`"), "{err}");
         assert!(!err.contains("12345"), "{err}");
+        let err = validate(
+            &spec,
+            &json!({"api_key": "sekrit-value", "start": "s", "page_size": 0, "opts": {"region": 5}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`page_size` does not satisfy the spec's `minimum`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`opts.region` does not satisfy the spec's `type` (expected string)"),
+            "{err}"
+        );
+        assert!(!err.contains("sekrit"), "{err}");
         assert!(validate(&spec, &json!({"api_key": "k", "start": "s"})).is_ok());
     }
 }

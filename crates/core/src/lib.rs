@@ -97,6 +97,7 @@ pub mod config;
 pub mod connector;
 pub mod destination;
 pub mod error;
+pub mod json_schema;
 pub mod message;
 pub mod metadata;
 pub mod names;

@@ -6,6 +6,7 @@ mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod http;
+pub mod http_mock;
 pub mod measure;
 pub mod pg;
 pub mod pgtext;

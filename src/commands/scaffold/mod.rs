@@ -157,7 +157,11 @@ fn workspace_root(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
 
 /// Runs `weft connector new`.
 pub fn run(args: NewConnector) -> Result<ExitCode, Failure> {
-    let names = Names::new(&args.name, args.kind)?;
+    // clap requires `--kind` unless `--manifest`, which is dispatched elsewhere.
+    let kind = args
+        .kind
+        .ok_or_else(|| Failure::config("`weft connector new` needs `--kind source|destination`"))?;
+    let names = Names::new(&args.name, kind)?;
     let root = workspace_root(args.workspace)?;
     let manifest_path = root.join("Cargo.toml");
     let registry_path = root.join("src").join("registry.rs");

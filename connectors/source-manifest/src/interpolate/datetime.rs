@@ -48,8 +48,12 @@ pub fn parse(text: &str, fmt: &str) -> Option<DateTime<Utc>> {
         "%ms" => return DateTime::from_timestamp_millis(int()?),
         _ => {}
     }
-    // chrono's `%f` parses any number of fraction digits, as Python's (1–6) does.
-    let fmt = fmt.replace("%_ms", "%f");
+    // A fraction after a dot: chrono's `%.f` reads it as a fraction of a second (Python's `%f`
+    // reads 1–6 digits the same way); chrono's bare `%f` would read `789` as nanoseconds.
+    let fmt = fmt
+        .replace(".%_ms", "%.f")
+        .replace(".%f", "%.f")
+        .replace("%_ms", "%3f");
     if let Ok(dt) = DateTime::parse_from_str(text, &fmt) {
         return Some(dt.with_timezone(&Utc));
     }

@@ -127,7 +127,7 @@ pub fn register(env: &mut Environment<'static>) {
                 data.extend(python_str(&salt).into_bytes());
             }
             Ok(match hash_type.as_deref().unwrap_or("md5") {
-                "md5" => hex::encode(md5::Md5::digest(&data)),
+                "md5" => hex::encode(<md5::Md5 as md5::Digest>::digest(&data)),
                 "sha256" => hex::encode(sha2::Sha256::digest(&data)),
                 "sha512" => hex::encode(sha2::Sha512::digest(&data)),
                 other => {

@@ -69,7 +69,6 @@ impl Interpolator {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_formatter(|out, _state, value| {
-            use std::fmt::Write;
             let text = match value.kind() {
                 ValueKind::Undefined => String::new(),
                 ValueKind::None | ValueKind::Bool | ValueKind::Seq | ValueKind::Map => {

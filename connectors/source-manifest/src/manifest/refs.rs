@@ -71,8 +71,11 @@ fn lookup<'a>(path: &str, node: &'a Value) -> Option<&'a Value> {
     if let Some(found) = child(node, path) {
         return Some(found);
     }
-    let (head, tail) = path.split_once('/')?;
-    lookup(tail, child(node, head)?)
+    // Keys may hold `/`: try every split of the path into an existing key and the rest.
+    path.match_indices('/').find_map(|(i, _)| {
+        let (head, tail) = (&path[..i], &path[i + 1..]);
+        lookup(tail, child(node, head)?)
+    })
 }
 
 fn child<'a>(node: &'a Value, key: &str) -> Option<&'a Value> {

@@ -32,6 +32,9 @@ pub const SUPPORTED: &[&str] = &[
     "SelectiveAuthenticator",
     "SessionTokenAuthenticator",
     "SessionTokenRequestApiKeyAuthenticator",
+    // The types `SessionTokenAuthenticator.request_authentication` is written with.
+    "ApiKey",
+    "Bearer",
     "SessionTokenRequestBearerAuthenticator",
     "DefaultErrorHandler",
     "CompositeErrorHandler",

@@ -33,6 +33,7 @@ pub fn build(manifest: &str, config: Value) -> Result<Built, String> {
     Ok(Built { dir, source })
 }
 
+#[derive(Debug)]
 pub struct Read {
     pub rows: Vec<Value>,
     pub checkpoints: Vec<Value>,
@@ -77,6 +78,7 @@ pub async fn try_read(
     while let Some(m) = messages.next().await {
         match m.map_err(|e| e.to_string())? {
             SourceMessage::Records(batch) => {
+                let batch = without_zones(batch);
                 let mut w = arrow_json::ArrayWriter::new(Vec::new());
                 w.write(&batch).unwrap();
                 w.finish().unwrap();
@@ -104,4 +106,39 @@ pub fn column(rows: &[Value], field: &str) -> Vec<Value> {
     rows.iter()
         .map(|r| r.get(field).cloned().unwrap_or(Value::Null))
         .collect()
+}
+
+/// The batch with its zoned timestamps made naive (still UTC): arrow-json writes only offset
+/// zones without chrono-tz.
+fn without_zones(
+    batch: weft_core::arrow_array::RecordBatch,
+) -> weft_core::arrow_array::RecordBatch {
+    use std::sync::Arc;
+    use weft_core::arrow_array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray};
+    use weft_core::arrow_schema::{DataType, Field, Schema};
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(u, Some(_)) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(*u, None)),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(
+            |c| match c.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                Some(t) if t.timezone().is_some() => {
+                    Arc::new(t.clone().with_timezone_opt(None::<String>)) as ArrayRef
+                }
+                _ => c.clone(),
+            },
+        )
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }

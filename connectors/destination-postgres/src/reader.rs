@@ -323,13 +323,18 @@ impl PgProductReader {
             .map_err(self.sql_error("looking up a product table"))?
             .get(0);
         let Some(oid) = oid else { return Ok(None) };
+        // Each column's place in the key (1-based, 0 if none). `indkey` is an `int2vector`,
+        // whose subscripts start at 0: read through its text so the first key column is 1,
+        // not 0 (taken for "not a key", which ordered keyed tables by ctid and a composite
+        // key by its later columns only, so a resumed read skipped rows).
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, \
                  a.attnotnull, \
                  coalesce(array_position(( \
-                   SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = a.attrelid \
-                   AND i.indisunique ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1), \
+                   SELECT string_to_array(i.indkey::text, ' ')::int2[] FROM pg_index i \
+                   WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL \
+                   ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1), \
                    a.attnum), 0) \
                  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -629,10 +634,14 @@ impl PgProductReader {
                 }
                 state.after = Some(after);
                 batch.clear();
-                // No checkpoint per batch: a consumer resumed from one lost rows in the crash
-                // test (sharing_pg_e2e; cause not found yet), so a read commits only at its end
-                // and a killed read starts over from the last complete position.
-                if tx.send(Ok(SourceMessage::Records(records))).await.is_err() {
+                // The checkpoint follows the batch it covers: a consumer that commits it has
+                // the batch's rows, and a resume starts after the batch's last row.
+                if tx.send(Ok(SourceMessage::Records(records))).await.is_err()
+                    || tx
+                        .send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))))
+                        .await
+                        .is_err()
+                {
                     return Ok(());
                 }
             }

@@ -299,7 +299,7 @@ fn a_product_file_cannot_remove_or_rename_away_a_forced_hash() {
         out.expect_code(2);
         let err = out.stderr();
         assert!(
-            err.contains("error [pii-hash] sales/leads/people.email: streams mapper #1 reshapes `email`, which rule `pii-hash` forces to `hash`; a product file cannot replace, rename or weaken a forced transformation; fix: remove that mapper"),
+            err.contains("error [pii-hash] sales/leads/people.email: Personal data is pseudonymised (streams mapper #1 reshapes `email`, which rule `pii-hash` forces to `hash`; a product file cannot replace, rename or weaken a forced transformation); fix: remove that mapper"),
             "{err}"
         );
     }

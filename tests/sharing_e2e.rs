@@ -204,6 +204,52 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
         assert_eq!(audience.get(id), Some(token), "customer {id}");
     }
 
+    // The consumer's catalog entry: its schema is the upstream's store read back through the
+    // grant (granted columns only, e-mail hashed on the grant's way).
+    let out = run(&["product", "show", "marketing/campaign_margins", "--format", "json"]);
+    out.expect_code(0);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(json["schema_error"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["schema_from"], "source");
+    let columns = json["streams"][0]["columns"].as_array().unwrap();
+    let shown: Vec<(&str, &str, serde_json::Value)> = columns
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap(),
+                c["transformations"].clone(),
+            )
+        })
+        .collect();
+    let none = serde_json::json!([]);
+    assert_eq!(
+        shown,
+        [
+            ("id", "bigint", none.clone()),
+            ("email", "text", serde_json::json!(["hash"])),
+            ("campaign", "text", serde_json::json!(["rows filtered: eq spring"])),
+            ("margin", "numeric(12,2)", none.clone()),
+            ("updated_at", "timestamptz", none.clone()),
+        ],
+        "{json}"
+    );
+    let text = run(&["product", "show", "marketing/campaign_margins"]).stdout();
+    assert!(!text.contains("schema unknown"), "{text}");
+    assert!(
+        text.contains("stream public.customers (incremental, append_dedup)"),
+        "{text}"
+    );
+    // Its contract is planned the same way: no `name`, the e-mail a token.
+    run(&["product", "contract", "marketing/campaign_margins"]).expect_code(0);
+    let contract =
+        std::fs::read_to_string(p.path().join("domains/marketing/campaign_margins.contract.yaml"))
+            .unwrap();
+    assert!(contract.contains("name: email"), "{contract}");
+    assert!(!contract.contains("name: name\n"), "{contract}");
+    // And the next run holds to it.
+    run(&["sync", "run", "--no-progress", "marketing/campaign_margins"]).expect_code(0);
+
     // Changes flow through both hops incrementally.
     cluster.sql(
         "postgres",

@@ -139,7 +139,7 @@ fn when_shared_rules_apply_on_every_grant_once_and_a_grant_cannot_replace_them()
 
     // A grant masking the e-mail instead (weaker than the forced hash) is refused.
     let p = project("[{ mask: { column: email, keep_last: 4 } }]");
-    let message = "domains/sales/shop.yaml:13: error [pii-shared] sales/shop/customers.email: a grant's transform #1 reshapes `email`, which rule `pii-shared` forces to `hash` when shared; a product file cannot replace, rename or weaken a forced transformation; fix: remove that mapper: weft applies `hash` to `email` after the product's own mappers (a `drop` of the column is allowed)";
+    let message = "domains/sales/shop.yaml:13: error [pii-shared] sales/shop/customers.email: Personal data leaves its domain pseudonymised (a grant's transform #1 reshapes `email`, which rule `pii-shared` forces to `hash` when shared; a product file cannot replace, rename or weaken a forced transformation); fix: remove that mapper: weft applies `hash` to `email` after the product's own mappers (a `drop` of the column is allowed)";
     let out = run(&p, &["policy", "check", "--offline"]);
     out.expect_code(1);
     assert!(out.stdout().contains(message), "{}", out.stdout());

@@ -388,8 +388,10 @@ impl Policy {
                         rule: rule.id.clone(),
                         severity: Severity::Error,
                         subject: subject.clone(),
+                        // The rule's own words first, as every other policy error.
                         message: format!(
-                            "{} #{} reshapes `{}`, which rule `{}` forces to `{action}`{}; a product file cannot replace, rename or weaken a forced transformation",
+                            "{} ({} #{} reshapes `{}`, which rule `{}` forces to `{action}`{}; a product file cannot replace, rename or weaken a forced transformation)",
+                            rule.message.trim_end_matches('.'),
                             if shared { "a grant's transform" } else { "streams mapper" },
                             j + 1,
                             column.name,

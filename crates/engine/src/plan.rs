@@ -80,7 +80,12 @@ pub(crate) fn plan_stream(
         if config
             .mappers
             .iter()
-            .any(|m| matches!(m, weft_mesh::Mapper::Filter { .. }))
+            .any(|m| {
+                matches!(
+                    m,
+                    weft_mesh::Mapper::Filter { .. } | weft_mesh::Mapper::AnyOf(_)
+                )
+            })
         {
             return Err("row filters are not supported on cdc streams (a row leaving the filter would need a delete); filter in a view over the product instead".into());
         }

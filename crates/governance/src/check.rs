@@ -379,7 +379,10 @@ impl Policy {
                     | Mapper::Mask { column: c, .. }
                     | Mapper::Encrypt { column: c }
                     | Mapper::KeyedHash { column: c } => c == &column.name,
-                    Mapper::Select(_) | Mapper::Drop(_) | Mapper::Filter { .. } => false,
+                    Mapper::Select(_)
+                    | Mapper::Drop(_)
+                    | Mapper::Filter { .. }
+                    | Mapper::AnyOf(_) => false,
                 };
                 if touched {
                     violations.push(Violation {
@@ -599,6 +602,13 @@ fn columns_of(stream: &StreamConfig, schema: Option<&Schema>) -> Vec<Column> {
             | Mapper::Filter { column, .. } => add(column),
             Mapper::Rename { from, .. } => add(from),
             Mapper::Select(cols) | Mapper::Drop(cols) => cols.iter().for_each(|c| add(c)),
+            Mapper::AnyOf(alternatives) => {
+                for m in alternatives {
+                    if let Mapper::Filter { column, .. } = m {
+                        add(column);
+                    }
+                }
+            }
         }
     }
     names

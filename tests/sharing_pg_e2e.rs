@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
-use weft_testkit::{every_value_below, Running, TestProject};
+use weft_testkit::mesh::product_header as header;
+use weft_testkit::{Running, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
 const LIMIT: Duration = Duration::from_secs(180);
@@ -20,9 +21,6 @@ const HASH_KEY: &str = "mesh-pg-hash-key-5e1d";
 
 const POLICY: &str = "version: 1\nkeys: { hash: \"${WEFT_HASH_KEY}\" }\nrules:\n  - { id: detect-email, kind: detect, severity: error, message: E-mail columns are personal data, tag: pii, pattern: '(?i)e-?mail' }\n  - { id: pii-shared, kind: force, severity: error, message: Personal data leaves its domain pseudonymised, tag: pii, action: hash, where: when_shared }\n";
 
-fn header(domain: &str, product: &str) -> String {
-    format!("product: {product}\ndomain: {domain}\nowner: {domain}-data@example.com\ndescription: {domain} {product}\n")
-}
 
 const CUSTOMERS: &str = "  - name: public.customers\n    mode: incremental\n    write: append_dedup\n    fields: { email: { tags: [pii] } }\n";
 
@@ -141,27 +139,12 @@ fn lines(text: String) -> Vec<String> {
 }
 
 fn assert_no_clear_email(p: &TestProject, cluster: &PrivateCluster) {
-    let clear = lines(cluster.sql("postgres", "SELECT email FROM customers ORDER BY id"));
-    let values = every_value_below(&p.lake().join("marketing"));
-    assert!(
-        values.len() > 1000,
-        "marketing's store was read ({} values)",
-        values.len()
+    weft_testkit::mesh::assert_no_clear_email(
+        &p.lake().join("marketing"),
+        &lines(cluster.sql("postgres", "SELECT email FROM customers ORDER BY id")),
+        &["marketing-data@example.com"],
+        1000,
     );
-    for value in &values {
-        // The products' owner (an address by design) travels with the data as metadata.
-        let value = value.replace("marketing-data@example.com", "");
-        assert!(
-            !value.contains('@'),
-            "marketing's store holds an e-mail address: {value}"
-        );
-    }
-    for email in &clear {
-        assert!(
-            !values.iter().any(|v| v.contains(email.as_str())),
-            "{email} is in marketing's store"
-        );
-    }
 }
 
 fn run(p: &TestProject, cluster: &PrivateCluster, args: &[&str]) -> weft_testkit::Outcome {

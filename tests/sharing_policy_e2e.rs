@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use weft_testkit::mesh::product_header as header;
 use weft_testkit::{Outcome, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -19,9 +18,6 @@ const POLICY: &str = "version: 1\nkeys: { hash: \"${WEFT_HASH_KEY}\" }\nrules:\n
 
 const FIELDS: &str = "    fields: { email: { tags: [pii] } }\n";
 
-fn header(domain: &str, product: &str) -> String {
-    format!("product: {product}\ndomain: {domain}\nowner: {domain}-data@example.com\ndescription: {domain} {product}\n")
-}
 
 /// sales/shop → finance/revenue → marketing/margins; `finance_transform` is the `transform:`
 /// list of sales' grant to finance.
@@ -65,13 +61,7 @@ fn run(p: &TestProject, args: &[&str]) -> Outcome {
 }
 
 fn hmac_hex(value: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(HASH_KEY.as_bytes()).unwrap();
-    mac.update(value.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    weft_testkit::mesh::hmac_hex(HASH_KEY, value)
 }
 
 /// id → (email, country) of a product's customers; and whether it has a `name` column.

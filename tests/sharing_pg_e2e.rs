@@ -345,18 +345,18 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
         ))
     };
     for round in 0..2 {
-        // Killed before a stream's only commit (the PostgreSQL product reader checkpoints only
-        // at the end of a read), while the other stream may have committed.
+        // Killed right after one of its commits, mid-read (the reader checkpoints after
+        // every batch of 8,192 rows).
         let release = p.path().join(format!("release-{round}"));
         let mut cmd = p.weft(["sync", "run", "--no-progress", "marketing"]);
         cmd.env("PG_PASSWORD", cluster.password())
             .env("WEFT_HASH_KEY", HASH_KEY)
             .env(
                 "WEFT_PAUSEPOINT",
-                format!("finishing:{}", release.display()),
+                format!("after_commit:{}", release.display()),
             );
         let mut running = Running::spawn(cmd);
-        running.wait_for_line("pausepoint `finishing` reached", LIMIT);
+        running.wait_for_line("pausepoint `after_commit` reached", LIMIT);
         running.signal(libc::SIGKILL);
         let _ = running.finish(LIMIT);
 

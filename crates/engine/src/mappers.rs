@@ -456,12 +456,12 @@ impl MapperChain {
                 }
                 Step::Filter { any } => {
                     // A row failing a test (or unknown: NULL) is dropped unless another passes.
-                    let mut keep: Option<arrow::array::BooleanArray> = None;
+                    let mut keep: Option<BooleanArray> = None;
                     for t in any {
                         let pass = predicate(&columns[t.index], t.op, t.value.as_ref())?;
                         keep = Some(match keep {
                             None => pass,
-                            Some(k) => arrow::compute::or_kleene(&k, &pass)?,
+                            Some(k) => arrow::compute::kernels::boolean::or_kleene(&k, &pass)?,
                         });
                     }
                     let keep = keep.expect("a filter has a test");

@@ -211,7 +211,7 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
             ("id", "bigint", none.clone()),
             ("email", "text", serde_json::json!(["hash"])),
             ("campaign", "text", serde_json::json!(["rows filtered: eq \"spring\""])),
-            ("margin", "numeric(12,2)", none.clone()),
+            ("margin", "decimal(12,2)", none.clone()),
             ("updated_at", "timestamptz", none.clone()),
         ],
         "{json}"

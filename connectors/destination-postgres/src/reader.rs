@@ -555,23 +555,25 @@ impl PgProductReader {
         tx: &tokio::sync::mpsc::Sender<Result<SourceMessage>>,
     ) -> Result<()> {
         // The order: `_weft_synced_at` first when reading incrementally, then the key (or
-        // ctid); each as (expression, type for parameters).
+        // ctid); each as (expression, type for parameters). Qualified by the table's alias:
+        // a bare name in ORDER BY means an output column first, and the select list's text
+        // form of a column (`numeric` keys travel as text) would order by text.
         let mut order: Vec<(String, String)> = Vec::new();
         if state.incremental {
-            order.push((quote(SYNCED_AT), "timestamptz".into()));
+            order.push((format!("t.{}", quote(SYNCED_AT)), "timestamptz".into()));
         }
         if table.key.is_empty() {
-            order.push(("ctid".into(), "tid".into()));
+            order.push(("t.ctid".into(), "tid".into()));
         } else {
             for k in &table.key {
-                order.push((quote(&k.name), k.sql_type.clone()));
+                order.push((format!("t.{}", quote(&k.name)), k.sql_type.clone()));
             }
         }
         let mut params: Vec<String> = Vec::new();
         let mut conditions: Vec<String> = Vec::new();
         if let Some(from) = &state.from {
             params.push(from.clone());
-            conditions.push(format!("{} >= $1::text::timestamptz", quote(SYNCED_AT)));
+            conditions.push(format!("t.{} >= $1::text::timestamptz", quote(SYNCED_AT)));
         }
         if let Some(after) = &state.after {
             if after.len() != order.len() {
@@ -592,9 +594,14 @@ impl PgProductReader {
             conditions.push(format!("ROW({}) > ROW({})", lhs.join(", "), rhs.join(", ")));
         }
         let mut select: Vec<String> = columns.iter().map(Column::select).collect();
-        select.extend(order.iter().map(|(e, _)| format!("{e}::text")));
+        select.extend(
+            order
+                .iter()
+                .enumerate()
+                .map(|(i, (e, _))| format!("{e}::text AS \"_weft_order_{i}\"")),
+        );
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {}",
+            "SELECT {} FROM {} AS t{} ORDER BY {}",
             select.join(", "),
             table.qualified,
             if conditions.is_empty() {

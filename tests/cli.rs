@@ -105,7 +105,13 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         text.contains("stream customers (incremental, append_dedup)"),
         "{text}"
     );
-    let out = run(&["product", "show", "marketing/campaign_margins", "--format", "json"]);
+    let out = run(&[
+        "product",
+        "show",
+        "marketing/campaign_margins",
+        "--format",
+        "json",
+    ]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let columns: Vec<(&str, &serde_json::Value)> = shown["streams"][0]["columns"]
         .as_array()

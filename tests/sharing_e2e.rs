@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 use weft_testkit::mesh::product_header as header;
+use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 use weft_testkit::{Running, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
 const LIMIT: Duration = Duration::from_secs(120);
 const SALT: &str = "grant-salt-7f3a";
-
 
 const CUSTOMERS: &str = "  - { name: public.customers, mode: incremental, write: append_dedup }\n";
 
@@ -188,7 +187,13 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
 
     // The consumer's catalog entry: its schema is the upstream's store read back through the
     // grant (granted columns only, e-mail hashed on the grant's way).
-    let out = run(&["product", "show", "marketing/campaign_margins", "--format", "json"]);
+    let out = run(&[
+        "product",
+        "show",
+        "marketing/campaign_margins",
+        "--format",
+        "json",
+    ]);
     out.expect_code(0);
     let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
     assert_eq!(json["schema_error"], serde_json::Value::Null, "{json}");
@@ -210,7 +215,11 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
         [
             ("id", "bigint", none.clone()),
             ("email", "text", serde_json::json!(["hash"])),
-            ("campaign", "text", serde_json::json!(["rows filtered: eq \"spring\""])),
+            (
+                "campaign",
+                "text",
+                serde_json::json!(["rows filtered: eq \"spring\""])
+            ),
             ("margin", "decimal(12,2)", none.clone()),
             ("updated_at", "timestamptz", none.clone()),
         ],
@@ -224,9 +233,11 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
     );
     // Its contract is planned the same way: no `name`, the e-mail a token.
     run(&["product", "contract", "marketing/campaign_margins"]).expect_code(0);
-    let contract =
-        std::fs::read_to_string(p.path().join("domains/marketing/campaign_margins.contract.yaml"))
-            .unwrap();
+    let contract = std::fs::read_to_string(
+        p.path()
+            .join("domains/marketing/campaign_margins.contract.yaml"),
+    )
+    .unwrap();
     assert!(contract.contains("name: email"), "{contract}");
     assert!(!contract.contains("name: name\n"), "{contract}");
     // And the next run holds to it.

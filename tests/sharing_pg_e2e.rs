@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 use weft_testkit::mesh::product_header as header;
+use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 use weft_testkit::{Running, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -20,7 +20,6 @@ const LIMIT: Duration = Duration::from_secs(180);
 const HASH_KEY: &str = "mesh-pg-hash-key-5e1d";
 
 const POLICY: &str = "version: 1\nkeys: { hash: \"${WEFT_HASH_KEY}\" }\nrules:\n  - { id: detect-email, kind: detect, severity: error, message: E-mail columns are personal data, tag: pii, pattern: '(?i)e-?mail' }\n  - { id: pii-shared, kind: force, severity: error, message: Personal data leaves its domain pseudonymised, tag: pii, action: hash, where: when_shared }\n";
-
 
 const CUSTOMERS: &str = "  - name: public.customers\n    mode: incremental\n    write: append_dedup\n    fields: { email: { tags: [pii] } }\n";
 

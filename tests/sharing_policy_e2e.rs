@@ -18,7 +18,6 @@ const POLICY: &str = "version: 1\nkeys: { hash: \"${WEFT_HASH_KEY}\" }\nrules:\n
 
 const FIELDS: &str = "    fields: { email: { tags: [pii] } }\n";
 
-
 /// sales/shop → finance/revenue → marketing/margins; `finance_transform` is the `transform:`
 /// list of sales' grant to finance.
 fn project(finance_transform: &str) -> TestProject {

@@ -11,8 +11,8 @@ use weft_conformance::table::{Diff, Row, Table};
 use weft_core::arrow_array::{Int64Array, RecordBatch, StringArray};
 use weft_core::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use weft_core::{
-    Checkpoint, ConfiguredStream, Destination, DestinationFactory, DomainName, ProductName,
-    Source, SourceMessage, StreamDescriptor, StreamName, StreamTarget, SyncMode, WriteMode,
+    Checkpoint, ConfiguredStream, Destination, DestinationFactory, DomainName, ProductName, Source,
+    SourceMessage, StreamDescriptor, StreamName, StreamTarget, SyncMode, WriteMode,
 };
 use weft_destination_postgres::PostgresDestinationFactory;
 use weft_testkit::pg::PgTestDb;
@@ -156,7 +156,11 @@ async fn read_until(
     }
 }
 
-fn rows(range: std::ops::Range<i64>, b: impl Fn(i64) -> String, v: &str) -> Vec<(i64, String, String)> {
+fn rows(
+    range: std::ops::Range<i64>,
+    b: impl Fn(i64) -> String,
+    v: &str,
+) -> Vec<(i64, String, String)> {
     range.map(|i| (i, b(i), format!("{v} {i}"))).collect()
 }
 
@@ -171,7 +175,10 @@ async fn assert_resumes_exactly(source: &dyn Source, stream: &ConfiguredStream, 
         scratch.checkpoints.iter().map(|c| c.1).collect::<Vec<_>>()
     );
     let (last, rest) = scratch.checkpoints.split_last().unwrap();
-    assert_eq!(last.1, total, "{label}: the last checkpoint follows every row");
+    assert_eq!(
+        last.1, total,
+        "{label}: the last checkpoint follows every row"
+    );
     for (i, (cp, offset)) in rest.iter().enumerate() {
         assert!(*offset > 0, "{label}: checkpoint #{i} before any row");
         let resumed = read(source, stream, Some(cp)).await;
@@ -211,12 +218,23 @@ async fn reads_resume_from_every_checkpoint_with_exactly_the_rest() {
         WriteMode::AppendDedup,
         &["a"],
         "run-2",
-        vec![rows(5000..6000, text, "second"), rows(20000..21000, text, "second")],
+        vec![
+            rows(5000..6000, text, "second"),
+            rows(20000..21000, text, "second"),
+        ],
     )
     .await;
     // A composite key whose second column alone repeats (a line number per order).
     let lines: Vec<(i64, String, String)> = (0..5000)
-        .flat_map(|order| (0..4).map(move |line| (line, format!("order {order:05}"), format!("l{order}-{line}"))))
+        .flat_map(|order| {
+            (0..4).map(move |line| {
+                (
+                    line,
+                    format!("order {order:05}"),
+                    format!("l{order}-{line}"),
+                )
+            })
+        })
         .collect();
     publish(
         dest.as_ref(),
@@ -250,9 +268,16 @@ async fn reads_resume_from_every_checkpoint_with_exactly_the_rest() {
 
     let source = reader(dest.as_ref());
     let catalog = source.discover().await.unwrap();
-    let totals = [("orders", 21000), ("lines", 20000), ("events", 18000), ("snapshot", 18000)];
+    let totals = [
+        ("orders", 21000),
+        ("lines", 20000),
+        ("events", 18000),
+        ("snapshot", 18000),
+    ];
     for (name, total) in totals {
-        let d = catalog.stream(name).unwrap_or_else(|| panic!("`{name}` discovered"));
+        let d = catalog
+            .stream(name)
+            .unwrap_or_else(|| panic!("`{name}` discovered"));
         assert_resumes_exactly(
             source.as_ref(),
             &consumer(d, SyncMode::FullRefresh, WriteMode::Overwrite),
@@ -295,7 +320,10 @@ async fn a_row_updated_upstream_between_a_kill_and_the_resume_is_read_once() {
     let before = read_until(source.as_ref(), &stream, None, 1).await;
     let (cp, offset) = before.checkpoints[0].clone();
     assert_eq!(offset, before.rows.len());
-    assert!(offset > 0 && offset < 20000, "killed mid-read, after {offset} rows");
+    assert!(
+        offset > 0 && offset < 20000,
+        "killed mid-read, after {offset} rows"
+    );
     // The upstream updates rows on both sides of the position (the new row versions land at
     // the heap's end) before the consumer resumes.
     publish(
@@ -304,7 +332,11 @@ async fn a_row_updated_upstream_between_a_kill_and_the_resume_is_read_once() {
         WriteMode::AppendDedup,
         &["a"],
         "run-2",
-        vec![[rows(0..100, text, "second"), rows(19900..20000, text, "second")].concat()],
+        vec![[
+            rows(0..100, text, "second"),
+            rows(19900..20000, text, "second"),
+        ]
+        .concat()],
     )
     .await;
     let after = read(source.as_ref(), &stream, Some(&cp)).await;
@@ -315,8 +347,17 @@ async fn a_row_updated_upstream_between_a_kill_and_the_resume_is_read_once() {
         .map(|r| r[0].as_deref().unwrap())
         .collect();
     keys.sort_unstable();
-    let read_twice: Vec<&&str> = keys.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
-    assert!(read_twice.is_empty(), "keys read twice: {} (e.g. {:?})", read_twice.len(), &read_twice[..read_twice.len().min(3)]);
+    let read_twice: Vec<&&str> = keys
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| &w[0])
+        .collect();
+    assert!(
+        read_twice.is_empty(),
+        "keys read twice: {} (e.g. {:?})",
+        read_twice.len(),
+        &read_twice[..read_twice.len().min(3)]
+    );
     assert_eq!(keys.len(), 20000, "every key read once");
     // The rows past the position are read as they are now.
     assert!(after

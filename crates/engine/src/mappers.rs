@@ -107,7 +107,10 @@ impl std::fmt::Debug for Step {
             Step::KeyedHash { index, .. } => write!(f, "KeyedHash({index})"),
             Step::Encrypt { index, .. } => write!(f, "Encrypt({index})"),
             Step::Filter { any } => {
-                let tests: Vec<String> = any.iter().map(|t| format!("{} {}", t.index, t.op)).collect();
+                let tests: Vec<String> = any
+                    .iter()
+                    .map(|t| format!("{} {}", t.index, t.op))
+                    .collect();
                 write!(f, "Filter({})", tests.join(" or "))
             }
         }
@@ -506,46 +509,41 @@ fn compile_test(
             return Err(MapperError {
                 index,
                 kind,
-                message: format!(
-                    "`{op}` needs a `value` to compare `{column}` with"
-                ),
+                message: format!("`{op}` needs a `value` to compare `{column}` with"),
             })
         }
         (FilterOp::In, Some(v)) => {
             let values = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
             let mut scalars = Vec::with_capacity(values.len());
             for v in &values {
-                scalars.push(scalar_for(v, fields[at].data_type()).map_err(|e| {
-                    MapperError {
+                scalars.push(
+                    scalar_for(v, fields[at].data_type()).map_err(|e| MapperError {
                         index,
                         kind,
                         message: format!(
                             "value {v} does not fit column `{column}` of type {}: {e}",
                             weft_core::sql_type(fields[at].data_type())
                         ),
-                    }
-                })?);
+                    })?,
+                );
             }
-            let refs: Vec<&dyn arrow::array::Array> =
-                scalars.iter().map(|a| a.as_ref()).collect();
+            let refs: Vec<&dyn arrow::array::Array> = scalars.iter().map(|a| a.as_ref()).collect();
             Some(arrow::compute::concat(&refs).map_err(|e| MapperError {
                 index,
                 kind,
                 message: format!("the values of `in` on `{column}`: {e}"),
             })?)
         }
-        (_, Some(v)) => {
-            Some(scalar_for(v, fields[at].data_type()).map_err(|e| {
-                MapperError {
-                    index,
-                    kind,
-                    message: format!(
-                        "value {v} does not fit column `{column}` of type {}: {e}",
-                        weft_core::sql_type(fields[at].data_type())
-                    ),
-                }
-            })?)
-        }
+        (_, Some(v)) => Some(
+            scalar_for(v, fields[at].data_type()).map_err(|e| MapperError {
+                index,
+                kind,
+                message: format!(
+                    "value {v} does not fit column `{column}` of type {}: {e}",
+                    weft_core::sql_type(fields[at].data_type())
+                ),
+            })?,
+        ),
     };
     Ok(Test {
         index: at,
@@ -971,14 +969,23 @@ mod tests {
             value: Some(value),
         };
         assert_eq!(
-            any(vec![eq("id", serde_json::json!(1)), eq("status", serde_json::json!("cancelled"))]),
+            any(vec![
+                eq("id", serde_json::json!(1)),
+                eq("status", serde_json::json!("cancelled"))
+            ]),
             [1, 2]
         );
         // Row 2's e-mail is NULL (unknown): kept only because its id passes.
         assert_eq!(
-            any(vec![eq("email", serde_json::json!("c@x.org")), eq("id", serde_json::json!(2))]),
+            any(vec![
+                eq("email", serde_json::json!("c@x.org")),
+                eq("id", serde_json::json!(2))
+            ]),
             [2, 3]
         );
-        assert_eq!(any(vec![eq("email", serde_json::json!("z@x.org"))]), Vec::<i64>::new());
+        assert_eq!(
+            any(vec![eq("email", serde_json::json!("z@x.org"))]),
+            Vec::<i64>::new()
+        );
     }
 }

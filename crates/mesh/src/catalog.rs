@@ -41,7 +41,10 @@ pub fn column_transformations(stream: &StreamConfig, column: &str) -> Vec<String
                 for m in alternatives {
                     if let Mapper::Filter { column, op, value } = m {
                         if *column == name {
-                            out.push(format!("rows filtered (any of): {}", comparison(*op, value)));
+                            out.push(format!(
+                                "rows filtered (any of): {}",
+                                comparison(*op, value)
+                            ));
                         }
                     }
                 }

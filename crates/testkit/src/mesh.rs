@@ -38,9 +38,7 @@ pub fn assert_no_clear_email(dir: &Path, clear: &[String], allowed: &[&str], at_
         values.len()
     );
     for value in &values {
-        let rest = allowed
-            .iter()
-            .fold(value.clone(), |v, a| v.replace(a, ""));
+        let rest = allowed.iter().fold(value.clone(), |v, a| v.replace(a, ""));
         assert!(
             !rest.contains('@'),
             "{} holds an e-mail address: {value}",

@@ -296,7 +296,7 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
         &format!("{SOURCE}
          INSERT INTO customers SELECT g, 'Customer ' || g, 'c' || g || '@shop.example.org',
              (ARRAY['spring','summer'])[g % 2 + 1], (g % 997) / 10.0, timestamptz '2026-01-01' + g * interval '1 second'
-           FROM generate_series(1, 60000) g;"),
+           FROM generate_series(1, 20000) g;"),
     );
     let p = TestProject::with_lake(BIN, "1ms");
     p.file("governance.yaml", POLICY);
@@ -376,7 +376,7 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
             cluster.sql(
                 "postgres",
                 &format!("UPDATE {table} SET margin = margin + 1, updated_at = timestamptz '2027-01-01' + {round} * interval '10 days' + id * interval '1 millisecond' WHERE id % 7 = {round};
-                 INSERT INTO {table} SELECT g, 'Customer ' || g, 'late' || g || '@shop.example.org', 'spring', 3.5, timestamptz '2027-01-06' + {round} * interval '10 days' + g * interval '1 millisecond' FROM generate_series(60001 + {round} * 1000, 61000 + {round} * 1000) g;"),
+                 INSERT INTO {table} SELECT g, 'Customer ' || g, 'late' || g || '@shop.example.org', 'spring', 3.5, timestamptz '2027-01-06' + {round} * interval '10 days' + g * interval '1 millisecond' FROM generate_series(20001 + {round} * 1000, 21000 + {round} * 1000) g;"),
             );
         }
         run(&p, &cluster, &["sync", "run", "--no-progress", "finance"]).expect_code(0);

@@ -137,10 +137,7 @@ async fn read_until(
     let mut cps = Vec::new();
     while let Some(m) = messages.next().await {
         match m.unwrap() {
-            SourceMessage::Records(b) => {
-                eprintln!("records {}", b.num_rows());
-                table.push_batch(&b).unwrap()
-            }
+            SourceMessage::Records(b) => table.push_batch(&b).unwrap(),
             SourceMessage::Checkpoint(cp) => {
                 cps.push((cp, table.rows.len()));
                 if cps.len() == checkpoints {

@@ -95,6 +95,43 @@ fn init_creates_the_quickstart_and_it_syncs_and_resyncs() {
         "names stay in sales"
     );
 
+    // README's `product show` of marketing's product: its schema is finance's store read back
+    // through finance's grant (granted columns, the row filter).
+    let out = run(&["product", "show", "marketing/campaign_margins"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("schema unknown"), "{text}");
+    assert!(
+        text.contains("stream customers (incremental, append_dedup)"),
+        "{text}"
+    );
+    let out = run(&[
+        "product",
+        "show",
+        "marketing/campaign_margins",
+        "--format",
+        "json",
+    ]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let columns: Vec<(&str, &serde_json::Value)> = shown["streams"][0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), &c["transformations"]))
+        .collect();
+    let none = serde_json::json!([]);
+    assert_eq!(
+        columns,
+        [
+            ("id", &none),
+            ("email", &none),
+            ("country", &serde_json::json!(["rows filtered: eq \"DE\""])),
+            ("lifetime_value", &none),
+            ("updated_at", &none),
+        ],
+        "{shown}"
+    );
+
     // The second run picks up the sample's changes: 1000 new orders, one row per id.
     let out = run(&["sync", "run", "sales/shop/orders", "--format", "json"]);
     assert!(

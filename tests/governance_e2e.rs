@@ -2,8 +2,6 @@
 //! at sync time, forced keyed hashes (checked against an independent HMAC) and encryption in
 //! the lake read back by DuckDB and pyarrow, the run audit, bad policies, and a kill -9.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use weft_testkit::readers::dump;
 use weft_testkit::{Outcome, TestProject};
 
@@ -117,13 +115,7 @@ fn run(p: &TestProject, args: &[&str]) -> Outcome {
 }
 
 fn hmac_hex(value: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(HASH_KEY.as_bytes()).unwrap();
-    mac.update(value.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    weft_testkit::mesh::hmac_hex(HASH_KEY, value)
 }
 
 #[test]
@@ -299,7 +291,7 @@ fn a_product_file_cannot_remove_or_rename_away_a_forced_hash() {
         out.expect_code(2);
         let err = out.stderr();
         assert!(
-            err.contains("error [pii-hash] sales/leads/people.email: streams mapper #1 reshapes `email`, which rule `pii-hash` forces to `hash`; a product file cannot replace, rename or weaken a forced transformation; fix: remove that mapper"),
+            err.contains("error [pii-hash] sales/leads/people.email: Personal data is pseudonymised (streams mapper #1 reshapes `email`, which rule `pii-hash` forces to `hash`; a product file cannot replace, rename or weaken a forced transformation); fix: remove that mapper"),
             "{err}"
         );
     }

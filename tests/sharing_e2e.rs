@@ -12,16 +12,13 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
+use weft_testkit::mesh::product_header as header;
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
-use weft_testkit::{every_value_below, Running, TestProject};
+use weft_testkit::{Running, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
 const LIMIT: Duration = Duration::from_secs(120);
 const SALT: &str = "grant-salt-7f3a";
-
-fn header(domain: &str, product: &str) -> String {
-    format!("product: {product}\ndomain: {domain}\nowner: {domain}-data@example.com\ndescription: {domain} {product}\n")
-}
 
 const CUSTOMERS: &str = "  - { name: public.customers, mode: incremental, write: append_dedup }\n";
 
@@ -133,28 +130,12 @@ fn tokens(p: &TestProject, product: &str) -> BTreeMap<i64, String> {
 }
 
 fn assert_no_clear_email(p: &TestProject, cluster: &PrivateCluster) {
-    let clear = emails(cluster);
-    let values = every_value_below(&p.lake().join("marketing"));
-    assert!(
-        values.len() > 1000,
-        "marketing's store was read ({} values)",
-        values.len()
+    weft_testkit::mesh::assert_no_clear_email(
+        &p.lake().join("marketing"),
+        &emails(cluster),
+        &["marketing-data@example.com"],
+        1000,
     );
-    for value in &values {
-        // The product's owner (an address by design) travels with the data as metadata
-        // (Parquet footers, the manifest); no other address may.
-        let value = value.replace("marketing-data@example.com", "");
-        assert!(
-            !value.contains('@'),
-            "marketing's store holds an e-mail address: {value}"
-        );
-    }
-    for email in &clear {
-        assert!(
-            !values.iter().any(|v| v.contains(email.as_str())),
-            "{email} is in marketing's store"
-        );
-    }
 }
 
 #[test]
@@ -203,6 +184,64 @@ fn marketing_gets_only_granted_rows_and_columns_with_hashed_emails_and_a_revoke_
     for (id, token) in &margins {
         assert_eq!(audience.get(id), Some(token), "customer {id}");
     }
+
+    // The consumer's catalog entry: its schema is the upstream's store read back through the
+    // grant (granted columns only, e-mail hashed on the grant's way).
+    let out = run(&[
+        "product",
+        "show",
+        "marketing/campaign_margins",
+        "--format",
+        "json",
+    ]);
+    out.expect_code(0);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(json["schema_error"], serde_json::Value::Null, "{json}");
+    assert_eq!(json["schema_from"], "source");
+    let columns = json["streams"][0]["columns"].as_array().unwrap();
+    let shown: Vec<(&str, &str, serde_json::Value)> = columns
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap(),
+                c["transformations"].clone(),
+            )
+        })
+        .collect();
+    let none = serde_json::json!([]);
+    assert_eq!(
+        shown,
+        [
+            ("id", "bigint", none.clone()),
+            ("email", "text", serde_json::json!(["hash"])),
+            (
+                "campaign",
+                "text",
+                serde_json::json!(["rows filtered: eq \"spring\""])
+            ),
+            ("margin", "decimal(12,2)", none.clone()),
+            ("updated_at", "timestamptz", none.clone()),
+        ],
+        "{json}"
+    );
+    let text = run(&["product", "show", "marketing/campaign_margins"]).stdout();
+    assert!(!text.contains("schema unknown"), "{text}");
+    assert!(
+        text.contains("stream public.customers (incremental, append_dedup)"),
+        "{text}"
+    );
+    // Its contract is planned the same way: no `name`, the e-mail a token.
+    run(&["product", "contract", "marketing/campaign_margins"]).expect_code(0);
+    let contract = std::fs::read_to_string(
+        p.path()
+            .join("domains/marketing/campaign_margins.contract.yaml"),
+    )
+    .unwrap();
+    assert!(contract.contains("name: email"), "{contract}");
+    assert!(!contract.contains("name: name\n"), "{contract}");
+    // And the next run holds to it.
+    run(&["sync", "run", "--no-progress", "marketing/campaign_margins"]).expect_code(0);
 
     // Changes flow through both hops incrementally.
     cluster.sql(

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use weft_testkit::mesh::product_header as header;
 use weft_testkit::{Outcome, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
@@ -18,10 +17,6 @@ const HASH_KEY: &str = "shared-key-9c2e";
 const POLICY: &str = "version: 1\nkeys: { hash: \"${WEFT_HASH_KEY}\" }\nrules:\n  - { id: detect-email, kind: detect, severity: error, message: E-mail columns are personal data, tag: pii, pattern: '(?i)e-?mail' }\n  - { id: pii-shared, kind: force, severity: error, message: Personal data leaves its domain pseudonymised, tag: pii, action: hash, where: when_shared }\n  - { id: names-home, kind: force, severity: error, message: Names stay home, tag: person-name, action: drop, where: when_shared }\n";
 
 const FIELDS: &str = "    fields: { email: { tags: [pii] } }\n";
-
-fn header(domain: &str, product: &str) -> String {
-    format!("product: {product}\ndomain: {domain}\nowner: {domain}-data@example.com\ndescription: {domain} {product}\n")
-}
 
 /// sales/shop → finance/revenue → marketing/margins; `finance_transform` is the `transform:`
 /// list of sales' grant to finance.
@@ -65,13 +60,7 @@ fn run(p: &TestProject, args: &[&str]) -> Outcome {
 }
 
 fn hmac_hex(value: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(HASH_KEY.as_bytes()).unwrap();
-    mac.update(value.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    weft_testkit::mesh::hmac_hex(HASH_KEY, value)
 }
 
 /// id → (email, country) of a product's customers; and whether it has a `name` column.
@@ -139,7 +128,7 @@ fn when_shared_rules_apply_on_every_grant_once_and_a_grant_cannot_replace_them()
 
     // A grant masking the e-mail instead (weaker than the forced hash) is refused.
     let p = project("[{ mask: { column: email, keep_last: 4 } }]");
-    let message = "domains/sales/shop.yaml:13: error [pii-shared] sales/shop/customers.email: a grant's transform #1 reshapes `email`, which rule `pii-shared` forces to `hash` when shared; a product file cannot replace, rename or weaken a forced transformation; fix: remove that mapper: weft applies `hash` to `email` after the product's own mappers (a `drop` of the column is allowed)";
+    let message = "domains/sales/shop.yaml:13: error [pii-shared] sales/shop/customers.email: Personal data leaves its domain pseudonymised (a grant's transform #1 reshapes `email`, which rule `pii-shared` forces to `hash` when shared; a product file cannot replace, rename or weaken a forced transformation); fix: remove that mapper: weft applies `hash` to `email` after the product's own mappers (a `drop` of the column is allowed)";
     let out = run(&p, &["policy", "check", "--offline"]);
     out.expect_code(1);
     assert!(out.stdout().contains(message), "{}", out.stdout());

@@ -316,8 +316,11 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
     let last = last_success(state.as_deref(), product)?;
     let sla = product.freshness;
     let fresh = freshness(last, sla, Utc::now());
-    let streams: Vec<serde_json::Value> = product
-        .streams
+    // A product reading another product shows its streams as they run: the grant's columns,
+    // filter and mappers in front of its own.
+    let configs = weft_engine::effective_streams(project, product)
+        .unwrap_or_else(|_| product.streams.clone());
+    let streams: Vec<serde_json::Value> = configs
         .iter()
         .map(|s| {
             let columns: Vec<serde_json::Value> = schema

@@ -32,6 +32,14 @@ fn describe(m: &Mapper) -> String {
             Some(v) => format!("{column} {op} {v}"),
             None => format!("{column} {op}"),
         },
+        Mapper::AnyOf(alternatives) => format!(
+            "any of ({})",
+            alternatives
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     }
 }
 

@@ -323,13 +323,18 @@ impl PgProductReader {
             .map_err(self.sql_error("looking up a product table"))?
             .get(0);
         let Some(oid) = oid else { return Ok(None) };
+        // Each column's place in the key (1-based, 0 if none). `indkey` is an `int2vector`,
+        // whose subscripts start at 0: read through its text so the first key column is 1,
+        // not 0 (taken for "not a key", which ordered keyed tables by ctid and a composite
+        // key by its later columns only, so a resumed read skipped rows).
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, \
                  a.attnotnull, \
                  coalesce(array_position(( \
-                   SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = a.attrelid \
-                   AND i.indisunique ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1), \
+                   SELECT string_to_array(i.indkey::text, ' ')::int2[] FROM pg_index i \
+                   WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL \
+                   ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1), \
                    a.attnum), 0) \
                  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -550,23 +555,25 @@ impl PgProductReader {
         tx: &tokio::sync::mpsc::Sender<Result<SourceMessage>>,
     ) -> Result<()> {
         // The order: `_weft_synced_at` first when reading incrementally, then the key (or
-        // ctid); each as (expression, type for parameters).
+        // ctid); each as (expression, type for parameters). Qualified by the table's alias:
+        // a bare name in ORDER BY means an output column first, and the select list's text
+        // form of a column (`numeric` keys travel as text) would order by text.
         let mut order: Vec<(String, String)> = Vec::new();
         if state.incremental {
-            order.push((quote(SYNCED_AT), "timestamptz".into()));
+            order.push((format!("t.{}", quote(SYNCED_AT)), "timestamptz".into()));
         }
         if table.key.is_empty() {
-            order.push(("ctid".into(), "tid".into()));
+            order.push(("t.ctid".into(), "tid".into()));
         } else {
             for k in &table.key {
-                order.push((quote(&k.name), k.sql_type.clone()));
+                order.push((format!("t.{}", quote(&k.name)), k.sql_type.clone()));
             }
         }
         let mut params: Vec<String> = Vec::new();
         let mut conditions: Vec<String> = Vec::new();
         if let Some(from) = &state.from {
             params.push(from.clone());
-            conditions.push(format!("{} >= $1::text::timestamptz", quote(SYNCED_AT)));
+            conditions.push(format!("t.{} >= $1::text::timestamptz", quote(SYNCED_AT)));
         }
         if let Some(after) = &state.after {
             if after.len() != order.len() {
@@ -587,9 +594,14 @@ impl PgProductReader {
             conditions.push(format!("ROW({}) > ROW({})", lhs.join(", "), rhs.join(", ")));
         }
         let mut select: Vec<String> = columns.iter().map(Column::select).collect();
-        select.extend(order.iter().map(|(e, _)| format!("{e}::text")));
+        select.extend(
+            order
+                .iter()
+                .enumerate()
+                .map(|(i, (e, _))| format!("{e}::text AS \"_weft_order_{i}\"")),
+        );
         let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {}",
+            "SELECT {} FROM {} AS t{} ORDER BY {}",
             select.join(", "),
             table.qualified,
             if conditions.is_empty() {
@@ -629,10 +641,14 @@ impl PgProductReader {
                 }
                 state.after = Some(after);
                 batch.clear();
-                // No checkpoint per batch: a consumer resumed from one lost rows in the crash
-                // test (sharing_pg_e2e; cause not found yet), so a read commits only at its end
-                // and a killed read starts over from the last complete position.
-                if tx.send(Ok(SourceMessage::Records(records))).await.is_err() {
+                // The checkpoint follows the batch it covers: a consumer that commits it has
+                // the batch's rows, and a resume starts after the batch's last row.
+                if tx.send(Ok(SourceMessage::Records(records))).await.is_err()
+                    || tx
+                        .send(Ok(SourceMessage::Checkpoint(Checkpoint::encode(&state))))
+                        .await
+                        .is_err()
+                {
                     return Ok(());
                 }
             }

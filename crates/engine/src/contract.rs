@@ -71,8 +71,12 @@ pub fn product_contract(
     // The contract describes what the product store receives: after the policy's forced
     // transformations too.
     let governance = crate::governance::Governance::load(project)?;
+    // A product reading another product plans its streams as they run: the grant's columns,
+    // filter and mappers in front of its own (which `govern` expects).
+    let configs =
+        crate::validate::effective_streams(project, product).map_err(EngineError::Config)?;
     let mut streams = Vec::new();
-    for config in &product.streams {
+    for config in &configs {
         let plan = governance
             .govern(product, config, catalog)
             .and_then(|(governed, _)| {
@@ -108,7 +112,9 @@ pub async fn current_contract(
     let ctx = weft_core::ConnectorContext {
         project_dir: project.root.clone(),
     };
-    let source = registry.build_source(&product.source.connector, &product.source.config, &ctx)?;
+    // For a product reading another product: the upstream's store read back.
+    let source = crate::validate::build_source(project, product, registry, &ctx)
+        .map_err(EngineError::Config)?;
     let catalog = source
         .discover()
         .await

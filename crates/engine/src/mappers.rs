@@ -52,11 +52,18 @@ enum Step {
         // Boxed: the AES key schedule is large, and every other step small.
         cipher: Box<Cipher>,
     },
+    /// Keeps the rows passing at least one of the tests (one for a `filter` mapper).
     Filter {
-        index: usize,
-        op: FilterOp,
-        value: Option<ArrayRef>,
+        any: Vec<Test>,
     },
+}
+
+/// One comparison of a row filter: the column at `index` against `value`.
+#[derive(Clone)]
+struct Test {
+    index: usize,
+    op: FilterOp,
+    value: Option<ArrayRef>,
 }
 
 /// The mappers of one stream, compiled against its source schema.
@@ -85,6 +92,7 @@ fn kind_of(m: &Mapper) -> &'static str {
         Mapper::Hash { .. } => "hash",
         Mapper::Mask { .. } => "mask",
         Mapper::Filter { .. } => "filter",
+        Mapper::AnyOf(_) => "filter (any of)",
         Mapper::Encrypt { .. } => "encrypt",
         Mapper::KeyedHash { .. } => "keyed hash",
     }
@@ -98,7 +106,13 @@ impl std::fmt::Debug for Step {
             Step::Mask { index, .. } => write!(f, "Mask({index})"),
             Step::KeyedHash { index, .. } => write!(f, "KeyedHash({index})"),
             Step::Encrypt { index, .. } => write!(f, "Encrypt({index})"),
-            Step::Filter { index, op, .. } => write!(f, "Filter({index} {op})"),
+            Step::Filter { any } => {
+                let tests: Vec<String> = any
+                    .iter()
+                    .map(|t| format!("{} {}", t.index, t.op))
+                    .collect();
+                write!(f, "Filter({})", tests.join(" or "))
+            }
         }
     }
 }
@@ -241,58 +255,23 @@ impl MapperChain {
                 }
                 Mapper::Filter { column, op, value } => {
                     let at = find(&fields, column, index, kind)?;
-                    let value = match (op, value) {
-                        (FilterOp::IsNull | FilterOp::IsNotNull, _) => None,
-                        (_, None) => {
+                    let test = compile_test(&fields, at, column, op, value, index, kind)?;
+                    steps.push(Step::Filter { any: vec![test] });
+                }
+                Mapper::AnyOf(alternatives) => {
+                    let mut any = Vec::with_capacity(alternatives.len());
+                    for m in alternatives {
+                        let Mapper::Filter { column, op, value } = m else {
                             return Err(MapperError {
                                 index,
                                 kind,
-                                message: format!(
-                                    "`{op}` needs a `value` to compare `{column}` with"
-                                ),
-                            })
-                        }
-                        (FilterOp::In, Some(v)) => {
-                            let values = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
-                            let mut scalars = Vec::with_capacity(values.len());
-                            for v in &values {
-                                scalars.push(scalar_for(v, fields[at].data_type()).map_err(|e| {
-                                    MapperError {
-                                        index,
-                                        kind,
-                                        message: format!(
-                                            "value {v} does not fit column `{column}` of type {}: {e}",
-                                            weft_core::sql_type(fields[at].data_type())
-                                        ),
-                                    }
-                                })?);
-                            }
-                            let refs: Vec<&dyn arrow::array::Array> =
-                                scalars.iter().map(|a| a.as_ref()).collect();
-                            Some(arrow::compute::concat(&refs).map_err(|e| MapperError {
-                                index,
-                                kind,
-                                message: format!("the values of `in` on `{column}`: {e}"),
-                            })?)
-                        }
-                        (_, Some(v)) => {
-                            Some(scalar_for(v, fields[at].data_type()).map_err(|e| {
-                                MapperError {
-                                    index,
-                                    kind,
-                                    message: format!(
-                                        "value {v} does not fit column `{column}` of type {}: {e}",
-                                        weft_core::sql_type(fields[at].data_type())
-                                    ),
-                                }
-                            })?)
-                        }
-                    };
-                    steps.push(Step::Filter {
-                        index: at,
-                        op: *op,
-                        value,
-                    });
+                                message: "`any` holds only comparisons".into(),
+                            });
+                        };
+                        let at = find(&fields, column, index, kind)?;
+                        any.push(compile_test(&fields, at, column, op, value, index, kind)?);
+                    }
+                    steps.push(Step::Filter { any });
                 }
             }
         }
@@ -351,6 +330,13 @@ impl MapperChain {
                 | Mapper::KeyedHash { column }
                 | Mapper::Encrypt { column } => mark(&live, column),
                 Mapper::Filter { column, .. } => mark(&live, column),
+                Mapper::AnyOf(alternatives) => {
+                    for m in alternatives {
+                        if let Mapper::Filter { column, .. } = m {
+                            mark(&live, column);
+                        }
+                    }
+                }
             }
         }
         for (_, i) in &live {
@@ -471,8 +457,17 @@ impl MapperChain {
                 Step::Encrypt { index, cipher } => {
                     columns[*index] = map_text(&columns[*index], |v| cipher.encrypt(v))?;
                 }
-                Step::Filter { index, op, value } => {
-                    let keep = predicate(&columns[*index], *op, value.as_ref())?;
+                Step::Filter { any } => {
+                    // A row failing a test (or unknown: NULL) is dropped unless another passes.
+                    let mut keep: Option<BooleanArray> = None;
+                    for t in any {
+                        let pass = predicate(&columns[t.index], t.op, t.value.as_ref())?;
+                        keep = Some(match keep {
+                            None => pass,
+                            Some(k) => arrow::compute::kernels::boolean::or_kleene(&k, &pass)?,
+                        });
+                    }
+                    let keep = keep.expect("a filter has a test");
                     // Filter all columns at once through a temporary batch of the current shape.
                     let fields: Vec<Field> = columns
                         .iter()
@@ -496,6 +491,65 @@ impl MapperChain {
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(num_rows)),
         )
     }
+}
+
+/// One comparison of a row filter, compiled against the column at `at` of `fields`.
+fn compile_test(
+    fields: &[Field],
+    at: usize,
+    column: &str,
+    op: &FilterOp,
+    value: &Option<serde_json::Value>,
+    index: usize,
+    kind: &'static str,
+) -> Result<Test, MapperError> {
+    let value = match (op, value) {
+        (FilterOp::IsNull | FilterOp::IsNotNull, _) => None,
+        (_, None) => {
+            return Err(MapperError {
+                index,
+                kind,
+                message: format!("`{op}` needs a `value` to compare `{column}` with"),
+            })
+        }
+        (FilterOp::In, Some(v)) => {
+            let values = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+            let mut scalars = Vec::with_capacity(values.len());
+            for v in &values {
+                scalars.push(
+                    scalar_for(v, fields[at].data_type()).map_err(|e| MapperError {
+                        index,
+                        kind,
+                        message: format!(
+                            "value {v} does not fit column `{column}` of type {}: {e}",
+                            weft_core::sql_type(fields[at].data_type())
+                        ),
+                    })?,
+                );
+            }
+            let refs: Vec<&dyn arrow::array::Array> = scalars.iter().map(|a| a.as_ref()).collect();
+            Some(arrow::compute::concat(&refs).map_err(|e| MapperError {
+                index,
+                kind,
+                message: format!("the values of `in` on `{column}`: {e}"),
+            })?)
+        }
+        (_, Some(v)) => Some(
+            scalar_for(v, fields[at].data_type()).map_err(|e| MapperError {
+                index,
+                kind,
+                message: format!(
+                    "value {v} does not fit column `{column}` of type {}: {e}",
+                    weft_core::sql_type(fields[at].data_type())
+                ),
+            })?,
+        ),
+    };
+    Ok(Test {
+        index: at,
+        op: *op,
+        value,
+    })
 }
 
 fn check_castable_to_text(
@@ -897,5 +951,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(chain.apply(b).unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn any_of_keeps_the_rows_passing_one_test_and_drops_unknowns() {
+        let b = batch();
+        // Rows: (1, a@x.org, open), (2, NULL, cancelled), (3, c@x.org, open).
+        let any = |tests: Vec<Mapper>| {
+            let chain = MapperChain::compile(&b.schema(), None, &[Mapper::AnyOf(tests)]).unwrap();
+            let out = chain.apply(b.clone()).unwrap();
+            let ids = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.values().to_vec()
+        };
+        let eq = |column: &str, value: serde_json::Value| Mapper::Filter {
+            column: column.into(),
+            op: FilterOp::Eq,
+            value: Some(value),
+        };
+        assert_eq!(
+            any(vec![
+                eq("id", serde_json::json!(1)),
+                eq("status", serde_json::json!("cancelled"))
+            ]),
+            [1, 2]
+        );
+        // Row 2's e-mail is NULL (unknown): kept only because its id passes.
+        assert_eq!(
+            any(vec![
+                eq("email", serde_json::json!("c@x.org")),
+                eq("id", serde_json::json!(2))
+            ]),
+            [2, 3]
+        );
+        assert_eq!(
+            any(vec![eq("email", serde_json::json!("z@x.org"))]),
+            Vec::<i64>::new()
+        );
     }
 }

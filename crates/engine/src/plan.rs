@@ -77,11 +77,12 @@ pub(crate) fn plan_stream(
         if config.write == WriteMode::Overwrite {
             return Err("cdc streams are written as `append` (a changelog of every change) or `append_dedup` (the current state per primary key), not `overwrite`".into());
         }
-        if config
-            .mappers
-            .iter()
-            .any(|m| matches!(m, weft_mesh::Mapper::Filter { .. }))
-        {
+        if config.mappers.iter().any(|m| {
+            matches!(
+                m,
+                weft_mesh::Mapper::Filter { .. } | weft_mesh::Mapper::AnyOf(_)
+            )
+        }) {
             return Err("row filters are not supported on cdc streams (a row leaving the filter would need a delete); filter in a view over the product instead".into());
         }
     }

@@ -379,7 +379,10 @@ impl Policy {
                     | Mapper::Mask { column: c, .. }
                     | Mapper::Encrypt { column: c }
                     | Mapper::KeyedHash { column: c } => c == &column.name,
-                    Mapper::Select(_) | Mapper::Drop(_) | Mapper::Filter { .. } => false,
+                    Mapper::Select(_)
+                    | Mapper::Drop(_)
+                    | Mapper::Filter { .. }
+                    | Mapper::AnyOf(_) => false,
                 };
                 if touched {
                     violations.push(Violation {
@@ -388,8 +391,10 @@ impl Policy {
                         rule: rule.id.clone(),
                         severity: Severity::Error,
                         subject: subject.clone(),
+                        // The rule's own words first, as every other policy error.
                         message: format!(
-                            "{} #{} reshapes `{}`, which rule `{}` forces to `{action}`{}; a product file cannot replace, rename or weaken a forced transformation",
+                            "{} ({} #{} reshapes `{}`, which rule `{}` forces to `{action}`{}; a product file cannot replace, rename or weaken a forced transformation)",
+                            rule.message.trim_end_matches('.'),
                             if shared { "a grant's transform" } else { "streams mapper" },
                             j + 1,
                             column.name,
@@ -597,6 +602,13 @@ fn columns_of(stream: &StreamConfig, schema: Option<&Schema>) -> Vec<Column> {
             | Mapper::Filter { column, .. } => add(column),
             Mapper::Rename { from, .. } => add(from),
             Mapper::Select(cols) | Mapper::Drop(cols) => cols.iter().for_each(|c| add(c)),
+            Mapper::AnyOf(alternatives) => {
+                for m in alternatives {
+                    if let Mapper::Filter { column, .. } = m {
+                        add(column);
+                    }
+                }
+            }
         }
     }
     names

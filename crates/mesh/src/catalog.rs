@@ -34,14 +34,33 @@ pub fn column_transformations(stream: &StreamConfig, column: &str) -> Vec<String
             Mapper::Mask {
                 column, keep_last, ..
             } if *column == name => out.push(format!("mask (keep last {keep_last})")),
-            Mapper::Filter { column, op, value } if *column == name => out.push(match value {
-                Some(v) => format!("rows filtered: {op} {v}"),
-                None => format!("rows filtered: {op}"),
-            }),
+            Mapper::Filter { column, op, value } if *column == name => {
+                out.push(format!("rows filtered: {}", comparison(*op, value)))
+            }
+            Mapper::AnyOf(alternatives) => {
+                for m in alternatives {
+                    if let Mapper::Filter { column, op, value } = m {
+                        if *column == name {
+                            out.push(format!(
+                                "rows filtered (any of): {}",
+                                comparison(*op, value)
+                            ));
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
     out
+}
+
+/// `eq spring`, `is_null`.
+fn comparison(op: crate::FilterOp, value: &Option<serde_json::Value>) -> String {
+    match value {
+        Some(v) => format!("{op} {v}"),
+        None => op.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,8 @@ pub struct GrantedStream {
     pub name: StreamName,
     /// The columns the consumer may read, after `transform` (all when absent).
     pub columns: Option<Vec<String>>,
-    /// `Mapper::Filter`s: only rows matching all of them are shared.
+    /// `Mapper::Filter`s (or one `Mapper::AnyOf` of them): only rows matching all of them are
+    /// shared.
     pub filter: Vec<Mapper>,
     /// `hash`, `mask` or `drop` mappers, applied in order before the consumer's own.
     pub transform: Vec<Mapper>,
@@ -200,15 +201,27 @@ pub(crate) fn load_grants(
                     format!("stream `{name}` is granted twice to `{to}`; keep one entry"),
                 ));
             }
+            // `any:` becomes one mapper keeping the rows that match one of its comparisons.
+            let mut any = false;
             let conditions: Vec<(String, GrantCondition)> = match &s.filter {
                 None => Vec::new(),
-                Some(f) => match (&f.all, &f.column, f.op) {
-                    (Some(all), None, None) if f.value.is_none() && !all.is_empty() => all
+                Some(f) => match (&f.all, &f.any, &f.column, f.op) {
+                    (Some(all), None, None, None) if f.value.is_none() && !all.is_empty() => all
                         .iter()
                         .enumerate()
                         .map(|(k, c)| (format!("{sfield}.filter.all[{k}]"), c.clone()))
                         .collect(),
-                    (None, Some(column), Some(op)) => vec![(
+                    (None, Some(alternatives), None, None)
+                        if f.value.is_none() && !alternatives.is_empty() =>
+                    {
+                        any = true;
+                        alternatives
+                            .iter()
+                            .enumerate()
+                            .map(|(k, c)| (format!("{sfield}.filter.any[{k}]"), c.clone()))
+                            .collect()
+                    }
+                    (None, None, Some(column), Some(op)) => vec![(
                         format!("{sfield}.filter"),
                         GrantCondition {
                             column: column.clone(),
@@ -219,7 +232,7 @@ pub(crate) fn load_grants(
                     _ => {
                         return Err(ProjectError::invalid(
                             file.at_span(stream, format!("{sfield}.filter")),
-                            "a grant's filter is one comparison (`{ column: country, op: eq, value: DE }`) or `all:` of several (`{ all: [{ column: country, op: in, value: [DE, AT] }, { column: status, op: eq, value: delivered }] }`); fix it",
+                            "a grant's filter is one comparison (`{ column: country, op: eq, value: DE }`), `all:` of several that must all hold (`{ all: [{ column: country, op: in, value: [DE, AT] }, { column: status, op: eq, value: delivered }] }`) or `any:` of several of which one must hold (`{ any: [{ column: country, op: eq, value: DE }, { column: vip, op: eq, value: true }] }`); fix it",
                         ))
                     }
                 },
@@ -236,6 +249,9 @@ pub(crate) fn load_grants(
                     stream.defined,
                 );
                 filter.push(load_mapper(file, &field, &mapper, interp)?);
+            }
+            if any {
+                filter = vec![Mapper::AnyOf(filter)];
             }
             let mut transform = Vec::with_capacity(s.transform.len());
             for (k, mapper) in s.transform.iter().enumerate() {

@@ -661,3 +661,55 @@ fn bad_domain_files_are_refused_with_file_line_and_field() {
         assert_eq!(p.error(), expected, "{text}");
     }
 }
+
+/// The sales shop granting its orders to marketing with `filter`.
+fn granted_orders(filter: &str) -> String {
+    format!("{ORDERS_YAML}grants:\n  - to: marketing\n    streams:\n      - name: orders\n        filter:\n{filter}")
+}
+
+#[test]
+fn a_grant_filter_of_any_keeps_rows_matching_one_of_its_comparisons() {
+    let p = TempProject::new(WEFT_YAML);
+    p.write(
+        "domains/sales/orders.yaml",
+        &granted_orders("          any:\n            - { column: status, op: eq, value: paid }\n            - { column: amount, op: ge, value: 100 }\n"),
+    )
+    .write(
+        "domains/marketing/domain.yaml",
+        "domain: marketing\nowners: [m@example.com]\ndescription: Campaigns.\n",
+    );
+    let project = p.load().unwrap();
+    let orders = project.product("sales", "orders").unwrap();
+    let granted = orders.grants[0].stream("orders").unwrap();
+    assert_eq!(
+        granted.mappers(),
+        vec![Mapper::AnyOf(vec![
+            Mapper::Filter {
+                column: "status".into(),
+                op: FilterOp::Eq,
+                value: Some(json!("paid"))
+            },
+            Mapper::Filter {
+                column: "amount".into(),
+                op: FilterOp::Ge,
+                value: Some(json!(100))
+            },
+        ])]
+    );
+
+    // `all:` and `any:` together, or an `any:` comparison missing its value, are refused.
+    for (filter, expected) in [
+        (
+            "          all: [{ column: status, op: eq, value: paid }]\n          any: [{ column: amount, op: ge, value: 100 }]\n",
+            "a grant's filter is one comparison (`{ column: country, op: eq, value: DE }`), `all:` of several that must all hold",
+        ),
+        (
+            "          any: [{ column: status, op: eq }]\n",
+            "grants[0].streams[0].filter.any[0].value: filter op `eq` needs a `value` to compare with",
+        ),
+    ] {
+        p.write("domains/sales/orders.yaml", &granted_orders(filter));
+        let err = p.error();
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod http;
 pub mod http_mock;
 pub mod measure;
+pub mod mesh;
 pub mod pg;
 pub mod pgtext;
 pub mod process;
@@ -33,6 +34,8 @@ pub fn minimal_domain_yaml(domain: &str) -> String {
 pub struct TestProject {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// Variables every `weft` command of the project gets (secrets a scenario's files name).
+    envs: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl TestProject {
@@ -47,6 +50,7 @@ impl TestProject {
         Self {
             dir,
             bin: bin.into(),
+            envs: Default::default(),
         }
     }
 
@@ -121,7 +125,8 @@ impl TestProject {
         self
     }
 
-    /// `weft --project <dir> ARGS…`, ready to run or spawn; no inherited `WEFT_*` variables.
+    /// `weft --project <dir> ARGS…`, ready to run or spawn; no inherited `WEFT_*` variables,
+    /// the project's own ([`TestProject::env`]) set.
     pub fn weft<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -133,8 +138,19 @@ impl TestProject {
                 cmd.env_remove(key);
             }
         }
+        for (key, value) in self.envs.lock().expect("not poisoned").iter() {
+            cmd.env(key, value);
+        }
         cmd.arg("--project").arg(self.path()).args(args);
         cmd
+    }
+
+    /// Sets `key=value` for every later `weft` command of the project (`weft`, `run`, …).
+    pub fn env(&self, key: &str, value: &str) -> &Self {
+        let mut envs = self.envs.lock().expect("not poisoned");
+        envs.retain(|(k, _)| k != key);
+        envs.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Runs `weft ARGS…` to completion.

@@ -87,8 +87,14 @@ impl BatchBuilder {
         }
     }
 
+    /// Records pushed since the last batch was taken.
     pub fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Whether no record waits for the next batch.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     /// Values written as NULL since the last call.

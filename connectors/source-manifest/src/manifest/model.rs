@@ -335,6 +335,8 @@ pub struct RecordFilter {
     pub parameters: Params,
 }
 
+// Parsed once per stream from the manifest: the variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type")]
 pub enum Paginator {

@@ -11,7 +11,7 @@
 # `REQUIREMENT sync CONFIG_JSON` also syncs every stream (full refresh) with that config on
 # both sides and compares the rows per stream (for sources that read offline).
 # Virtualenvs and results are cached under $WEFT_SWEEP_CACHE (default
-# /tmp/weft-airbyte-sweep-cache): a rerun only runs what has no result yet (delete
+# /tmp/airbyte-sweep-cache): a rerun only runs what has no result yet (delete
 # results/ to run the steps again, quickly: the virtualenvs stay). `discover` runs with an
 # empty config: most sources then fail with their own config error, which both sides must
 # tell alike. WEFT_SWEEP_JOBS packages run at once (default 2); WEFT_SWEEP_SIDES=direct runs
@@ -21,7 +21,7 @@ set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: airbyte_sweep.sh LIST..." >&2; exit 2; }
 tools=$(dirname "$(realpath "$0")")
 weft=$(realpath "${WEFT_BIN:-target/debug/weft}")
-cache=${WEFT_SWEEP_CACHE:-/tmp/weft-airbyte-sweep-cache}
+cache=${WEFT_SWEEP_CACHE:-/tmp/airbyte-sweep-cache}
 jobs=${WEFT_SWEEP_JOBS:-2}
 sides=${WEFT_SWEEP_SIDES:-direct weft}
 mkdir -p "$cache/results/direct" "$cache/results/weft"

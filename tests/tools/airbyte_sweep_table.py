@@ -45,6 +45,10 @@ def main():
             if w is not None:
                 # The stack trace weft keeps is for `sync status`, not for this table.
                 w["reason"] = w["reason"].split(" [stack trace")[0]
+            if d is None and w is None:
+                totals["missing"] += 1
+                rows.append(f"| {req} | - | - | - | - | not run yet | |")
+                continue
             if d is None or w is None:
                 totals["missing"] += 1
                 r = d or w

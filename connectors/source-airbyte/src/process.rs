@@ -55,6 +55,9 @@ const INPUTS_PREFIX: &str = "weft-airbyte-";
 const OWNER_LOCK: &str = ".owner.lock";
 /// Inputs dirs of older weft versions have no owner lock: removed once they are this old.
 const LOCKLESS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The only entries an inputs dir ever holds. A dir holding anything else is not ours, whatever
+/// its name (a user's `/tmp/weft-airbyte-cache` was once swept with all it held).
+const INPUT_FILES: [&str; 4] = [OWNER_LOCK, "config.json", "catalog.json", "state.json"];
 
 /// Input files (config, catalog, state) in a private temp dir, removed on drop.
 pub struct Inputs {
@@ -134,6 +137,9 @@ pub fn sweep_stale_inputs(temp: &std::path::Path) -> usize {
             Ok(m) if m.is_dir() => {}
             _ => continue,
         }
+        if !holds_only_inputs(&path) {
+            continue;
+        }
         let stale = match std::fs::OpenOptions::new()
             .write(true)
             .open(path.join(OWNER_LOCK))
@@ -151,6 +157,19 @@ pub fn sweep_stale_inputs(temp: &std::path::Path) -> usize {
         }
     }
     removed
+}
+
+/// Whether every entry of `dir` is a plain file weft writes into an inputs dir.
+fn holds_only_inputs(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.into_iter().all(|entry| {
+        entry.is_ok_and(|e| {
+            e.file_type().is_ok_and(|t| t.is_file())
+                && INPUT_FILES.iter().any(|f| e.file_name() == *f)
+        })
+    })
 }
 
 /// Makes `command` start in its own process group and die with the thread that starts it
@@ -449,9 +468,24 @@ mod tests {
         std::fs::create_dir(&recent).unwrap();
         let other = temp.path().join("someone-else");
         std::fs::create_dir(&other).unwrap();
+        // Someone's own folder that happens to share the prefix, old and lockless, or with a
+        // lock file beside their data: never ours to remove.
+        let theirs = temp.path().join(format!("{INPUTS_PREFIX}sweep-cache"));
+        std::fs::create_dir_all(theirs.join("results")).unwrap();
+        std::fs::write(theirs.join("config.json"), "{}").unwrap();
+        let old = std::time::SystemTime::now() - 2 * LOCKLESS_MAX_AGE;
+        std::fs::File::open(&theirs)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let locked_theirs = temp.path().join(format!("{INPUTS_PREFIX}notes"));
+        std::fs::create_dir(&locked_theirs).unwrap();
+        std::fs::write(locked_theirs.join(OWNER_LOCK), "").unwrap();
+        std::fs::write(locked_theirs.join("notes.txt"), "mine").unwrap();
         assert_eq!(sweep_stale_inputs(temp.path()), 1);
         assert!(!dead.exists());
         assert!(live.exists() && recent.exists() && other.exists());
+        assert!(theirs.join("results").exists() && locked_theirs.join("notes.txt").exists());
         drop(held);
         // A sibling test forking a subprocess shares the lock's open file until its exec, so
         // the released lock may take a moment to be free.

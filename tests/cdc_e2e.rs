@@ -11,6 +11,8 @@
 //!   (no duplicate position/ordinal) and replays to the source's keys.
 //! - An idle watched table under unrelated write traffic: the slot keeps up, so it does not pin
 //!   WAL.
+//! - A following run's idle commit never takes rows written after its checkpoint (held there
+//!   with a pausepoint), so a kill then never makes the next run write them twice.
 
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -1034,4 +1036,119 @@ fn a_following_run_streams_every_cdc_stream_beyond_the_concurrency_limit() {
         (2, 2),
         "distinct ids in the lake of streams a and b after a following run saw one insert each"
     );
+}
+
+/// A following run commits a checkpoint on its own when the source goes quiet (so an idle
+/// server's slot confirms what was applied). That commit may only take a checkpoint nothing was
+/// written after: changes handed on past it belong to the next checkpoint. Seen in CI: the
+/// idle commit committed a transaction's first batches with the checkpoint before them, and
+/// after a kill the resumed run wrote them again (327 changes twice in the changelog).
+///
+/// Deterministic: a pausepoint holds the read right after the first batch of a large
+/// transaction was handed on, before its checkpoint, for longer than `commit_interval`.
+#[test]
+fn a_following_run_never_commits_changes_past_its_checkpoint() {
+    let Some(cluster) = PrivateCluster::start(ClusterOptions::default()) else {
+        return;
+    };
+    cluster.sql("postgres", "CREATE DATABASE shop");
+    cluster.sql("postgres", "CREATE DATABASE sink");
+    cluster.sql(
+        "shop",
+        "CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text);
+         INSERT INTO items SELECT g, g, 'seed', 'x' FROM generate_series(1, 10) g;",
+    );
+    // Batches of 10 rows: the large transaction's rows are handed on in parts at its commit,
+    // and its checkpoint follows once the connection is quiet.
+    let src = format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: shop, batch_size: 10 }}",
+        cluster.host, cluster.port, cluster.user
+    );
+    let sink = format!(
+        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
+        cluster.host, cluster.port, cluster.user
+    );
+    let p = TestProject::new(
+        BIN,
+        "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 5s\n",
+    );
+    p.env("PG_PASSWORD", &cluster.password());
+    p.product(
+        "shop",
+        "changes",
+        &product_yaml("changes", &src, Some(&sink), "append"),
+    );
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    let count = |filter: &str| -> u64 {
+        cluster
+            .sql(
+                "sink",
+                &format!("SELECT count(*) FROM shop.\"changes__public.items\" WHERE {filter}"),
+            )
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("true"), 10);
+
+    // Hit 1: the first small transaction; 2: the second; 3: the large one's first part.
+    let (mut follow, release) = p.spawn_paused(
+        "changes_handed_on@3",
+        ["sync", "run", "--no-progress", "--follow"],
+    );
+    let started = Instant::now();
+    while cluster
+        .sql(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE active",
+        )
+        .trim()
+        != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the following run never started streaming"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    cluster.sql("shop", "INSERT INTO items VALUES (11, 11, 'one', 'x')");
+    while count("true") < 11 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the first change was never committed"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Right after that commit: a small transaction (its checkpoint is then pending, its idle
+    // commit due `commit_interval` after the last one), then a large one within that time.
+    let committed = Instant::now();
+    cluster.sql("shop", "INSERT INTO items VALUES (12, 12, 'two', 'x')");
+    thread::sleep(Duration::from_millis(600));
+    cluster.sql(
+        "shop",
+        "INSERT INTO items SELECT g, g, 'large', 'x' FROM generate_series(100, 150) g",
+    );
+    follow.wait_for_line(
+        "pausepoint `changes_handed_on` reached",
+        Duration::from_secs(60),
+    );
+    // Past the idle commit's time, with the large transaction's checkpoint held back.
+    thread::sleep(Duration::from_secs(7).saturating_sub(committed.elapsed()));
+    let early = count("id >= 100");
+    follow.signal(libc::SIGKILL);
+    let _ = follow.finish(Duration::from_secs(30));
+    assert_eq!(
+        early, 0,
+        "changes handed on after the pending checkpoint were committed with it"
+    );
+
+    std::fs::write(&release, "").unwrap();
+    p.run(["sync", "run", "--no-progress"]).expect_code(0);
+    assert_eq!(count("true"), 10 + 2 + 51, "every change, once");
+    let dupes = cluster.sql(
+        "sink",
+        "SELECT count(*) FROM (SELECT _weft_position, _weft_ordinal FROM shop.\"changes__public.items\"
+           GROUP BY 1, 2 HAVING count(*) > 1) d",
+    );
+    assert_eq!(dupes.trim(), "0", "changes applied twice in the changelog");
 }

@@ -6,7 +6,7 @@
 //!
 //! `WEFT_PAUSEPOINT=name:FILE` pauses the stream that reaches the named point (each time)
 //! until FILE exists, after saying so on stderr, so a test can act (send a signal) while a run
-//! is exactly there instead of guessing with sleeps.
+//! is exactly there instead of guessing with sleeps. `name@N:FILE` pauses from the N-th hit on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -45,27 +45,44 @@ pub fn hit(name: &str) {
     }
 }
 
-fn pausepoint() -> Option<&'static (String, std::path::PathBuf)> {
-    static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+struct Pausepoint {
+    name: String,
+    from_hit: u64,
+    hits: AtomicU64,
+    release: std::path::PathBuf,
+}
+
+fn pausepoint() -> Option<&'static Pausepoint> {
+    static PAUSE: OnceLock<Option<Pausepoint>> = OnceLock::new();
     PAUSE
         .get_or_init(|| {
             let spec = std::env::var("WEFT_PAUSEPOINT").ok()?;
-            let (name, file) = spec.split_once(':')?;
-            Some((name.to_string(), file.into()))
+            let (point, file) = spec.split_once(':')?;
+            let (name, from_hit) = match point.split_once('@') {
+                Some((name, n)) => (name.to_string(), n.parse().ok()?),
+                None => (point.to_string(), 1),
+            };
+            Some(Pausepoint {
+                name,
+                from_hit,
+                hits: AtomicU64::new(0),
+                release: file.into(),
+            })
         })
         .as_ref()
 }
 
-/// Waits at the pausepoint `name` until its release file exists, if it is armed.
+/// Waits at the pausepoint `name` until its release file exists, if it is armed (and this is
+/// its chosen hit or a later one).
 pub async fn pause(name: &str) {
-    let Some((armed, release)) = pausepoint() else {
+    let Some(point) = pausepoint() else {
         return;
     };
-    if armed != name {
+    if point.name != name || point.hits.fetch_add(1, Ordering::Relaxed) + 1 < point.from_hit {
         return;
     }
     eprintln!("weft: pausepoint `{name}` reached");
-    while !release.exists() {
+    while !point.release.exists() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

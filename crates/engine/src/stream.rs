@@ -187,6 +187,10 @@ impl StreamJob {
         // one and goes to `finish`, so a final checkpoint never becomes durable without the
         // publication that goes with it (overwrite swaps, dedup settles).
         let mut pending: Option<Checkpoint> = None;
+        // Whether anything reached the writer after the pending checkpoint: those rows belong
+        // to the next checkpoint, so the pending one may then only be committed before the
+        // next item is written (the `due` path), never on its own.
+        let mut written_past_pending = false;
         let mut due = false;
         let mut last_committed: Option<Checkpoint> = None;
         let mut last_commit = Instant::now();
@@ -199,7 +203,7 @@ impl StreamJob {
             // what was applied is acked and the slot confirms it, instead of waiting for the
             // next message (which may take as long as unrelated WAL takes to appear).
             let idle_commit = match &pending {
-                Some(_) if self.source_stream.follow => {
+                Some(_) if self.source_stream.follow && !written_past_pending => {
                     Some(self.commit_interval.saturating_sub(last_commit.elapsed()))
                 }
                 _ => None,
@@ -229,6 +233,14 @@ impl StreamJob {
                 }
                 due = false;
             }
+            if matches!(
+                item,
+                Some(Ok(Item::Batch(_)
+                    | Item::Changes(_)
+                    | Item::SchemaChange(_)))
+            ) {
+                written_past_pending = pending.is_some();
+            }
             match item {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
@@ -256,6 +268,7 @@ impl StreamJob {
                 Some(Ok(Item::Checkpoint(checkpoint))) => {
                     due = last_commit.elapsed() >= self.commit_interval;
                     pending = Some(checkpoint);
+                    written_past_pending = false;
                     pending_rows = rows_written;
                 }
             }
@@ -386,8 +399,12 @@ async fn read_and_map(
             Err(e) => Err(StreamStop::Failed(format!("source: {e}"))),
         };
         let stop = item.is_err();
+        let changes = matches!(item, Ok(Item::Changes(_)));
         if tx.send(item).await.is_err() || stop {
             break;
+        }
+        if changes {
+            crate::failpoint::pause("changes_handed_on").await;
         }
     }
 }

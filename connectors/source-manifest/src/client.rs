@@ -195,7 +195,18 @@ impl Http {
         let mut attempt = 0u32;
         loop {
             let (action, wait, detail) = match self.once(request).await {
-                Err(e) => (Action::Retry, None, format!("failed: {e}")),
+                Err(e) => {
+                    let refused = is_tls_refusal(&e);
+                    let why = transport_error(e);
+                    if refused {
+                        return Err(ManifestSourceError::Http(format!(
+                            "{what} failed: {why} (the server's TLS certificate is not trusted: \
+                             add its CA to the machine's certificate store, or point \
+                             SSL_CERT_FILE at a PEM file holding it)"
+                        )));
+                    }
+                    (Action::Retry, None, format!("failed: {why}"))
+                }
                 Ok(response) => {
                     let (action, handler) = self.resolve(&response, &handlers)?;
                     match action {
@@ -348,6 +359,42 @@ impl Http {
             ))
         })
     }
+}
+
+/// A transport error with its causes (reqwest's own text is only "error sending request"),
+/// without the URL: it may carry secrets in its query (the caller names the redacted URL).
+fn transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Whether the TLS handshake refused the server (its certificate or protocol), which no retry
+/// changes.
+fn is_tls_refusal(e: &reqwest::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // rustls's error arrives inside io::Errors (nested), whose `source` skips it.
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    false
 }
 
 fn snippet(body: &[u8]) -> String {

@@ -477,7 +477,7 @@ fn cdc_on_a_server_without_logical_wal_and_in_overwrite_mode_fail_clearly() {
     let db = weft_testkit::pg::PgTestDb::create("cdc_bad");
     db.sql("CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text)");
     let wal_level = db.sql("SHOW wal_level");
-    let config = format!("{}", db.pg_config());
+    let config = db.pg_config();
     let p = project();
     p.product(
         "shop",

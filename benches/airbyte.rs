@@ -9,42 +9,30 @@
 //! /dev/null) and `weft sync run` of the same stream, and prints the ratios (weft's overhead:
 //! goal ≤ 1.10).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::{env_or, weft_yaml, write_project, LAKE};
+
 fn main() {
-    let rows: u64 = std::env::var("WEFT_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows: u64 = env_or("WEFT_BENCH_ROWS", 1_000_000);
     let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/weft-test-venvs");
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        project.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        project.join("weft.yaml"),
-        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
-    )
-    .expect("weft.yaml");
     let faker = serde_json::json!({"count": rows, "seed": 1, "records_per_slice": 10000, "always_updated": true, "parallelism": 1});
-    std::fs::write(
-        project.join("domains/bench/fake.yaml"),
-        format!(
-            "product: fake\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: airbyte\n  config:\n    package: airbyte-source-faker==7.2.1\n    config: {faker}\nstreams:\n  - name: users\n    mode: full_refresh\n    write: overwrite\n"
-        ),
-    )
-    .expect("product");
+    write_project(
+        &project,
+        &weft_yaml(LAKE, "  commit_interval: 10s\n"),
+        &[(
+            "fake".into(),
+            format!("source:\n  connector: airbyte\n  config:\n    package: airbyte-source-faker==7.2.1\n    config: {faker}\nstreams:\n  - name: users\n    mode: full_refresh\n    write: overwrite\n"),
+        )],
+    );
     let weft = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .arg("--project")
-            .arg(&project)
-            .args(args)
+        let out = common::weft(&project, args)
             .env("WEFT_CONNECTOR_CACHE", &cache)
             .output()
             .expect("run weft");
@@ -77,10 +65,7 @@ fn main() {
         serde_json::json!({"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["full_refresh"]}, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}).to_string(),
     )
     .expect("catalog");
-    let rounds: usize = std::env::var("WEFT_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let rounds: usize = env_or("WEFT_BENCH_ROUNDS", 1);
     let rate = |secs: f64| rows as f64 / secs;
     let mut ratios = Vec::new();
     for round in 1..=rounds {

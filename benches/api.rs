@@ -9,23 +9,18 @@
 //! `cargo bench --bench api`. The history is written straight into the SQLite file in one
 //! transaction (not measured): 20 products in 4 domains, three streams each.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{env_or, BIN};
 use weft_testkit::control::{create_token, ApiServer};
 use weft_testkit::TestProject;
 
-const BIN: &str = env!("CARGO_BIN_EXE_weft");
 const DOMAINS: usize = 4;
 const PRODUCTS: usize = 5;
 const STREAMS: [&str; 3] = ["customers", "orders", "products"];
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();

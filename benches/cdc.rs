@@ -27,68 +27,52 @@
 //! budget (256 MiB) and the one-stream case of the same run. `WEFT_BENCH_ONLY=follow` runs
 //! only this part.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use weft_testkit::measure::run_measured;
+use common::{env_or, weft_yaml, write_project, LAKE};
+use weft_testkit::measure::{peak_rss_mib, run_measured};
 use weft_testkit::pg::{ClusterOptions, PrivateCluster};
 
-const BIN: &str = env!("CARGO_BIN_EXE_weft");
-
-fn env_u64(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn write_project(dir: &Path, cluster: &PrivateCluster, db: &str, commit_interval: &str) {
-    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        dir.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        dir.join("weft.yaml"),
-        format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: {commit_interval}\n"),
-    )
-    .expect("weft.yaml");
-    let conn = |database: &str| {
-        format!(
-            "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
-            cluster.host, cluster.port, cluster.user
-        )
-    };
-    for (name, destination) in [
+/// The throughput and lag project: `db`'s `bench` table by CDC into a PostgreSQL current
+/// state (product `pg`, database `<db>_sink`) and into the lake's (product `lake`).
+fn cdc_project(dir: &Path, cluster: &PrivateCluster, db: &str, commit_interval: &str) {
+    let products: Vec<(String, String)> = [
         (
             "pg",
             format!(
                 "destination:\n  connector: postgres\n  config: {}\n",
-                conn(&format!("{db}_sink"))
+                cluster.pg_config(&format!("{db}_sink"))
             ),
         ),
         ("lake", String::new()),
-    ] {
-        std::fs::write(
-            dir.join(format!("domains/bench/{name}.yaml")),
+    ]
+    .into_iter()
+    .map(|(name, destination)| {
+        (
+            name.to_string(),
             format!(
-                "product: {name}\ndomain: bench\nowner: bench@example.com\ndescription: cdc benchmark\nsource:\n  connector: postgres\n  config: {}\n{destination}streams:\n  - name: public.bench\n    mode: cdc\n    write: append_dedup\n",
-                conn(db)
+                "source:\n  connector: postgres\n  config: {}\n{destination}streams:\n  - name: public.bench\n    mode: cdc\n    write: append_dedup\n",
+                cluster.pg_config(db)
             ),
         )
-        .expect("product");
-    }
+    })
+    .collect();
+    write_project(
+        dir,
+        &weft_yaml(LAKE, &format!("  commit_interval: {commit_interval}\n")),
+        &products,
+    );
 }
 
+/// `weft --project <dir> ARGS…` with the cluster's password for the products' configs.
 fn weft(dir: &Path, cluster: &PrivateCluster, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--project")
-        .arg(dir)
-        .args(args)
-        .env("PG_PASSWORD", cluster.password());
+    let mut cmd = common::weft(dir, args);
+    cmd.env("PG_PASSWORD", cluster.password());
     cmd
 }
 
@@ -112,7 +96,7 @@ fn throughput(cluster: &PrivateCluster, db: &str, changes: u64, per_txn: u64) ->
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
-    write_project(&project, cluster, db, "5s");
+    cdc_project(&project, cluster, db, "5s");
     // The snapshot of the empty table: creates weft's slots before the changes.
     let out = weft(&project, cluster, &["sync", "run", "--no-progress"])
         .output()
@@ -212,7 +196,7 @@ fn lag(cluster: &PrivateCluster) -> (f64, f64, f64) {
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
-    write_project(&project, cluster, db, "100ms");
+    cdc_project(&project, cluster, db, "100ms");
     let mut follower = weft(
         &project,
         cluster,
@@ -237,7 +221,7 @@ fn lag(cluster: &PrivateCluster) -> (f64, f64, f64) {
         thread::sleep(Duration::from_millis(100));
     }
 
-    let batches = env_u64("WEFT_BENCH_LAG_BATCHES", 3000);
+    let batches = env_or("WEFT_BENCH_LAG_BATCHES", 3000u64);
     let writer = {
         let (host, port, user, password) = (
             cluster.host.clone(),
@@ -348,30 +332,25 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        project.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        project.join("weft.yaml"),
-        // Every stream at once: a follow stream never finishes, so one over the limit would
-        // wait forever.
-        format!("version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake }}\n  commit_interval: 1s\n  max_concurrent_streams: {streams}\n"),
-    )
-    .expect("weft.yaml");
     let list: String = (0..streams)
         .map(|i| format!("  - name: public.t{i}\n    mode: cdc\n    write: append_dedup\n"))
         .collect();
-    std::fs::write(
-        project.join("domains/bench/follow.yaml"),
-        format!(
-            "product: follow\ndomain: bench\nowner: bench@example.com\ndescription: follow memory\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {db} }}\nstreams:\n{list}",
-            cluster.host, cluster.port, cluster.user
+    write_project(
+        &project,
+        // Every stream at once: a follow stream never finishes, so one over the limit would
+        // wait forever.
+        &weft_yaml(
+            LAKE,
+            &format!("  commit_interval: 1s\n  max_concurrent_streams: {streams}\n"),
         ),
-    )
-    .expect("product");
+        &[(
+            "follow".into(),
+            format!(
+                "source:\n  connector: postgres\n  config: {}\nstreams:\n{list}",
+                cluster.pg_config(&db)
+            ),
+        )],
+    );
     let mut follower = weft(
         &project,
         cluster,
@@ -409,14 +388,7 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
             std::fs::read_to_string(dir.path().join("follow.log")).unwrap_or_default()
         );
     }
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", follower.id())).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
+    let peak_mib = peak_rss_mib(follower.id());
     let _ = Command::new("kill")
         .args(["-INT", &follower.id().to_string()])
         .status();
@@ -443,7 +415,7 @@ fn follow_memory(cluster: &PrivateCluster, streams: usize, rounds: u64) -> (f64,
         );
     }
     let changes = streams as u64 * (rounds * 1000 + (rounds - 1) * 1000);
-    (hwm_kib / 1024.0, changes, write_secs)
+    (peak_mib, changes, write_secs)
 }
 
 fn main() {
@@ -460,8 +432,8 @@ fn main() {
         follow_cases(&cluster);
         return;
     }
-    let changes = env_u64("WEFT_BENCH_CHANGES", 1_000_000);
-    let single = env_u64("WEFT_BENCH_SINGLE_CHANGES", changes);
+    let changes = env_or("WEFT_BENCH_CHANGES", 1_000_000u64);
+    let single = env_or("WEFT_BENCH_SINGLE_CHANGES", changes);
     let mut summary = Vec::new();
     for (label, db, n, per_txn) in [
         ("1,000 changes per transaction", "bulk", changes, 1000),
@@ -496,11 +468,9 @@ fn main() {
 
 /// The follow-mode memory cases, printed against the lake's budget.
 fn follow_cases(cluster: &PrivateCluster) {
-    let rounds = env_u64("WEFT_BENCH_FOLLOW_ROUNDS", 40).max(1);
-    let cases: Vec<usize> = std::env::var("WEFT_BENCH_FOLLOW_STREAMS")
-        .unwrap_or_else(|_| "1,9".into())
-        .split(',')
-        .filter_map(|c| c.trim().parse().ok())
+    let rounds = env_or("WEFT_BENCH_FOLLOW_ROUNDS", 40u64).max(1);
+    let cases: Vec<usize> = common::env_list("WEFT_BENCH_FOLLOW_STREAMS", "1,9")
+        .into_iter()
         .filter(|&n| n > 0)
         .collect();
     for streams in cases {

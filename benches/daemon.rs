@@ -11,20 +11,15 @@
 //! Also prints the daemon's peak RSS and how many triggers were skipped (a product still
 //! running when due again).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::{env_or, BIN};
 use weft_testkit::daemon::runs_with;
+use weft_testkit::measure::peak_rss_mib;
 use weft_testkit::TestProject;
-
-const BIN: &str = env!("CARGO_BIN_EXE_weft");
-
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -32,16 +27,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// Wake-up lag of `n` tokio tasks each sleeping until second-aligned due times every `period`.
@@ -77,9 +62,9 @@ fn reference(n: u64, period: u64, seconds: u64) -> Vec<f64> {
 }
 
 fn main() {
-    let n = env_or("WEFT_BENCH_PRODUCTS", 500);
-    let seconds = env_or("WEFT_BENCH_SECONDS", 30);
-    let period = env_or("WEFT_BENCH_PERIOD", 5).clamp(1, 59);
+    let n: u64 = env_or("WEFT_BENCH_PRODUCTS", 500);
+    let seconds: u64 = env_or("WEFT_BENCH_SECONDS", 30);
+    let period: u64 = env_or("WEFT_BENCH_PERIOD", 5u64).clamp(1, 59);
     println!("weft daemon: {n} products every {period} s (staggered), {seconds} s");
     let p = TestProject::new(
         BIN,

@@ -12,64 +12,39 @@
 //! (`memory_budget_bytes` 256 MiB) and with a budget of 64 GiB (off), printing weft's peak RSS
 //! for both and the ratio peak RSS / budget.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-use weft_testkit::measure::run_measured;
+use std::path::Path;
+
+use common::{env_list, env_or, sync_measured, weft_yaml, write_project};
 
 const MIB: u64 = 1024 * 1024;
 const BUDGET: u64 = 256 * MIB;
 const OFF: u64 = 64 * 1024 * MIB;
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A project of `streams` products writing the sample's orders into one lake with `budget`.
 fn project(dir: &Path, streams: usize, rows: u64, budget: u64) {
-    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        dir.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        dir.join("weft.yaml"),
-        format!(
-            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config: {{ path: lake, memory_budget_bytes: {budget} }}\n  commit_interval: 1h\n  max_concurrent_streams: {streams}\n"
+    let products: Vec<(String, String)> = (0..streams)
+        .map(|i| {
+            (
+                format!("s{i}"),
+                format!("source:\n  connector: sample\n  config: {{ scale: {rows}, seed: {i} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n"),
+            )
+        })
+        .collect();
+    write_project(
+        dir,
+        &weft_yaml(
+            &format!("    connector: parquet\n    config: {{ path: lake, memory_budget_bytes: {budget} }}\n"),
+            &format!("  commit_interval: 1h\n  max_concurrent_streams: {streams}\n"),
         ),
-    )
-    .expect("weft.yaml");
-    for i in 0..streams {
-        std::fs::write(
-            dir.join(format!("domains/bench/s{i}.yaml")),
-            format!(
-                "product: s{i}\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows}, seed: {i} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n"
-            ),
-        )
-        .expect("product");
-    }
-}
-
-/// One measured run: (seconds, peak RSS MiB).
-fn run(dir: &Path) -> (f64, f64) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.arg("--project")
-        .arg(dir)
-        .args(["sync", "run", "--no-progress"]);
-    run_measured(cmd, dir)
+        &products,
+    );
 }
 
 fn main() {
     let rows: u64 = env_or("WEFT_BENCH_ROWS", 300_000);
-    let cases: Vec<usize> = std::env::var("WEFT_BENCH_STREAMS")
-        .unwrap_or_else(|_| "1,10,50".into())
-        .split(',')
-        .filter_map(|c| c.trim().parse().ok())
-        .collect();
+    let cases: Vec<usize> = env_list("WEFT_BENCH_STREAMS", "1,10,50");
     println!(
         "lake streams written at once, {rows} sample orders each, budget {} MiB",
         BUDGET / MIB
@@ -79,10 +54,10 @@ fn main() {
         let tmp = tempfile::tempdir().expect("temp dir");
         let with = tmp.path().join("budget");
         project(&with, streams, rows, BUDGET);
-        let (secs, rss) = run(&with);
+        let (secs, rss) = sync_measured(&with);
         let without = tmp.path().join("off");
         project(&without, streams, rows, OFF);
-        let (off_secs, off_rss) = run(&without);
+        let (off_secs, off_rss) = sync_measured(&without);
         let ratio = rss / (BUDGET / MIB) as f64;
         println!("{streams} streams:");
         println!("  budget 256 MiB: {secs:>8.2} s  peak RSS {rss:>8.1} MiB");

@@ -13,55 +13,30 @@
 //! `WEFT_BENCH_REFERENCE=0` skips the PostgreSQL store (for the memory case: a first load of
 //! 10M keys, `WEFT_BENCH_ROWS=10000000 WEFT_BENCH_CHANGES=2000`).
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
-use weft_testkit::measure::run_measured;
+use common::{env_list, env_or, pg_store, sync_measured, weft_yaml, write_project, LAKE};
 use weft_testkit::pg::PgTestDb;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A project syncing the sample's orders (`append_dedup` by id) into `destination`.
 fn project(dir: &Path, destination: &str, rows: u64, changes: u64) {
-    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        dir.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        dir.join("weft.yaml"),
-        format!(
-            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n{destination}  commit_interval: 10s\n"
-        ),
-    )
-    .expect("weft.yaml");
-    std::fs::write(
-        dir.join("domains/bench/sample.yaml"),
-        format!(
-            "product: sample\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows}, changes_per_run: {changes} }}\nstreams:\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n"
-        ),
-    )
-    .expect("product");
+    write_project(
+        dir,
+        &weft_yaml(destination, "  commit_interval: 10s\n"),
+        &[(
+            "sample".into(),
+            format!("source:\n  connector: sample\n  config: {{ scale: {rows}, changes_per_run: {changes} }}\nstreams:\n  - name: orders\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n"),
+        )],
+    );
 }
 
 /// Loads the stream (first run), then measures the incremental run: (seconds, peak RSS MiB).
 fn merge(dir: &Path) -> ((f64, f64), (f64, f64)) {
-    let run = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-        cmd.arg("--project")
-            .arg(dir)
-            .args(["sync", "run", "--no-progress"]);
-        run_measured(cmd, dir)
-    };
-    let first = run();
+    let first = sync_measured(dir);
     print_compaction(dir, "first load");
-    let second = run();
+    let second = sync_measured(dir);
     print_compaction(dir, "merge");
     (first, second)
 }
@@ -92,21 +67,12 @@ fn print_compaction(dir: &Path, run: &str) {
 
 fn main() {
     let rows: u64 = env_or("WEFT_BENCH_ROWS", 5_000_000);
-    let cases: Vec<u64> = std::env::var("WEFT_BENCH_CHANGES")
-        .unwrap_or_else(|_| "2000,500000".into())
-        .split(',')
-        .filter_map(|c| c.trim().parse().ok())
-        .collect();
+    let cases: Vec<u64> = env_list("WEFT_BENCH_CHANGES", "2000,500000");
     println!("append_dedup merges of the sample's orders, {rows} rows (Sling: not installed)");
     for changes in cases {
         let tmp = tempfile::tempdir().expect("temp dir");
         let lake_dir = tmp.path().join("lake-project");
-        project(
-            &lake_dir,
-            "    connector: parquet\n    config: { path: lake }\n",
-            rows,
-            changes,
-        );
+        project(&lake_dir, LAKE, rows, changes);
         let (lake_load, lake) = merge(&lake_dir);
         if std::env::var("WEFT_BENCH_REFERENCE").as_deref() == Ok("0") {
             println!("{changes} changed rows (+{changes} new) in {rows}, lake only:");
@@ -119,15 +85,7 @@ fn main() {
 
         let db = PgTestDb::create("bench_merge");
         let pg_dir = tmp.path().join("pg-project");
-        project(
-            &pg_dir,
-            &format!(
-                "    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n",
-                db.host, db.port, db.user, db.name
-            ),
-            rows,
-            changes,
-        );
+        project(&pg_dir, &pg_store(&db), rows, changes);
         let (pg_load, pg) = merge(&pg_dir);
 
         println!("{changes} changed rows (+{changes} new) in {rows}:");

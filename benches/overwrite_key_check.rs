@@ -7,54 +7,32 @@
 //! runs per case: `WEFT_BENCH_REPEAT`, default 2, the fastest counts). The sample source's
 //! `orders` (unique ids, so the check finds nothing to drop: the cost every run pays).
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
-use weft_testkit::measure::run_measured;
+use common::{env_or, pg_store, sync_measured, weft_yaml, write_project, LAKE};
 use weft_testkit::pg::PgTestDb;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A project writing the sample's orders in full refresh + overwrite into `destination`,
 /// keyed by `id` or (`primary_key: []`) without a key.
 fn project(dir: &Path, destination: &str, rows: u64, keyed: bool) {
-    std::fs::create_dir_all(dir.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        dir.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        dir.join("weft.yaml"),
-        format!(
-            "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n{destination}  commit_interval: 10s\n"
-        ),
-    )
-    .expect("weft.yaml");
     let key = if keyed { "[id]" } else { "[]" };
-    std::fs::write(
-        dir.join("domains/bench/sample.yaml"),
-        format!(
-            "product: sample\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n    primary_key: {key}\n"
-        ),
-    )
-    .expect("product");
+    write_project(
+        dir,
+        &weft_yaml(destination, "  commit_interval: 10s\n"),
+        &[(
+            "sample".into(),
+            format!("source:\n  connector: sample\n  config: {{ scale: {rows} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n    primary_key: {key}\n"),
+        )],
+    );
 }
 
 /// The fastest of `repeat` full refreshes: (seconds, peak RSS MiB).
 fn overwrite(dir: &Path, repeat: usize) -> (f64, f64) {
     (0..repeat)
         .map(|_| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-            cmd.arg("--project")
-                .arg(dir)
-                .args(["sync", "run", "--no-progress"]);
-            let measured = run_measured(cmd, dir);
+            let measured = sync_measured(dir);
             let stdout = std::fs::read_to_string(dir.join("stdout.txt")).unwrap_or_default();
             assert!(stdout.contains("succeeded"), "the run failed:\n{stdout}");
             measured
@@ -69,14 +47,8 @@ fn main() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let db = PgTestDb::create("bench_keycheck");
     let stores = [
-        ("lake", "    connector: parquet\n    config: { path: lake }\n".to_string()),
-        (
-            "postgres store",
-            format!(
-                "    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n",
-                db.host, db.port, db.user, db.name
-            ),
-        ),
+        ("lake", LAKE.to_string()),
+        ("postgres store", pg_store(&db)),
     ];
     for (i, (store, destination)) in stores.iter().enumerate() {
         let plain_dir = tmp.path().join(format!("{i}-plain"));

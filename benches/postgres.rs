@@ -17,10 +17,13 @@
 //!   then, for the cost it replaces, the same load merged batch by batch into the existing
 //!   (emptied) table, with its ratio to the same pipe.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Instant;
 
-use weft_testkit::measure::run_measured;
+use common::{env_or, pg_store, sync_measured, weft_yaml, write_project, LAKE};
 use weft_testkit::pg::PgTestDb;
 
 /// The benchmark table, empty.
@@ -49,19 +52,9 @@ pub fn insert_bench_rows(db: &PgTestDb, from: u64, to: u64) {
 /// psql's binary COPY of `table` into /dev/null: seconds.
 pub fn copy_to_dev_null(db: &PgTestDb, table: &str) -> f64 {
     let start = Instant::now();
-    let status = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            &db.host,
-            "-p",
-            &db.port.to_string(),
-            "-U",
-            &db.user,
-            "-d",
-            &db.name,
-        ])
+    let status = db
+        .psql_command()
+        .arg("-q")
         .args([
             "-c",
             &format!("\\copy {table} TO '/dev/null' (FORMAT binary)"),
@@ -79,46 +72,46 @@ pub fn pg_to_parquet(db: &PgTestDb, rows: u64) -> (f64, f64) {
     let reference = copy_to_dev_null(db, "bench");
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        project.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        project.join("weft.yaml"),
-        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
-    )
-    .expect("weft.yaml");
-    std::fs::write(
-        project.join("domains/bench/pg.yaml"),
-        format!(
-            "product: pg\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.bench\n    mode: full_refresh\n    write: overwrite\n",
-            db.host, db.port, db.user, db.name
-        ),
-    )
-    .expect("product");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.arg("--project")
-        .arg(&project)
-        .args(["sync", "run", "--no-progress"]);
-    let (weft, rss) = run_measured(cmd, dir.path());
-    let rate = |secs: f64| rows as f64 / secs;
+    write_project(
+        &project,
+        &weft_yaml(LAKE, "  commit_interval: 10s\n"),
+        &[pg_product(db, PgWrite::Overwrite)],
+    );
+    let (weft, rss) = sync_measured(&project);
     println!("postgres → parquet, {rows} rows");
+    print_against(
+        rows,
+        ("psql COPY binary > /dev/null", reference),
+        (weft, rss),
+        "ratio weft / COPY",
+        "1.30",
+    );
+    (weft / reference, rss)
+}
+
+/// Prints a case's lines: the reference's and weft's time and rows/s, weft's peak RSS, and
+/// the ratio weft / reference against its `goal`.
+fn print_against(
+    rows: u64,
+    (label, reference): (&str, f64),
+    (weft, rss): (f64, f64),
+    ratio: &str,
+    goal: &str,
+) {
+    let rate = |secs: f64| rows as f64 / secs;
+    let line = |label: &str| format!("{:<32}", format!("{label}:"));
     println!(
-        "psql COPY binary > /dev/null: {reference:>8.2} s  {:>12.0} rows/s",
+        "{}{reference:>8.2} s  {:>12.0} rows/s",
+        line(label),
         rate(reference)
     );
     println!(
-        "weft sync run:                {weft:>8.2} s  {:>12.0} rows/s",
+        "{}{weft:>8.2} s  {:>12.0} rows/s",
+        line("weft sync run"),
         rate(weft)
     );
-    println!("weft peak RSS:                {rss:>8.1} MiB  (goal < 256)");
-    println!(
-        "ratio weft / COPY:            {:.3}  (goal ≤ 1.30)",
-        weft / reference
-    );
-    (weft / reference, rss)
+    println!("{}{rss:>8.1} MiB  (goal < 256)", line("weft peak RSS"));
+    println!("{}{:.3}  (goal ≤ {goal})", line(ratio), weft / reference);
 }
 
 /// How the PostgreSQL → PostgreSQL benchmark reads and writes the stream.
@@ -150,9 +143,8 @@ impl PgWrite {
 /// (`COPY … TO STDOUT (FORMAT binary) | COPY … FROM STDIN (FORMAT binary)`): seconds.
 pub fn copy_pipe(db: &PgTestDb, dest: &PgTestDb) -> f64 {
     let psql = |on: &PgTestDb, sql: &str| {
-        let mut cmd = Command::new("psql");
-        cmd.args(["-X", "-q", "-h", &on.host, "-p", &on.port.to_string()])
-            .args(["-U", &on.user, "-d", &on.name, "-c", sql]);
+        let mut cmd = on.psql_command();
+        cmd.args(["-q", "-c", sql]);
         cmd
     };
     create_bench_table(dest);
@@ -173,42 +165,32 @@ pub fn copy_pipe(db: &PgTestDb, dest: &PgTestDb) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// The benchmark product reading `db`'s table as `write` says.
+fn pg_product(db: &PgTestDb, write: PgWrite) -> (String, String) {
+    (
+        "pg".into(),
+        format!(
+            "source:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.bench\n{}",
+            db.pg_config(),
+            write.stream_yaml()
+        ),
+    )
+}
+
 /// The benchmark project syncing `db`'s table into `dest` as `write` says.
 fn pg_project(db: &PgTestDb, dest: &PgTestDb, write: PgWrite) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        project.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        project.join("weft.yaml"),
-        format!(
-            "version: 1\ndefaults:\n  destination:\n    connector: postgres\n    config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n  commit_interval: 10s\n",
-            dest.host, dest.port, dest.user, dest.name
-        ),
-    )
-    .expect("weft.yaml");
-    std::fs::write(
-        project.join("domains/bench/pg.yaml"),
-        format!(
-            "product: pg\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.bench\n{}",
-            db.host, db.port, db.user, db.name, write.stream_yaml()
-        ),
-    )
-    .expect("product");
+    write_project(
+        &dir.path().join("project"),
+        &weft_yaml(&pg_store(dest), "  commit_interval: 10s\n"),
+        &[pg_product(db, write)],
+    );
     dir
 }
 
 /// Runs the benchmark project through the real binary: seconds and peak RSS in MiB.
-fn run_pg_project(dir: &tempfile::TempDir, dest: &PgTestDb, rows: u64) -> (f64, f64) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.arg("--project")
-        .arg(dir.path().join("project"))
-        .args(["sync", "run", "--no-progress"]);
-    let measured = run_measured(cmd, dir.path());
+fn run_pg_project(dir: &Path, dest: &PgTestDb, rows: u64) -> (f64, f64) {
+    let measured = sync_measured(&dir.join("project"));
     let copied = dest.sql("SELECT count(*), count(DISTINCT id) FROM bench.\"pg__public.bench\"");
     assert_eq!(
         copied,
@@ -224,22 +206,15 @@ fn run_pg_project(dir: &tempfile::TempDir, dest: &PgTestDb, rows: u64) -> (f64, 
 pub fn pg_to_pg(db: &PgTestDb, dest: &PgTestDb, rows: u64, write: PgWrite) -> (f64, f64) {
     let reference = copy_pipe(db, dest);
     let dir = pg_project(db, dest, write);
-    let (weft, rss) = run_pg_project(&dir, dest, rows);
+    let (weft, rss) = run_pg_project(dir.path(), dest, rows);
 
-    let rate = |secs: f64| rows as f64 / secs;
     println!("postgres → postgres ({}), {rows} rows", write.label());
-    println!(
-        "psql COPY binary | COPY binary: {reference:>8.2} s  {:>12.0} rows/s",
-        rate(reference)
-    );
-    println!(
-        "weft sync run:                  {weft:>8.2} s  {:>12.0} rows/s",
-        rate(weft)
-    );
-    println!("weft peak RSS:                  {rss:>8.1} MiB  (goal < 256)");
-    println!(
-        "ratio weft / pipe:              {:.3}  (goal ≤ 1.10)",
-        weft / reference
+    print_against(
+        rows,
+        ("psql COPY binary | COPY binary", reference),
+        (weft, rss),
+        "ratio weft / pipe",
+        "1.10",
     );
     (weft / reference, rss)
 }
@@ -252,7 +227,7 @@ pub fn pg_merge_into_empty(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> f64 {
     dest.sql("DROP TABLE bench; TRUNCATE bench.\"pg__public.bench\"; DELETE FROM bench._weft_checkpoints");
     let reference = copy_pipe(db, dest);
     let dir = pg_project(db, dest, PgWrite::Dedup);
-    let (weft, rss) = run_pg_project(&dir, dest, rows);
+    let (weft, rss) = run_pg_project(dir.path(), dest, rows);
     println!("postgres → postgres (append_dedup merged into an existing empty table), {rows} rows");
     println!("psql COPY binary | COPY binary: {reference:>8.2} s");
     println!("weft sync run:                  {weft:>8.2} s  (peak RSS {rss:.1} MiB)");
@@ -261,14 +236,8 @@ pub fn pg_merge_into_empty(db: &PgTestDb, dest: &PgTestDb, rows: u64) -> f64 {
 }
 
 fn main() {
-    let rows: u64 = std::env::var("WEFT_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000_000);
-    let rows2: u64 = std::env::var("WEFT_BENCH_ROWS2")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2 * rows);
+    let rows: u64 = env_or("WEFT_BENCH_ROWS", 5_000_000);
+    let rows2: u64 = env_or("WEFT_BENCH_ROWS2", 2 * rows);
     let db = PgTestDb::create("bench_pg");
     create_bench_table(&db);
     insert_bench_rows(&db, 1, rows);

@@ -7,27 +7,20 @@
 //! encodes them on one thread with the same compression, weft runs its whole engine (mappers,
 //! checkpoints, commits, manifest) through the real binary.
 
+mod common;
+
 use std::fs::File;
-use std::process::Command;
 use std::time::Instant;
+
+use common::{env_or, weft, weft_yaml, write_project, LAKE};
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use weft_source_sample::{expected_rows, SampleConfig};
 
-fn peak_rss_of_children_mib() -> f64 {
-    // SAFETY: getrusage only writes into the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0 // KiB on Linux
-}
-
 fn main() {
-    let rows: u64 = std::env::var("WEFT_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
+    let rows: u64 = env_or("WEFT_BENCH_ROWS", 10_000_000);
     let dir = tempfile::tempdir().expect("temp dir");
     println!("sample → parquet, orders stream, {rows} rows");
 
@@ -52,39 +45,21 @@ fn main() {
 
     // weft: the real binary on a project syncing the same stream into the lake.
     let project = dir.path().join("project");
-    std::fs::create_dir_all(project.join("domains/bench")).expect("mkdir");
-    std::fs::write(
-        project.join("domains/bench/domain.yaml"),
-        weft_testkit::minimal_domain_yaml("bench"),
-    )
-    .expect("domain.yaml");
-    std::fs::write(
-        project.join("weft.yaml"),
-        "version: 1\ndefaults:\n  destination:\n    connector: parquet\n    config: { path: lake }\n  commit_interval: 10s\n",
-    )
-    .expect("weft.yaml");
-    std::fs::write(
-        project.join("domains/bench/sample.yaml"),
-        format!(
-            "product: sample\ndomain: bench\nowner: bench@example.com\ndescription: benchmark\nsource:\n  connector: sample\n  config: {{ scale: {rows} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n"
-        ),
-    )
-    .expect("product");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["--project"])
-        .arg(&project)
-        .args(["sync", "run", "bench/sample/orders", "--no-progress"])
-        .output()
-        .expect("run weft");
-    let weft = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "weft failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    write_project(
+        &project,
+        &weft_yaml(LAKE, "  commit_interval: 10s\n"),
+        &[(
+            "sample".into(),
+            format!("source:\n  connector: sample\n  config: {{ scale: {rows} }}\nstreams:\n  - name: orders\n    mode: full_refresh\n    write: overwrite\n"),
+        )],
     );
-    let rss = peak_rss_of_children_mib();
+    let (weft, rss) = weft_testkit::measure::run_measured(
+        weft(
+            &project,
+            &["sync", "run", "bench/sample/orders", "--no-progress"],
+        ),
+        dir.path(),
+    );
 
     let rate = |secs: f64| rows as f64 / secs;
     println!(

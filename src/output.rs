@@ -319,9 +319,11 @@ fn landed(s: &StreamReport) -> String {
 }
 
 /// `sync run --dry-run`: each selected stream, how it would be read, from where it would
-/// resume and where it would land.
+/// resume (in words, from `sources[i]`, the source of `selections[i]`, where it could be
+/// built; else the checkpoint's JSON) and where it would land.
 pub fn plan(
     selections: &[weft_mesh::Selection<'_>],
+    sources: &[Option<Box<dyn weft_core::Source>>],
     state: Option<&dyn StateStore>,
     format: OutputFormat,
 ) -> Result<(), weft_state::StateError> {
@@ -330,7 +332,7 @@ pub fn plan(
         None => Vec::new(),
     };
     let mut rows = Vec::new();
-    for selection in selections {
+    for (selection, source) in selections.iter().zip(sources) {
         let product = selection.product;
         for stream in product
             .streams
@@ -338,10 +340,21 @@ pub fn plan(
             .filter(|s| selection.streams.contains(&s.name))
         {
             let label = format!("{}/{}/{}", product.domain, product.name, stream.name);
-            let checkpoint = states
+            let stored = states
                 .iter()
                 .find(|(k, _)| k.to_string() == label)
-                .map(|(_, s)| s.checkpoint.position().clone());
+                .map(|(_, s)| &s.checkpoint);
+            let checkpoint = stored.map(|c| c.position().clone());
+            let position = stored.map(|c| match source {
+                Some(source) => source.describe_position(c),
+                None => weft_core::Position::Opaque {
+                    checkpoint: c.position().clone(),
+                },
+            });
+            let next_read = match &position {
+                Some(position) => position.next_read(stream.mode),
+                None => weft_core::Position::first_read(stream.mode),
+            };
             rows.push(serde_json::json!({
                 "stream": label,
                 "source": product.source.connector,
@@ -350,6 +363,8 @@ pub fn plan(
                 "cursor": stream.cursor,
                 "primary_key": stream.primary_key,
                 "resume_from": checkpoint,
+                "position": position,
+                "next_read": next_read,
                 "destination": product.destination.connector,
                 "destination_at": destination_at(&product.destination.config),
             }));
@@ -361,13 +376,13 @@ pub fn plan(
             redact(&serde_json::to_string_pretty(&rows).expect("JSON"))
         ),
         OutputFormat::Table => {
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => "-".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
             let mut t = table(["stream", "source", "mode", "cursor", "into"]);
             for r in &rows {
-                let text = |v: &serde_json::Value| match v {
-                    serde_json::Value::Null => "-".to_string(),
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
                 t.add_row([
                     text(&r["stream"]),
                     text(&r["source"]),
@@ -381,13 +396,9 @@ pub fn plan(
                 ]);
             }
             println!("{}", fit(t));
-            // Checkpoints are long: below the table, one line each.
+            // Where each stream resumes is long: below the table, one line each.
             for r in &rows {
-                let from = match &r["resume_from"] {
-                    serde_json::Value::Null => "the start".to_string(),
-                    other => format!("checkpoint {}", redact(&other.to_string())),
-                };
-                let line = format!("{} reads from {from}", r["stream"].as_str().unwrap_or("?"));
+                let line = format!("{}: {}", text(&r["stream"]), redact(&text(&r["next_read"])));
                 println!("{}", wrap(&line, DEFAULT_WIDTH as usize, 2));
             }
             println!("dry run: nothing was read, written or recorded");

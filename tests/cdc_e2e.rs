@@ -27,13 +27,6 @@ use weft_testkit::{Outcome, TestProject};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft");
 
-fn source_config(cluster: &PrivateCluster, database: &str) -> String {
-    format!(
-        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
-        cluster.host, cluster.port, cluster.user
-    )
-}
-
 fn project() -> TestProject {
     TestProject::new(
         BIN,
@@ -296,11 +289,8 @@ fn randomized_workload_under_sigkills_reaches_the_source_state_exactly() {
            (SELECT string_agg(md5(g || '-' || x), '') FROM generate_series(1, 400) x)
            FROM generate_series(0, 1999) g;",
     );
-    let src = source_config(&cluster, "shop");
-    let sink = format!(
-        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
-        cluster.host, cluster.port, cluster.user
-    );
+    let src = cluster.pg_config("shop");
+    let sink = cluster.pg_config("sink");
     let p = project();
     p.product(
         "shop",
@@ -445,12 +435,7 @@ fn an_idle_watched_table_does_not_pin_wal_under_unrelated_traffic() {
     p.product(
         "shop",
         "current",
-        &product_yaml(
-            "current",
-            &source_config(&cluster, "shop"),
-            None,
-            "append_dedup",
-        ),
+        &product_yaml("current", &cluster.pg_config("shop"), None, "append_dedup"),
     );
     run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
     let retained = || -> (u64, u64) {
@@ -494,10 +479,7 @@ fn cdc_on_a_server_without_logical_wal_and_in_overwrite_mode_fail_clearly() {
     let db = weft_testkit::pg::PgTestDb::create("cdc_bad");
     db.sql("CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text)");
     let wal_level = db.sql("SHOW wal_level");
-    let config = format!(
-        "{{ host: \"{}\", port: {}, user: {}, database: {} }}",
-        db.host, db.port, db.user, db.name
-    );
+    let config = db.pg_config();
     let p = project();
     p.product(
         "shop",
@@ -557,11 +539,8 @@ fn a_column_added_with_a_default_reaches_the_rows_already_synced() {
         "shop",
         "CREATE TABLE items (id int8 PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a');",
     );
-    let src = source_config(&cluster, "shop");
-    let sink = format!(
-        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
-        cluster.host, cluster.port, cluster.user
-    );
+    let src = cluster.pg_config("shop");
+    let sink = cluster.pg_config("sink");
     let p = project();
     p.product(
         "shop",
@@ -711,13 +690,8 @@ fn two_projects_with_the_same_names_never_share_a_slot() {
         "shop",
         "CREATE TABLE items (id int8 PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'a');",
     );
-    let src = source_config(&cluster, "shop");
-    let sink = |db: &str| {
-        format!(
-            "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {db} }}",
-            cluster.host, cluster.port, cluster.user
-        )
-    };
+    let src = cluster.pg_config("shop");
+    let sink = |db: &str| cluster.pg_config(db);
     let (a, b) = (project(), project());
     a.product(
         "shop",
@@ -798,15 +772,12 @@ fn changes_committed_right_before_a_run_are_in_it() {
         "CREATE TABLE items (id int8 PRIMARY KEY, k int4, body text, big text, note text);
          INSERT INTO items SELECT g, 0, 'seed' || g FROM generate_series(1, 20000) g;",
     );
-    let src = source_config(&cluster, "shop");
+    let src = cluster.pg_config("shop");
     let poll = format!(
         "{}, replication: {{ transport: poll }} }}",
         src.trim_end_matches('}').trim_end()
     );
-    let sink = format!(
-        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: sink }}",
-        cluster.host, cluster.port, cluster.user
-    );
+    let sink = cluster.pg_config("sink");
     let p = TestProject::new(
         BIN,
         "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 50ms\n",
@@ -890,12 +861,7 @@ fn a_following_run_confirms_a_burst_promptly_while_the_server_is_idle() {
     p.product(
         "shop",
         "current",
-        &product_yaml(
-            "current",
-            &source_config(&cluster, "shop"),
-            None,
-            "append_dedup",
-        ),
+        &product_yaml("current", &cluster.pg_config("shop"), None, "append_dedup"),
     );
     run(&p, &cluster, &["sync", "run", "--no-progress"]).expect_code(0);
     let mut cmd = weft(&p, &cluster, &["sync", "run", "--no-progress", "--follow"]);
@@ -1005,7 +971,7 @@ fn a_following_run_streams_every_cdc_stream_beyond_the_concurrency_limit() {
         "pair",
         &format!(
             "product: pair\ndomain: shop\nowner: test@example.com\ndescription: two cdc streams\nsource:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.a\n    mode: cdc\n    write: append\n  - name: public.b\n    mode: cdc\n    write: append\n",
-            source_config(&cluster, "shop")
+            cluster.pg_config("shop")
         ),
     );
     // Catching up ends, so the limit only orders the two streams.

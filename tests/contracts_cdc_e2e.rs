@@ -17,21 +17,18 @@ const POLICY: &str = "version: 1\nkeys: { hash: \"cdc-key-1\" }\nrules:\n  - { i
 
 fn product(name: &str, table: &str, on_change: &str, cluster: &PrivateCluster) -> String {
     format!(
-        "product: {name}\ndomain: shop\nowner: shop-data@example.com\ndescription: cdc contract\ncontract: {{ on_change: {on_change} }}\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: shop }}\nstreams:\n  - name: public.{table}\n    mode: cdc\n    write: append_dedup\n",
-        cluster.host, cluster.port, cluster.user
+        "product: {name}\ndomain: shop\nowner: shop-data@example.com\ndescription: cdc contract\ncontract: {{ on_change: {on_change} }}\nsource:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.{table}\n    mode: cdc\n    write: append_dedup\n",
+        cluster.pg_config("shop")
     )
 }
 
 /// `id|v` of a lake stream, by id.
 fn rows(p: &TestProject, product: &str, table: &str) -> Vec<String> {
-    let d = dump(
+    dump(
         &p.stream_dir("shop", product, &format!("public.{table}")),
         "id",
-    );
-    let (id, v) = (d.column("id"), d.column("v"));
-    (0..id.len())
-        .map(|i| format!("{}|{}", id[i].as_deref().unwrap(), v[i].as_deref().unwrap()))
-        .collect()
+    )
+    .rows(&["id", "v"])
 }
 
 #[test]

@@ -474,21 +474,14 @@ fn a_discarding_sync_killed_mid_read_resumes_without_loss_or_duplicates() {
     }
     p.file("drops/a.csv", &csv);
 
-    let (mut run, _release) = p.spawn_paused("after_commit", ["sync", "run", "--no-progress"]);
     let limit = std::time::Duration::from_secs(120);
-    run.wait_for_line("pausepoint `after_commit` reached", limit);
-    run.signal(libc::SIGKILL);
-    let killed = run.finish(limit);
+    let killed = p.kill_after_first_commit(["sync", "run", "--no-progress"], limit);
     assert_ne!(killed.code(), Some(0));
 
     p.run(["sync", "run", "--no-progress"]).expect_code(0);
     let d = dump(&p.stream_dir("sales", "people", "people"), "id");
     assert!(!d.types.contains_key("extra"), "{:?}", d.types);
-    let ids: Vec<u64> = d
-        .column("id")
-        .into_iter()
-        .map(|v| v.unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<u64> = d.values("id");
     let expected: Vec<u64> = (1..=rows).filter(|id| id % 10 != 0).collect();
     assert_eq!(ids.len(), expected.len());
     assert!(ids == expected, "rows lost or duplicated");

@@ -324,8 +324,8 @@ fn a_postgres_product_runs_on_a_second_schedule() {
         "ops",
         "db",
         &format!(
-            "product: db\ndomain: ops\nowner: o@example.com\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nschedule: \"*/1 * * * * *\"\nstreams:\n  - name: public.accounts\n",
-            db.host, db.port, db.user, db.name
+            "product: db\ndomain: ops\nowner: o@example.com\nsource:\n  connector: postgres\n  config: {}\nschedule: \"*/1 * * * * *\"\nstreams:\n  - name: public.accounts\n",
+            db.pg_config()
         ),
     );
     let daemon = p.start_daemon(&[], LIMIT);

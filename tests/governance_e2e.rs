@@ -199,6 +199,60 @@ fn forced_hash_drop_and_encrypt_land_in_the_lake_and_are_audited() {
 }
 
 #[test]
+fn product_show_lists_what_the_policy_forces_on_each_column_and_where() {
+    let p = project();
+    p.file(
+        "governance.yaml",
+        &format!("{POLICY}  - id: name-shared\n    kind: force\n    severity: error\n    message: Names leave the domain hashed\n    tag: name\n    action: hash\n    where: when_shared\n"),
+    );
+    p.product("crm", "contacts", &people("contacts", "crm", TAGGED));
+    let out = run(&p, &["product", "show", "crm/contacts", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.expect_code(0).stdout()).unwrap();
+    let columns = doc["streams"][0]["columns"].as_array().unwrap();
+    let forced = |name: &str| -> Vec<(String, String, String)> {
+        let column = columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name} in {doc}"));
+        column["policy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap().to_string();
+                (s("action"), s("scope"), s("rule"))
+            })
+            .collect()
+    };
+    let f = |a: &str, s: &str, r: &str| (a.to_string(), s.to_string(), r.to_string());
+    assert_eq!(forced("id"), []);
+    assert_eq!(forced("email"), [f("hash", "everywhere", "pii-hash")]);
+    assert_eq!(
+        forced("name"),
+        [
+            f("mask", "everywhere", "name-mask"),
+            f("hash", "when_shared", "name-shared")
+        ]
+    );
+    assert_eq!(
+        forced("note"),
+        [f("encrypt", "everywhere", "secret-encrypt")]
+    );
+    // The table says the same in the transformation column.
+    let text = run(&p, &["product", "show", "crm/contacts"]).stdout();
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in [
+        "pii-hash)",
+        "name-mask)",
+        "shared (policy",
+        "name-shared)",
+        "secret-encrypt)",
+    ] {
+        assert!(words.contains(said), "{said}: {text}");
+    }
+}
+
+#[test]
 fn policy_check_reports_each_rule_kind_with_file_line_rule_and_fix() {
     let p = project();
     let bad = people("leads", "sales", "    columns: [id, email, Name]\n")

@@ -108,9 +108,9 @@ fn glob_readers_see_only_committed_versions_of_a_cdc_current_state() {
         "items",
         &format!(
             "product: items\ndomain: shop\nowner: test@example.com\ndescription: readers\nsource:\n  \
-             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: shop }}\n\
+             connector: postgres\n  config: {}\n\
              streams:\n  - name: public.items\n    mode: cdc\n    write: append_dedup\n",
-            cluster.host, cluster.port, cluster.user
+            cluster.pg_config("shop")
         ),
     );
     let run = || {
@@ -228,9 +228,9 @@ fn a_column_added_upstream_and_a_widened_type_flow_into_incremental_lake_streams
     let product = |write: &str| {
         format!(
             "product: db_{write}\ndomain: ops\nowner: test@example.com\ndescription: evolution\nsource:\n  \
-             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n\
+             connector: postgres\n  config: {}\n\
              streams:\n  - name: public.t\n    mode: incremental\n    write: {write}\n    cursor: updated_at\n",
-            db.host, db.port, db.user, db.name
+            db.pg_config()
         )
     };
     p.product("ops", "db_append_dedup", &product("append_dedup"));
@@ -324,9 +324,9 @@ fn a_column_added_with_a_default_reaches_the_lake_rows_already_synced_between_ru
     let product = |write: &str| {
         format!(
             "product: db_{write}\ndomain: ops\nowner: test@example.com\ndescription: fill\nsource:\n  \
-             connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\n\
+             connector: postgres\n  config: {}\n\
              streams:\n  - name: public.t\n    mode: incremental\n    write: {write}\n    cursor: updated_at\n",
-            db.host, db.port, db.user, db.name
+            db.pg_config()
         )
     };
     p.product("ops", "db_append_dedup", &product("append_dedup"));

@@ -124,10 +124,8 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     let p = project(&server.url());
 
     let limit = std::time::Duration::from_secs(180);
-    let (mut run, _release) = p.spawn_paused("after_commit", ["sync", "run", "--no-progress"]);
-    run.wait_for_line("pausepoint `after_commit` reached", limit);
-    run.signal(libc::SIGKILL);
-    assert_ne!(run.finish(limit).code(), Some(0));
+    let killed = p.kill_after_first_commit(["sync", "run", "--no-progress"], limit);
+    assert_ne!(killed.code(), Some(0));
     let first_run = server.seen().len();
     assert!(
         first_run >= 3,
@@ -142,11 +140,7 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
     assert!(ids == expected, "rows lost or duplicated");
     // The same rows as independent readers see them.
     let dump = weft_testkit::readers::dump(&p.stream_dir("ops", "api", "items"), "id");
-    let read: Vec<i64> = dump
-        .column("id")
-        .into_iter()
-        .map(|v| v.unwrap().parse().unwrap())
-        .collect();
+    let read: Vec<i64> = dump.values("id");
     assert!(
         read == expected,
         "DuckDB/pyarrow rows differ from the mock's"
@@ -282,10 +276,7 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
         ),
     );
     let limit = std::time::Duration::from_secs(180);
-    let (mut run, _release) = p.spawn_paused("after_commit", ["sync", "run", "--no-progress"]);
-    run.wait_for_line("pausepoint `after_commit` reached", limit);
-    run.signal(libc::SIGKILL);
-    let killed = run.finish(limit);
+    let killed = p.kill_after_first_commit(["sync", "run", "--no-progress"], limit);
     assert_ne!(killed.code(), Some(0));
     assert!(!killed.all().contains("tok-s3cret"), "{}", killed.all());
     let stream_dir = p.stream_dir("ops", "ev", "events");
@@ -333,11 +324,7 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
         .collect();
     expected.sort_unstable();
     let dump = weft_testkit::readers::dump(&stream_dir, "id");
-    let ids: Vec<i64> = dump
-        .column("id")
-        .into_iter()
-        .map(|v| v.unwrap().parse().unwrap())
-        .collect();
+    let ids: Vec<i64> = dump.values("id");
     assert_eq!(ids.len(), expected.len(), "rows lost or duplicated");
     assert!(ids == expected, "rows lost or duplicated");
     let payloads = dump.column("payload");

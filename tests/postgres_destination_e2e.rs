@@ -55,48 +55,17 @@ fn control_exists(db: &PgTestDb) -> bool {
     db.sql("SELECT to_regclass('sales._weft_checkpoints') IS NOT NULL") == "t"
 }
 
-/// Starts `weft sync run` and SIGKILLs it after a random delay, `kills` times, calling
-/// `between` after each kill; then runs it to completion.
+/// [`TestProject::sync_with_kills`] until the product table holds `target` version completely.
 fn run_with_kills(
     p: &TestProject,
     db: &PgTestDb,
     rng: &mut Rng,
     kills: usize,
     target: u64,
-    mut between: impl FnMut(),
+    between: impl FnMut(),
 ) -> usize {
-    let done = |db: &PgTestDb| control_exists(db) && completed_version(db) == Some(target);
-    let mut killed = 0;
-    for _ in 0..kills {
-        if done(db) {
-            return killed;
-        }
-        let mut child = p
-            .weft(["sync", "run", "--no-progress"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = Duration::from_millis(200 + rng.next(2500));
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a run ended on its own with {status}");
-                return killed;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        killed += 1;
-        between();
-    }
-    if !done(db) {
-        let out = p.run(["sync", "run", "--no-progress"]);
-        assert_eq!(out.code(), Some(0), "{}", out.stderr());
-    }
-    assert_eq!(completed_version(db), Some(target));
-    killed
+    let done = || control_exists(db) && completed_version(db) == Some(target);
+    p.sync_with_kills(rng, kills, 200..2700, done, between)
 }
 
 /// COPY's text escaping of a value.
@@ -447,16 +416,7 @@ fn password_auth_on_a_private_cluster() {
         &["connector", "check", "sales/shop", "--destination"][..],
         &["sync", "run", "--no-progress"][..],
     ] {
-        let out = with(wrong, args);
-        out.expect_code(1);
-        let all = format!("{}{}", out.stdout(), out.stderr());
-        assert!(all.contains(&rejected), "{args:?}: {all}");
-        assert!(
-            !all.contains(wrong),
-            "{args:?} printed the wrong password: {all}"
-        );
-        assert!(!all.contains(&right), "{args:?} printed the password");
-        assert!(!all.contains("panicked"), "{all}");
+        with(wrong, args).expect_refusal(1, &rejected, &[wrong, right.as_str()]);
     }
     assert_eq!(
         cluster.sql(

@@ -438,8 +438,8 @@ fn columns_not_selected_are_not_read() {
     let p = TestProject::with_lake(BIN, "1ms");
     let product = |name: &str, extra: &str| {
         format!(
-            "product: {name}\ndomain: ops\nowner: test@example.com\ndescription: columns\nsource:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, database: {} }}\nstreams:\n  - name: public.grid\n    mode: full_refresh\n    write: overwrite\n{extra}",
-            db.host, db.port, db.user, db.name
+            "product: {name}\ndomain: ops\nowner: test@example.com\ndescription: columns\nsource:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.grid\n    mode: full_refresh\n    write: overwrite\n{extra}",
+            db.pg_config()
         )
     };
     p.product(

@@ -29,37 +29,12 @@ fn scenario(p: &TestProject, cluster: &PrivateCluster, finance_grants: &str) {
         "sales",
         "shop",
         &format!(
-            "{}source:\n  connector: postgres\n  config: {{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: postgres }}\nstreams:\n  - {{ name: public.customers, mode: incremental, write: append_dedup, cursor: updated_at, primary_key: [id] }}\ngrants:\n  - to: finance\n    streams:\n      - name: public.customers\n  - to: marketing\n    streams:\n      - name: public.customers\n        columns: [id, email, updated_at]\n        transform:\n          - hash: {{ column: email, salt: \"{SALT}\" }}\n",
+            "{}source:\n  connector: postgres\n  config: {}\nstreams:\n  - {{ name: public.customers, mode: incremental, write: append_dedup, cursor: updated_at, primary_key: [id] }}\ngrants:\n  - to: finance\n    streams:\n      - name: public.customers\n  - to: marketing\n    streams:\n      - name: public.customers\n        columns: [id, email, updated_at]\n        transform:\n          - hash: {{ column: email, salt: \"{SALT}\" }}\n",
             header("sales", "shop"),
-            cluster.host,
-            cluster.port,
-            cluster.user
+            cluster.pg_config("postgres")
         ),
     );
-    p.product(
-        "finance",
-        "revenue",
-        &format!(
-            "{}source: {{ product: sales/shop }}\nstreams:\n{CUSTOMERS}{finance_grants}",
-            header("finance", "revenue")
-        ),
-    );
-    p.product(
-        "marketing",
-        "campaign_margins",
-        &format!(
-            "{}source: {{ product: finance/revenue }}\nstreams:\n{CUSTOMERS}",
-            header("marketing", "campaign_margins")
-        ),
-    );
-    p.product(
-        "marketing",
-        "audience",
-        &format!(
-            "{}source: {{ product: sales/shop }}\nstreams:\n{CUSTOMERS}",
-            header("marketing", "audience")
-        ),
-    );
+    weft_testkit::mesh::sharing_consumers(p, CUSTOMERS, finance_grants);
 }
 
 const FINANCE_GRANT: &str = "grants:\n  - to: marketing\n    streams:\n      - name: public.customers\n        columns: [id, email, campaign, margin, updated_at]\n        filter: { column: campaign, op: eq, value: spring }\n        transform:\n          - hash: { column: email, salt: \"grant-salt-7f3a\" }\n          - drop: [name]\n";
@@ -77,23 +52,7 @@ fn marketing_rows(p: &TestProject) -> Vec<String> {
         ["campaign", "email", "id", "margin", "updated_at"],
         "only the granted columns reach marketing"
     );
-    let (id, campaign, margin, email) = (
-        dump.column("id"),
-        dump.column("campaign"),
-        dump.column("margin"),
-        dump.column("email"),
-    );
-    (0..id.len())
-        .map(|i| {
-            format!(
-                "{}|{}|{}|{}",
-                id[i].as_deref().unwrap(),
-                campaign[i].as_deref().unwrap(),
-                margin[i].as_deref().unwrap(),
-                email[i].as_deref().unwrap()
-            )
-        })
-        .collect()
+    dump.rows(&["id", "campaign", "margin", "email"])
 }
 
 /// The same rows computed on the source: SHA-256 of salt ‖ e-mail, as the hash mapper does.
@@ -322,10 +281,7 @@ fn a_consumer_killed_mid_read_resumes_without_loss_or_duplicates() {
             "WEFT_PAUSEPOINT",
             format!("after_commit:{}", release.display()),
         );
-        let mut running = Running::spawn(cmd);
-        running.wait_for_line("pausepoint `after_commit` reached", LIMIT);
-        running.signal(libc::SIGKILL);
-        let _ = running.finish(LIMIT);
+        Running::spawn(cmd).kill_at("after_commit", LIMIT);
         if round == 0 {
             let partial = id_versions(&p, "finance", "revenue");
             assert!(

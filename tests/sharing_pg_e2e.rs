@@ -25,13 +25,6 @@ const CUSTOMERS: &str = "  - name: public.customers\n    mode: incremental\n    
 
 const FINANCE_GRANT: &str = "grants:\n  - to: marketing\n    streams:\n      - name: public.customers\n        columns: [id, email, campaign, margin, updated_at]\n        filter:\n          all:\n            - { column: campaign, op: eq, value: spring }\n            - { column: margin, op: ge, value: 10 }\n        transform:\n          - drop: [name]\n";
 
-fn pg_config(cluster: &PrivateCluster, database: &str) -> String {
-    format!(
-        "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
-        cluster.host, cluster.port, cluster.user
-    )
-}
-
 /// The scenario over the cluster's `customers` table; `finance_grants` is the `grants:` block
 /// of finance's product (empty to revoke).
 fn scenario(p: &TestProject, cluster: &PrivateCluster, finance_grants: &str) {
@@ -40,7 +33,7 @@ fn scenario(p: &TestProject, cluster: &PrivateCluster, finance_grants: &str) {
         "finance",
         &format!(
             "domain: finance\nowners: [finance-data@example.com]\ndescription: Revenue.\ndestination: {{ connector: postgres, config: {} }}\n",
-            pg_config(cluster, "stores")
+            cluster.pg_config("stores")
         ),
     );
     p.product(
@@ -49,33 +42,10 @@ fn scenario(p: &TestProject, cluster: &PrivateCluster, finance_grants: &str) {
         &format!(
             "{}source:\n  connector: postgres\n  config: {}\nstreams:\n  - name: public.customers\n    mode: incremental\n    write: append_dedup\n    cursor: updated_at\n    primary_key: [id]\n    fields: {{ email: {{ tags: [pii] }} }}\ngrants:\n  - to: finance\n    streams:\n      - name: public.customers\n  - to: marketing\n    streams:\n      - name: public.customers\n        columns: [id, email, updated_at]\n",
             header("sales", "shop"),
-            pg_config(cluster, "postgres")
+            cluster.pg_config("postgres")
         ),
     );
-    p.product(
-        "finance",
-        "revenue",
-        &format!(
-            "{}source: {{ product: sales/shop }}\nstreams:\n{CUSTOMERS}{finance_grants}",
-            header("finance", "revenue")
-        ),
-    );
-    p.product(
-        "marketing",
-        "campaign_margins",
-        &format!(
-            "{}source: {{ product: finance/revenue }}\nstreams:\n{CUSTOMERS}",
-            header("marketing", "campaign_margins")
-        ),
-    );
-    p.product(
-        "marketing",
-        "audience",
-        &format!(
-            "{}source: {{ product: sales/shop }}\nstreams:\n{CUSTOMERS}",
-            header("marketing", "audience")
-        ),
-    );
+    weft_testkit::mesh::sharing_consumers(p, CUSTOMERS, finance_grants);
 }
 
 fn start_cluster() -> Option<PrivateCluster> {
@@ -98,23 +68,7 @@ fn marketing_rows(p: &TestProject) -> Vec<String> {
         ["campaign", "email", "id", "margin", "updated_at"],
         "only the granted columns reach marketing"
     );
-    let (id, campaign, margin, email) = (
-        dump.column("id"),
-        dump.column("campaign"),
-        dump.column("margin"),
-        dump.column("email"),
-    );
-    (0..id.len())
-        .map(|i| {
-            format!(
-                "{}|{}|{}|{}",
-                id[i].as_deref().unwrap(),
-                campaign[i].as_deref().unwrap(),
-                margin[i].as_deref().unwrap(),
-                email[i].as_deref().unwrap()
-            )
-        })
-        .collect()
+    dump.rows(&["id", "campaign", "margin", "email"])
 }
 
 /// HMAC-SHA-256 of an e-mail under the project key, computed by pgcrypto.
@@ -304,7 +258,7 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
         "finance",
         &format!(
             "domain: finance\nowners: [finance-data@example.com]\ndescription: Revenue.\ndestination: {{ connector: postgres, config: {} }}\n",
-            pg_config(&cluster, "stores")
+            cluster.pg_config("stores")
         ),
     );
     // Finance's product reads the shop straight from PostgreSQL into its PostgreSQL store.
@@ -314,7 +268,7 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
         &format!(
             "{}source:\n  connector: postgres\n  config: {}\nstreams:\n  - {{ name: public.customers, mode: incremental, write: append_dedup, cursor: updated_at, primary_key: [id], fields: {{ email: {{ tags: [pii] }} }} }}\n  - {{ name: public.snapshot, mode: full_refresh, write: overwrite, primary_key: [id], fields: {{ email: {{ tags: [pii] }} }} }}\ngrants:\n  - to: marketing\n    streams:\n      - name: public.customers\n        filter: {{ column: campaign, op: eq, value: spring }}\n        transform: [{{ drop: [name] }}]\n      - name: public.snapshot\n        transform: [{{ drop: [name] }}]\n",
             header("finance", "revenue"),
-            pg_config(&cluster, "postgres")
+            cluster.pg_config("postgres")
         ),
     );
     // A second table, kept equal to `customers` by every change below.
@@ -354,10 +308,7 @@ fn a_consumer_killed_while_reading_a_postgresql_product_resumes_without_loss_or_
                 "WEFT_PAUSEPOINT",
                 format!("after_commit:{}", release.display()),
             );
-        let mut running = Running::spawn(cmd);
-        running.wait_for_line("pausepoint `after_commit` reached", LIMIT);
-        running.signal(libc::SIGKILL);
-        let _ = running.finish(LIMIT);
+        Running::spawn(cmd).kill_at("after_commit", LIMIT);
 
         run(&p, &cluster, &["sync", "run", "--no-progress", "marketing"]).expect_code(0);
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch, sort_to_indices, take_record_batch};
@@ -88,48 +88,16 @@ fn completed_version(p: &TestProject, stream: &str) -> Option<u64> {
     (cp["complete"] == true).then(|| cp["version"].as_u64().unwrap())
 }
 
-/// Starts `weft sync run` and SIGKILLs it after a random delay, `kills` times, calling `between`
-/// after each kill; then runs it to completion. Returns as soon as the lake has published
-/// `target` version completely (a kill can land just after a run finished its work), so no run
-/// starts a version beyond it.
+/// [`TestProject::sync_with_kills`] until the lake has published `target` version completely.
 fn run_with_kills(
     p: &TestProject,
     rng: &mut Rng,
     kills: usize,
     target: u64,
-    mut between: impl FnMut(),
+    between: impl FnMut(),
 ) -> usize {
-    let mut killed = 0;
-    for _ in 0..kills {
-        if completed_version(p, "orders") == Some(target) {
-            return killed;
-        }
-        let mut child = p
-            .weft(["sync", "run", "--no-progress"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = Duration::from_millis(50 + rng.next(700));
-        let start = Instant::now();
-        while start.elapsed() < delay {
-            if let Some(status) = child.try_wait().unwrap() {
-                // It finished before the kill: that run is the completing one.
-                assert!(status.success(), "a run ended on its own with {status}");
-                return killed;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        killed += 1;
-        between();
-    }
-    if completed_version(p, "orders") != Some(target) {
-        p.run(["sync", "run", "--no-progress"]).expect_code(0);
-    }
-    assert_eq!(completed_version(p, "orders"), Some(target));
-    killed
+    let done = || completed_version(p, "orders") == Some(target);
+    p.sync_with_kills(rng, kills, 50..750, done, between)
 }
 
 fn staging_is_empty(stream_dir: &Path) -> bool {

@@ -320,23 +320,42 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
     // filter and mappers in front of its own.
     let configs = weft_engine::effective_streams(project, product)
         .unwrap_or_else(|_| product.streams.clone());
+    // What the policy forces is part of what a consumer gets; a policy that does not load is
+    // `weft policy check`'s to explain, so the rest still shows.
+    let policy = weft_governance::Policy::load(project)
+        .inspect_err(|e| tracing::warn!("the governance policy does not load: {e}"))
+        .ok();
     let streams: Vec<serde_json::Value> = configs
         .iter()
         .map(|s| {
-            let columns: Vec<serde_json::Value> = schema
-                .as_ref()
-                .and_then(|c| c.stream(s.name.as_str()))
+            let contract = schema.as_ref().and_then(|c| c.stream(s.name.as_str()));
+            let forced = match (&policy, contract) {
+                (Some(policy), Some(cs)) => {
+                    let columns: Vec<(String, String)> = cs
+                        .columns
+                        .iter()
+                        .map(|c| (source_name(s, &c.name), c.data_type.clone()))
+                        .collect();
+                    policy.forced_on_columns(project, product, s, &columns)
+                }
+                _ => Vec::new(),
+            };
+            let columns: Vec<serde_json::Value> = contract
                 .map(|cs| {
                     cs.columns
                         .iter()
                         .map(|col| {
+                            let source = source_name(s, &col.name);
+                            let policy: Vec<&weft_governance::ForcedAt> =
+                                forced.iter().filter(|f| f.forced.column == source).collect();
                             json!({
                                 "name": col.name,
                                 "type": col.data_type,
                                 "nullable": col.nullable,
                                 "description": col.description,
                                 "tags": col.tags,
-                                "transformations": weft_mesh::catalog::column_transformations(s, &source_name(s, &col.name)),
+                                "transformations": weft_mesh::catalog::column_transformations(s, &source),
+                                "policy": policy,
                             })
                         })
                         .collect()
@@ -382,6 +401,24 @@ async fn show(project: &Project, label: &str, format: OutputFormat) -> Result<Ex
         OutputFormat::Table => print_show(&doc),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A forced transformation as `product show` words it: `hash (policy pii-hash)`, `mask (keep
+/// last 4) when shared (policy pii-shared)`.
+fn policy_text(forced: &serde_json::Value) -> String {
+    let action = forced["action"].as_str().unwrap_or("?");
+    let mut text = match action {
+        "mask" => format!("mask (keep last {})", forced["keep_last"]),
+        other => other.to_string(),
+    };
+    if forced["scope"] == "when_shared" {
+        text.push_str(" when shared");
+    }
+    text.push_str(&format!(
+        " (policy {})",
+        forced["rule"].as_str().unwrap_or("?")
+    ));
+    text
 }
 
 fn print_show(doc: &serde_json::Value) {
@@ -455,12 +492,19 @@ fn print_show(doc: &serde_json::Value) {
                     .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default()
             };
+            let mut transformations = list(&c["transformations"]);
+            for forced in c["policy"].as_array().into_iter().flatten() {
+                if !transformations.is_empty() {
+                    transformations.push_str(", ");
+                }
+                transformations.push_str(&policy_text(forced));
+            }
             table.add_row([
                 text(&c["name"]),
                 text(&c["type"]),
                 if c["nullable"] == false { "no" } else { "yes" }.to_string(),
                 list(&c["tags"]),
-                list(&c["transformations"]),
+                transformations,
                 text(&c["description"]),
             ]);
         }

@@ -196,7 +196,21 @@ fn sync_plan(
     let project = super::load_project(project)?;
     let selections = select(&project, &selectors)?;
     let state = existing_state(&project)?;
-    output::plan(&selections, state.as_deref(), format).map_err(Failure::failed)?;
+    // Saying where a stream resumes needs the source's code, not a connection; a source that
+    // cannot be built (the run would say why) shows its checkpoints' JSON.
+    let registry = registry();
+    let ctx = weft_core::ConnectorContext {
+        project_dir: project.root.clone(),
+    };
+    let sources: Vec<_> = selections
+        .iter()
+        .map(|s| {
+            weft_engine::build_source(&project, s.product, &registry, &ctx)
+                .inspect_err(|problem| warn!("{problem}"))
+                .ok()
+        })
+        .collect();
+    output::plan(&selections, &sources, state.as_deref(), format).map_err(Failure::failed)?;
     Ok(ExitCode::SUCCESS)
 }
 

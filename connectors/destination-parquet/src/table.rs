@@ -343,18 +343,10 @@ impl Table {
 
     /// Overwrite: swaps the committed generation in as the table, then deletes the old files.
     pub fn publish_overwrite(&mut self) -> Result<()> {
-        let Some(pending) = self.manifest.pending.clone() else {
+        let Some((pending, gen_dir)) = self.start_publish() else {
             return Ok(());
         };
-        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
-        self.unpublished = unpublished(&gen_dir, &pending);
-
-        let mut next = self.next_manifest();
-        next.files = pending.files;
-        next.fields = pending.fields;
-        next.checkpoint = pending.checkpoint;
-        next.write_mode = WriteMode::Overwrite;
-        next.pending = None;
+        let next = self.overwrite_manifest(pending);
         // Readers now see the new files only; the old version went with the publish, and the
         // generation's folder before its flip (so a kill right after leaves staging empty).
         let sources = self.unpublished.clone();
@@ -381,35 +373,17 @@ impl Table {
     /// files alone (key columns read, files rewritten only when a key repeats), in the same
     /// single version switch.
     pub fn publish_overwrite_by_key(&mut self) -> Result<Option<Compaction>> {
-        let Some(pending) = self.manifest.pending.clone() else {
+        let Some((pending, gen_dir)) = self.start_publish() else {
             return Ok(None);
         };
-        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
-        self.unpublished = unpublished(&gen_dir, &pending);
-        let mut next = self.next_manifest();
-        next.files = pending.files;
-        next.fields = pending.fields;
-        next.checkpoint = pending.checkpoint;
-        next.write_mode = WriteMode::Overwrite;
-        next.pending = None;
         // Written only by the compaction's single publish (`finish` restores the on-disk
         // manifest when it fails).
-        self.manifest = next;
+        self.manifest = self.overwrite_manifest(pending);
         // Arrival order decides, not a cursor: a full refresh is one snapshot.
         let cursor = self.cursor.take();
         let compaction = crate::dedup::compact(self);
         self.cursor = cursor;
-        let compaction = match compaction? {
-            Some(stats) => Some(stats),
-            None => {
-                let next = self.manifest.clone();
-                self.replace(next, &[])?;
-                None
-            }
-        };
-        self.unpublished.clear();
-        layout::remove_dir_all(&gen_dir)?;
-        self.generation = None;
+        let compaction = self.settle_generation(&gen_dir, compaction?)?;
         if let Some(stats) = compaction.as_ref().filter(|s| s.rows_after < s.rows_before) {
             tracing::warn!(
                 stream = %self.label,
@@ -427,12 +401,9 @@ impl Table {
     /// append_dedup: publishes the committed generation together with the published files,
     /// settled to the latest row per key, in one manifest swap.
     pub fn publish_dedup(&mut self) -> Result<Option<Compaction>> {
-        let Some(pending) = self.manifest.pending.clone() else {
+        let Some((pending, gen_dir)) = self.start_publish() else {
             return Ok(None);
         };
-        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
-        self.unpublished = unpublished(&gen_dir, &pending);
-
         // The manifest compaction starts from: published plus pending files (read from the
         // generation's folder), the pending checkpoint, no pending generation. Written only by
         // the compaction's single publish (a crash before it leaves the on-disk manifest).
@@ -448,16 +419,47 @@ impl Table {
         } else {
             crate::dedup::compact(self)?
         };
-        let compaction = match compaction {
-            Some(stats) => Some(stats),
-            None => {
-                let next = self.manifest.clone();
-                self.replace(next, &[])?;
-                None
-            }
-        };
+        self.settle_generation(&gen_dir, compaction)
+    }
+
+    /// The pending generation and its folder, its files now found there (`unpublished`):
+    /// where every publish starts; `None` when no generation is pending.
+    fn start_publish(&mut self) -> Option<(PendingGeneration, PathBuf)> {
+        let pending = self.manifest.pending.clone()?;
+        let gen_dir = layout::generation_dir(&self.dir, &pending.generation);
+        self.unpublished = unpublished(&gen_dir, &pending);
+        Some((pending, gen_dir))
+    }
+
+    /// The next manifest of an overwrite: the generation's files, columns and checkpoint
+    /// alone, nothing pending.
+    fn overwrite_manifest(&self, pending: PendingGeneration) -> Manifest {
+        let mut next = self.next_manifest();
+        next.files = pending.files;
+        next.fields = pending.fields;
+        next.checkpoint = pending.checkpoint;
+        next.write_mode = WriteMode::Overwrite;
+        next.pending = None;
+        next
+    }
+
+    /// Ends a publish settled by key (an overwrite by key, an `append_dedup`) once `self.manifest`
+    /// is the table to publish and the compaction has run. Guarantees: readers switch to that
+    /// table in one version swap, the compaction's own when it rewrote files (`Some` stats),
+    /// else one made here, with nothing of the generation left out or seen twice; then the
+    /// generation's folder is gone and no generation is open, so the next commit starts a new
+    /// one and a crash after the swap leaves nothing to recover.
+    fn settle_generation(
+        &mut self,
+        gen_dir: &Path,
+        compaction: Option<Compaction>,
+    ) -> Result<Option<Compaction>> {
+        if compaction.is_none() {
+            let next = self.manifest.clone();
+            self.replace(next, &[])?;
+        }
         self.unpublished.clear();
-        layout::remove_dir_all(&gen_dir)?;
+        layout::remove_dir_all(gen_dir)?;
         self.generation = None;
         Ok(compaction)
     }

@@ -458,11 +458,7 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Prep
             }
             tracing::info!(table = %names.qualified_next(), "the stream's columns changed: restarting the interrupted {}", what(first_load));
         }
-        client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
-            .await
-            .map_err(err("dropping the leftover next table"))?;
-        clear_pending(client, layout).await?;
+        drop_leftover_next(client, layout).await?;
         if first_load {
             create_first_load_table(client, layout, &next_columns).await?;
         } else {
@@ -472,11 +468,7 @@ async fn prepare_in_transaction(client: &Client, layout: &Layout) -> Result<Prep
     }
     if next_exists {
         // A leftover of an interrupted overwrite run, before the mode changed.
-        client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {}", names.qualified_next()))
-            .await
-            .map_err(err("dropping the leftover next table"))?;
-        clear_pending(client, layout).await?;
+        drop_leftover_next(client, layout).await?;
     }
     let mut effective = None;
     if table_exists {
@@ -543,17 +535,7 @@ async fn create_table(
     columns: &[(String, PgType)],
 ) -> Result<()> {
     let dedup = layout.mode == WriteMode::AppendDedup;
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|(name, ty)| {
-            let not_null = if dedup && layout.key.contains(name) {
-                " NOT NULL"
-            } else {
-                ""
-            };
-            format!("{} {}{not_null}", quote(name), ty.sql())
-        })
-        .collect();
+    let defs = column_defs(layout, columns, dedup);
     let qualified = format!("{}.{}", quote(&layout.names.schema), quote(table));
     let mut sql = format!("CREATE TABLE {qualified} ({})", defs.join(", "));
     if dedup {
@@ -571,34 +553,40 @@ pub const ARRIVAL_ORD: &str = "_weft_ord";
 /// A first load's next table: the product table's columns (keys NOT NULL) and
 /// [`ARRIVAL_ORD`], numbered by an identity column as COPY inserts (across commits and
 /// resumed runs alike), without the key's unique index: rows are settled by key and the
-/// index built once, when the load finishes (see the writer's `settle_first_load`).
+/// index built once, when the load finishes (see the writer's `settle_generation`).
 async fn create_first_load_table(
     client: &Client,
     layout: &Layout,
     columns: &[(String, PgType)],
 ) -> Result<()> {
-    let defs: Vec<String> = columns
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {} ({})",
+            layout.names.qualified_next(),
+            column_defs(layout, columns, true).join(", ")
+        ))
+        .await
+        .map_err(|e| layout.sql_error("creating the first load's table", e))
+}
+
+/// `"name" type` of each column: the key's columns `NOT NULL` where `keys_not_null` (a table
+/// `append_dedup` merges into by key), [`ARRIVAL_ORD`] numbered by an identity column as rows
+/// arrive.
+fn column_defs(layout: &Layout, columns: &[(String, PgType)], keys_not_null: bool) -> Vec<String> {
+    columns
         .iter()
         .map(|(name, ty)| {
             if name == ARRIVAL_ORD {
                 return format!("{} bigint GENERATED ALWAYS AS IDENTITY", quote(name));
             }
-            let not_null = if layout.key.contains(name) {
+            let not_null = if keys_not_null && layout.key.contains(name) {
                 " NOT NULL"
             } else {
                 ""
             };
             format!("{} {}{not_null}", quote(name), ty.sql())
         })
-        .collect();
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {} ({})",
-            layout.names.qualified_next(),
-            defs.join(", ")
-        ))
-        .await
-        .map_err(|e| layout.sql_error("creating the first load's table", e))
+        .collect()
 }
 
 pub(crate) fn unique_index_sql(layout: &Layout, qualified_table: &str) -> String {
@@ -788,21 +776,13 @@ async fn ensure_unique_key(client: &Client, layout: &Layout) -> Result<()> {
 /// `apply`): the stream's columns, then the operation, the row's index in the batch, its
 /// position, and one unchanged flag per non-key column (see [`Layout::stage_columns`]).
 pub(crate) async fn create_staging(client: &Client, layout: &Layout) -> Result<()> {
-    let mut defs: Vec<String> = layout
-        .columns
-        .iter()
-        .map(|(name, ty)| format!("{} {}", quote(name), ty.sql()))
-        .collect();
+    let mut columns = layout.columns.clone();
     if layout.cdc {
-        defs.extend(
-            layout
-                .stage_columns()
-                .iter()
-                .map(|(name, ty)| format!("{} {}", quote(name), ty.sql())),
-        );
+        columns.extend(layout.stage_columns());
     } else {
-        defs.push(format!("{ARRIVAL_ORD} bigint GENERATED ALWAYS AS IDENTITY"));
+        columns.push((ARRIVAL_ORD.into(), PgType::Int8));
     }
+    let defs = column_defs(layout, &columns, false);
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS pg_temp.{stage}; CREATE TEMP TABLE {stage} ({}) ON COMMIT \
@@ -817,7 +797,15 @@ pub(crate) async fn create_staging(client: &Client, layout: &Layout) -> Result<(
 /// The temporary table `append_dedup` copies into.
 pub const STAGING_TABLE: &str = "_weft_stage";
 
-async fn clear_pending(client: &Client, layout: &Layout) -> Result<()> {
+/// Drops the next table an interrupted run left and forgets the checkpoint pending in it.
+async fn drop_leftover_next(client: &Client, layout: &Layout) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {}",
+            layout.names.qualified_next()
+        ))
+        .await
+        .map_err(|e| layout.sql_error("dropping the leftover next table", e))?;
     client
         .execute(
             &format!(

@@ -8,7 +8,7 @@
 //! An `append_dedup` first load (the product table does not exist yet, see
 //! [`Layout::first_load`]) copies like an overwrite, into the `__weft_next` table with the
 //! commits' checkpoints pending; `finish` settles it by key in the same transaction as the
-//! swap and the final checkpoint: the key's unique index is built, and only if that finds
+//! swap and the final checkpoint (`settle_generation`): the key's unique index is built, and only if that finds
 //! duplicate keys (rows that arrived twice, e.g. re-read after a crash, or updated during the
 //! load) are the older rows deleted first, with the merge's rule (the latest cursor wins,
 //! ties: the later arrival). Readers see no table until then, and a crash resumes into the
@@ -495,46 +495,6 @@ impl PgWriter {
         Ok(())
     }
 
-    /// Settles a first load's next table by key (inside the finishing transaction, see the
-    /// module docs): builds the key's unique index, deleting the rows that lost to a later
-    /// one of the same key only if the index finds duplicates, then drops the arrival order.
-    async fn settle_first_load(&mut self) -> Result<()> {
-        let layout = &self.layout;
-        let next = layout.names.qualified_next();
-        let index = unique_index_sql(layout, &next);
-        self.client
-            .batch_execute("SAVEPOINT weft_first_load")
-            .await
-            .map_err(|e| self.sql_error("settling the first load", e))?;
-        match self.client.batch_execute(&index).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                let key = quoted_list(&layout.key);
-                let mut order = String::new();
-                if let Some(cursor) = &layout.cursor {
-                    order.push_str(&format!("{} DESC NULLS LAST, ", quote(cursor)));
-                }
-                order.push_str(&format!("{ARRIVAL_ORD} DESC"));
-                let sql = format!(
-                    "ROLLBACK TO SAVEPOINT weft_first_load; DELETE FROM {next} WHERE {ARRIVAL_ORD}                      IN (SELECT {ARRIVAL_ORD} FROM (SELECT {ARRIVAL_ORD}, row_number() OVER                      (PARTITION BY {key} ORDER BY {order}) AS n FROM {next}) ranked WHERE n >                      1); {index}"
-                );
-                tracing::info!(table = %next, "the first load holds keys that arrived more than once: keeping the latest of each");
-                self.client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| self.sql_error("settling the first load's duplicate keys", e))?;
-            }
-            Err(e) => return Err(self.sql_error("building the key's unique index", e)),
-        }
-        let sql = format!(
-            "RELEASE SAVEPOINT weft_first_load; ALTER TABLE {next} DROP COLUMN {ARRIVAL_ORD}"
-        );
-        self.client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| self.sql_error("settling the first load", e))
-    }
-
     /// An aborted overwrite's next table is kept only when a commit recorded a pending
     /// checkpoint in it (the next run resumes there); otherwise it holds nothing durable and
     /// is dropped, so a failed run leaves no `__weft_next` table behind.
@@ -584,59 +544,119 @@ impl PgWriter {
             .map_err(|e| self.sql_error("recording the product's comments", e))
     }
 
-    /// Overwrite of a stream with a primary key, before the swap (inside the open
-    /// transaction): the next table keeps one row per key, the last one the source sent, so a
-    /// source that sends a key twice (a full refresh restarted without telling) never
-    /// publishes it twice. Arrival order is the commit (`_weft_synced_at`), then the row's
-    /// place in the heap, which for rows only ever COPYed in is the order they came in. The
-    /// check is one hash aggregate over the key columns; rows are deleted only when a key
-    /// repeats.
-    async fn settle_next_by_key(&mut self) -> Result<()> {
+    /// Settles a generation before it is published (inside the finishing transaction): the
+    /// `__weft_next` table an overwrite or an `append_dedup` first load filled. Guarantees:
+    /// the table then holds exactly one row per primary key, the latest by
+    /// [`Self::latest_first`], so a key that arrived twice (a full refresh restarted without
+    /// saying so, rows read again after a crash or updated during the load) is never
+    /// published twice; rows are deleted only when a key repeats (see [`Self::key_repeats`]);
+    /// a first load ends with the key's unique index, which its merges need, and without its
+    /// arrival order. A stream without a key is published as it is.
+    async fn settle_generation(&mut self) -> Result<()> {
         if self.layout.key.is_empty() {
             return Ok(());
         }
+        let first_load = self.layout.first_load;
         let next = self.layout.names.qualified_next();
-        let key = quoted_list(&self.layout.key);
-        let repeated = self
-            .client
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(sum(n - 1), 0)::int8 FROM (SELECT count(*) AS n \
-                     FROM {next} GROUP BY {key} HAVING count(*) > 1) d"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| self.sql_error("looking for repeated primary keys", e))?;
-        let (keys, extra): (i64, i64) = (repeated.get(0), repeated.get(1));
-        if extra == 0 {
-            return Ok(());
+        if self.key_repeats(&next).await? {
+            let key = quoted_list(&self.layout.key);
+            let latest_first = self.latest_first();
+            let deleted = self
+                .client
+                .execute(
+                    &format!(
+                        "DELETE FROM {next} t USING (SELECT ctid AS c FROM (SELECT ctid, \
+                         row_number() OVER (PARTITION BY {key} ORDER BY {latest_first}) AS n \
+                         FROM {next}) r WHERE n > 1) d WHERE t.ctid = d.c"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| self.sql_error("keeping the latest row per primary key", e))?;
+            let (label, key) = (self.label(), self.layout.key.join(", "));
+            if first_load {
+                // Expected: rows updated during the load, or read again after a crash.
+                tracing::info!(stream = %label, "{label}: {deleted} row(s) of the first load shared their primary key ({key}) with a later one; kept the latest of each");
+                let index = unique_index_sql(&self.layout, &next);
+                self.client
+                    .batch_execute(&index)
+                    .await
+                    .map_err(|e| self.sql_error("building the key's unique index", e))?;
+            } else {
+                // A surprise from the source: one full refresh sent a key twice.
+                tracing::warn!(stream = %label, "{label}: the source sent {deleted} row(s) whose primary key ({key}) a later row of the same full refresh also had; published the last row per key");
+            }
         }
-        let latest_first = if self.layout.metadata {
-            format!("{} DESC, ctid DESC", quote(SYNCED_AT))
-        } else {
-            "ctid DESC".to_string()
-        };
-        let deleted = self
-            .client
-            .execute(
-                &format!(
-                    "DELETE FROM {next} t USING (SELECT ctid AS c FROM (SELECT ctid, \
-                     row_number() OVER (PARTITION BY {key} ORDER BY {latest_first}) AS n FROM \
-                     {next}) r WHERE n > 1) d WHERE t.ctid = d.c"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| self.sql_error("keeping the last row per primary key", e))?;
-        tracing::warn!(
-            stream = %self.label(),
-            "{}: the source sent {deleted} row(s) whose primary key ({}) a later row of the same \
-             full refresh also had ({keys} key(s)); published the last row per key",
-            self.label(),
-            self.layout.key.join(", ")
-        );
+        if first_load {
+            self.client
+                .batch_execute(&format!("ALTER TABLE {next} DROP COLUMN {ARRIVAL_ORD}"))
+                .await
+                .map_err(|e| self.sql_error("settling the first load", e))?;
+        }
         Ok(())
+    }
+
+    /// Whether a primary key repeats in the next table. A first load tries to build the key's
+    /// unique index, which it needs anyway, under a savepoint: only a unique violation means a
+    /// repeat, and rolling back to the savepoint undoes the failed build. An overwrite's table
+    /// has no index: one hash aggregate over the key columns.
+    async fn key_repeats(&mut self, next: &str) -> Result<bool> {
+        if !self.layout.first_load {
+            let key = quoted_list(&self.layout.key);
+            let repeats = self
+                .client
+                .query_one(
+                    &format!(
+                        "SELECT EXISTS (SELECT 1 FROM {next} GROUP BY {key} HAVING count(*) > 1)"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| self.sql_error("looking for repeated primary keys", e))?;
+            return Ok(repeats.get(0));
+        }
+        let index = unique_index_sql(&self.layout, next);
+        self.client
+            .batch_execute("SAVEPOINT weft_settle")
+            .await
+            .map_err(|e| self.sql_error("settling the first load", e))?;
+        let repeats = match self.client.batch_execute(&index).await {
+            Ok(()) => false,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT weft_settle")
+                    .await
+                    .map_err(|e| self.sql_error("settling the first load", e))?;
+                true
+            }
+            Err(e) => return Err(self.sql_error("building the key's unique index", e)),
+        };
+        self.client
+            .batch_execute("RELEASE SAVEPOINT weft_settle")
+            .await
+            .map_err(|e| self.sql_error("settling the first load", e))?;
+        Ok(repeats)
+    }
+
+    /// The order that puts a key's latest row first. A first load follows the merge's rule:
+    /// the latest cursor wins, ties go to the later arrival. An overwrite's rows are all one
+    /// full refresh: the later arrival wins, by commit (`_weft_synced_at`) and then by the
+    /// row's place in the heap, which for rows only ever COPYed in is the order they came in.
+    fn latest_first(&self) -> String {
+        let layout = &self.layout;
+        let mut order = Vec::new();
+        if layout.first_load {
+            if let Some(cursor) = &layout.cursor {
+                order.push(format!("{} DESC NULLS LAST", quote(cursor)));
+            }
+            order.push(format!("{ARRIVAL_ORD} DESC"));
+        } else {
+            if layout.metadata {
+                order.push(format!("{} DESC", quote(SYNCED_AT)));
+            }
+            order.push("ctid DESC".to_string());
+        }
+        order.join(", ")
     }
 
     /// Replaces the product table with the next one (inside the open transaction).
@@ -667,13 +687,8 @@ impl PgWriter {
             {
                 self.merge().await?;
             }
-            if self.layout.first_load && finish {
-                self.settle_first_load().await?;
-            }
-            if self.layout.mode == WriteMode::Overwrite && finish {
-                self.settle_next_by_key().await?;
-            }
             if at_finish && finish {
+                self.settle_generation().await?;
                 self.swap().await?;
             }
             // The product table exists now (an unfinished overwrite or first load fills the

@@ -58,7 +58,7 @@ async fn the_postgres_destination_conforms() {
         child.run(&PostgresDestinationFactory).await;
     }
     let db = PgTestDb::create("conformance_dst");
-    let config = serde_json::json!({ "host": db.host, "port": db.port, "user": db.user, "database": db.name });
+    let config = db.config_json();
     let reader = Sql(db.conn_str());
     let ctx = ConnectorContext {
         project_dir: std::env::temp_dir(),

@@ -17,7 +17,7 @@ use weft_destination_postgres::{PostgresDestination, PostgresDestinationFactory}
 use weft_testkit::pg::PgTestDb;
 
 fn config(db: &PgTestDb) -> serde_json::Value {
-    serde_json::json!({"host": db.host, "port": db.port, "user": db.user, "database": db.name})
+    db.config_json()
 }
 
 fn destination(db: &PgTestDb) -> Box<dyn Destination> {

@@ -21,8 +21,7 @@ fn destination(db: &PgTestDb) -> Box<dyn Destination> {
     let ctx = weft_core::ConnectorContext {
         project_dir: std::env::temp_dir(),
     };
-    let config =
-        serde_json::json!({"host": db.host, "port": db.port, "user": db.user, "database": db.name});
+    let config = db.config_json();
     PostgresDestinationFactory.build(&config, &ctx).unwrap()
 }
 

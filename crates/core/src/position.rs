@@ -14,7 +14,7 @@ use arrow_schema::DataType;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use serde::Serialize;
 
-use crate::catalog::ConfiguredStream;
+use crate::catalog::{ConfiguredStream, SyncMode};
 use crate::error::{ConnectorError, Result};
 
 /// Where a stream is, in human terms.
@@ -141,6 +141,98 @@ impl fmt::Display for Position {
             Position::State { state } => write!(f, "state {state}"),
             Position::Opaque { checkpoint } => write!(f, "{checkpoint}"),
         }
+    }
+}
+
+impl Position {
+    /// What the next read of a stream in `mode` does from this position, in words (`weft sync
+    /// run --dry-run`): "resumes from LSN 0/16B3748", "cursor updated_at > 2024-01-10
+    /// 09:00:00+00", "resumes an interrupted full refresh after 3 of 8 ranges". A finished
+    /// full refresh starts again from the start.
+    pub fn next_read(&self, mode: SyncMode) -> String {
+        match self {
+            Position::Cursor {
+                field, value: None, ..
+            } => format!("cursor {field}: every row (none read yet)"),
+            Position::Cursor {
+                field,
+                value: Some(value),
+                from_value: true,
+                ..
+            } => format!("cursor {field} >= {value} (set by hand)"),
+            Position::Cursor {
+                field,
+                value: Some(value),
+                key,
+                ..
+            } => {
+                let mut text = format!("cursor {field} > {value}");
+                // The tie-breaker: among rows at `value`, those after the last key read.
+                match key.as_slice() {
+                    [] => {}
+                    [one] => text.push_str(&format!(" (ties: {} > {})", one.column, one.value)),
+                    many => {
+                        let (columns, values): (Vec<&str>, Vec<&str>) = many
+                            .iter()
+                            .map(|k| (k.column.as_str(), k.value.as_str()))
+                            .unzip();
+                        text.push_str(&format!(
+                            " (ties: ({}) > ({}))",
+                            columns.join(", "),
+                            values.join(", ")
+                        ));
+                    }
+                }
+                text
+            }
+            Position::Log { lsn, phase } if phase == "snapshot" => {
+                format!("resumes the interrupted initial snapshot, then changes from LSN {lsn}")
+            }
+            Position::Log { lsn, .. } => format!("resumes from LSN {lsn}"),
+            Position::Ranges { complete: true, .. }
+            | Position::Progress { complete: true }
+            | Position::Files { complete: true, .. }
+                if mode == SyncMode::FullRefresh =>
+            {
+                Position::first_read(mode)
+            }
+            Position::Ranges { complete: true, .. } | Position::Progress { complete: true } => {
+                "reads what is new since the last complete read".into()
+            }
+            Position::Ranges { done, total, .. } => {
+                format!("resumes an interrupted full refresh after {done} of {total} ranges")
+            }
+            Position::Progress { complete: false } => "resumes an interrupted read".into(),
+            Position::Files {
+                done,
+                complete: true,
+                ..
+            } => format!("new and changed files ({done} read before)"),
+            Position::Files {
+                done,
+                current,
+                current_rows,
+                ..
+            } => {
+                let mut text = format!("resumes after {done} file(s) read");
+                if let Some(file) = current {
+                    text.push_str(&format!(", {file} after row {current_rows}"));
+                }
+                text
+            }
+            Position::State { state } => format!("resumes from the connector's state {state}"),
+            Position::Opaque { checkpoint } => format!("resumes from checkpoint {checkpoint}"),
+        }
+    }
+
+    /// What the first read of a stream in `mode` does (no run has committed a checkpoint).
+    pub fn first_read(mode: SyncMode) -> String {
+        match mode {
+            SyncMode::FullRefresh => "full refresh from the start",
+            SyncMode::Incremental => "incremental from the start: every row",
+            SyncMode::Cdc => "initial snapshot, then changes from the log",
+        }
+        .into()
     }
 }
 
@@ -299,7 +391,7 @@ mod tests {
     use arrow_schema::{Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::catalog::{StreamDescriptor, SyncMode, WriteMode};
+    use crate::catalog::{StreamDescriptor, WriteMode};
 
     fn stream(ty: DataType) -> ConfiguredStream {
         ConfiguredStream {
@@ -341,6 +433,89 @@ mod tests {
         assert_eq!(
             text("2024-01-31T12:30:00Z"),
             "2024-01-31 12:30:00.000000+00"
+        );
+    }
+
+    #[test]
+    fn the_next_read_is_said_in_words() {
+        let cursor = |value: Option<&str>, key: &[(&str, &str)], from_value| Position::Cursor {
+            field: "updated_at".into(),
+            value: value.map(str::to_string),
+            key: key
+                .iter()
+                .map(|(c, v)| KeyValue {
+                    column: c.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            from_value,
+        };
+        let inc = SyncMode::Incremental;
+        let full = SyncMode::FullRefresh;
+        let at = Some("2026-11-30 10:00:00+00");
+        assert_eq!(
+            cursor(at, &[], false).next_read(inc),
+            "cursor updated_at > 2026-11-30 10:00:00+00"
+        );
+        assert_eq!(
+            cursor(at, &[("id", "7")], false).next_read(inc),
+            "cursor updated_at > 2026-11-30 10:00:00+00 (ties: id > 7)"
+        );
+        assert_eq!(
+            cursor(Some("5"), &[("a", "1"), ("b", "x")], false).next_read(inc),
+            "cursor updated_at > 5 (ties: (a, b) > (1, x))"
+        );
+        assert_eq!(
+            cursor(at, &[], true).next_read(inc),
+            "cursor updated_at >= 2026-11-30 10:00:00+00 (set by hand)"
+        );
+        assert_eq!(
+            cursor(None, &[], false).next_read(inc),
+            "cursor updated_at: every row (none read yet)"
+        );
+        let ranges = |done, complete| Position::Ranges {
+            done,
+            total: 8,
+            complete,
+        };
+        assert_eq!(
+            ranges(3, false).next_read(full),
+            "resumes an interrupted full refresh after 3 of 8 ranges"
+        );
+        assert_eq!(
+            ranges(8, true).next_read(full),
+            "full refresh from the start"
+        );
+        let log = |phase: &str| Position::Log {
+            lsn: "0/16B3748".into(),
+            phase: phase.into(),
+        };
+        assert_eq!(
+            log("stream").next_read(SyncMode::Cdc),
+            "resumes from LSN 0/16B3748"
+        );
+        assert_eq!(
+            log("snapshot").next_read(SyncMode::Cdc),
+            "resumes the interrupted initial snapshot, then changes from LSN 0/16B3748"
+        );
+        let files = |complete: bool| Position::Files {
+            done: 2,
+            current: (!complete).then(|| "c.csv".to_string()),
+            current_rows: 10,
+            complete,
+        };
+        assert_eq!(
+            files(false).next_read(inc),
+            "resumes after 2 file(s) read, c.csv after row 10"
+        );
+        assert_eq!(
+            files(true).next_read(inc),
+            "new and changed files (2 read before)"
+        );
+        assert_eq!(files(true).next_read(full), "full refresh from the start");
+        assert_eq!(
+            Position::first_read(SyncMode::Cdc),
+            "initial snapshot, then changes from the log"
         );
     }
 

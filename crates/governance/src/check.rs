@@ -51,6 +51,16 @@ pub struct Forced {
     pub keep_last: usize,
 }
 
+/// A transformation the policy forces on a column, and where it applies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForcedAt {
+    #[serde(flatten)]
+    pub forced: Forced,
+    /// `everywhere`: in the owning domain's own store, and so in every copy; `when_shared`:
+    /// only in the copies other domains read through grants.
+    pub scope: Scope,
+}
+
 impl Forced {
     /// The mapper that carries it out.
     pub fn mapper(&self) -> Option<Mapper> {
@@ -319,6 +329,51 @@ impl Policy {
         let (forced, violations) = self.forced_for(product, stream, &columns, &mut ctx, false);
         out.extend(violations);
         (forced, out)
+    }
+
+    /// What the policy forces on the columns of `stream` (`weft product show`), given as
+    /// (source name, SQL type) pairs, as a contract lists them: per column the strongest
+    /// transformation forced `everywhere` and, where one is stronger, the strongest forced
+    /// `when_shared` (on the way to other domains), in column order.
+    pub fn forced_on_columns(
+        &self,
+        project: &Project,
+        product: &Product,
+        stream: &StreamConfig,
+        columns: &[(String, String)],
+    ) -> Vec<ForcedAt> {
+        let mut sink = Vec::new();
+        let mut ctx = Ctx::new(project, product, &mut sink);
+        let columns: Vec<Column> = columns
+            .iter()
+            .map(|(name, sql_type)| Column {
+                name: name.clone(),
+                sql_type: Some(sql_type.clone()),
+            })
+            .collect();
+        let (everywhere, _) = self.forced_for(product, stream, &columns, &mut ctx, false);
+        let (shared, _) = self.forced_for(product, stream, &columns, &mut ctx, true);
+        let mut out = Vec::new();
+        for column in &columns {
+            let own = everywhere.iter().find(|f| f.column == column.name);
+            if let Some(forced) = own {
+                out.push(ForcedAt {
+                    forced: forced.clone(),
+                    scope: Scope::Everywhere,
+                });
+            }
+            let stronger = shared
+                .iter()
+                .find(|f| f.column == column.name)
+                .filter(|f| own.is_none_or(|o| f.action > o.action));
+            if let Some(forced) = stronger {
+                out.push(ForcedAt {
+                    forced: forced.clone(),
+                    scope: Scope::WhenShared,
+                });
+            }
+        }
+        out
     }
 
     /// What a consumer domain's copy of `stream` must get on `columns` (the columns the grant

@@ -13,7 +13,7 @@ pub mod crypto;
 mod error;
 pub mod policy;
 
-pub use check::{Forced, Violation};
+pub use check::{Forced, ForcedAt, Violation};
 pub use crypto::Keys;
 pub use error::PolicyError;
 pub use policy::{

@@ -223,6 +223,16 @@ impl PrivateCluster {
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
+    /// The `config:` of a `postgres` source or destination on `database` as the superuser, as a YAML
+    /// flow mapping; the password is `${PG_PASSWORD}` (set it with
+    /// `TestProject::env("PG_PASSWORD", cluster.password())`), never the value.
+    pub fn pg_config(&self, database: &str) -> String {
+        format!(
+            "{{ host: \"{}\", port: {}, user: {}, password: \"${{PG_PASSWORD}}\", database: {database} }}",
+            self.host, self.port, self.user
+        )
+    }
+
     /// The server log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

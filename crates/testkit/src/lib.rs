@@ -184,6 +184,65 @@ impl TestProject {
         (Running::spawn(cmd), release)
     }
 
+    /// Runs `weft ARGS…` until its first commit is durable and recorded (the `after_commit`
+    /// pausepoint), then SIGKILLs it there, as a crash mid-sync would be: its outcome.
+    pub fn kill_after_first_commit<I, S>(&self, args: I, limit: std::time::Duration) -> Outcome
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let (run, _release) = self.spawn_paused("after_commit", args);
+        run.kill_at("after_commit", limit)
+    }
+
+    /// Starts `weft sync run --no-progress` and SIGKILLs it after a random delay in
+    /// `delay_ms` (drawn from `rng`), `kills` times, calling `between` after each kill; stops
+    /// as soon as `done()` (a kill can land just after a run finished its work, and no run may
+    /// start beyond it), else runs it once more to completion; then asserts `done()`. Returns
+    /// how many runs were killed.
+    pub fn sync_with_kills(
+        &self,
+        rng: &mut rng::Rng,
+        kills: usize,
+        delay_ms: std::ops::Range<u64>,
+        done: impl Fn() -> bool,
+        mut between: impl FnMut(),
+    ) -> usize {
+        let mut killed = 0;
+        for _ in 0..kills {
+            if done() {
+                return killed;
+            }
+            let mut child = self
+                .weft(["sync", "run", "--no-progress"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("run weft");
+            let delay = std::time::Duration::from_millis(
+                delay_ms.start + rng.next(delay_ms.end - delay_ms.start),
+            );
+            let start = std::time::Instant::now();
+            while start.elapsed() < delay {
+                if let Some(status) = child.try_wait().expect("wait for weft") {
+                    // It finished before the kill: that run is the completing one.
+                    assert!(status.success(), "a run ended on its own with {status}");
+                    return killed;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            child.kill().expect("SIGKILL weft");
+            child.wait().expect("reap weft");
+            killed += 1;
+            between();
+        }
+        if !done() {
+            self.run(["sync", "run", "--no-progress"]).expect_code(0);
+        }
+        assert!(done(), "the runs after the kills did not complete the work");
+        killed
+    }
+
     /// Runs `weft ARGS…` to completion, failing the test if it takes longer than `limit`.
     pub fn run_within<I, S>(&self, limit: std::time::Duration, args: I) -> Outcome
     where
@@ -235,6 +294,19 @@ impl Outcome {
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout(), self.stderr())
     }
+    /// Asserts a refusal: exit code `code`, `message` on stdout or stderr, no panic, and none
+    /// of `secrets` (passwords right and wrong) printed anywhere.
+    pub fn expect_refusal(&self, code: i32, message: &str, secrets: &[&str]) -> &Self {
+        self.expect_code(code);
+        let all = self.all();
+        assert!(all.contains(message), "expected `{message}` in: {all}");
+        assert!(!all.contains("panicked"), "{all}");
+        for (i, secret) in secrets.iter().enumerate() {
+            assert!(!all.contains(secret), "secret #{i} was printed: {all}");
+        }
+        self
+    }
+
     /// Panics with both outputs unless the exit code is `code`.
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Measuring a benchmark's commands: wall time and the command's own peak RSS.
+//! Measuring a benchmark's commands: wall time and the command's own peak RSS, at its end or
+//! while it runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,4 +29,16 @@ pub fn run_measured(mut cmd: Command, dir: &Path) -> (f64, f64) {
         std::fs::read_to_string(&err).unwrap_or_default()
     );
     (secs, usage.ru_maxrss as f64 / 1024.0) // KiB on Linux
+}
+
+/// The peak RSS in MiB (`VmHWM`) of the live process `pid` so far, for a process measured
+/// before it ends (a `--follow` run, a daemon); NaN when it cannot be read.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }

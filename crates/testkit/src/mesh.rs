@@ -13,6 +13,26 @@ pub fn product_header(domain: &str, product: &str) -> String {
     format!("product: {product}\ndomain: {domain}\nowner: {domain}-data@example.com\ndescription: {domain} {product}\n")
 }
 
+/// The consumers of the sharing scenarios over `sales/shop`: `finance/revenue` reading it,
+/// with `finance_grants` as its `grants:` block (empty to revoke), `marketing/campaign_margins`
+/// reading finance's product and `marketing/audience` reading sales' own; `streams` is each
+/// one's `streams:` list.
+pub fn sharing_consumers(p: &crate::TestProject, streams: &str, finance_grants: &str) {
+    let consumer = |domain: &str, product: &str, upstream: &str, grants: &str| {
+        p.product(
+            domain,
+            product,
+            &format!(
+                "{}source: {{ product: {upstream} }}\nstreams:\n{streams}{grants}",
+                product_header(domain, product)
+            ),
+        );
+    };
+    consumer("finance", "revenue", "sales/shop", finance_grants);
+    consumer("marketing", "campaign_margins", "finance/revenue", "");
+    consumer("marketing", "audience", "sales/shop", "");
+}
+
 /// The keyed token weft's forced `hash` gives `value` under `key`: HMAC-SHA-256, hex,
 /// computed here with the `hmac` crate (not weft's code).
 pub fn hmac_hex(key: &str, value: &str) -> String {

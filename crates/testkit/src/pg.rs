@@ -47,10 +47,35 @@ impl PgTestDb {
         )
     }
 
+    /// The `config:` of a `postgres` source or destination on the test database, as a YAML
+    /// flow mapping (trust auth: no password).
+    pub fn pg_config(&self) -> String {
+        format!(
+            "{{ host: \"{}\", port: {}, user: {}, database: {} }}",
+            self.host, self.port, self.user, self.name
+        )
+    }
+
+    /// The same config as JSON, for a connector's factory in a crate's own tests.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "host": self.host, "port": self.port, "user": self.user, "database": self.name,
+        })
+    }
+
     /// Runs SQL in the test database with psql, failing the test on error; returns stdout
     /// (unaligned, tuples only).
     pub fn sql(&self, sql: &str) -> String {
         self.psql(&self.name, sql)
+    }
+
+    /// `psql -X` connected to the test database, for a caller's own flags and SQL (a COPY
+    /// piped between two databases).
+    pub fn psql_command(&self) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-h", &self.host, "-p", &self.port.to_string()])
+            .args(["-U", &self.user, "-d", &self.name]);
+        cmd
     }
 
     fn admin_sql(&self, sql: &str) -> String {

@@ -82,6 +82,14 @@ impl Running {
         }
     }
 
+    /// Waits until the run reaches the armed pausepoint `point` (`WEFT_PAUSEPOINT`), then
+    /// SIGKILLs it there, as a crash would be: its outcome.
+    pub fn kill_at(mut self, point: &str, limit: Duration) -> Outcome {
+        self.wait_for_line(&format!("pausepoint `{point}` reached"), limit);
+        self.signal(libc::SIGKILL);
+        self.finish(limit)
+    }
+
     /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };

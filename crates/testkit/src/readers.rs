@@ -230,6 +230,36 @@ impl Dump {
         assert_eq!(d, a, "DuckDB and pyarrow disagree on column {column}");
         d
     }
+
+    /// Column `column` of every row read as a `T` (ids, counts); panics on a NULL or a value
+    /// that is not a `T`.
+    pub fn values<T: std::str::FromStr>(&self, column: &str) -> Vec<T> {
+        self.column(column)
+            .into_iter()
+            .enumerate()
+            .map(|(row, v)| {
+                let v = v.unwrap_or_else(|| panic!("row {row}: {column} is NULL"));
+                v.parse()
+                    .unwrap_or_else(|_| panic!("row {row}: {column} = {v:?} does not parse"))
+            })
+            .collect()
+    }
+
+    /// Every row as its `columns`' values joined by `|`, NULL as nothing: what `psql -tA`
+    /// prints for the same columns, to compare with a query on the source.
+    pub fn rows(&self, columns: &[&str]) -> Vec<String> {
+        let values: Vec<Vec<Option<String>>> = columns.iter().map(|c| self.column(c)).collect();
+        let n = values.first().map_or(0, Vec::len);
+        (0..n)
+            .map(|i| {
+                values
+                    .iter()
+                    .map(|column| column[i].as_deref().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    }
 }
 
 /// Reads `stream_dir` once with DuckDB and pyarrow, as README shows.

@@ -12,7 +12,8 @@
 //! run is measured twice through the real binary: with the defaults and with both limits at
 //! 64 GiB (off), printing weft's peak RSS for both, the engine's own peak of bytes in flight
 //! (the run report's `in_flight`), and the ratio peak RSS / 512 MiB (the goal: below 1 and the
-//! same for 10 and 50 streams).
+//! same for 10 and 50 streams). `WEFT_BENCH_LAKE_BUDGET_MIB` and `WEFT_BENCH_IN_FLIGHT_MIB` set
+//! the two limits of the first run (defaults 256 and 128).
 
 use std::path::Path;
 use std::process::Command;
@@ -92,7 +93,11 @@ fn main() {
     for streams in cases {
         let tmp = tempfile::tempdir().expect("temp dir");
         let with = tmp.path().join("budget");
-        project(&with, streams, rows, (BUDGET, IN_FLIGHT));
+        let limits = (
+            env_or("WEFT_BENCH_LAKE_BUDGET_MIB", BUDGET / MIB) * MIB,
+            env_or("WEFT_BENCH_IN_FLIGHT_MIB", IN_FLIGHT / MIB) * MIB,
+        );
+        project(&with, streams, rows, limits);
         let (secs, rss, peak) = run(&with);
         let without = tmp.path().join("off");
         project(&without, streams, rows, (OFF, OFF));

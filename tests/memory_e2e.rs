@@ -108,7 +108,10 @@ fn a_batch_larger_than_the_limit_passes_alone() {
     let project = project(streams, rows, 65_536, MIB);
     let report = sync(&project);
     let oversized = in_flight(&report, "oversized_batches");
-    assert!(oversized >= 3, "every stream's batches are oversized: {report}");
+    assert!(
+        oversized >= 3,
+        "every stream's batches are oversized: {report}"
+    );
     let peak = in_flight(&report, "peak_bytes");
     assert!(peak > MIB, "an oversized batch was in flight: {report}");
     assert_lake_equals_source(&project, streams, rows);

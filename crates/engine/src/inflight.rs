@@ -12,9 +12,12 @@
 //!   returned (the destination then holds it in its own, separately bounded buffers: the lake's
 //!   row groups count against its `memory_budget_bytes`);
 //! - before asking its source for the next message a stream reserves what its last batch
-//!   took, so a stream that is out of permits does not make its source produce another batch
-//!   it would hold uncounted; a source that stays quiet ([`IDLE`]: a following CDC stream, a
-//!   slow API) gets the reservation released, so idle streams never starve busy ones;
+//!   took and a quarter more (settled to the batch's real size when it came), so a stream that is out of permits does not make its source produce another batch
+//!   it would hold uncounted; a following stream's source that stays quiet ([`IDLE`]: a
+//!   following CDC stream waiting for changes) gets the reservation released, so idle streams
+//!   never starve busy ones (a bounded read's source is working on its next message: it keeps
+//!   the reservation, which is why a source must make progress without another stream of the
+//!   run being read, as every source does: each stream reads on its own);
 //! - never two waits while holding permits (a stream that needs more than it reserved gives
 //!   the reservation back first), so streams cannot wait on each other: no deadlock;
 //! - a batch larger than the whole limit takes all of it and passes alone.
@@ -78,6 +81,7 @@ impl Drop for Permit {
 }
 
 impl Permit {
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -102,9 +106,7 @@ impl InFlight {
     /// Waits until `bytes` fit (all of the limit for a batch larger than it), then holds them.
     /// `None` only if the pool was closed, which no run does.
     pub(crate) async fn acquire(self: &Arc<Self>, bytes: u64) -> Option<Permit> {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.units);
+        let units = self.units_for(bytes);
         let permit = self
             .semaphore
             .clone()
@@ -123,21 +125,62 @@ impl InFlight {
         })
     }
 
-    /// `reserved` (if any) adjusted to exactly `bytes`: kept when it is already that size,
-    /// otherwise given back first and `bytes` taken anew (holding permits while waiting for
-    /// more is how two streams would deadlock).
+    fn units_for(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.units)
+    }
+
+    /// Reserves room for a batch like the last one (`last` bytes), with a quarter more so that
+    /// a slightly larger next batch still fits in it.
+    pub(crate) async fn reserve(self: &Arc<Self>, last: u64) -> Option<Permit> {
+        self.acquire(last.saturating_add(last / 4)).await
+    }
+
+    /// `reserved` (if any) turned into the permits of a batch of `bytes`: the excess is given
+    /// back; a shortfall is taken if it is free now, otherwise everything is given back before
+    /// waiting for `bytes` (holding permits while waiting for more is how two streams would
+    /// deadlock).
     pub(crate) async fn settle(
         self: &Arc<Self>,
         reserved: Option<Permit>,
         bytes: u64,
     ) -> Option<Permit> {
-        match reserved {
-            Some(permit) if permit.bytes == bytes => Some(permit),
-            other => {
-                drop(other);
-                self.acquire(bytes).await
+        let Some(mut permit) = reserved else {
+            return self.acquire(bytes).await;
+        };
+        let want = self.units_for(bytes);
+        let held = permit.permit.as_ref().map_or(0, |p| p.num_permits()) as u32;
+        if want > held {
+            match self.semaphore.clone().try_acquire_many_owned(want - held) {
+                Ok(extra) => {
+                    if let Some(p) = permit.permit.as_mut() {
+                        p.merge(extra);
+                    }
+                }
+                Err(_) => {
+                    drop(permit);
+                    return self.acquire(bytes).await;
+                }
             }
+        } else if let Some(p) = permit.permit.as_mut() {
+            drop(p.split((held - want) as usize));
         }
+        if bytes > self.limit {
+            self.oversized.fetch_add(1, Ordering::Relaxed);
+        }
+        if bytes >= permit.bytes {
+            let now = self
+                .in_use
+                .fetch_add(bytes - permit.bytes, Ordering::Relaxed)
+                + (bytes - permit.bytes);
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        } else {
+            self.in_use
+                .fetch_sub(permit.bytes - bytes, Ordering::Relaxed);
+        }
+        permit.bytes = bytes;
+        Some(permit)
     }
 
     /// Bytes held now.
@@ -182,7 +225,17 @@ mod tests {
         assert_eq!(report.peak_bytes, 25 * UNIT);
         drop(big);
 
-        // Settling a reservation to a larger size gives it back before waiting.
+        // A reservation settled to a smaller batch gives the rest back; to a slightly larger
+        // one, takes the difference while it is free.
+        let reserved = pool.acquire(5 * UNIT).await;
+        let settled = pool.settle(reserved, 3 * UNIT).await.unwrap();
+        assert_eq!((settled.bytes(), pool.in_flight()), (3 * UNIT, 3 * UNIT));
+        let settled = pool.settle(Some(settled), 4 * UNIT).await.unwrap();
+        assert_eq!((settled.bytes(), pool.in_flight()), (4 * UNIT, 4 * UNIT));
+        let rest = pool.acquire(6 * UNIT).await.unwrap();
+        drop((settled, rest));
+
+        // Settling a reservation to a larger size than is free gives it back before waiting.
         let reserved = pool.acquire(8 * UNIT).await;
         let other = pool.acquire(2 * UNIT).await.unwrap();
         let settled = {

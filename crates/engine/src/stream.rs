@@ -135,6 +135,7 @@ impl StreamJob {
                 self.schema_check.clone(),
             ),
             (self.progress.clone(), self.in_flight.clone()),
+            self.source_stream.follow,
             tx,
         ));
 
@@ -332,6 +333,7 @@ async fn read_and_map(
     mut mappers: MapperChain,
     (mut source_schema, check): (SchemaRef, SchemaCheck),
     (progress, pool): (Arc<StreamProgress>, Arc<InFlight>),
+    follow: bool,
     tx: mpsc::Sender<Result<Item, StreamStop>>,
 ) {
     // What this stream's last batch took: reserved before asking the source for the next.
@@ -339,12 +341,12 @@ async fn read_and_map(
     loop {
         let reserved = match estimate {
             0 => None,
-            bytes => match pool.acquire(bytes).await {
+            bytes => match pool.reserve(bytes).await {
                 Some(permit) => Some(permit),
                 None => break,
             },
         };
-        let (message, reserved) = next_message(&mut messages, reserved).await;
+        let (message, reserved) = next_message(&mut messages, reserved, follow).await;
         let Some(message) = message else { break };
         let item = match message {
             Ok(SourceMessage::Records(batch)) => {
@@ -422,19 +424,22 @@ async fn read_and_map(
     }
 }
 
-/// The source's next message, waited for with `reserved` held; a source quiet for [`IDLE`]
-/// gets the reservation given back (an idle stream must not keep busy ones waiting, and a
-/// source whose next batch waits on another stream's progress must not deadlock with it).
+/// The source's next message, waited for with `reserved` held. A following stream's source
+/// quiet for [`IDLE`] gets the reservation given back: it may stay idle for good, and must not
+/// keep busy streams waiting. A bounded read keeps it while its source works (under load a
+/// batch can take longer than that to make, and a batch made after the reservation went back
+/// is held uncounted until permits are free again: 50 streams held ~250 MiB that way).
 async fn next_message(
     messages: &mut weft_core::MessageStream,
     reserved: Option<Permit>,
-) -> (
-    Option<weft_core::Result<SourceMessage>>,
-    Option<Permit>,
-) {
+    follow: bool,
+) -> (Option<weft_core::Result<SourceMessage>>, Option<Permit>) {
     let Some(permit) = reserved else {
         return (messages.next().await, None);
     };
+    if !follow {
+        return (messages.next().await, Some(permit));
+    }
     let mut next = messages.next();
     tokio::select! {
         message = &mut next => (message, Some(permit)),

@@ -224,7 +224,10 @@ fn load_settings(
     }
     if defaults.max_bytes_in_flight.value < 1024 * 1024 {
         return Err(ProjectError::invalid(
-            file.at_span(&defaults.max_bytes_in_flight, "defaults.max_bytes_in_flight"),
+            file.at_span(
+                &defaults.max_bytes_in_flight,
+                "defaults.max_bytes_in_flight",
+            ),
             "must be at least 1048576 (1 MiB; the default is 134217728, 128 MiB)",
         ));
     }

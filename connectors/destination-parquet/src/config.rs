@@ -21,6 +21,13 @@ pub struct LakeConfig {
     /// the row group being written in memory, so this bounds its memory per stream.
     #[serde(default = "default_row_group_bytes")]
     pub row_group_bytes: u64,
+    /// Cap of one row group, in rows (default 1,048,576): whichever of the two caps comes
+    /// first closes the group. An `append_dedup` merge re-encodes only the row groups holding
+    /// a changed key and copies the others as bytes, so bounded groups keep a merge of a few
+    /// clustered keys (recent rows) from re-encoding a whole large file; a table of narrow
+    /// rows would otherwise be a single group of millions of rows under the byte cap.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: u64,
     /// A data file is closed and a new one started past this size, in bytes (default 512 MiB).
     #[serde(default = "default_file_bytes")]
     pub file_bytes: u64,
@@ -55,6 +62,11 @@ fn default_row_group_bytes() -> u64 {
     64 * MIB
 }
 
+fn default_row_group_rows() -> u64 {
+    // Parquet's own default, and what readers scan well (DuckDB splits larger groups).
+    1024 * 1024
+}
+
 fn default_file_bytes() -> u64 {
     512 * MIB
 }
@@ -70,6 +82,12 @@ impl LakeConfig {
             return Err(ConnectorError::config(
                 "row_group_bytes",
                 "must be above 0 (the default is 67108864, 64 MiB)",
+            ));
+        }
+        if self.row_group_rows == 0 {
+            return Err(ConnectorError::config(
+                "row_group_rows",
+                "must be above 0 (the default is 1048576)",
             ));
         }
         if self.merge_keys == 0 {
@@ -106,13 +124,15 @@ impl LakeConfig {
         })
     }
 
-    /// Writer properties: zstd, page statistics, row groups capped by bytes instead of the
-    /// parquet default of 1M rows (which can hold gigabytes in memory for wide rows).
+    /// Writer properties: zstd, page statistics, row groups capped by bytes as well as rows
+    /// (rows alone can hold gigabytes in memory for wide rows).
     pub(crate) fn writer_properties(&self) -> Result<WriterProperties> {
         Ok(WriterProperties::builder()
             .set_compression(Compression::ZSTD(self.zstd()?))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(None)
+            .set_max_row_group_row_count(Some(
+                usize::try_from(self.row_group_rows).unwrap_or(usize::MAX),
+            ))
             .set_max_row_group_bytes(Some(
                 usize::try_from(self.row_group_bytes).unwrap_or(usize::MAX),
             ))
@@ -129,6 +149,7 @@ mod tests {
     fn defaults_apply() {
         let cfg: LakeConfig = weft_core::parse_config(&json!({"path": "lake"})).unwrap();
         assert_eq!(cfg.row_group_bytes, 64 * MIB);
+        assert_eq!(cfg.row_group_rows, 1024 * 1024);
         assert_eq!(cfg.file_bytes, 512 * MIB);
         assert_eq!(cfg.zstd_level, 3);
         assert_eq!(cfg.merge_keys, 500_000);

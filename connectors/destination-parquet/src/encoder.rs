@@ -2,9 +2,12 @@
 //!
 //! [`PartWriter`] is the synchronous part: it writes batches into `part-*.parquet` files in one
 //! folder, rolls to a new file past `file_bytes`, and seals files (footer + fsync) on demand.
-//! [`Encoder`] runs a `PartWriter` on a dedicated thread fed through a bounded channel: encoding
-//! and compression are CPU heavy and must not block tokio workers, and the channel lets the
-//! next batch be read and mapped while the previous one is encoded.
+//! [`Encoder`] runs a `PartWriter` on a dedicated thread: encoding and compression are CPU heavy
+//! and must not block tokio workers. [`Encoder::write`] returns once its batch is encoded into
+//! the open row group: the engine counts a batch as in flight until its destination's `write`
+//! returned (weft-engine's `inflight`), and from then on its bytes are the row group's, which
+//! the budget counts. The engine's channel before the writer is what lets the next batches be
+//! read and mapped while one is encoded.
 //!
 //! The open file's buffered row group counts against the process's memory budget
 //! ([`crate::budget`]): it lives in a [`Slot`] the budget can flush from another writer's
@@ -248,7 +251,8 @@ impl PartWriter {
 }
 
 enum Command {
-    Batch(RecordBatch),
+    /// Answered once the batch is in the row group (or dropped after an earlier failure).
+    Batch(RecordBatch, oneshot::Sender<()>),
     Seal(oneshot::Sender<Result<Vec<StagedFile>>>),
     Discard(oneshot::Sender<Result<()>>),
     Schema(SchemaRef, oneshot::Sender<Result<()>>),
@@ -264,9 +268,8 @@ pub(crate) struct Encoder {
     error: Arc<Mutex<Option<ConnectorError>>>,
 }
 
-/// Batches queued ahead of the encoder. One is enough to keep it busy (the writer holds the
-/// next one while it waits), and every extra slot is a batch more in memory: when encoding is
-/// the slowest stage, every queue before it is full.
+/// Commands queued ahead of the encoder: a writer waits for its batch to be encoded, so there
+/// is never more than one batch here.
 const QUEUE: usize = 1;
 
 impl Encoder {
@@ -305,9 +308,16 @@ impl Encoder {
             return Err(err);
         }
         let tx = self.tx.as_ref().ok_or_else(|| self.gone())?;
-        tx.send(Command::Batch(batch))
+        let (done, encoded) = oneshot::channel();
+        tx.send(Command::Batch(batch, done))
             .await
-            .map_err(|_| self.gone())
+            .map_err(|_| self.gone())?;
+        encoded.await.map_err(|_| self.gone())?;
+        // A failure encoding this batch is reported now rather than at the commit.
+        match self.take_error() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     pub async fn seal(&self) -> Result<Vec<StagedFile>> {
@@ -374,16 +384,18 @@ fn run(
     let mut failed: Option<String> = None;
     while let Some(command) = rx.blocking_recv() {
         match command {
-            Command::Batch(batch) => {
-                if failed.is_some() {
-                    continue;
-                }
-                if let Err(err) = writer.write(&batch) {
-                    failed = Some(err.to_string());
-                    if let Ok(mut slot) = slot.lock() {
-                        slot.get_or_insert(err);
+            Command::Batch(batch, done) => {
+                if failed.is_none() {
+                    if let Err(err) = writer.write(&batch) {
+                        failed = Some(err.to_string());
+                        if let Ok(mut slot) = slot.lock() {
+                            slot.get_or_insert(err);
+                        }
                     }
                 }
+                // The batch is in the row group now (or dropped): its memory is the writer's.
+                drop(batch);
+                let _ = done.send(());
             }
             Command::Seal(reply) => {
                 let result = match &failed {

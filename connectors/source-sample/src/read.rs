@@ -1,5 +1,5 @@
 //! One read of one stream: the checkpoint state, what a state means for the next read, and the
-//! blocking generator feeding a bounded channel.
+//! blocking generator that makes each message when the reader asks for it.
 
 use serde::{Deserialize, Serialize};
 use weft_core::arrow_array::{Array, Int64Array, TimestampMicrosecondArray};
@@ -167,19 +167,26 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
-/// Starts the read: a blocking thread generates batches into a bounded channel.
+/// Starts the read: a blocking thread generates each message when the stream is polled for
+/// it, never ahead. The engine reads ahead through its own channel, within its run-wide limit
+/// on bytes in flight; a source generating ahead on its own would hold batches outside that
+/// limit, one set per stream (50 streams held ~12 MiB each that way).
 pub(crate) fn start(
     stream: SampleStream,
     config: &SampleConfig,
     mode: SyncMode,
     plan: Plan,
 ) -> MessageStream {
-    // Two messages in flight: generation stays a batch ahead without piling up memory.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<SourceMessage>>(1);
+    // One token per message asked for.
+    let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
-        // A failed send means the reader dropped the stream: stop generating.
-        let send = |msg| tx.blocking_send(msg).is_ok();
+        // The reader gone (its ask channel closed, or a failed send): stop generating.
+        if asked.recv().is_err() {
+            return;
+        }
+        let send = |msg| tx.blocking_send(msg).is_ok() && asked.recv().is_ok();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             generate(stream, &config, mode, plan, send)
         }));
@@ -191,7 +198,19 @@ pub(crate) fn start(
             ))));
         }
     });
-    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    let mut waiting = false;
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        if !waiting {
+            // Full only if a token is already there; closed once the generator ended.
+            let _ = ask.try_send(());
+            waiting = true;
+        }
+        let polled = rx.poll_recv(cx);
+        if polled.is_ready() {
+            waiting = false;
+        }
+        polled
+    }))
 }
 
 /// Runs a plan, handing each message to `send` until it returns false. Returns whether the

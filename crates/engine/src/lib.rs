@@ -9,6 +9,7 @@
 //! - `stream`: one stream's run and the checkpoint protocol;
 //! - [`run`]: a whole run, streams concurrently and bounded, recorded in the run history;
 //! - [`progress`]: live counters for progress displays;
+//! - [`inflight`]: the run-wide limit on bytes of batches in flight, shared by its streams;
 //! - [`validate`]: connector configs checked without connecting;
 //! - [`locks`]: per-product OS file locks held while a product runs;
 //! - [`failpoint`]: crash injection for tests.
@@ -18,6 +19,7 @@ pub mod contract;
 pub mod error;
 pub mod failpoint;
 pub mod governance;
+pub mod inflight;
 pub mod locks;
 pub mod mappers;
 mod plan;
@@ -31,6 +33,7 @@ pub use admin::{cdc_lags, reset, ResetReport};
 pub use contract::{current_contract, product_contract};
 pub use error::EngineError;
 pub use governance::StreamAudit;
+pub use inflight::{InFlightReport, DEFAULT_MAX_BYTES_IN_FLIGHT};
 pub use locks::{lock_products, LockError, LockHolder, ProductLocks};
 pub use mappers::{MapperChain, MapperError};
 pub use progress::{Phase, StreamProgress};

@@ -15,6 +15,7 @@ use weft_state::{ProductKey, RunStart, RunStatus, StateStore, StreamKey, StreamR
 
 use crate::contract::{enforce, Enforced};
 use crate::error::EngineError;
+use crate::inflight::{InFlight, InFlightReport};
 use crate::plan::{plan_stream, PlanScope};
 use crate::progress::{Phase, StreamProgress};
 use crate::registry::Registry;
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub max_concurrent_streams: usize,
     /// Batches buffered between source and destination, per stream.
     pub channel_capacity: usize,
+    /// Bytes of batches in flight across all streams of the run (see [`crate::inflight`]).
+    pub max_bytes_in_flight: u64,
     /// CDC streams keep streaming until the run is cancelled, instead of catching up to the
     /// log position current at start and stopping.
     pub follow: bool,
@@ -61,6 +64,7 @@ impl RunOptions {
             commit_interval: project.settings.commit_interval,
             max_concurrent_streams: project.settings.max_concurrent_streams.max(1),
             channel_capacity: project.settings.channel_capacity.max(1),
+            max_bytes_in_flight: project.settings.max_bytes_in_flight,
             follow: false,
             full_refresh: false,
             trigger: Trigger::Manual,
@@ -139,6 +143,8 @@ pub struct RunReport {
     pub run_id: String,
     pub status: RunStatus,
     pub streams: Vec<StreamReport>,
+    /// Bytes of batches in flight across the run's streams: the limit and the peak.
+    pub in_flight: InFlightReport,
 }
 
 impl RunReport {
@@ -296,6 +302,7 @@ impl PreparedRun {
         info!(run_id = %self.run_id, "sync run started");
 
         let semaphore = Arc::new(Semaphore::new(self.options.max_concurrent_streams));
+        let in_flight = InFlight::new(self.options.max_bytes_in_flight);
         let mut reports = Vec::new();
         // Each error is logged once (a product's discovery failure fails all its streams).
         let mut logged: Vec<String> = Vec::new();
@@ -314,7 +321,7 @@ impl PreparedRun {
                         fail_all(product, &message, &mut tasks);
                     }
                     None => {
-                        self.spawn_product(product, &semaphore, &cancel, &mut tasks)
+                        self.spawn_product(product, (&semaphore, &in_flight), &cancel, &mut tasks)
                             .await
                     }
                 }
@@ -353,6 +360,7 @@ impl PreparedRun {
             run_id: self.run_id.clone(),
             status,
             streams: reports,
+            in_flight: in_flight.report(),
         };
         let failures: Vec<String> = report
             .streams
@@ -368,7 +376,14 @@ impl PreparedRun {
             error.as_deref(),
             Utc::now(),
         )?;
-        info!(run_id = %self.run_id, status = %status, rows = report.rows(), "sync run ended");
+        info!(
+            run_id = %self.run_id,
+            status = %status,
+            rows = report.rows(),
+            in_flight_peak_bytes = report.in_flight.peak_bytes,
+            in_flight_limit_bytes = report.in_flight.limit_bytes,
+            "sync run ended"
+        );
         Ok(report)
     }
 }
@@ -387,7 +402,7 @@ impl PreparedRun {
     async fn spawn_product(
         &self,
         product: &ProductRun,
-        semaphore: &Arc<Semaphore>,
+        (semaphore, in_flight): (&Arc<Semaphore>, &Arc<InFlight>),
         cancel: &CancellationToken,
         tasks: &mut Vec<tokio::task::JoinHandle<Outcome>>,
     ) {
@@ -504,6 +519,7 @@ impl PreparedRun {
                 set_to,
                 commit_interval: self.options.commit_interval,
                 channel_capacity: self.options.channel_capacity,
+                in_flight: in_flight.clone(),
                 progress: progress.clone(),
             };
             // A following CDC stream never ends, so under the limit it would hold its permit

@@ -26,6 +26,7 @@ use weft_core::{
 };
 use weft_state::{StateStore, StreamKey};
 
+use crate::inflight::{InFlight, Permit, IDLE};
 use crate::mappers::MapperChain;
 use crate::progress::{Phase, StreamProgress};
 
@@ -48,6 +49,8 @@ pub(crate) struct StreamJob {
     pub state: Arc<dyn StateStore>,
     pub commit_interval: Duration,
     pub channel_capacity: usize,
+    /// The run's bytes in flight, shared by its streams (see [`crate::inflight`]).
+    pub in_flight: Arc<InFlight>,
     pub progress: Arc<StreamProgress>,
     /// What the destination records with the data.
     pub metadata: weft_core::ProductMetadata,
@@ -69,8 +72,9 @@ pub(crate) enum StreamStop {
 }
 
 enum Item {
-    Batch(RecordBatch),
-    Changes(Box<ChangeBatch>),
+    /// A batch and the permits for its bytes, held until the destination took it.
+    Batch(RecordBatch, Permit),
+    Changes(Box<ChangeBatch>, Permit),
     /// Later batches have this (mapped) schema.
     SchemaChange(SchemaRef),
     Checkpoint(Checkpoint),
@@ -130,7 +134,8 @@ impl StreamJob {
                 self.source_stream.descriptor.schema.clone(),
                 self.schema_check.clone(),
             ),
-            self.progress.clone(),
+            (self.progress.clone(), self.in_flight.clone()),
+            self.source_stream.follow,
             tx,
         ));
 
@@ -244,19 +249,23 @@ impl StreamJob {
             match item {
                 None => break,
                 Some(Err(stop)) => return Err(stop),
-                Some(Ok(Item::Batch(batch))) => {
+                // The permits go back once `write` returned: the destination consumed the
+                // batch (what it keeps is in its own bounded buffers).
+                Some(Ok(Item::Batch(batch, permit))) => {
                     rows_written += batch.num_rows() as u64;
                     writer
                         .write(batch)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
+                    drop(permit);
                 }
-                Some(Ok(Item::Changes(changes))) => {
+                Some(Ok(Item::Changes(changes, permit))) => {
                     rows_written += changes.len() as u64;
                     writer
                         .write_changes(*changes)
                         .await
                         .map_err(|e| self.fail("destination", e))?;
+                    drop(permit);
                 }
                 Some(Ok(Item::SchemaChange(schema))) => {
                     info!(stream = %self.key, "the source's schema changed; evolving the product table");
@@ -330,22 +339,40 @@ impl StreamJob {
     }
 }
 
-/// Pulls the source, applies the mappers and hands batches on through the bounded channel.
+/// Pulls the source, applies the mappers and hands batches on through the bounded channel,
+/// each with the run's permits for its bytes (see [`crate::inflight`] for the protocol).
 async fn read_and_map(
     mut messages: weft_core::MessageStream,
     mut mappers: MapperChain,
     (mut source_schema, check): (SchemaRef, SchemaCheck),
-    progress: Arc<StreamProgress>,
+    (progress, pool): (Arc<StreamProgress>, Arc<InFlight>),
+    follow: bool,
     tx: mpsc::Sender<Result<Item, StreamStop>>,
 ) {
-    while let Some(message) = messages.next().await {
+    // What this stream's last batch took: reserved before asking the source for the next.
+    let mut estimate = 0u64;
+    loop {
+        let reserved = match estimate {
+            0 => None,
+            bytes => match pool.reserve(bytes).await {
+                Some(permit) => Some(permit),
+                None => break,
+            },
+        };
+        let (message, reserved) = next_message(&mut messages, reserved, follow).await;
+        let Some(message) = message else { break };
         let item = match message {
             Ok(SourceMessage::Records(batch)) => {
                 let rows = batch.num_rows() as u64;
                 match mappers.apply(batch) {
                     Ok(mapped) => {
-                        progress.add(rows, mapped.get_array_memory_size() as u64);
-                        Ok(Item::Batch(mapped))
+                        let bytes = mapped.get_array_memory_size() as u64;
+                        progress.add(rows, bytes);
+                        estimate = bytes;
+                        match pool.settle(reserved, bytes).await {
+                            Some(permit) => Ok(Item::Batch(mapped, permit)),
+                            None => break,
+                        }
                     }
                     Err(e) => Err(StreamStop::Failed(format!("mappers: {e}"))),
                 }
@@ -389,8 +416,13 @@ async fn read_and_map(
                     Err(e) => Err(StreamStop::Failed(format!("source: {e} (a connector bug)"))),
                     Ok(()) => match mappers.apply_changes(*changes) {
                         Ok(mapped) => {
-                            progress.add(rows, mapped.rows.get_array_memory_size() as u64);
-                            Ok(Item::Changes(Box::new(mapped)))
+                            let bytes = mapped.rows.get_array_memory_size() as u64;
+                            progress.add(rows, bytes);
+                            estimate = bytes;
+                            match pool.settle(reserved, bytes).await {
+                                Some(permit) => Ok(Item::Changes(Box::new(mapped), permit)),
+                                None => break,
+                            }
                         }
                         Err(e) => Err(StreamStop::Failed(format!("mappers: {e}"))),
                     },
@@ -405,6 +437,32 @@ async fn read_and_map(
         }
         if changes {
             crate::failpoint::pause("changes_handed_on").await;
+        }
+    }
+}
+
+/// The source's next message, waited for with `reserved` held. A following stream's source
+/// quiet for [`IDLE`] gets the reservation given back: it may stay idle for good, and must not
+/// keep busy streams waiting. A bounded read keeps it while its source works (under load a
+/// batch can take longer than that to make, and a batch made after the reservation went back
+/// is held uncounted until permits are free again: 50 streams held ~250 MiB that way).
+async fn next_message(
+    messages: &mut weft_core::MessageStream,
+    reserved: Option<Permit>,
+    follow: bool,
+) -> (Option<weft_core::Result<SourceMessage>>, Option<Permit>) {
+    let Some(permit) = reserved else {
+        return (messages.next().await, None);
+    };
+    if !follow {
+        return (messages.next().await, Some(permit));
+    }
+    let mut next = messages.next();
+    tokio::select! {
+        message = &mut next => (message, Some(permit)),
+        _ = tokio::time::sleep(IDLE) => {
+            drop(permit);
+            (next.await, None)
         }
     }
 }

@@ -21,7 +21,7 @@ mod yaml;
 
 pub use config::{
     ConnectorRef, ContractPolicy, DomainFile, FieldMeta, FilterOp, GrantCondition, GrantFilter,
-    Mapper, Misfire, OnChange, Overlap, ProductFile, ProjectFile,
+    Mapper, Misfire, OnChange, Overlap, ProductFile, ProjectFile, DEFAULT_MAX_BYTES_IN_FLIGHT,
 };
 pub use contract::{Change, ChangeKind, Contract, ContractColumn, ContractStream, ContractVersion};
 pub use error::{Position, ProjectError};

@@ -222,6 +222,15 @@ fn load_settings(
             ));
         }
     }
+    if defaults.max_bytes_in_flight.value < 1024 * 1024 {
+        return Err(ProjectError::invalid(
+            file.at_span(
+                &defaults.max_bytes_in_flight,
+                "defaults.max_bytes_in_flight",
+            ),
+            "must be at least 1048576 (1 MiB; the default is 134217728, 128 MiB)",
+        ));
+    }
     if defaults.commit_interval.is_zero() {
         return Err(ProjectError::invalid(
             file.at_text("commit_interval", "defaults.commit_interval"),
@@ -262,6 +271,7 @@ fn load_settings(
         commit_interval: defaults.commit_interval,
         max_concurrent_streams: defaults.max_concurrent_streams.value,
         channel_capacity: defaults.channel_capacity.value,
+        max_bytes_in_flight: defaults.max_bytes_in_flight.value,
         timezone,
         daemon: DaemonSettings {
             max_concurrent_runs: daemon.max_concurrent_runs.value,

@@ -46,6 +46,8 @@ pub struct ProjectSettings {
     pub commit_interval: Duration,
     pub max_concurrent_streams: usize,
     pub channel_capacity: usize,
+    /// `defaults.max_bytes_in_flight`: see the engine's `inflight` module.
+    pub max_bytes_in_flight: u64,
     /// The time zone of cron schedules without their own (`defaults.timezone`, UTC).
     pub timezone: chrono_tz::Tz,
     /// How `weft daemon` runs the products.

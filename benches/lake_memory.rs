@@ -61,7 +61,6 @@ fn run(dir: &Path) -> (f64, f64, f64) {
     let peak = report["in_flight"]["peak_bytes"].as_u64().unwrap_or(0);
     (secs, rss, peak as f64 / MIB as f64)
 }
-}
 
 fn main() {
     let rows: u64 = env_or("WEFT_BENCH_ROWS", 300_000);

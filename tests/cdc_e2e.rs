@@ -1038,7 +1038,7 @@ fn a_following_run_never_commits_changes_past_its_checkpoint() {
         BIN,
         "version: 1\nstate:\n  path: .weft/state.db\ndefaults:\n  destination:\n    connector: parquet\n    config:\n      path: lake\n  commit_interval: 5s\n",
     );
-    p.env("PG_PASSWORD", &cluster.password());
+    p.env("PG_PASSWORD", cluster.password());
     p.product(
         "shop",
         "changes",

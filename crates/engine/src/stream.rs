@@ -240,8 +240,8 @@ impl StreamJob {
             }
             if matches!(
                 item,
-                Some(Ok(Item::Batch(_)
-                    | Item::Changes(_)
+                Some(Ok(Item::Batch(..)
+                    | Item::Changes(..)
                     | Item::SchemaChange(_)))
             ) {
                 written_past_pending = pending.is_some();
@@ -431,7 +431,7 @@ async fn read_and_map(
             Err(e) => Err(StreamStop::Failed(format!("source: {e}"))),
         };
         let stop = item.is_err();
-        let changes = matches!(item, Ok(Item::Changes(_)));
+        let changes = matches!(item, Ok(Item::Changes(..)));
         if tx.send(item).await.is_err() || stop {
             break;
         }

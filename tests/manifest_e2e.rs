@@ -4,10 +4,8 @@
 //! are not requested again — for a full refresh (list partitions × day windows, page numbers)
 //! and for an incremental stream (day windows, cursor tokens) whose state is the CDK's.
 //!
-//! Both fail today (issue #11: the full refresh resumes with three slices missing), so the
-//! connector is off by default and these run only with `--features source-manifest`.
-
-#![cfg(feature = "source-manifest")]
+//! The windows are the CDK's concurrent cursor's: a day each, but the last, which ends at
+//! `end_datetime` (so 4 windows for 5 days); the mocks serve a window's whole range.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +52,7 @@ streams:
       step: P1D
       cursor_granularity: P1D
       start_time_option: {type: RequestOption, inject_into: request_parameter, field_name: day}
+      end_time_option: {type: RequestOption, inject_into: request_parameter, field_name: until}
     schema_loader:
       type: InlineSchemaLoader
       schema:
@@ -68,17 +67,30 @@ const REGIONS: [&str; 3] = ["north", "south", "west"];
 const DAYS: u32 = 5;
 const PER_SLICE: u32 = 250;
 
-/// Serves 250 items per region and day, in pages of `per_page`.
+/// Serves 250 items per region and day for the days `day..=until`, in pages of `per_page`.
 fn serve(req: &weft_testkit::http_mock::Seen) -> Reply {
     let region = req.path.split('/').nth(2).unwrap();
     let r = REGIONS.iter().position(|x| *x == region).unwrap() as u32;
-    let day: u32 = req.param("day").unwrap()[8..10].parse().unwrap();
-    let page: u32 = req.param("page").unwrap().parse().unwrap();
-    let per_page: u32 = req.param("per_page").unwrap().parse().unwrap();
-    let items: Vec<_> = ((page - 1) * per_page..(page * per_page).min(PER_SLICE))
-        .map(|n| json!({"id": (r * 100 + day) * 1000 + n, "region": region, "updated_at": format!("2024-03-{day:02}")}))
+    let (from, until) = (
+        day_of(req.param("day").unwrap()),
+        day_of(req.param("until").unwrap()),
+    );
+    let page: usize = req.param("page").unwrap().parse().unwrap();
+    let per_page: usize = req.param("per_page").unwrap().parse().unwrap();
+    let items: Vec<_> = (from..=until)
+        .flat_map(|day| (0..PER_SLICE).map(move |n| (day, n)))
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(day, n)| json!({"id": (r * 100 + day) * 1000 + n, "region": region, "updated_at": format!("2024-03-{day:02}")}))
         .collect();
     Reply::json(json!({"items": items}))
+}
+
+/// The requests for a slice starting on `day`: 250 items a day, 100 a page, until a page is
+/// short (or empty); the last window (starting on day 4) holds days 4 and 5.
+fn pages_of(day: &str) -> usize {
+    let days = if day == "2024-03-04" { 2 } else { 1 };
+    (days * PER_SLICE as usize) / 100 + 1
 }
 
 fn expected_ids() -> Vec<i64> {
@@ -131,6 +143,11 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
         first_run >= 3,
         "the first slice's three pages were read before the kill"
     );
+    // The killed run's commit is in the lake's manifest, with its staged generation.
+    let staged = weft_testkit::resume_checkpoint(&p.stream_dir("ops", "api", "items"))
+        .expect("a committed checkpoint");
+    assert_eq!(staged["complete"], json!(false), "{staged}");
+    assert!(staged["slices_done"].as_u64().unwrap() >= 1, "{staged}");
 
     p.run_within(limit, ["sync", "run", "--no-progress"])
         .expect_code(0);
@@ -160,18 +177,18 @@ fn a_manifest_sync_killed_mid_read_resumes_from_the_last_committed_slice() {
         "the committed first slice was requested again: {pages:?}"
     );
     assert!(
-        pages.values().all(|n| *n == 3),
-        "each slice is three pages: {pages:?}"
+        pages.iter().all(|((_, day), n)| *n == pages_of(day)),
+        "each slice is read whole, once: {pages:?}"
     );
     assert!(
-        pages.len() < 15,
+        pages.len() < 12,
         "the rerun resumed instead of starting over: {pages:?}"
     );
     let cp = weft_testkit::manifest_checkpoint(&p.stream_dir("ops", "api", "items"))
         .expect("a committed checkpoint");
     assert_eq!(
         (cp["complete"].clone(), cp["slices_done"].clone()),
-        (json!(true), json!(15)),
+        (json!(true), json!(12)),
         "{cp}"
     );
 }
@@ -280,7 +297,8 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
     assert_ne!(killed.code(), Some(0));
     assert!(!killed.all().contains("tok-s3cret"), "{}", killed.all());
     let stream_dir = p.stream_dir("ops", "ev", "events");
-    let cp = weft_testkit::manifest_checkpoint(&stream_dir).expect("a committed checkpoint");
+    // Committed with the run's staged generation (published only when a run finishes).
+    let cp = weft_testkit::resume_checkpoint(&stream_dir).expect("a committed checkpoint");
     // The CDK's own state shape: the cursor field and the newest value seen.
     let committed = cp["updated_at"]
         .as_str()
@@ -351,4 +369,49 @@ fn an_incremental_manifest_sync_killed_mid_read_resumes_from_its_cursor_state() 
             .len(),
         expected.len()
     );
+}
+
+/// The same API's manifest out of a published wheel (`package:`), from a loopback index: the
+/// real binary downloads it once, reads it with no Python, and a second run asks the index
+/// nothing.
+#[test]
+fn a_manifest_from_a_published_wheel_syncs_into_the_lake() {
+    use weft_testkit::pypi::{self, Release};
+    let wheel = pypi::wheel(
+        "airbyte-source-items",
+        "1.2.3",
+        &[
+            ("source_items/__init__.py", ""),
+            ("source_items/manifest.yaml", MANIFEST),
+        ],
+    );
+    let release = Release::new("airbyte-source-items", "1.2.3", wheel);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(MockServer::start(move |req| {
+        release.serve(req).unwrap_or_else(|| serve(req))
+    }));
+    let p = TestProject::with_lake(BIN, "1ms");
+    p.product(
+        "ops",
+        "api",
+        &format!(
+            "product: api\ndomain: ops\nowner: ops@example.com\ndescription: Items of a published manifest connector.\nsource:\n  connector: manifest\n  config:\n    package: airbyte-source-items==1.2.3\n    index_url: {base}/pypi\n    config:\n      base: {base}\nstreams:\n  - name: items\n    mode: full_refresh\n    write: overwrite\n",
+            base = server.url()
+        ),
+    );
+    let limit = std::time::Duration::from_secs(180);
+    let from_index = |s: &MockServer| {
+        s.seen()
+            .iter()
+            .filter(|r| r.path.starts_with("/pypi/") || r.path.starts_with("/files/"))
+            .count()
+    };
+    p.run_within(limit, ["sync", "run", "--no-progress"])
+        .expect_code(0);
+    assert_eq!(from_index(&server), 2, "the release JSON, then the wheel");
+    assert!(lake_ids(&p) == expected_ids(), "rows lost or duplicated");
+    p.run_within(limit, ["sync", "run", "--no-progress"])
+        .expect_code(0);
+    assert_eq!(from_index(&server), 2, "the cached manifest is used");
+    assert!(lake_ids(&p) == expected_ids());
 }

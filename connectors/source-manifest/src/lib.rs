@@ -33,6 +33,7 @@ pub mod client;
 pub mod decode;
 pub mod interpolate;
 pub mod manifest;
+pub mod package;
 pub mod paginate;
 pub mod read;
 pub mod request;
@@ -60,6 +61,9 @@ pub enum ManifestSourceError {
     Http(String),
     #[error("authentication: {0}")]
     Auth(String),
+    /// A published package could not be had (index, download, or not a manifest wheel).
+    #[error("{0}")]
+    Package(String),
     #[error("{0}")]
     State(String),
     #[error(transparent)]
@@ -80,12 +84,24 @@ impl From<ManifestSourceError> for ConnectorError {
     }
 }
 
-/// The source's config in a product file.
+/// The source's config in a product file: one of `manifest`, `package` or `wheel`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestConfig {
     /// The manifest (YAML), relative to the project folder.
-    pub manifest: PathBuf,
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// A published manifest connector, pinned: `airbyte-source-xyz==1.2.3`. Its wheel is
+    /// downloaded from `index_url` once and its manifest, spec and schemas cached under the
+    /// project's `.weft/manifests/`; no Python is involved.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// A manifest connector's wheel file already in the project (relative to its folder).
+    #[serde(default)]
+    pub wheel: Option<PathBuf>,
+    /// With `package`: the package index's JSON API (default `https://pypi.org/pypi`).
+    #[serde(default)]
+    pub index_url: Option<String>,
     /// The connector's own config, validated against the manifest's spec.
     #[serde(default)]
     pub config: serde_json::Map<String, Value>,
@@ -110,10 +126,36 @@ impl SourceFactory for ManifestSourceFactory {
 
     fn build(&self, config: &Value, ctx: &ConnectorContext) -> Result<Box<dyn Source>> {
         let config: ManifestConfig = parse_config(config)?;
+        let path = manifest_path(&config, ctx)?;
         Ok(Box::new(ManifestSource::open(
-            &ctx.resolve(&config.manifest),
+            &path,
             Value::Object(config.config),
         )?))
+    }
+}
+
+/// The manifest file a config names: in the project, or unpacked from a package's wheel.
+pub fn manifest_path(
+    config: &ManifestConfig,
+    ctx: &ConnectorContext,
+) -> Result<PathBuf, ManifestSourceError> {
+    let cache = ctx.project_dir.join(".weft").join("manifests");
+    if config.index_url.is_some() && config.package.is_none() {
+        return Err(ManifestSourceError::Config(
+            "`index_url` goes with `package` (the index to download it from)".into(),
+        ));
+    }
+    match (&config.manifest, &config.package, &config.wheel) {
+        (Some(manifest), None, None) => Ok(ctx.resolve(manifest)),
+        (None, Some(package), None) => package::manifest_of_package(
+            &package::Requirement::parse(package)?,
+            config.index_url.as_deref().unwrap_or(package::DEFAULT_INDEX),
+            &cache,
+        ),
+        (None, None, Some(wheel)) => package::manifest_of_wheel(&ctx.resolve(wheel), &cache),
+        _ => Err(ManifestSourceError::Config(
+            "name exactly one of `manifest` (a YAML file in the project), `package` (a published connector, `airbyte-source-xyz==1.2.3`) or `wheel` (its wheel file)".into(),
+        )),
     }
 }
 

@@ -39,7 +39,7 @@ impl Seen {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
@@ -48,7 +48,16 @@ impl Reply {
         Self {
             status: 200,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: body.to_string(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// A 200 with a binary body (a file download).
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body,
         }
     }
 
@@ -56,7 +65,7 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
-            body: body.to_string(),
+            body: body.as_bytes().to_vec(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod pg;
 pub mod pgtext;
 pub mod process;
+pub mod pypi;
 pub mod readers;
 pub mod rng;
 
@@ -361,6 +362,21 @@ pub fn manifest_checkpoint(stream_dir: &Path) -> Option<serde_json::Value> {
     let text = fs::read_to_string(stream_dir.join("_weft").join("manifest.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     Some(json["checkpoint"].clone())
+}
+
+/// The checkpoint a stream's next run resumes from: that of the generation an `overwrite` or
+/// `append_dedup` run staged (committed, not yet published: the run was killed), else the
+/// published one. `None` without a manifest or a checkpoint.
+pub fn resume_checkpoint(stream_dir: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(stream_dir.join("_weft").join("manifest.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let staged = &json["pending"]["checkpoint"];
+    let cp = if staged.is_null() {
+        &json["checkpoint"]
+    } else {
+        staged
+    };
+    (!cp.is_null()).then(|| cp.clone())
 }
 
 /// All `*.parquet` files directly in the stream folder (what a glob reader sees).

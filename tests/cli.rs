@@ -487,7 +487,7 @@ fn connector_names_are_unambiguous_on_the_command_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown connector `nope`; sources: sample, files, postgres, airbyte; destinations: parquet, postgres"),
+        err.contains("unknown connector `nope`; sources: sample, files, postgres, airbyte, manifest; destinations: parquet, postgres"),
         "{err}"
     );
     let out = weft(&["connector", "spec", "destination-sample"]);
